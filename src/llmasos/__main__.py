@@ -1,0 +1,5 @@
+"""``python -m llmasos`` is the ``llmasos`` command."""
+
+from llmasos.cli.main import main
+
+main()

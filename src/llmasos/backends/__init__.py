@@ -1,0 +1,1 @@
+"""Inference backends (the drivers); see `interface.py` for the contract."""

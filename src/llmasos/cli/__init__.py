@@ -1,0 +1,1 @@
+"""The `llmasos` command line."""

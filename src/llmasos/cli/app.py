@@ -1,0 +1,119 @@
+"""The Typer application every command module adds itself to, and shared CLI state.
+
+Global flags are generated from `Settings`: each setting is a ``--flag`` on the root command
+and on ``serve`` (``llmasos --threads 2 run ...``, ``llmasos serve --port 9000``). Command
+modules use `state` for the effective settings and the model store, and raise
+`LLMasOSError` for failures; `llmasos.cli.main.main` prints those as one line.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args, get_origin
+
+import typer
+from rich.console import Console
+
+from llmasos.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from llmasos.models.store import ModelStore
+
+app = typer.Typer(
+    name="llmasos",
+    help="LLMasOS: a self-hosted LLM operating system.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class CLIState:
+    """What the root callback parsed: setting overrides from flags."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = None
+    _store: ModelStore | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(**self.overrides)
+        return self._settings
+
+    def override(self, values: dict[str, Any]) -> None:
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            self.overrides.update(given)
+            self._settings = None
+            self._store = None
+
+    @property
+    def store(self) -> ModelStore:
+        if self._store is None:
+            from llmasos.models.store import ModelStore
+
+            self._store = ModelStore.open(self.settings)
+        return self._store
+
+
+state = CLIState()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _option_type(annotation: Any) -> Any:
+    """The type Typer should parse for a settings field (optional, so unset means None)."""
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is list:
+        return list[args[0]] | None if args else list[str] | None
+    if type(None) in args:  # X | None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _option_type(inner)
+    if str(origin) == "typing.Literal":
+        return str | None
+    return annotation | None
+
+
+def settings_options(func: F) -> F:
+    """Add one ``--flag`` per `Settings` field to a command; pass them as ``settings=dict``."""
+    params = [p for p in inspect.signature(func).parameters.values() if p.name != "settings_flags"]
+    names = list(Settings.model_fields)
+    for name in names:
+        info = Settings.model_fields[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = info.description or ""
+        if str(get_origin(info.annotation)) == "typing.Literal":
+            help_text += f" [{'|'.join(str(a) for a in get_args(info.annotation))}]"
+        option = typer.Option(flag, help=help_text, rich_help_panel="Settings", show_default=False)
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[_option_type(info.annotation), option],
+            )
+        )
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name, None) for name in names}
+        return func(*args, settings_flags=flags, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one error line and exit."""
+    err_console.print(f"[red]Error:[/red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)

@@ -1,0 +1,215 @@
+"""Typed settings for the whole OS, with their sources.
+
+Every field is documented; the CLI turns each into a flag (``--max-loaded-models``) and
+``llmasos config show`` lists them. Precedence, highest first: a CLI flag, an ``LLMASOS_*``
+environment variable, a key in ``$LLMASOS_HOME/config.toml``, the default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from llmasos.errors import ConfigError
+
+ENV_PREFIX = "LLMASOS_"
+
+
+def default_home() -> Path:
+    """``$LLMASOS_HOME`` or ``~/.llmasos``."""
+    return Path(os.environ.get(f"{ENV_PREFIX}HOME") or Path.home() / ".llmasos").expanduser()
+
+
+class Settings(BaseSettings):
+    """LLMasOS settings. Each field is a CLI flag, an env variable and a config-file key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="Directory for models, the database and config.toml.",
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
+    default_model: str = Field("smollm2:135m", description="Model used when a request names none.")
+    default_embedding_model: str = Field(
+        "all-minilm:l6-v2", description="Embedding model used when a request names none."
+    )
+    threads: int = Field(0, ge=0, description="CPU threads per model; 0 means all cores.")
+    context_length: int = Field(
+        4096, ge=256, description="Context window per sequence, in tokens (Ollama's num_ctx)."
+    )
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="Sequences decoded together in one step per model."
+    )
+    max_batch_tokens: int = Field(
+        512, ge=16, description="Token budget per step; long prompts are prefilled in chunks."
+    )
+    scheduler_policy: Literal["fair", "priority", "fcfs"] = Field(
+        "fair", description="Scheduling policy: fair share between tenants, priority, or fcfs."
+    )
+    max_queue: int = Field(
+        256, ge=1, description="Waiting requests per model before new ones get 503."
+    )
+    request_timeout: float = Field(
+        600.0, gt=0, description="Seconds a request may take before it is aborted."
+    )
+    keep_alive: str = Field(
+        "5m",
+        description="How long an idle model stays loaded ('5m', '1h', '0' unloads, '-1' keeps).",
+    )
+    max_loaded_models: int = Field(3, ge=1, description="Models resident at once.")
+    max_memory: str | None = Field(
+        None, description="Memory budget for resident models ('8GiB'); default 75% of RAM."
+    )
+    backend: Literal["auto", "llama.cpp", "transformers"] = Field(
+        "auto", description="Backend for generation: auto picks llama.cpp for GGUF files."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty means CORS off."
+    )
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _expand_home(cls, value: Any) -> Any:
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _check_keep_alive(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file_path())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "config.toml"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def effective_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+    @property
+    def keep_alive_seconds(self) -> float | None:
+        return parse_duration(self.keep_alive)
+
+
+_home_override: Path | None = None
+
+
+def _config_file_path() -> Path:
+    return (_home_override or default_home()) / "config.toml"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from CLI overrides (None values ignored), env, config.toml, defaults."""
+    global _home_override
+    cli = {k: v for k, v in overrides.items() if v is not None}
+    _home_override = Path(cli["home"]).expanduser() if "home" in cli else None
+    try:
+        return Settings(**cli)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{_config_file_path()} is not valid TOML: {error}") from None
+
+
+def setting_sources(settings: Settings, cli_overrides: dict[str, Any]) -> dict[str, str]:
+    """Where each effective setting came from: ``cli``, ``env``, ``config.toml`` or ``default``."""
+    try:
+        file_keys = set(tomllib.loads(settings.config_file.read_text()))
+    except (OSError, tomllib.TOMLDecodeError):
+        file_keys = set()
+    sources: dict[str, str] = {}
+    for name in Settings.model_fields:
+        if cli_overrides.get(name) is not None:
+            sources[name] = "cli"
+        elif f"{ENV_PREFIX}{name.upper()}" in os.environ:
+            sources[name] = "env"
+        elif name in file_keys:
+            sources[name] = "config.toml"
+        else:
+            sources[name] = "default"
+    return sources
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: str | float | int) -> float | None:
+    """Parse Ollama-style durations: ``5m``, ``30s``, ``1h``, ``0``; negative means forever.
+
+    Returns seconds, or None for "forever".
+    """
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip().lower()
+        unit = next((u for u in ("ms", "s", "m", "h", "d") if text.endswith(u)), "")
+        number = text[: len(text) - len(unit)] if unit else text
+        try:
+            seconds = float(number) * _UNITS.get(unit, 1.0)
+        except ValueError:
+            raise ConfigError(
+                f"invalid duration {value!r}: use a number of seconds or e.g. '5m', '1h', '-1'"
+            ) from None
+    return None if seconds < 0 else seconds
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_size(value: str) -> int:
+    """Parse ``8GiB``, ``512MB``, ``1073741824`` into bytes."""
+    text = value.strip().lower().replace(" ", "")
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits) :]
+    if unit not in _SIZE_UNITS or not digits:
+        raise ConfigError(f"invalid size {value!r}: use e.g. '8GiB' or '512MB'")
+    return int(float(digits) * _SIZE_UNITS[unit])

@@ -1,0 +1,1 @@
+"""The kernel: owns models, schedules every request onto them."""

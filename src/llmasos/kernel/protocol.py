@@ -1,0 +1,146 @@
+"""The kernel's system-call interface: what faces (server, CLI, SDK) may ask of it.
+
+Faces build a `GenerateRequest`, call `EngineClientInterface.generate`, and iterate the
+`GenerateOutput` deltas it yields. Closing the iterator early (a client disconnects) aborts
+the request, and its sequence is freed at the next engine step. Errors arrive as
+`LLMasOSError` subclasses raised from the iterator or the call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmasos.types import ChatMessage, SamplingParams
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class GenerateRequest:
+    """One generation: a raw prompt or chat messages, for one model, on behalf of a tenant."""
+
+    model: str | None = None
+    """Store name (``smollm2``, ``ns/name:tag``); None means the default model."""
+    prompt: str | None = None
+    """Raw text prompt (completions). Exactly one of prompt/messages is set."""
+    messages: Sequence[ChatMessage] | None = None
+    """Chat messages, rendered with the model's chat template by the kernel."""
+    tools: Sequence[dict[str, Any]] | None = None
+    """OpenAI tool definitions, passed to the chat template."""
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    apply_model_defaults: bool = True
+    """Fill sampling parameters the caller did not set from the model's manifest."""
+    system: str | None = None
+    """A system prompt overriding the model's default (Ollama's ``system``)."""
+    raw: bool = False
+    """For prompts: do not apply the chat template (Ollama's ``raw``)."""
+    priority: int = 0
+    """Lower runs earlier under the priority policy (vLLM's convention)."""
+    tenant: str = "anonymous"
+    """Who this is for: a user or app id; fair share is computed between tenants."""
+    keep_alive: float | str | None = ""
+    """Seconds to keep the model loaded after this request; '' means the default."""
+    timeout: float | None = None
+    """Seconds before the request is aborted; None means the configured default."""
+    request_id: str = field(default_factory=new_request_id)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """One generated token with its log-probability and top alternatives (when asked)."""
+
+    token_id: int
+    text: str
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass
+class GenerateOutput:
+    """A delta of one request's output. The last one has ``finished=True``."""
+
+    request_id: str
+    model: str
+    text: str = ""
+    """New text since the previous output (stop strings already removed)."""
+    tokens: list[TokenInfo] = field(default_factory=list)
+    finished: bool = False
+    finish_reason: str | None = None
+    """OpenAI's: ``stop``, ``length``, ``abort`` (cancelled), ``error``."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens served from the prefix cache."""
+    prompt: str | None = None
+    """The rendered prompt (first output only)."""
+    queue_seconds: float = 0.0
+    prompt_seconds: float = 0.0
+    """Time from admission to the first token."""
+    generation_seconds: float = 0.0
+    load_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    model: str
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class ResidentModel:
+    """A loaded model, as ``llmasos ps`` / ``/api/ps`` show it."""
+
+    name: str
+    digest: str
+    backend: str
+    processor: str
+    size_bytes: int
+    context_length: int
+    expires_at: float | None
+    """Unix time it unloads when idle; None means never."""
+    running: int
+    waiting: int
+
+
+class EngineClientInterface(ABC):
+    """The kernel as faces see it. Implementations: in-process, and (later) over Ray."""
+
+    @abstractmethod
+    def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
+        """Submit a request; iterate its output deltas. Raises `QueueFullError`,
+        `ModelNotFoundError`, `ContextLengthExceededError` ... before the first delta."""
+
+    @abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Cancel a request; its iterator ends with ``finish_reason="abort"``."""
+
+    @abstractmethod
+    async def embed(self, model: str | None, texts: Sequence[str]) -> EmbedResult:
+        """Embed texts with an embedding model (default: the configured one)."""
+
+    @abstractmethod
+    async def tokenize(self, model: str | None, text: str) -> list[int]:
+        """Tokenize text with the model's tokenizer (loading the model if needed)."""
+
+    @abstractmethod
+    async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
+        """Load a model now (``llmasos load``, Ollama's empty request)."""
+
+    @abstractmethod
+    async def unload(self, model: str) -> bool:
+        """Unload a model; False if it was not loaded."""
+
+    @abstractmethod
+    def resident_models(self) -> list[ResidentModel]:
+        """Models loaded now."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop every engine loop and unload every model."""

@@ -1,0 +1,1 @@
+"""Scheduling policies and the step scheduler."""

@@ -1,0 +1,1 @@
+"""The model store: named, versioned, content-addressed models."""

@@ -1,0 +1,106 @@
+"""The one plugin mechanism: Python entry points in the group ``llmasos.plugins``.
+
+Each entry point names a ``register(registry)`` function. Built-in backends register
+themselves through the same entry points an outside package would use (see pyproject.toml).
+Registration is by import path, so heavy dependencies (torch, vLLM) load only when the
+backend is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from llmasos.errors import BackendUnavailableError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from llmasos.backends.interface import BackendInterface
+
+ENTRY_POINT_GROUP = "llmasos.plugins"
+logger = logging.getLogger(__name__)
+
+
+class PluginRegistry:
+    """Named extension points: backends now; services and tools register here too."""
+
+    def __init__(self) -> None:
+        self._backends: dict[str, str | type[BackendInterface]] = {}
+        self._backend_formats: dict[str, tuple[str, ...]] = {}
+
+    def register_backend(
+        self,
+        name: str,
+        target: str | type[BackendInterface],
+        *,
+        formats: tuple[str, ...] = (),
+    ) -> None:
+        """Register a backend class, or ``"module:Class"`` to import on first use.
+
+        ``formats`` lists the model formats (``gguf``, ``safetensors``) it can load, in the
+        order the kernel should prefer backends for a format (first registered wins).
+        """
+        self._backends[name] = target
+        self._backend_formats[name] = formats
+
+    def backend_names(self) -> list[str]:
+        return list(self._backends)
+
+    def backends_for_format(self, model_format: str) -> list[str]:
+        return [n for n, fmts in self._backend_formats.items() if model_format in fmts]
+
+    def backend(self, name: str) -> type[BackendInterface]:
+        """The backend class, importing it now; a clear error if its extra is missing."""
+        try:
+            target = self._backends[name]
+        except KeyError:
+            known = ", ".join(sorted(self._backends)) or "none"
+            raise InvalidRequestError(f"unknown backend {name!r} (known: {known})") from None
+        if isinstance(target, str):
+            module_name, _, attr = target.partition(":")
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as error:
+                raise BackendUnavailableError(
+                    f"the {name} backend needs a package that is not installed: {error.name}"
+                ) from None
+            target = getattr(module, attr)
+            self._backends[name] = target
+        return target
+
+
+_registry: PluginRegistry | None = None
+
+
+def get_registry() -> PluginRegistry:
+    """The process-wide registry, filled from entry points on first call."""
+    global _registry
+    if _registry is None:
+        registry = PluginRegistry()
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                register: Callable[[PluginRegistry], None] = entry_point.load()
+                register(registry)
+            except Exception as error:  # a broken plugin must not take the OS down
+                logger.warning("plugin %s failed to register: %s", entry_point.name, error)
+        _registry = registry
+    return _registry
+
+
+def register_builtins(registry: PluginRegistry) -> None:
+    """Entry point of the built-in plugin: the backends that ship with LLMasOS."""
+    registry.register_backend(
+        "llama.cpp", "llmasos.backends.llamacpp:LlamaCppBackend", formats=("gguf",)
+    )
+    registry.register_backend(
+        "transformers",
+        "llmasos.backends.transformers:TransformersBackend",
+        formats=("safetensors", "gguf"),
+    )
+    registry.register_backend(
+        "sentence-transformers",
+        "llmasos.backends.sentence_transformers:SentenceTransformersBackend",
+        formats=("sentence-transformers",),
+    )

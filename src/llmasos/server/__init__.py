@@ -1,0 +1,1 @@
+"""The HTTP server: OpenAI- and Ollama-compatible APIs over the kernel client."""
