@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         8, ge=1, le=256, description="Sequences decoded together in one step per model."
     )
+    kv_cache_tokens: int = Field(
+        16384,
+        ge=256,
+        description="KV cache size per model, in tokens, shared by all its sequences.",
+    )
     max_batch_tokens: int = Field(
         512, ge=16, description="Token budget per step; long prompts are prefilled in chunks."
     )

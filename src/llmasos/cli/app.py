@@ -75,7 +75,7 @@ def _option_type(annotation: Any) -> Any:
     origin = get_origin(annotation)
     args = get_args(annotation)
     if origin is list:
-        return list[args[0]] | None if args else list[str] | None
+        return list[str] | None
     if type(None) in args:  # X | None
         (inner,) = [a for a in args if a is not type(None)]
         return _option_type(inner)

@@ -1,3 +1,7 @@
 """Imports every command module so its commands register on the Typer app."""
 
-from llmasos.cli import config_cmd  # noqa: F401
+from llmasos.cli import (  # noqa: F401
+    bench,
+    config_cmd,
+    models,
+)

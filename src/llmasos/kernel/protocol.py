@@ -12,9 +12,12 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmasos.types import ChatMessage, SamplingParams
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 def new_request_id() -> str:
@@ -36,6 +39,8 @@ class GenerateRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     apply_model_defaults: bool = True
     """Fill sampling parameters the caller did not set from the model's manifest."""
+    explicit: frozenset[str] = frozenset()
+    """Names of the `SamplingParams` fields the caller set; the others take model defaults."""
     system: str | None = None
     """A system prompt overriding the model's default (Ollama's ``system``)."""
     raw: bool = False
@@ -140,6 +145,15 @@ class EngineClientInterface(ABC):
     @abstractmethod
     def resident_models(self) -> list[ResidentModel]:
         """Models loaded now."""
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry | None:
+        """The Prometheus registry holding the kernel's metrics (served at ``/metrics``)."""
+        return None
+
+    def is_ready(self) -> bool:
+        """False while the default model is still loading at start-up (``/health`` 503)."""
+        return True
 
     @abstractmethod
     async def close(self) -> None:

@@ -1,0 +1,422 @@
+"""The llama.cpp backend: GGUF models on CPU through llama-cpp-python's low-level API.
+
+One llama.cpp context holds every sequence: ``n_seq_max = max_sequences`` *slots* share one
+unified KV cache of ``kv_capacity_tokens`` cells. Kernel sequence ids map to slots. Each
+`execute` builds one ``llama_batch`` with every work item's tokens (positions continue from
+each slot's length, ``seq_id`` = the slot) and asks for logits only at the last token of items
+that sample; a batch larger than ``n_batch`` is decoded in several calls, sampling each item
+right after the call that holds its last token.
+
+Prefix cache: a removed sequence leaves its tokens in its slot. `add_sequence` picks the free
+slot whose cached tokens share the longest prefix with the new ones, trims the rest, and
+reports the reused count (never all of the tokens: the last one must be fed to get logits).
+Cached tokens of free slots are dropped, least recently used first, when the KV pool needs
+their cells. Sampling lives in `llamacpp_sampler` (one native chain per sequence).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import llama_cpp
+
+from llmasos.backends.chat_template import render_chat_template
+from llmasos.backends.interface import BackendInterface, LoadSpec, SampledToken, SequenceWork
+from llmasos.backends.llamacpp_sampler import SamplerChain, token_logprobs
+from llmasos.errors import (
+    BackendError,
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelFormatError,
+    UnsupportedError,
+)
+from llmasos.types import ChatMessage, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_BATCH_TOKENS = 512
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _discard_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's log sink when not debugging (kept at module level so it stays alive)."""
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _forward_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    logger.debug("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
+
+
+def _configure_native_logging() -> None:
+    debug = logger.isEnabledFor(logging.DEBUG)
+    llama_cpp.llama_log_set(_forward_log if debug else _discard_log, ctypes.c_void_p(0))
+
+
+def check_gguf_file(path: os.PathLike[str] | str) -> None:
+    """Raise `ModelFormatError` unless ``path`` is a readable file that starts like a GGUF."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except FileNotFoundError:
+        raise ModelFormatError(f"model file not found: {path}") from None
+    except IsADirectoryError:
+        raise ModelFormatError(f"expected a .gguf file, got a directory: {path}") from None
+    except OSError as error:
+        raise ModelFormatError(f"cannot read model file {path}: {error.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelFormatError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+
+
+@dataclass
+class _Slot:
+    """One llama.cpp sequence: the tokens in its KV cells and, when live, its owner."""
+
+    index: int
+    tokens: list[int] = field(default_factory=list)
+    seq_id: int | None = None
+    sampler: SamplerChain | None = None
+    params: SamplingParams | None = None
+    last_used: int = 0
+
+
+class LlamaCppBackend(BackendInterface):
+    """`BackendInterface` over one llama.cpp model and one multi-sequence context."""
+
+    name: ClassVar[str] = "llama.cpp"
+
+    def __init__(self, spec: LoadSpec, model: Any, ctx: Any) -> None:
+        self._spec = spec
+        self._model = model
+        self._ctx = ctx
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._n_batch = int(llama_cpp.llama_n_batch(ctx))
+        self._n_ctx = int(llama_cpp.llama_n_ctx(ctx))
+        self._batch: Any = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._slots = [_Slot(i) for i in range(int(llama_cpp.llama_n_seq_max(ctx)))]
+        self._by_seq: dict[int, _Slot] = {}
+        self._clock = 0
+        self._piece_cache: dict[int, bytes] = {}
+        train = int(llama_cpp.llama_model_n_ctx_train(model))
+        limit = spec.context_length if train <= 0 else min(spec.context_length, train)
+        self._context_length = min(limit, self._n_ctx)
+        self._closed = False
+
+    # --- loading -----------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, spec: LoadSpec) -> LlamaCppBackend:
+        if spec.embedding:
+            raise UnsupportedError("the llama.cpp backend loads generation models only")
+        if spec.context_length < 1 or spec.max_sequences < 1:
+            raise InvalidRequestError("context_length and max_sequences must be >= 1")
+        check_gguf_file(spec.path)
+        _configure_native_logging()
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = int(spec.options.get("n_gpu_layers", 0))
+        model = llama_cpp.llama_model_load_from_file(str(spec.path).encode(), model_params)
+        if not model:
+            raise ModelFormatError(
+                f"llama.cpp could not load {spec.path}: the GGUF is truncated, corrupt or of an "
+                "unsupported architecture"
+            )
+        threads = spec.threads or os.cpu_count() or 1
+        n_ctx = spec.kv_capacity_tokens or spec.context_length * spec.max_sequences
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_seq_max = spec.max_sequences
+        params.kv_unified = True
+        params.n_batch = max(DEFAULT_BATCH_TOKENS, int(spec.options.get("n_batch", 0)))
+        params.n_ubatch = params.n_batch
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise BackendError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for "
+                f"{spec.max_sequences} sequences (out of memory?)"
+            )
+        return cls(spec, model, ctx)
+
+    # --- facts -------------------------------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def max_sequences(self) -> int:
+        return len(self._slots)
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self._n_ctx
+
+    @property
+    def kv_used_tokens(self) -> int:
+        return sum(len(s.tokens) for s in self._slots if s.seq_id is not None)
+
+    def memory_bytes(self) -> int:
+        model = self._model
+        n_layer = int(llama_cpp.llama_model_n_layer(model))
+        n_head = max(1, int(llama_cpp.llama_model_n_head(model)))
+        head_dim = int(llama_cpp.llama_model_n_embd(model)) // n_head
+        kv_width = head_dim * int(llama_cpp.llama_model_n_head_kv(model))
+        kv_bytes = self._n_ctx * n_layer * 2 * kv_width * 2  # K and V, f16
+        logits_bytes = self._n_batch * self._n_vocab * 4
+        return int(llama_cpp.llama_model_size(model)) + kv_bytes + logits_bytes
+
+    # --- text --------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        for _ in range(2):
+            buffer = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), buffer, capacity, add_special, True
+            )
+            if n >= 0:
+                return list(buffer[:n])
+            capacity = -n
+        raise BackendError("llama.cpp failed to tokenize the text")
+
+    def token_bytes(self, token: int) -> bytes:
+        cached = self._piece_cache.get(token)
+        if cached is not None:
+            return cached
+        if not 0 <= token < self._n_vocab:
+            raise InvalidRequestError(f"token id {token} is outside the vocabulary")
+        size = 32
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, True)
+            if n >= 0:
+                piece = buffer.raw[:n]
+                self._piece_cache[token] = piece
+                return piece
+            size = -n
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.token_bytes(token).decode("utf-8", errors="replace")
+
+    def chat_template(self) -> str | None:
+        """The override from the LoadSpec, else the GGUF's ``tokenizer.chat_template``."""
+        if self._spec.chat_template:
+            return self._spec.chat_template
+        key = b"tokenizer.chat_template"
+        size = 1 << 16
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_model_meta_val_str(self._model, key, buffer, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buffer.value.decode("utf-8", errors="replace")
+            size = n + 1
+
+    def render_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> str:
+        template = self.chat_template()
+        if template is None:
+            raise UnsupportedError(
+                f"{self._spec.path.name} has no chat template; give one in its Modelfile"
+            )
+        return render_chat_template(
+            template,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            tools=tools,
+            bos_token=self._special_text(llama_cpp.llama_vocab_bos(self._vocab)),
+            eos_token=self._special_text(llama_cpp.llama_vocab_eos(self._vocab)),
+        )
+
+    # --- sequences ---------------------------------------------------------------------
+
+    def add_sequence(
+        self,
+        seq_id: int,
+        params: SamplingParams,
+        tokens: Sequence[int],
+        *,
+        generated: Sequence[int] = (),
+    ) -> int:
+        self._check_open()
+        if seq_id in self._by_seq:
+            raise InvalidRequestError(f"sequence {seq_id} is already running")
+        if not tokens:
+            raise InvalidRequestError("a sequence needs at least one token")
+        if len(tokens) > self._context_length:
+            raise ContextLengthExceededError(
+                f"{len(tokens)} tokens exceed the context length of {self._context_length}"
+            )
+        if len(generated) > len(tokens):
+            raise InvalidRequestError("generated tokens must be the tail of tokens")
+        if any(not 0 <= t < self._n_vocab for t in tokens):
+            raise InvalidRequestError("a token id is outside the vocabulary")
+        free = [s for s in self._slots if s.seq_id is None]
+        if not free:
+            raise BackendError(f"all {len(self._slots)} sequence slots are in use")
+        sampler = SamplerChain.build(params, self._vocab, self._n_vocab)
+        try:
+            sampler.replay(generated)
+        except BaseException:
+            sampler.free()
+            raise
+        tokens = list(tokens)
+        slot = max(free, key=lambda s: (_common_prefix(s.tokens, tokens), -s.last_used))
+        reused = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        self._truncate(slot, reused)
+        slot.seq_id, slot.sampler, slot.params = seq_id, sampler, params
+        self._by_seq[seq_id] = slot
+        self._touch(slot)
+        return reused
+
+    def remove_sequence(self, seq_id: int) -> None:
+        slot = self._by_seq.pop(seq_id, None)
+        if slot is None:
+            return
+        if slot.sampler is not None:
+            slot.sampler.free()
+        slot.seq_id, slot.sampler, slot.params = None, None, None
+        self._touch(slot)
+
+    def _touch(self, slot: _Slot) -> None:
+        self._clock += 1
+        slot.last_used = self._clock
+
+    def _truncate(self, slot: _Slot, keep: int) -> None:
+        if keep < len(slot.tokens):
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.index, keep, -1)
+            del slot.tokens[keep:]
+
+    def _make_room(self, needed: int) -> None:
+        """Drop cached prefixes of free slots (oldest first) until ``needed`` cells are free."""
+        used = sum(len(s.tokens) for s in self._slots)
+        for slot in sorted(self._slots, key=lambda s: s.last_used):
+            if used + needed <= self._n_ctx:
+                return
+            if slot.seq_id is None and slot.tokens:
+                used -= len(slot.tokens)
+                self._truncate(slot, 0)
+        if used + needed > self._n_ctx:
+            raise BackendError(
+                f"the KV cache is full ({used} of {self._n_ctx} tokens held by live sequences)"
+            )
+
+    # --- steps -------------------------------------------------------------------------
+
+    def execute(self, work: Sequence[SequenceWork]) -> list[SampledToken]:
+        self._check_open()
+        entries: list[tuple[_Slot, int, int, bool]] = []  # slot, position, token, wants logits
+        seen: set[int] = set()
+        for item in work:
+            slot = self._by_seq.get(item.seq_id)
+            if slot is None:
+                raise InvalidRequestError(f"sequence {item.seq_id} was not added")
+            if item.seq_id in seen:
+                raise InvalidRequestError(f"sequence {item.seq_id} appears twice in one step")
+            seen.add(item.seq_id)
+            if not item.tokens:
+                raise InvalidRequestError(f"sequence {item.seq_id} has no tokens in this step")
+            start = len(slot.tokens)
+            if start + len(item.tokens) > self._context_length:
+                raise ContextLengthExceededError(
+                    f"sequence {item.seq_id} would exceed the context length of "
+                    f"{self._context_length}"
+                )
+            last = len(item.tokens) - 1
+            for i, token in enumerate(item.tokens):
+                entries.append((slot, start + i, int(token), item.sample and i == last))
+        self._make_room(len(entries))
+        results: list[SampledToken] = []
+        for begin in range(0, len(entries), self._n_batch):
+            chunk = entries[begin : begin + self._n_batch]
+            self._decode(chunk)
+            for row, (slot, _, _, wants) in enumerate(chunk):
+                if wants:
+                    results.append(self._sample(slot, row))
+        return results
+
+    def _decode(self, chunk: list[tuple[_Slot, int, int, bool]]) -> None:
+        batch = self._batch
+        for i, (slot, position, token, wants) in enumerate(chunk):
+            batch.token[i] = token
+            batch.pos[i] = position
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = slot.index
+            batch.logits[i] = wants
+        batch.n_tokens = len(chunk)
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        if status != 0:
+            # The KV state of this chunk is undefined now: drop it from every slot it touched.
+            for slot in {id(s): s for s, _, _, _ in chunk}.values():
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.index, len(slot.tokens), -1)
+            raise BackendError(f"llama_decode failed with status {status}")
+        for slot, _, token, _ in chunk:
+            slot.tokens.append(token)
+        for slot in {id(s): s for s, _, _, _ in chunk}.values():
+            self._touch(slot)
+
+    def _sample(self, slot: _Slot, row: int) -> SampledToken:
+        assert slot.sampler is not None and slot.params is not None and slot.seq_id is not None
+        token = slot.sampler.sample(self._ctx, row)
+        top_n = slot.params.logprobs
+        if top_n is None:
+            return SampledToken(slot.seq_id, token)
+        logits = llama_cpp.llama_get_logits_ith(self._ctx, row)
+        chosen, top = token_logprobs(logits, self._n_vocab, token, top_n)
+        return SampledToken(slot.seq_id, token, chosen, top)
+
+    # --- lifetime ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError("the model was unloaded")
+
+    def close(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        for slot in self._slots:
+            if slot.sampler is not None:
+                slot.sampler.free()
+                slot.sampler = None
+        self._by_seq.clear()
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
+
+    def __del__(self) -> None:
+        # At interpreter shutdown the native library may already be gone.
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

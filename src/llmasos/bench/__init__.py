@@ -1,0 +1,1 @@
+"""Benchmarks: backend step speed (`llmasos.bench.backend`); serving benchmarks join later."""

@@ -1,0 +1,225 @@
+"""Model store verbs with Ollama's names: list, show, rm, cp, import, pull, create.
+
+Each verb is a thin face over `ModelStore` (``state.store``); failures are `LLMasOSError`s
+that `llmasos.cli.main.main` prints as one line with exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from llmasos.cli.app import app, console, state
+from llmasos.errors import ModelfileError
+from llmasos.models.manifest import Manifest
+from llmasos.models.modelfile import to_modelfile
+
+
+def human_size(size: int) -> str:
+    """Decimal units like Ollama: ``98 MB``, ``1.2 GB``."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if value >= 10 or unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def relative_time(iso: str, now: datetime | None = None) -> str:
+    """``"2 minutes ago"`` for an ISO 8601 UTC time."""
+    try:
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return "unknown"
+    seconds = ((now or datetime.now(UTC)) - then).total_seconds()
+    if seconds < 60:
+        return "Less than a minute ago" if seconds >= 0 else "just now"
+    for unit, length in (("year", 31536000), ("month", 2592000), ("week", 604800),
+                         ("day", 86400), ("hour", 3600), ("minute", 60)):  # fmt: skip
+        if seconds >= length:
+            count = int(seconds // length)
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
+
+
+def human_count(count: int | None) -> str:
+    if not count:
+        return "unknown"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f}{unit}".replace(".0", "")
+    return str(count)
+
+
+@app.command("list")
+def list_models() -> None:
+    """List the models in the store."""
+    table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None, pad_edge=False)
+    for name, manifest in state.store.list():
+        table.add_row(
+            name, manifest.short_id, human_size(manifest.size), relative_time(manifest.created_at)
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="Model name (NAME, NAME:TAG or NAME@ID).")],
+    versions: Annotated[bool, typer.Option("--versions", help="List the versions.")] = False,
+    modelfile: Annotated[
+        bool, typer.Option("--modelfile", help="Print an equivalent Modelfile.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show a model's details, versions or Modelfile."""
+    store = state.store
+    if versions:
+        rows = store.versions(name)
+        if as_json:
+            console.print_json(json.dumps([asdict(m) for m in rows]))
+            return
+        table = Table("ID", "CREATED", "SIZE", "SOURCE", box=None, pad_edge=False)
+        for index, manifest in enumerate(rows):
+            label = manifest.short_id + (" (current)" if index == 0 else "")
+            table.add_row(label, manifest.created_at, human_size(manifest.size), manifest.source)
+        console.print(table)
+        return
+    manifest = store.manifest(name)
+    if as_json:
+        console.print_json(manifest.to_json())
+    elif modelfile:
+        base = str(store.resolve(name).path)
+        console.print(
+            to_modelfile(manifest, base), end="", markup=False, highlight=False, soft_wrap=True
+        )
+    else:
+        _print_summary(manifest)
+
+
+def _print_summary(manifest: Manifest) -> None:
+    def section(title: str, rows: list[tuple[str, str]]) -> None:
+        console.print(f"  [bold]{title}[/bold]")
+        for key, value in rows:
+            console.print(f"    {key:<20}{value}", markup=False, highlight=False)
+        console.print()
+
+    section(
+        "Model",
+        [
+            ("name", manifest.name),
+            ("id", manifest.short_id),
+            ("format", f"{manifest.format} ({manifest.kind})"),
+            ("architecture", manifest.family or "unknown"),
+            ("parameters", human_count(manifest.parameter_count)),
+            ("quantization", manifest.quantization or "unknown"),
+            ("context length", str(manifest.context_length or "unknown")),
+            ("embedding length", str(manifest.embedding_length or "unknown")),
+            ("size", human_size(manifest.size)),
+            ("source", manifest.source or ""),
+        ],
+    )
+    if manifest.parameters:
+        section("Parameters", [(k, json.dumps(v)) for k, v in manifest.parameters.items()])
+    for title, text in (
+        ("System", manifest.system),
+        ("Template", manifest.chat_template),
+        ("License", manifest.license),
+    ):
+        if text:
+            console.print(f"  [bold]{title}[/bold]")
+            lines = text.splitlines()
+            for line in lines[:12]:
+                console.print(f"    {line}", markup=False, highlight=False)
+            if len(lines) > 12:
+                console.print(f"    ... ({len(lines) - 12} more lines)", highlight=False)
+            console.print()
+
+
+@app.command("rm")
+def remove(names: Annotated[list[str], typer.Argument(help="Models to remove.")]) -> None:
+    """Remove models (every version of each name) and free their unused files."""
+    store = state.store
+    for name in names:
+        store.remove(name)
+        console.print(f"deleted '{store.canonical_name(name)}'", highlight=False)
+
+
+@app.command("cp")
+def copy(
+    source: Annotated[str, typer.Argument(help="Existing model.")],
+    destination: Annotated[str, typer.Argument(help="New name.")],
+) -> None:
+    """Copy a model to a new name (no data is duplicated)."""
+    manifest = state.store.copy(source, destination)
+    console.print(
+        f"copied '{state.store.canonical_name(source)}' to '{manifest.name}'", highlight=False
+    )
+
+
+@app.command("import")
+def import_model(
+    path: Annotated[Path, typer.Argument(help="A .gguf file or a Hugging Face model directory.")],
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Name (default: the file stem).")
+    ] = None,
+) -> None:
+    """Import a local model file or directory into the store."""
+    with console.status(f"importing {path} ..."):
+        manifest = state.store.import_path(path, name)
+    console.print(f"imported '{manifest.name}' ({manifest.short_id})", highlight=False)
+
+
+@app.command("pull")
+def pull(
+    source: Annotated[str, typer.Argument(help="HF_REPO_ID or HF_REPO_ID:FILE.gguf")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Store it as NAME.")] = None,
+) -> None:
+    """Download a model from the Hugging Face hub (resumable, sha256-verified)."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def report(status: str, completed: int, total: int) -> None:
+            if status not in tasks:
+                tasks[status] = bar.add_task(status, total=total or None)
+            bar.update(tasks[status], completed=completed, total=total or None)
+
+        manifest = state.store.pull(source, name=name, progress=report)
+    console.print(f"pulled '{manifest.name}' ({manifest.short_id})", highlight=False)
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Name of the new model.")],
+    file: Annotated[Path, typer.Option("--file", "-f", help="Path to the Modelfile.")] = Path(
+        "Modelfile"
+    ),
+) -> None:
+    """Create a model from a Modelfile (FROM, PARAMETER, TEMPLATE, SYSTEM, ADAPTER ...)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelfileError(f"cannot read Modelfile {file}: {error}") from None
+    manifest = state.store.create(name, text, base_dir=file.resolve().parent)
+    console.print(f"created '{manifest.name}' ({manifest.short_id})", highlight=False)

@@ -1,0 +1,294 @@
+"""The in-process kernel client: the system-call boundary faces use.
+
+It resolves model names through the store, acquires the model from the resource manager,
+renders and tokenizes the prompt, enforces admission control (context window, queue bound,
+timeouts), hands a `Request` to the model's engine loop and turns the engine's deltas into
+`GenerateOutput`s on the caller's event loop. Nothing outside ``kernel/`` sees the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from llmasos.config import Settings
+from llmasos.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    LLMasOSError,
+    QueueFullError,
+    UnsupportedError,
+)
+from llmasos.kernel.metrics import KernelMetrics
+from llmasos.kernel.protocol import (
+    EmbedResult,
+    EngineClientInterface,
+    GenerateOutput,
+    GenerateRequest,
+    ResidentModel,
+)
+from llmasos.kernel.request import Request, RequestDelta
+from llmasos.kernel.residency import LoadedModel, ModelManager
+from llmasos.models.manifest import Manifest
+from llmasos.models.store import ModelStore
+from llmasos.types import ChatMessage, SamplingParams
+
+# Ollama's parameter names (in manifests and Modelfiles) -> SamplingParams fields.
+OLLAMA_PARAMETERS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repetition_penalty",
+    "repeat_last_n": "penalty_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "seed": "seed",
+    "num_predict": "max_tokens",
+    "stop": "stop",
+}
+
+
+def apply_model_defaults(
+    sampling: SamplingParams, manifest: Manifest, explicit: frozenset[str]
+) -> SamplingParams:
+    """Fill the parameters the caller did not set from the model's defaults."""
+    changes: dict[str, Any] = {}
+    for key, value in manifest.parameters.items():
+        field = OLLAMA_PARAMETERS.get(key)
+        if field is None or field in explicit:
+            continue
+        if field == "stop":
+            value = tuple(value) if isinstance(value, list | tuple) else (str(value),)
+        if field == "max_tokens" and int(value) < 0:
+            value = None
+        changes[field] = value
+    return sampling.with_changes(**changes) if changes else sampling
+
+
+class InProcessEngineClient(EngineClientInterface):
+    """The kernel running inside this process (``llmasos serve``'s default)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ModelStore | None = None,
+        *,
+        metrics: KernelMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or ModelStore.open(settings)
+        self.metrics = metrics or KernelMetrics()
+        self.models = ModelManager(settings, self.metrics)
+        self._seq_ids = itertools.count(1)
+        self._engines_by_request: dict[str, LoadedModel] = {}
+        self._ready = True
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    def is_ready(self) -> bool:
+        return self._ready
+
+    async def warm_up(self, model: str | None = None) -> None:
+        """Load the default model at start-up; `is_ready` is False until it is resident."""
+        self._ready = False
+        try:
+            await self.load(model, keep_alive=None)
+        finally:
+            self._ready = True
+
+    # --- generation ----------------------------------------------------------------------
+
+    def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
+        return self._generate(request)
+
+    async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
+        resolved = self.store.resolve(request.model or self.settings.default_model)
+        manifest = resolved.manifest
+        if manifest.kind != "generate":
+            raise UnsupportedError(
+                f"{manifest.name} is an embedding model; it cannot generate text",
+                param="model",
+            )
+        timeout = request.timeout or self.settings.request_timeout
+        model = await self.models.acquire(resolved, request.keep_alive, timeout)
+        finished = False
+        try:
+            assert model.engine is not None
+            prompt = self._render(model, request)
+            tokens = model.backend.tokenize(prompt, add_special=True)
+            sampling = request.sampling
+            if request.apply_model_defaults:
+                sampling = apply_model_defaults(sampling, manifest, request.explicit)
+            max_tokens = self._admit(model, tokens, sampling)
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[RequestDelta] = asyncio.Queue()
+            kernel_request = Request(
+                request_id=request.request_id,
+                seq_id=next(self._seq_ids),
+                prompt_tokens=tokens,
+                sampling=sampling,
+                max_tokens=max_tokens,
+                tenant=request.tenant or "anonymous",
+                priority=request.priority,
+                deadline=time.monotonic() + timeout,
+                emit=lambda delta: loop.call_soon_threadsafe(queue.put_nowait, delta),
+            )
+            self._engines_by_request[request.request_id] = model
+            model.engine.submit(kernel_request)
+            first = True
+            while not finished:
+                delta = await queue.get()
+                finished = delta.finished
+                if delta.error is not None:
+                    error = delta.error
+                    if isinstance(error, LLMasOSError):
+                        raise error
+                    raise LLMasOSError(f"generation failed: {error}") from error
+                yield self._output(request, manifest.name, delta, prompt if first else None)
+                first = False
+        finally:
+            self._engines_by_request.pop(request.request_id, None)
+            if not finished and model.engine is not None:
+                model.engine.abort(request.request_id)
+            self.models.release(model, request.keep_alive)
+
+    def _render(self, model: LoadedModel, request: GenerateRequest) -> str:
+        manifest = model.resolved.manifest
+        if request.messages is not None:
+            messages: list[ChatMessage] = list(request.messages)
+        elif request.prompt is not None:
+            if request.raw:
+                return request.prompt
+            messages = [{"role": "user", "content": request.prompt}]
+        else:
+            raise InvalidRequestError("a request needs a prompt or messages", param="messages")
+        if not messages:
+            raise InvalidRequestError("messages must not be empty", param="messages")
+        system = request.system if request.system is not None else manifest.system
+        has_system = any(m.get("role") == "system" for m in messages)
+        prefix: list[ChatMessage] = []
+        if system and not has_system:
+            prefix.append({"role": "system", "content": system})
+        prefix.extend(dict(m) for m in manifest.messages)
+        return model.backend.render_chat(prefix + messages, tools=request.tools)
+
+    def _admit(self, model: LoadedModel, tokens: list[int], sampling: SamplingParams) -> int:
+        """Context-window and queue checks; returns the output-token allowance."""
+        name = model.name
+        context = model.backend.context_length
+        if len(tokens) >= context:
+            self.metrics.rejected_requests.labels(name, "context").inc()
+            raise ContextLengthExceededError(
+                f"the prompt is {len(tokens)} tokens, but {name}'s context window is "
+                f"{context} tokens",
+                param="messages",
+            )
+        allowance = context - len(tokens)
+        max_tokens = sampling.max_tokens
+        if max_tokens is not None and max_tokens > allowance:
+            self.metrics.rejected_requests.labels(name, "context").inc()
+            raise ContextLengthExceededError(
+                f"the prompt is {len(tokens)} tokens and max_tokens is {max_tokens}: together "
+                f"{len(tokens) + max_tokens} tokens, more than {name}'s context window of "
+                f"{context} tokens",
+                param="max_tokens",
+            )
+        assert model.engine is not None
+        _, waiting = model.engine.snapshot()
+        if waiting >= self.settings.max_queue:
+            self.metrics.rejected_requests.labels(name, "queue_full").inc()
+            raise QueueFullError(
+                f"{name} has {waiting} requests waiting (max_queue); retry later",
+                retry_after=max(1.0, waiting * 0.05),
+            )
+        return max_tokens if max_tokens is not None else allowance
+
+    @staticmethod
+    def _output(
+        request: GenerateRequest, model: str, delta: RequestDelta, prompt: str | None
+    ) -> GenerateOutput:
+        return GenerateOutput(
+            request_id=request.request_id,
+            model=model,
+            text=delta.text,
+            tokens=delta.tokens,
+            finished=delta.finished,
+            finish_reason=delta.finish_reason,
+            prompt_tokens=delta.num_prompt_tokens,
+            completion_tokens=delta.num_output_tokens,
+            cached_tokens=delta.num_cached_tokens,
+            prompt=prompt,
+            queue_seconds=delta.queue_seconds,
+            prompt_seconds=delta.prompt_seconds,
+            generation_seconds=delta.generation_seconds,
+        )
+
+    async def abort(self, request_id: str) -> None:
+        model = self._engines_by_request.get(request_id)
+        if model is not None and model.engine is not None:
+            model.engine.abort(request_id)
+
+    # --- other system calls --------------------------------------------------------------
+
+    async def embed(self, model: str | None, texts: Sequence[str]) -> EmbedResult:
+        resolved = self.store.resolve(model or self.settings.default_embedding_model)
+        loaded = await self.models.acquire(resolved, "", self.settings.request_timeout)
+        try:
+
+            def run() -> tuple[list[list[float]], int]:
+                with loaded.embed_lock:
+                    return loaded.backend.embed(list(texts))
+
+            vectors, tokens = await asyncio.to_thread(run)
+        finally:
+            self.models.release(loaded)
+        return EmbedResult(model=resolved.manifest.name, vectors=vectors, prompt_tokens=tokens)
+
+    async def tokenize(self, model: str | None, text: str) -> list[int]:
+        resolved = self.store.resolve(model or self.settings.default_model)
+        loaded = await self.models.acquire(resolved, "", self.settings.request_timeout)
+        try:
+            return loaded.backend.tokenize(text)
+        finally:
+            self.models.release(loaded)
+
+    async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
+        resolved = self.store.resolve(model or self.settings.default_model)
+        loaded = await self.models.acquire(resolved, keep_alive, self.settings.request_timeout)
+        self.models.release(loaded, keep_alive)
+
+    async def unload(self, model: str) -> bool:
+        return await self.models.unload(self.store.resolve(model).manifest.name)
+
+    def resident_models(self) -> list[ResidentModel]:
+        result = []
+        for model in self.models.loaded.values():
+            running, waiting = model.engine.snapshot() if model.engine else (0, 0)
+            expires = model.expires_at if model.active == 0 else None
+            if model.active == 0 and model.keep_alive is None:
+                expires = None
+            result.append(
+                ResidentModel(
+                    name=model.name,
+                    digest=model.digest,
+                    backend=model.backend_name,
+                    processor=model.backend.processor,
+                    size_bytes=model.size_bytes,
+                    context_length=model.backend.context_length,
+                    expires_at=expires,
+                    running=running,
+                    waiting=waiting,
+                )
+            )
+        return result
+
+    async def close(self) -> None:
+        await self.models.close()

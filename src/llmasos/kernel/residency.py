@@ -1,0 +1,264 @@
+"""The resource manager: which models are resident, and for how long.
+
+Models load on first use and stay for their ``keep_alive`` after the last request (default
+5 minutes; 0 unloads when the request ends; negative keeps forever), within
+``max_loaded_models`` and a memory budget. A model that does not fit evicts idle models,
+least recently used first; if every resident model is busy, the request waits until one
+becomes idle (or its timeout passes). Loading runs in a worker thread, once per model, however
+many requests ask for it at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from llmasos.backends.interface import BackendInterface, LoadSpec
+from llmasos.config import Settings, parse_duration, parse_size
+from llmasos.errors import QueueFullError
+from llmasos.kernel.engine import Engine
+from llmasos.kernel.metrics import KernelMetrics
+from llmasos.models.manifest import ResolvedModel
+from llmasos.plugins import get_registry
+
+logger = logging.getLogger(__name__)
+
+FOREVER = None
+
+
+@dataclass
+class LoadedModel:
+    """A resident model: its backend, and its engine loop when it generates."""
+
+    name: str
+    resolved: ResolvedModel
+    backend_name: str
+    backend: BackendInterface
+    engine: Engine | None
+    size_bytes: int
+    keep_alive: float | None
+    expires_at: float | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    active: int = 0
+    embed_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def digest(self) -> str:
+        return self.resolved.manifest.digest
+
+
+def total_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+def choose_backend(settings: Settings, model_format: str) -> str:
+    registry = get_registry()
+    candidates = registry.backends_for_format(model_format)
+    if settings.backend != "auto" and settings.backend in candidates:
+        return settings.backend
+    if not candidates:
+        raise QueueFullError(f"no backend can load models of format {model_format!r}")
+    return candidates[0]
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, metrics: KernelMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.loaded: dict[str, LoadedModel] = {}
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        self._changed = asyncio.Condition()
+        budget = settings.max_memory
+        self.max_memory = parse_size(budget) if budget else int(total_memory_bytes() * 0.75)
+        self._reaper: asyncio.Task[None] | None = None
+
+    # --- acquire / release ---------------------------------------------------------------
+
+    async def acquire(
+        self, resolved: ResolvedModel, keep_alive: float | str | None, timeout: float
+    ) -> LoadedModel:
+        """The loaded model, loading it if needed; counts the caller as active."""
+        self._ensure_reaper()
+        name = resolved.manifest.name
+        deadline = time.monotonic() + timeout
+        while True:
+            model = self.loaded.get(name)
+            if model is not None and model.digest == resolved.manifest.digest:
+                model.active += 1
+                model.last_used = time.monotonic()
+                model.expires_at = None
+                if keep_alive != "":
+                    model.keep_alive = self._keep_alive(keep_alive)
+                return model
+            if model is not None:  # a newer version was written under this name
+                await self._unload(model, "replaced")
+            pending = self._loading.get(name)
+            if pending is None:
+                future: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
+                self._loading[name] = future
+                try:
+                    loaded = await self._load(resolved, keep_alive, deadline)
+                except BaseException as error:
+                    future.set_exception(error)
+                    future.exception()  # mark retrieved
+                    raise
+                finally:
+                    self._loading.pop(name, None)
+                future.set_result(loaded)
+                loaded.active += 1
+                return loaded
+            await asyncio.shield(pending)
+
+    def release(self, model: LoadedModel, keep_alive: float | str | None = "") -> None:
+        """The caller is done; start the model's keep-alive clock when it goes idle."""
+        model.active = max(0, model.active - 1)
+        model.last_used = time.monotonic()
+        if keep_alive != "":
+            model.keep_alive = self._keep_alive(keep_alive)
+        if model.active == 0:
+            if model.keep_alive == 0:
+                asyncio.get_running_loop().create_task(self._unload(model, "keep_alive"))
+            elif model.keep_alive is not None:
+                model.expires_at = time.time() + model.keep_alive
+        asyncio.get_running_loop().create_task(self._notify())
+
+    def _keep_alive(self, value: float | str | None) -> float | None:
+        if value == "":
+            return self.settings.keep_alive_seconds
+        if value is None:
+            return FOREVER
+        return parse_duration(value)
+
+    # --- loading and eviction ------------------------------------------------------------
+
+    def _estimate(self, resolved: ResolvedModel) -> int:
+        manifest = resolved.manifest
+        kv = self.settings.kv_cache_tokens * 64 * 1024 if manifest.kind == "generate" else 0
+        return manifest.size + kv
+
+    async def _make_room(self, needed: int, deadline: float) -> None:
+        while True:
+            used = sum(m.size_bytes for m in self.loaded.values())
+            count_ok = len(self.loaded) < self.settings.max_loaded_models
+            if count_ok and (used + needed <= self.max_memory or not self.loaded):
+                return
+            idle = [m for m in self.loaded.values() if m.active == 0]
+            if idle:
+                victim = min(idle, key=lambda m: m.last_used)
+                await self._unload(victim, "memory")
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise QueueFullError(
+                    "every resident model is busy and the memory budget is full; retry later",
+                    retry_after=5,
+                )
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
+
+    async def _load(
+        self, resolved: ResolvedModel, keep_alive: float | str | None, deadline: float
+    ) -> LoadedModel:
+        manifest = resolved.manifest
+        await self._make_room(self._estimate(resolved), deadline)
+        backend_name = choose_backend(self.settings, manifest.format)
+        backend_cls = get_registry().backend(backend_name)
+        spec = self.load_spec(resolved)
+        started = time.monotonic()
+        backend = await asyncio.to_thread(backend_cls.load, spec)
+        logger.info(
+            "loaded %s with %s in %.2fs", manifest.name, backend_name, time.monotonic() - started
+        )
+        engine = None
+        if manifest.kind == "generate":
+            engine = Engine(
+                manifest.name,
+                backend,
+                policy=self.settings.scheduler_policy,
+                max_batch_tokens=self.settings.max_batch_tokens,
+                metrics=self.metrics,
+            )
+        model = LoadedModel(
+            name=manifest.name,
+            resolved=resolved,
+            backend_name=backend_name,
+            backend=backend,
+            engine=engine,
+            size_bytes=backend.memory_bytes(),
+            keep_alive=self._keep_alive(keep_alive),
+        )
+        self.loaded[manifest.name] = model
+        self.metrics.model_loads.labels(manifest.name).inc()
+        self.metrics.resident_memory.labels(manifest.name).set(model.size_bytes)
+        return model
+
+    def load_spec(self, resolved: ResolvedModel) -> LoadSpec:
+        manifest = resolved.manifest
+        context = int(manifest.parameters.get("num_ctx") or self.settings.context_length)
+        if manifest.context_length:
+            context = min(context, manifest.context_length)
+        cache_dir = self.settings.home / "cache" / "transformers" / manifest.short_id
+        return LoadSpec(
+            path=resolved.path,
+            format=manifest.format,
+            context_length=context,
+            max_sequences=self.settings.max_batch_size,
+            kv_capacity_tokens=max(self.settings.kv_cache_tokens, context),
+            threads=self.settings.effective_threads,
+            embedding=manifest.kind == "embed",
+            chat_template=manifest.chat_template,
+            options={"cache_dir": str(cache_dir), "adapter": resolved.adapter_path},
+        )
+
+    async def unload(self, name: str) -> bool:
+        model = self.loaded.get(name)
+        if model is None:
+            return False
+        await self._unload(model, "request")
+        return True
+
+    async def _unload(self, model: LoadedModel, reason: str) -> None:
+        if self.loaded.get(model.name) is not model:
+            return
+        del self.loaded[model.name]
+        if model.engine is not None:
+            await asyncio.to_thread(model.engine.stop)
+        else:
+            await asyncio.to_thread(model.backend.close)
+        self.metrics.model_evictions.labels(model.name, reason).inc()
+        self.metrics.resident_memory.labels(model.name).set(0)
+        logger.info("unloaded %s (%s)", model.name, reason)
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # --- keep-alive expiry ---------------------------------------------------------------
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.time()
+            for model in list(self.loaded.values()):
+                if model.active == 0 and model.expires_at is not None and now >= model.expires_at:
+                    await self._unload(model, "idle")
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for model in list(self.loaded.values()):
+            await self._unload(model, "shutdown")

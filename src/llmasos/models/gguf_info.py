@@ -1,0 +1,207 @@
+"""What a model file says about itself: facts read from GGUF metadata or an HF directory.
+
+`read_gguf` uses the ``gguf`` package's `GGUFReader` and checks that every tensor's data
+lies inside the file, so a corrupt or truncated file raises `ModelFormatError` here, before
+anything is written to the store. `read_hf_dir` reads ``config.json``,
+``tokenizer_config.json`` and sentence-transformers' ``modules.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmasos.errors import ModelFormatError
+from llmasos.models.manifest import ModelFormat, ModelKind
+
+GGUF_MAGIC = b"GGUF"
+
+#: Files an HF model directory may hold that the store keeps (weights, config, tokenizer).
+HF_WEIGHT_SUFFIXES = (".safetensors",)
+
+
+@dataclass
+class ModelFacts:
+    """Facts about a model, as much as its files tell."""
+
+    format: ModelFormat
+    kind: ModelKind
+    family: str | None = None
+    parameter_count: int | None = None
+    quantization: str | None = None
+    context_length: int | None = None
+    embedding_length: int | None = None
+    chat_template: str | None = None
+    license: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def is_gguf(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def _field_value(reader: Any, key: str) -> Any:
+    item = reader.fields.get(key)
+    if item is None:
+        return None
+    try:
+        return item.contents()
+    except Exception:
+        return None
+
+
+def read_gguf(path: Path) -> ModelFacts:
+    """Facts from a GGUF file; `ModelFormatError` if it is not a whole, readable GGUF."""
+    if not is_gguf(path):
+        raise ModelFormatError(f"{path.name} is not a GGUF file (bad magic number)")
+    try:
+        from gguf import GGUFReader, LlamaFileType
+
+        reader = GGUFReader(path, "r")
+        size = path.stat().st_size
+        end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+        parameter_count = sum(int(t.n_elements) for t in reader.tensors)
+    except ModelFormatError:
+        raise
+    except Exception as error:
+        raise ModelFormatError(
+            f"{path.name} is not a readable GGUF file (corrupt or truncated): {error}"
+        ) from None
+    if end > size:
+        raise ModelFormatError(
+            f"{path.name} is truncated: its tensors need {end} bytes but the file has {size}"
+        )
+    if not reader.tensors:
+        raise ModelFormatError(f"{path.name} holds no tensors")
+    arch = _field_value(reader, "general.architecture")
+    if not isinstance(arch, str):
+        raise ModelFormatError(f"{path.name} has no general.architecture in its metadata")
+    file_type = _field_value(reader, "general.file_type")
+    quantization: str | None = None
+    if isinstance(file_type, int):
+        try:
+            quantization = LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+        except ValueError:
+            quantization = f"type {file_type}"
+    kind: ModelKind = "generate"
+    pooling = _field_value(reader, f"{arch}.pooling_type")
+    if arch in {"bert", "nomic-bert", "jina-bert-v2"} or (isinstance(pooling, int) and pooling):
+        kind = "embed"
+    template = _field_value(reader, "tokenizer.chat_template")
+    license_ = _field_value(reader, "general.license")
+    return ModelFacts(
+        format="gguf",
+        kind=kind,
+        family=arch,
+        parameter_count=parameter_count,
+        quantization=quantization,
+        context_length=_int_or_none(_field_value(reader, f"{arch}.context_length")),
+        embedding_length=_int_or_none(_field_value(reader, f"{arch}.embedding_length")),
+        chat_template=template if isinstance(template, str) else None,
+        license=license_ if isinstance(license_, str) else None,
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFormatError(f"{path.name} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{path.name} must hold a JSON object")
+    return data
+
+
+def read_hf_dir(files: dict[str, Path], label: str) -> ModelFacts:
+    """Facts from an HF / sentence-transformers model given its files (relative path -> path).
+
+    ``label`` names the model in errors (the directory or repo).
+    """
+    if "config.json" not in files:
+        raise ModelFormatError(
+            f"{label} is not a model directory: no config.json (expected a Hugging Face "
+            "transformers or sentence-transformers model, or a .gguf file)"
+        )
+    weights = [p for p in files if p.endswith(HF_WEIGHT_SUFFIXES)]
+    if not weights:
+        raise ModelFormatError(
+            f"{label} has no .safetensors weights (pickled .bin weights are not supported)"
+        )
+    config = _load_json(files["config.json"])
+    tokenizer_config = (
+        _load_json(files["tokenizer_config.json"]) if "tokenizer_config.json" in files else {}
+    )
+    template = tokenizer_config.get("chat_template")
+    if isinstance(template, list):  # a list of named templates: take "default"
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default") or next(iter(named.values()), None)
+    if "chat_template.jinja" in files:
+        template = files["chat_template.jinja"].read_text(encoding="utf-8")
+    sentence_transformers = "modules.json" in files
+    text_config = config.get("text_config")
+    merged: dict[str, Any] = {**(text_config if isinstance(text_config, dict) else {}), **config}
+    architectures = merged.get("architectures") or []
+    model_type = merged.get("model_type")
+    family = model_type if isinstance(model_type, str) else None
+    kind: ModelKind = "generate"
+    if sentence_transformers or not any(
+        str(a).endswith(("ForCausalLM", "ForConditionalGeneration", "LMHeadModel"))
+        for a in architectures
+    ):
+        kind = "embed"
+    context = merged.get("max_position_embeddings") or merged.get("n_positions")
+    st_config = files.get("sentence_bert_config.json")
+    if st_config is not None:
+        context = _load_json(st_config).get("max_seq_length") or context
+    dtype = merged.get("torch_dtype") or merged.get("dtype")
+    quant = merged.get("quantization_config")
+    quantization = (
+        str(quant.get("quant_method"))
+        if isinstance(quant, dict)
+        else (str(dtype) if dtype else None)
+    )
+    parameter_count = _safetensors_parameters([files[w] for w in weights])
+    return ModelFacts(
+        format="sentence-transformers" if sentence_transformers else "safetensors",
+        kind=kind,
+        family=family,
+        parameter_count=parameter_count,
+        quantization=quantization,
+        context_length=_int_or_none(context),
+        embedding_length=_int_or_none(merged.get("hidden_size") or merged.get("d_model")),
+        chat_template=template if isinstance(template, str) and kind == "generate" else None,
+    )
+
+
+def _safetensors_parameters(paths: list[Path]) -> int | None:
+    """Sum of tensor elements from safetensors headers (8-byte length + JSON header)."""
+    total = 0
+    for path in paths:
+        try:
+            with path.open("rb") as handle:
+                length = int.from_bytes(handle.read(8), "little")
+                if not 0 < length < 100_000_000:
+                    raise ModelFormatError(f"{path.name} is not a valid safetensors file")
+                header = json.loads(handle.read(length))
+        except (OSError, ValueError) as error:
+            raise ModelFormatError(
+                f"{path.name} is not a valid safetensors file: {error}"
+            ) from None
+        for name, info in header.items():
+            if name == "__metadata__" or not isinstance(info, dict):
+                continue
+            count = 1
+            for dim in info.get("shape", []):
+                count *= int(dim)
+            total += count
+    return total or None

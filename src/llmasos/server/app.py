@@ -1,0 +1,58 @@
+"""The HTTP server's application factory.
+
+`create_app` wires the OpenAI-compatible ``/v1`` routes, the Ollama-compatible ``/api``
+routes and the operational routes onto one FastAPI app that talks only to the kernel's
+`EngineClientInterface` and to the model store. It owns neither: the caller starts and
+closes them (``llmasos serve`` does).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from llmasos import __version__
+from llmasos.config import Settings
+from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.server.errors import install_exception_handlers
+from llmasos.server.ollama.embed.router import embed_router
+from llmasos.server.ollama.generate.router import generate_router
+from llmasos.server.ollama.models.router import ollama_models_router
+from llmasos.server.openai.chat.router import chat_router
+from llmasos.server.openai.completions.router import completions_router
+from llmasos.server.openai.embeddings.router import embeddings_router
+from llmasos.server.openai.models.router import models_router
+from llmasos.server.ops import DEFAULT_MAX_BODY_BYTES, install_ops
+
+if TYPE_CHECKING:
+    from llmasos.models.store import ModelStore
+
+
+def create_app(
+    settings: Settings,
+    engine: EngineClientInterface,
+    store: ModelStore,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """The LLMasOS HTTP API over ``engine`` and ``store``."""
+    app = FastAPI(
+        title="LLMasOS",
+        version=__version__,
+        description="OpenAI-compatible (/v1) and Ollama-compatible (/api) APIs over the "
+        "LLMasOS kernel.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.store = store
+    install_exception_handlers(app)
+    install_ops(app, settings, engine, max_body_bytes=max_body_bytes)
+    app.include_router(chat_router(engine))
+    app.include_router(completions_router(engine))
+    app.include_router(embeddings_router(engine))
+    app.include_router(models_router(store))
+    app.include_router(generate_router(engine))
+    app.include_router(embed_router(engine))
+    app.include_router(ollama_models_router(engine, store))
+    return app

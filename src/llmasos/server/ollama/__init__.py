@@ -1,0 +1,1 @@
+"""Ollama-compatible API under ``/api``: generate/chat, embeddings, model management."""

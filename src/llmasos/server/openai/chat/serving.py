@@ -1,0 +1,307 @@
+"""Chat completions: map the request onto kernel requests, and kernel deltas onto responses.
+
+`build_generate_requests` is the whole mapping (one `GenerateRequest` per choice, ``n`` of
+them, each with only the sampling fields the caller set). `ChatCompletionService` submits
+them concurrently, waits for every first delta (so kernel refusals become HTTP errors), then
+either collects a `ChatCompletion` or streams ``chat.completion.chunk`` server-sent events.
+Tool calls are parsed per `llmasos.server.structured`; under ``auto`` plain text streams as
+soon as its first character shows it is not a call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmasos.errors import LLMasOSError, UnsupportedError
+from llmasos.kernel.protocol import EngineClientInterface, GenerateOutput, GenerateRequest
+from llmasos.server.openai.chat.protocol import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessageOut,
+    ChatMessageParam,
+    FunctionCall,
+    NamedToolChoice,
+    ToolCallOut,
+)
+from llmasos.server.openai.common import chat_logprob_entries, finish_reason, usage_of
+from llmasos.server.sampling import build_sampling, logit_bias_by_token, stop_sequences
+from llmasos.server.streaming import (
+    OutputStream,
+    collect,
+    merge_streams,
+    sse_event,
+    start_streams,
+)
+from llmasos.server.structured import (
+    ToolCall,
+    ToolPlan,
+    looks_like_tool_call,
+    parse_tool_output,
+    plan_tools,
+    structured_from_response_format,
+)
+
+PARAM_NAMES = {"max_tokens": "max_tokens", "logprobs": "top_logprobs", "stop": "stop"}
+
+
+def kernel_messages(messages: list[ChatMessageParam]) -> list[dict[str, Any]]:
+    """OpenAI messages as the kernel's chat template sees them: text content, dict arguments."""
+    result: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        content = message.content
+        if isinstance(content, list):
+            texts: list[str] = []
+            for part in content:
+                if part.type != "text":
+                    raise UnsupportedError(
+                        f"messages[{index}]: content parts of type {part.type!r} are not "
+                        "supported (text only)",
+                        param=f"messages[{index}].content",
+                    )
+                texts.append(getattr(part, "text", ""))
+            content = "\n".join(texts)
+        role = "system" if message.role == "developer" else message.role
+        item: dict[str, Any] = {"role": role, "content": content or ""}
+        if message.name:
+            item["name"] = message.name
+        if message.tool_call_id:
+            item["tool_call_id"] = message.tool_call_id
+        if message.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "id": call.id or f"call_{index}_{n}",
+                    "type": "function",
+                    "function": {
+                        "name": call.function.name,
+                        "arguments": _arguments_dict(call.function.arguments),
+                    },
+                }
+                for n, call in enumerate(message.tool_calls)
+            ]
+        result.append(item)
+    return result
+
+
+def _arguments_dict(arguments: str | dict[str, Any]) -> Any:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
+
+
+def tool_plan_of(body: ChatCompletionRequest) -> ToolPlan:
+    tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+    choice = body.tool_choice
+    choice_value: Any = choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
+    return plan_tools(tools, choice_value)
+
+
+def build_generate_requests(
+    body: ChatCompletionRequest, plan: ToolPlan, request_id: str
+) -> list[GenerateRequest]:
+    """One kernel request per choice; only fields the caller gave become explicit."""
+    structured = plan.structured if plan.active else None
+    if structured is None and body.response_format is not None:
+        structured = structured_from_response_format(
+            body.response_format.model_dump(by_alias=True, exclude_none=True)
+        )
+    given: dict[str, Any] = {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "top_k": body.top_k,
+        "min_p": body.min_p,
+        "repetition_penalty": body.repetition_penalty,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "seed": body.seed,
+        "max_tokens": body.max_completion_tokens or body.max_tokens,
+        "stop": stop_sequences(body.stop),
+        "logit_bias": logit_bias_by_token(body.logit_bias),
+        "logprobs": (body.top_logprobs or 0) if body.logprobs else None,
+        "structured": structured,
+    }
+    sampling, explicit = build_sampling(given, param_names=PARAM_NAMES)
+    messages = kernel_messages(body.messages)
+    tools = (
+        [t.model_dump(exclude_none=True) for t in body.tools]
+        if plan.active and body.tools
+        else None
+    )
+    requests = []
+    for index in range(body.n):
+        choice_sampling = sampling
+        if body.n > 1 and sampling.seed is not None:
+            choice_sampling = sampling.with_changes(seed=sampling.seed + index)
+        requests.append(
+            GenerateRequest(
+                model=body.model,
+                messages=messages,
+                tools=tools,
+                sampling=choice_sampling,
+                apply_model_defaults=True,
+                explicit=explicit,
+                priority=body.priority,
+                tenant=body.user or "anonymous",
+                keep_alive="" if body.keep_alive is None else body.keep_alive,
+                request_id=f"{request_id}-{index}" if body.n > 1 else request_id,
+            )
+        )
+    return requests
+
+
+def _tool_calls_out(calls: list[ToolCall]) -> list[ToolCallOut]:
+    return [
+        ToolCallOut(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments_json))
+        for c in calls
+    ]
+
+
+@dataclass
+class _ChoiceStream:
+    """Per-choice streaming state: what was sent, what is held back for tool parsing."""
+
+    index: int
+    plan: ToolPlan
+    text: str = ""
+    held: str = ""
+    held_logprobs: list[dict[str, Any]] = field(default_factory=list)
+    streaming_text: bool = False
+
+    def hold_back(self) -> bool:
+        if not self.plan.active or self.streaming_text:
+            return False
+        if self.plan.mode == "required":
+            return True
+        decided = looks_like_tool_call(self.text)
+        if decided is False:
+            self.streaming_text = True
+            return False
+        return True
+
+
+class ChatCompletionService:
+    def __init__(self, engine: EngineClientInterface) -> None:
+        self.engine = engine
+
+    async def start(
+        self, body: ChatCompletionRequest, request_id: str
+    ) -> tuple[ToolPlan, list[OutputStream]]:
+        plan = tool_plan_of(body)
+        requests = build_generate_requests(body, plan, request_id)
+        return plan, await start_streams(self.engine, requests)
+
+    async def complete(
+        self, body: ChatCompletionRequest, plan: ToolPlan, streams: list[OutputStream]
+    ) -> ChatCompletion:
+        finals: list[GenerateOutput] = []
+        choices: list[ChatChoice] = []
+        model = ""
+        for index, stream in enumerate(streams):
+            outputs = await collect(stream)
+            final = outputs[-1]
+            finals.append(final)
+            model = model or final.model
+            text = "".join(o.text for o in outputs)
+            content, calls = parse_tool_output(text, plan)
+            logprobs = None
+            if body.logprobs:
+                logprobs = {"content": chat_logprob_entries([t for o in outputs for t in o.tokens])}
+            choices.append(
+                ChatChoice(
+                    index=index,
+                    message=ChatMessageOut(
+                        content=content, tool_calls=_tool_calls_out(calls) or None
+                    ),
+                    finish_reason="tool_calls" if calls else finish_reason(final),
+                    logprobs=logprobs,
+                )
+            )
+        return ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=model or body.model or "",
+            choices=choices,
+            usage=usage_of(finals),
+        )
+
+    async def stream(
+        self, body: ChatCompletionRequest, plan: ToolPlan, streams: list[OutputStream]
+    ) -> AsyncIterator[str]:
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        model = streams[0].first.model or body.model or ""
+        states = [_ChoiceStream(index=i, plan=plan) for i in range(len(streams))]
+        finals: list[GenerateOutput] = []
+
+        def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> str:
+            data: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": choices,
+            }
+            if usage is not None:
+                data["usage"] = usage
+            return sse_event(data)
+
+        for state in states:
+            delta = {"role": "assistant", "content": ""}
+            yield chunk([{"index": state.index, "delta": delta, "finish_reason": None}])
+        try:
+            async for index, output in merge_streams(streams):
+                state = states[index]
+                state.text += output.text
+                entries = chat_logprob_entries(output.tokens) if body.logprobs else []
+                if state.hold_back():
+                    state.held += output.text
+                    state.held_logprobs.extend(entries)
+                else:
+                    text, state.held = state.held + output.text, ""
+                    entries, state.held_logprobs = state.held_logprobs + entries, []
+                    if text or entries:
+                        choice: dict[str, Any] = {
+                            "index": index,
+                            "delta": {"content": text},
+                            "finish_reason": None,
+                        }
+                        if body.logprobs:
+                            choice["logprobs"] = {"content": entries}
+                        yield chunk([choice])
+                if output.finished:
+                    finals.append(output)
+                    yield chunk([self._final_choice(state, output)])
+        except LLMasOSError as error:
+            yield sse_event(error.to_openai())
+            yield sse_event("[DONE]")
+            return
+        if body.stream_options and body.stream_options.include_usage:
+            yield chunk([], usage_of(finals).model_dump())
+        yield sse_event("[DONE]")
+
+    def _final_choice(self, state: _ChoiceStream, output: GenerateOutput) -> dict[str, Any]:
+        delta: dict[str, Any] = {}
+        reason = finish_reason(output)
+        if state.held:
+            content, calls = parse_tool_output(state.text, state.plan)
+            if calls:
+                reason = "tool_calls"
+                delta["tool_calls"] = [
+                    {"index": n, **call.model_dump()}
+                    for n, call in enumerate(_tool_calls_out(calls))
+                ]
+            else:
+                delta["content"] = content or ""
+            state.held = ""
+        choice: dict[str, Any] = {"index": state.index, "delta": delta, "finish_reason": reason}
+        if state.held_logprobs:
+            choice["logprobs"] = {"content": state.held_logprobs}
+        return choice

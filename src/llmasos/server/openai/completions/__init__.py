@@ -1,0 +1,1 @@
+"""openai/completions endpoints."""

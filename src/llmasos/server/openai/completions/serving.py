@@ -1,0 +1,195 @@
+"""Text completions: each prompt (times ``n``) is one raw kernel request, no chat template.
+
+Choices are numbered prompt-major (``prompt_index * n + i``) as OpenAI does. ``echo``
+puts the prompt before the completion; ``logprobs`` uses the legacy completions shape
+(``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offset``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from llmasos.errors import InvalidRequestError, LLMasOSError
+from llmasos.kernel.protocol import (
+    EngineClientInterface,
+    GenerateOutput,
+    GenerateRequest,
+    TokenInfo,
+)
+from llmasos.server.openai.common import finish_reason, usage_of
+from llmasos.server.openai.completions.protocol import (
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+)
+from llmasos.server.sampling import build_sampling, logit_bias_by_token, stop_sequences
+from llmasos.server.streaming import OutputStream, collect, merge_streams, sse_event, start_streams
+
+
+def prompts_of(body: CompletionRequest) -> list[str]:
+    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    if not prompts:
+        raise InvalidRequestError("prompt must not be an empty list", param="prompt")
+    return prompts
+
+
+def build_generate_requests(body: CompletionRequest, request_id: str) -> list[GenerateRequest]:
+    given: dict[str, Any] = {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "top_k": body.top_k,
+        "min_p": body.min_p,
+        "repetition_penalty": body.repetition_penalty,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "seed": body.seed,
+        "max_tokens": body.max_tokens,
+        "stop": stop_sequences(body.stop),
+        "logit_bias": logit_bias_by_token(body.logit_bias),
+        "logprobs": body.logprobs,
+    }
+    sampling, explicit = build_sampling(given)
+    requests = []
+    for p, prompt in enumerate(prompts_of(body)):
+        for i in range(body.n):
+            index = p * body.n + i
+            choice_sampling = sampling
+            if body.n > 1 and sampling.seed is not None:
+                choice_sampling = sampling.with_changes(seed=sampling.seed + i)
+            requests.append(
+                GenerateRequest(
+                    model=body.model,
+                    prompt=prompt,
+                    raw=True,
+                    sampling=choice_sampling,
+                    apply_model_defaults=True,
+                    explicit=explicit,
+                    priority=body.priority,
+                    tenant=body.user or "anonymous",
+                    keep_alive="" if body.keep_alive is None else body.keep_alive,
+                    request_id=request_id
+                    if len(prompts_of(body)) * body.n == 1
+                    else f"{request_id}-{index}",
+                )
+            )
+    return requests
+
+
+def legacy_logprobs(tokens: list[TokenInfo], offset: int) -> dict[str, Any]:
+    """Completions' logprobs: parallel lists, with text offsets counted from ``offset``."""
+    result: dict[str, Any] = {
+        "tokens": [],
+        "token_logprobs": [],
+        "top_logprobs": [],
+        "text_offset": [],
+    }
+    position = offset
+    for token in tokens:
+        result["tokens"].append(token.text)
+        result["token_logprobs"].append(token.logprob)
+        result["top_logprobs"].append(dict(token.top_logprobs))
+        result["text_offset"].append(position)
+        position += len(token.text)
+    return result
+
+
+class CompletionService:
+    def __init__(self, engine: EngineClientInterface) -> None:
+        self.engine = engine
+
+    async def start(self, body: CompletionRequest, request_id: str) -> list[OutputStream]:
+        return await start_streams(self.engine, build_generate_requests(body, request_id))
+
+    def _prompt(self, body: CompletionRequest, index: int) -> str:
+        return prompts_of(body)[index // body.n]
+
+    async def complete(self, body: CompletionRequest, streams: list[OutputStream]) -> Completion:
+        choices: list[CompletionChoice] = []
+        finals: list[GenerateOutput] = []
+        for index, stream in enumerate(streams):
+            outputs = await collect(stream)
+            finals.append(outputs[-1])
+            prefix = self._prompt(body, index) if body.echo else ""
+            text = prefix + "".join(o.text for o in outputs)
+            logprobs = None
+            if body.logprobs is not None:
+                logprobs = legacy_logprobs([t for o in outputs for t in o.tokens], len(prefix))
+            choices.append(
+                CompletionChoice(
+                    index=index,
+                    text=text,
+                    finish_reason=finish_reason(outputs[-1]),
+                    logprobs=logprobs,
+                )
+            )
+        return Completion(
+            id=f"cmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=finals[0].model or body.model or "",
+            choices=choices,
+            usage=usage_of(finals),
+        )
+
+    async def stream(
+        self, body: CompletionRequest, streams: list[OutputStream]
+    ) -> AsyncIterator[str]:
+        completion_id = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        model = streams[0].first.model or body.model or ""
+        offsets = [len(self._prompt(body, i)) if body.echo else 0 for i in range(len(streams))]
+        finals: list[GenerateOutput] = []
+
+        def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> str:
+            data: dict[str, Any] = {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": choices,
+            }
+            if usage is not None:
+                data["usage"] = usage
+            return sse_event(data)
+
+        if body.echo:
+            for index in range(len(streams)):
+                yield chunk(
+                    [
+                        {
+                            "index": index,
+                            "text": self._prompt(body, index),
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+        try:
+            async for index, output in merge_streams(streams):
+                logprobs = None
+                if body.logprobs is not None:
+                    logprobs = legacy_logprobs(output.tokens, offsets[index])
+                offsets[index] += len(output.text)
+                reason = finish_reason(output) if output.finished else None
+                if output.text or reason or (logprobs and logprobs["tokens"]):
+                    yield chunk(
+                        [
+                            {
+                                "index": index,
+                                "text": output.text,
+                                "logprobs": logprobs,
+                                "finish_reason": reason,
+                            }
+                        ]
+                    )
+                if output.finished:
+                    finals.append(output)
+        except LLMasOSError as error:
+            yield sse_event(error.to_openai())
+            yield sse_event("[DONE]")
+            return
+        if body.stream_options and body.stream_options.include_usage:
+            yield chunk([], usage_of(finals).model_dump())
+        yield sse_event("[DONE]")

@@ -1,0 +1,32 @@
+"""The store's models as OpenAI model cards; every name and alias is an id."""
+
+from __future__ import annotations
+
+from llmasos.models.manifest import Manifest
+from llmasos.server.openai.models.protocol import ModelCard, ModelList
+from llmasos.server.store_access import ModelStoreLike, created_at, in_thread, name_aliases
+
+
+def card(name: str, manifest: Manifest) -> ModelCard:
+    owner = name.split("/", 1)[0] if "/" in name else "library"
+    return ModelCard(id=name, created=int(created_at(manifest).timestamp()), owned_by=owner)
+
+
+class ModelsService:
+    def __init__(self, store: ModelStoreLike) -> None:
+        self.store = store
+
+    async def list(self) -> ModelList:
+        entries = await in_thread(self.store.list)
+        cards: list[ModelCard] = []
+        seen: set[str] = set()
+        for name, manifest in entries:
+            for alias in name_aliases(name):
+                if alias not in seen:
+                    seen.add(alias)
+                    cards.append(card(alias, manifest))
+        return ModelList(data=cards)
+
+    async def get(self, model_id: str) -> ModelCard:
+        manifest = await in_thread(self.store.manifest, model_id)
+        return card(model_id, manifest)
