@@ -12,6 +12,21 @@ from typing import Any, Literal
 
 from llmasos.errors import InvalidRequestError
 
+# Ollama's parameter names (Modelfile PARAMETER, manifests, `options`) -> SamplingParams fields.
+OLLAMA_PARAMETER_FIELDS: dict[str, str] = {
+    "num_predict": "max_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "seed": "seed",
+    "stop": "stop",
+    "repeat_penalty": "repetition_penalty",
+    "repeat_last_n": "penalty_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
 ChatMessage = dict[str, Any]
 """An OpenAI-style chat message: ``{"role": ..., "content": ..., "tool_calls": ...}``."""
 

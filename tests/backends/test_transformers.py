@@ -7,6 +7,7 @@ transformers, cached as safetensors under a tmp directory).
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,6 @@ from llmasos.errors import (  # noqa: E402
     ContextLengthExceededError,
     InvalidRequestError,
     ModelFormatError,
-    UnsupportedError,
 )
 from llmasos.types import SamplingParams, StructuredOutput  # noqa: E402
 
@@ -300,7 +300,7 @@ def test_text_facts(backend: TransformersBackend) -> None:
     assert backend.is_end_of_generation(im_end)
     assert not backend.is_end_of_generation(ids[1])
     assert backend.context_length == 512
-    assert backend.processor == "cpu"
+    assert backend.processor in ("cpu", "cuda")
     assert backend.memory_bytes() > 100_000_000
 
 
@@ -308,9 +308,9 @@ def test_text_facts(backend: TransformersBackend) -> None:
 def test_requests_it_cannot_serve(backend: TransformersBackend) -> None:
     with pytest.raises(ContextLengthExceededError):
         backend.add_sequence(1, GREEDY, [1] * 513)
-    structured = GREEDY.with_changes(structured=StructuredOutput(kind="json_object"))
-    with pytest.raises(UnsupportedError, match=r"llama\.cpp"):
-        backend.add_sequence(1, structured, [1, 2])
+    bad_schema = StructuredOutput(kind="json_schema", schema={"type": "nonsense"})
+    with pytest.raises(InvalidRequestError, match="nonsense"):
+        backend.add_sequence(1, GREEDY.with_changes(structured=bad_schema), [1, 2])
     for seq_id in range(4):
         backend.add_sequence(seq_id, GREEDY, [1, 2])
     with pytest.raises(BackendError, match="slots"):
@@ -319,6 +319,24 @@ def test_requests_it_cannot_serve(backend: TransformersBackend) -> None:
         backend.execute([SequenceWork(9, [1], True)])
     for seq_id in range(4):
         backend.remove_sequence(seq_id)
+
+
+@pytest.mark.model
+def test_structured_output_follows_the_schema(backend: TransformersBackend) -> None:
+    pytest.importorskip("llguidance")
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
+    params = GREEDY.with_changes(structured=StructuredOutput(kind="json_schema", schema=schema))
+    prompt = chat_prompt(backend, "Give the capital of France as JSON with city and country.")
+    tokens = generate(backend, {1: prompt}, 40, params)[1]
+    end = next(i for i, t in enumerate(tokens) if backend.is_end_of_generation(t))
+    value = json.loads(backend.detokenize(tokens[:end]))
+    assert set(value) == {"city", "country"}
+    assert all(isinstance(v, str) for v in value.values())
 
 
 @pytest.mark.model

@@ -6,7 +6,7 @@ import pytest
 
 from llmasos.config import Settings
 from llmasos.models import builtin
-from llmasos.models.builtin import BUILTINS, DEFAULT_SYSTEM_PROMPT, package_path
+from llmasos.models.builtin import BUILTINS, SMOLLM2_DEFAULT_TEMPERATURE, package_path
 from llmasos.models.store import ModelStore
 from llmasos.models.templates import CHATML_TEMPLATE
 
@@ -22,7 +22,8 @@ def test_builtins_registered_with_aliases(settings: Settings) -> None:
     assert names["smollm2:135m"].digest == names["smollm2:latest"].digest
     smol = store.manifest("smollm2")
     assert smol.chat_template == CHATML_TEMPLATE
-    assert smol.system == DEFAULT_SYSTEM_PROMPT
+    assert smol.system is None
+    assert smol.parameters["temperature"] == SMOLLM2_DEFAULT_TEMPERATURE
     assert (smol.format, smol.kind, smol.quantization) == ("gguf", "generate", "Q4_1")
     embed = store.resolve("all-minilm")
     assert (embed.manifest.format, embed.manifest.kind) == ("sentence-transformers", "embed")

@@ -7,7 +7,8 @@
    tokens of the whole sequence (prompt and output);
 3. ``presence_penalty`` / ``frequency_penalty`` (OpenAI style, additive) over the last
    ``penalty_last_n`` *generated* tokens;
-4. greedy argmax when ``temperature == 0``; otherwise temperature, then ``top_k``,
+4. the structured-output constraint (if any) masks tokens the grammar forbids;
+5. greedy argmax when ``temperature == 0``; otherwise temperature, then ``top_k``,
    ``top_p`` and ``min_p`` truncation, and a draw from the sequence's own seeded
    ``torch.Generator`` (same seed, same tokens).
 
@@ -20,12 +21,16 @@ replays them through the constructor.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from llmasos.backends.interface import TokenLogprob
 from llmasos.errors import InvalidRequestError
 from llmasos.types import SamplingParams
+
+if TYPE_CHECKING:
+    from llmasos.backends.hf_structured import TokenConstraint
 
 
 def _window(tokens: Sequence[int], last_n: int) -> Sequence[int]:
@@ -46,6 +51,7 @@ class SequenceSampler:
         vocab_size: int,
         device: torch.device,
         generated: Sequence[int] = (),
+        constraint: TokenConstraint | None = None,
     ) -> None:
         bad = [t for t in params.logit_bias if not 0 <= int(t) < vocab_size]
         if bad:
@@ -57,6 +63,9 @@ class SequenceSampler:
         self.vocab_size = vocab_size
         self.device = device
         self.generated: list[int] = list(generated)
+        self.constraint = constraint
+        if constraint is not None:
+            constraint.replay(generated)
         self.generator = torch.Generator(device=device)
         if params.seed is not None:
             self.generator.manual_seed(params.seed)
@@ -83,7 +92,11 @@ class SequenceSampler:
         params = self.params
         raw = logits.float()
         scores = self._penalized(raw.clone(), context)
+        if self.constraint is not None:
+            self.constraint.apply(scores)
         token = int(torch.argmax(scores).item()) if params.greedy else self._draw(scores)
+        if self.constraint is not None:
+            self.constraint.accept(token)
         self.generated.append(token)
         if params.logprobs is None:
             return token, None, ()

@@ -12,7 +12,7 @@ float rounding of the batched matmuls).
 If the batched forward fails for an architecture, the backend logs a warning once and runs
 the rows one by one through the same slot cache. Sampling is per sequence in torch
 (`hf_sampling`); freed slots keep their tokens as a prefix cache (`hf_cache.SlotTable`).
-Structured output is not supported here: it raises `UnsupportedError`.
+Structured output masks tokens with llguidance (`hf_structured`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from llmasos.backends.hf_cache import SlotKVCache, SlotTable, StepLayout, build_step
 from llmasos.backends.hf_loading import LoadedModel, load_causal_lm
 from llmasos.backends.hf_sampling import SequenceSampler
+from llmasos.backends.hf_structured import ConstraintCompiler, TokenConstraint
 from llmasos.backends.hf_tokens import end_of_generation_ids, token_byte_table
 from llmasos.backends.interface import BackendInterface, LoadSpec, SampledToken, SequenceWork
 from llmasos.errors import (
@@ -84,6 +85,9 @@ class TransformersBackend(BackendInterface):
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
         self._keep_last_logits = "logits_to_keep" in parameters
         self._mask_windows = self._mask_layout(config)
+        eos = self._tokenizer.eos_token_id
+        eos_token = int(eos) if eos is not None else min(self._eog, default=0)
+        self._constraints = ConstraintCompiler(self._tokenizer, self._vocab_size, eos_token)
 
     @classmethod
     def load(cls, spec: LoadSpec) -> TransformersBackend:
@@ -186,13 +190,18 @@ class TransformersBackend(BackendInterface):
                 f"{len(tokens)} tokens do not fit the context window of "
                 f"{self._context_length} tokens"
             )
-        if params.structured is not None:
-            raise UnsupportedError("structured output needs the llama.cpp backend")
         bad = [t for t in tokens if not 0 <= t < self._vocab_size]
         if bad:
             raise InvalidRequestError(f"token id {bad[0]} is outside the vocabulary")
+        constraint: TokenConstraint | None = None
+        if params.structured is not None:
+            constraint = self._constraints.compile(params.structured)
         sampler = SequenceSampler(
-            params, vocab_size=self._vocab_size, device=self._device, generated=generated
+            params,
+            vocab_size=self._vocab_size,
+            device=self._device,
+            generated=generated,
+            constraint=constraint,
         )
         try:
             slot, source, reused = self._slots.claim(seq_id, tokens)

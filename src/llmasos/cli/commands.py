@@ -3,5 +3,8 @@
 from llmasos.cli import (  # noqa: F401
     bench,
     config_cmd,
+    kernel_cmd,
     models,
+    run,
+    serve,
 )

@@ -36,22 +36,7 @@ from llmasos.kernel.request import Request, RequestDelta
 from llmasos.kernel.residency import LoadedModel, ModelManager
 from llmasos.models.manifest import Manifest
 from llmasos.models.store import ModelStore
-from llmasos.types import ChatMessage, SamplingParams
-
-# Ollama's parameter names (in manifests and Modelfiles) -> SamplingParams fields.
-OLLAMA_PARAMETERS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "repeat_penalty": "repetition_penalty",
-    "repeat_last_n": "penalty_last_n",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "seed": "seed",
-    "num_predict": "max_tokens",
-    "stop": "stop",
-}
+from llmasos.types import OLLAMA_PARAMETER_FIELDS, ChatMessage, SamplingParams
 
 
 def apply_model_defaults(
@@ -60,7 +45,7 @@ def apply_model_defaults(
     """Fill the parameters the caller did not set from the model's defaults."""
     changes: dict[str, Any] = {}
     for key, value in manifest.parameters.items():
-        field = OLLAMA_PARAMETERS.get(key)
+        field = OLLAMA_PARAMETER_FIELDS.get(key)
         if field is None or field in explicit:
             continue
         if field == "stop":

@@ -11,7 +11,7 @@ from llmasos.config import parse_duration
 from llmasos.errors import ConfigError, InvalidRequestError
 from llmasos.kernel.protocol import GenerateOutput
 from llmasos.server.sampling import build_sampling
-from llmasos.types import SamplingParams, StructuredOutput
+from llmasos.types import OLLAMA_PARAMETER_FIELDS, SamplingParams, StructuredOutput
 
 
 class OllamaModel(BaseModel):
@@ -40,19 +40,7 @@ class Options(OllamaModel):
     frequency_penalty: float | None = None
 
 
-OPTION_FIELDS = {
-    "num_predict": "max_tokens",
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "seed": "seed",
-    "stop": "stop",
-    "repeat_penalty": "repetition_penalty",
-    "repeat_last_n": "penalty_last_n",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
+OPTION_FIELDS = OLLAMA_PARAMETER_FIELDS
 
 
 def sampling_from_options(

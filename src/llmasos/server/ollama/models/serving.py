@@ -174,7 +174,7 @@ class OllamaModelsService:
                 if resident.expires_at is not None
                 else NEVER
             )
-            on_gpu = "gpu" in resident.processor.lower()
+            on_gpu = resident.processor.lower() != "cpu"
             models.append(
                 {
                     "name": resident.name,
@@ -185,6 +185,12 @@ class OllamaModelsService:
                     "expires_at": expires,
                     "size_vram": resident.size_bytes if on_gpu else 0,
                     "context_length": resident.context_length,
+                    "llmasos": {
+                        "backend": resident.backend,
+                        "processor": resident.processor,
+                        "running": resident.running,
+                        "waiting": resident.waiting,
+                    },
                 }
             )
         return {"models": models}

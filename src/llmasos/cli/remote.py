@@ -1,0 +1,52 @@
+"""Finding and calling a running LLMasOS server from the CLI.
+
+``ps``, ``stop`` and ``load`` act on the models a server holds, so they need one; ``run``
+prefers one when it answers and falls back to an in-process kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from llmasos.config import Settings
+from llmasos.errors import LLMasOSError
+
+PROBE_TIMEOUT = 0.5
+
+
+def base_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def server_url(settings: Settings) -> str | None:
+    """The server's base URL if an LLMasOS server answers there, else None."""
+    url = base_url(settings)
+    try:
+        response = httpx.get(f"{url}/", timeout=PROBE_TIMEOUT)
+    except httpx.HTTPError:
+        return None
+    return url if "LLMasOS" in response.text else None
+
+
+def call_server(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
+    """Call the running server; a clear error when none runs or it refuses."""
+    url = server_url(settings)
+    if url is None:
+        raise LLMasOSError(
+            f"no LLMasOS server at {base_url(settings)}: start one with `llmasos serve`"
+        )
+    response = httpx.request(method, f"{url}{path}", timeout=None, **kwargs)
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        if isinstance(message, dict):
+            message = message.get("message", message)
+        raise LLMasOSError(str(message))
+    return response.json()

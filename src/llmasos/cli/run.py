@@ -1,0 +1,275 @@
+"""``llmasos run MODEL [PROMPT]``: talk to a model, once or in an interactive chat.
+
+When an LLMasOS server answers at the configured address, the CLI talks to it over
+``/api/chat`` (the model is likely resident already); otherwise it starts the kernel in this
+process. The interactive chat follows Ollama's REPL: history, ``/bye``, ``/set parameter``,
+``/set system``, ``/show info``, ``/clear``, and ``\"\"\"`` for multi-line input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+import typer
+
+from llmasos.cli.app import app, console, err_console, state
+from llmasos.cli.remote import server_url
+from llmasos.errors import InvalidRequestError, LLMasOSError
+from llmasos.types import OLLAMA_PARAMETER_FIELDS, ChatMessage, SamplingParams
+
+# Ollama parameter names accepted by `/set parameter`, with their types.
+REPL_PARAMETERS: dict[str, type] = {
+    "temperature": float,
+    "top_p": float,
+    "top_k": int,
+    "min_p": float,
+    "num_predict": int,
+    "repeat_penalty": float,
+    "repeat_last_n": int,
+    "presence_penalty": float,
+    "frequency_penalty": float,
+    "seed": int,
+    "stop": str,
+}
+
+HELP = """Commands:
+  /set parameter NAME VALUE   set a sampling parameter (temperature, top_k, num_predict ...)
+  /set system TEXT            set the system prompt
+  /show info                  show the model's details
+  /clear                      forget the conversation
+  /bye                        exit
+Use \"\"\" to begin and end a multi-line message."""
+
+
+class ChatSession:
+    """A conversation with one model, through a server or an in-process kernel."""
+
+    def __init__(self, model: str, options: dict[str, Any], system: str | None) -> None:
+        self.model = model
+        self.options = options
+        self.system = system
+        self.messages: list[ChatMessage] = []
+        self.url = server_url(state.settings)
+        self._loop = asyncio.new_event_loop()
+        self._engine: Any = None
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._loop.run_until_complete(self._engine.close())
+        self._loop.close()
+
+    def ask(self, text: str) -> str:
+        """Send a user message, stream the answer to the console, return it."""
+        self.messages.append({"role": "user", "content": text})
+        chunks = []
+        try:
+            for piece in self._stream():
+                chunks.append(piece)
+                console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+        except BaseException:
+            self.messages.pop()
+            raise
+        console.print()
+        answer = "".join(chunks)
+        self.messages.append({"role": "assistant", "content": answer})
+        return answer
+
+    def _conversation(self) -> list[ChatMessage]:
+        if self.system is None:
+            return list(self.messages)
+        return [{"role": "system", "content": self.system}, *self.messages]
+
+    def _stream(self) -> Iterator[str]:
+        if self.url is not None:
+            yield from self._stream_http()
+            return
+        iterator = self._stream_local()
+        while True:
+            try:
+                yield self._loop.run_until_complete(iterator.__anext__())
+            except StopAsyncIteration:
+                return
+
+    def _stream_http(self) -> Iterator[str]:
+        import httpx
+
+        body = {
+            "model": self.model,
+            "messages": self._conversation(),
+            "options": self.options,
+            "stream": True,
+        }
+        with httpx.stream("POST", f"{self.url}/api/chat", json=body, timeout=None) as response:
+            if response.status_code != 200:
+                response.read()
+                try:
+                    message = response.json().get("error", response.text)
+                except ValueError:
+                    message = response.text
+                raise LLMasOSError(str(message))
+            for line in response.iter_lines():
+                if not line:
+                    continue
+                event = json.loads(line)
+                if "error" in event:
+                    raise LLMasOSError(str(event["error"]))
+                content = event.get("message", {}).get("content", "")
+                if content:
+                    yield content
+
+    async def _stream_local(self) -> AsyncIterator[str]:
+        from llmasos.kernel.client import InProcessEngineClient
+        from llmasos.kernel.protocol import GenerateRequest
+
+        if self._engine is None:
+            self._engine = InProcessEngineClient(state.settings, state.store)
+        sampling, explicit = sampling_from_parameters(self.options)
+        request = GenerateRequest(
+            model=self.model,
+            messages=self._conversation(),
+            sampling=sampling,
+            explicit=explicit,
+        )
+        async for output in self._engine.generate(request):
+            if output.text:
+                yield output.text
+
+
+def sampling_from_parameters(options: dict[str, Any]) -> tuple[SamplingParams, frozenset[str]]:
+    """SamplingParams from Ollama-named parameters, and the fields they set."""
+    values: dict[str, Any] = {}
+    for name, value in options.items():
+        field = OLLAMA_PARAMETER_FIELDS[name]
+        if name == "stop":
+            value = tuple(value)
+        elif name == "num_predict" and value < 0:
+            value = None
+        values[field] = value
+    return SamplingParams(**values), frozenset(values)
+
+
+def parse_parameter(name: str, value: str, options: dict[str, Any]) -> None:
+    kind = REPL_PARAMETERS.get(name)
+    if kind is None:
+        raise InvalidRequestError(
+            f"unknown parameter {name!r}; known: {', '.join(sorted(REPL_PARAMETERS))}"
+        )
+    try:
+        parsed = kind(value)
+    except ValueError:
+        raise InvalidRequestError(f"{name} must be a {kind.__name__}, not {value!r}") from None
+    if name == "stop":
+        options.setdefault("stop", []).append(parsed)
+    else:
+        options[name] = parsed
+
+
+def show_info(model: str) -> None:
+    manifest = state.store.manifest(model)
+    console.print(
+        f"  Model\n    name            {manifest.name}\n"
+        f"    architecture    {manifest.family}\n"
+        f"    parameters      {manifest.parameter_count}\n"
+        f"    context length  {manifest.context_length}\n"
+        f"    quantization    {manifest.quantization}\n"
+        f"  System\n    {manifest.system or '(none)'}",
+        highlight=False,
+        markup=False,
+    )
+
+
+def read_message() -> str | None:
+    """One user message; None at end of input."""
+    try:
+        line = input(">>> ")
+    except EOFError:
+        return None
+    if not line.startswith('"""'):
+        return line
+    lines = [line[3:]]
+    while not lines[-1].endswith('"""'):
+        try:
+            lines.append(input("... "))
+        except EOFError:
+            break
+    text = "\n".join(lines)
+    return text[:-3] if text.endswith('"""') else text
+
+
+def repl(session: ChatSession) -> None:
+    try:
+        import readline  # noqa: F401 - line editing and history for input()
+    except ImportError:  # pragma: no cover - not on every platform
+        pass
+    console.print("Send a message (/? for help)", style="dim")
+    while True:
+        text = read_message()
+        if text is None or text.strip() in ("/bye", "/exit"):
+            return
+        command = text.strip()
+        if not command:
+            continue
+        try:
+            if command in ("/?", "/help"):
+                console.print(HELP, markup=False)
+            elif command == "/clear":
+                session.messages.clear()
+                console.print("Cleared the conversation.")
+            elif command == "/show info":
+                show_info(session.model)
+            elif command.startswith("/set system "):
+                session.system = command.removeprefix("/set system ").strip()
+                console.print("Set the system prompt.")
+            elif command.startswith("/set parameter "):
+                parts = shlex.split(command.removeprefix("/set parameter "))
+                if len(parts) != 2:
+                    raise InvalidRequestError("usage: /set parameter NAME VALUE")
+                parse_parameter(parts[0], parts[1], session.options)
+                console.print(f"Set parameter '{parts[0]}' to '{parts[1]}'", markup=False)
+            elif command.startswith("/"):
+                console.print(f"Unknown command '{command.split()[0]}'. Type /? for help")
+            else:
+                session.ask(text)
+        except LLMasOSError as error:
+            err_console.print(f"Error: {error}", markup=False, highlight=False)
+        except KeyboardInterrupt:
+            console.print()
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Argument(help="Model name (e.g. smollm2).")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="A prompt; omit it for an interactive chat.")
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", help="System prompt (default: the model's).")
+    ] = None,
+    parameter: Annotated[
+        list[str] | None,
+        typer.Option("--parameter", "-p", help="NAME=VALUE sampling parameter (repeatable)."),
+    ] = None,
+) -> None:
+    """Run a model: answer PROMPT, or open an interactive chat."""
+    options: dict[str, Any] = {}
+    for item in parameter or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidRequestError(f"--parameter takes NAME=VALUE, not {item!r}")
+        parse_parameter(name.strip(), value.strip(), options)
+    state.store.manifest(model)  # unknown names fail here, with suggestions
+    session = ChatSession(model, options, system)
+    try:
+        if prompt is None and not sys.stdin.isatty():
+            prompt = sys.stdin.read()
+        if prompt is not None:
+            session.ask(prompt)
+        else:
+            repl(session)
+    finally:
+        session.close()
