@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import llama_cpp
@@ -109,6 +110,7 @@ class LlamaCppBackend(BackendInterface):
         limit = spec.context_length if train <= 0 else min(spec.context_length, train)
         self._context_length = min(limit, self._n_ctx)
         self._closed = False
+        self._adapter: Any = None
 
     # --- loading -----------------------------------------------------------------------
 
@@ -147,7 +149,27 @@ class LlamaCppBackend(BackendInterface):
                 f"llama.cpp could not create a context of {n_ctx} tokens for "
                 f"{spec.max_sequences} sequences (out of memory?)"
             )
-        return cls(spec, model, ctx)
+        backend = cls(spec, model, ctx)
+        adapter = spec.options.get("adapter")
+        if adapter:
+            backend._apply_lora(Path(adapter))
+        return backend
+
+    def _apply_lora(self, path: Path) -> None:
+        """Apply a LoRA adapter GGUF (Modelfile ADAPTER) at scale 1.0 to every sequence."""
+        adapter = llama_cpp.llama_adapter_lora_init(self._model, str(path).encode())
+        if not adapter:
+            self.close()
+            raise ModelFormatError(
+                f"llama.cpp could not load the LoRA adapter {path}: it is not a GGUF LoRA "
+                "for this model's architecture"
+            )
+        self._adapter = adapter
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+        scales = (ctypes.c_float * 1)(1.0)
+        if llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, scales) != 0:
+            self.close()
+            raise BackendError(f"llama.cpp could not apply the LoRA adapter {path}")
 
     # --- facts -------------------------------------------------------------------------
 
@@ -406,6 +428,9 @@ class LlamaCppBackend(BackendInterface):
         self._by_seq.clear()
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
+        if self._adapter:
+            llama_cpp.llama_adapter_lora_free(self._adapter)
+            self._adapter = None
         llama_cpp.llama_model_free(self._model)
 
     def __del__(self) -> None:

@@ -95,6 +95,11 @@ class TransformersBackend(BackendInterface):
             raise UnsupportedError(
                 "the transformers backend generates text; use sentence-transformers for embeddings"
             )
+        if spec.options.get("adapter"):
+            raise UnsupportedError(
+                "LoRA adapters (Modelfile ADAPTER) are applied by the llama.cpp backend; "
+                "serve this model with --backend llama.cpp"
+            )
         torch.set_num_threads(spec.threads or os.cpu_count() or 1)
         return cls(spec, load_causal_lm(spec))
 

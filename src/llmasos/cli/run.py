@@ -9,6 +9,7 @@ process. The interactive chat follows Ollama's REPL: history, ``/bye``, ``/set p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import sys
@@ -202,10 +203,8 @@ def read_message() -> str | None:
 
 
 def repl(session: ChatSession) -> None:
-    try:
-        import readline  # noqa: F401 - line editing and history for input()
-    except ImportError:  # pragma: no cover - not on every platform
-        pass
+    with contextlib.suppress(ImportError):  # line editing and history for input()
+        import readline  # noqa: F401
     console.print("Send a message (/? for help)", style="dim")
     while True:
         text = read_message()

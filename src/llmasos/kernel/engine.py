@@ -13,10 +13,10 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmasos.backends.interface import BackendInterface, SampledToken, SequenceWork
+from llmasos.errors import RequestTimeoutError
 from llmasos.kernel.detokenizer import IncrementalDetokenizer
 from llmasos.kernel.metrics import KernelMetrics
 from llmasos.kernel.protocol import TokenInfo
@@ -161,7 +161,9 @@ class Engine:
         for tracked in list(self._tracked.values()):
             deadline = tracked.request.deadline
             if deadline is not None and now > deadline:
-                self._finish(tracked, RequestStatus.FINISHED_TIMEOUT)
+                waited = now - tracked.request.arrival_time
+                error = RequestTimeoutError(f"the request timed out after {waited:.1f} s")
+                self._finish(tracked, RequestStatus.FINISHED_TIMEOUT, error)
 
     def _step(self) -> None:
         output = self.scheduler.schedule()
@@ -263,7 +265,7 @@ class Engine:
         self.metrics.tenant_tokens.labels(self.model_name, request.tenant, "prompt").inc(
             len(request.prompt_tokens)
         )
-        tail = "" if status == RequestStatus.FINISHED_ERROR else tracked.detokenizer.flush()
+        tail = "" if error is not None else tracked.detokenizer.flush()
         self._emit(
             request,
             RequestDelta(
@@ -297,7 +299,3 @@ class Engine:
         return self.scheduler.num_running, self.scheduler.num_waiting + sum(
             1 for kind, _ in list(self._inbox) if kind == "add"
         )
-
-
-def tokens_of(requests: Sequence[Request]) -> int:
-    return sum(r.num_tokens for r in requests)

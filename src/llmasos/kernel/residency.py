@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from llmasos.backends.interface import BackendInterface, LoadSpec
 from llmasos.config import Settings, parse_duration, parse_size
-from llmasos.errors import QueueFullError
+from llmasos.errors import QueueFullError, UnsupportedError
 from llmasos.kernel.engine import Engine
 from llmasos.kernel.metrics import KernelMetrics
 from llmasos.models.manifest import ResolvedModel
@@ -65,7 +65,7 @@ def choose_backend(settings: Settings, model_format: str) -> str:
     if settings.backend != "auto" and settings.backend in candidates:
         return settings.backend
     if not candidates:
-        raise QueueFullError(f"no backend can load models of format {model_format!r}")
+        raise UnsupportedError(f"no installed backend loads models of format {model_format!r}")
     return candidates[0]
 
 
@@ -216,7 +216,11 @@ class ModelManager:
             threads=self.settings.effective_threads,
             embedding=manifest.kind == "embed",
             chat_template=manifest.chat_template,
-            options={"cache_dir": str(cache_dir), "adapter": resolved.adapter_path},
+            options={
+                "cache_dir": str(cache_dir),
+                "adapter": resolved.adapter_path,
+                "name": manifest.name,
+            },
         )
 
     async def unload(self, name: str) -> bool:

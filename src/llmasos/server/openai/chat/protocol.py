@@ -98,6 +98,9 @@ class ChatCompletionRequest(VLLMExtensions):
     tools: list[ToolParam] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    ignore_eos: bool | None = Field(
+        None, description="vLLM extension: keep generating past end-of-sequence (benchmarks)."
+    )
 
 
 class FunctionCall(BaseModel):

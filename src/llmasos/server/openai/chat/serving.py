@@ -127,6 +127,7 @@ def build_generate_requests(
         "logit_bias": logit_bias_by_token(body.logit_bias),
         "logprobs": (body.top_logprobs or 0) if body.logprobs else None,
         "structured": structured,
+        "ignore_eos": body.ignore_eos,
     }
     sampling, explicit = build_sampling(given, param_names=PARAM_NAMES)
     messages = kernel_messages(body.messages)
