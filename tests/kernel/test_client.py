@@ -100,7 +100,7 @@ def test_cancelled_stream_frees_its_sequence(tmp_path: Path) -> None:
             await stream.__anext__()
             await stream.__anext__()
             await stream.aclose()  # the client went away
-            text, last = await collect(client.generate(greedy("What is 2 + 2?", 8)))
+            _, last = await collect(client.generate(greedy("What is 2 + 2?", 8)))
             assert last.finish_reason in ("stop", "length")
             engine = client.models.loaded["smollm2:135m"].engine
             assert engine is not None
