@@ -100,7 +100,10 @@ class Settings(BaseSettings):
     @field_validator("keep_alive")
     @classmethod
     def _check_keep_alive(cls, value: str) -> str:
-        parse_duration(value)
+        try:
+            parse_duration(value)
+        except ConfigError as error:
+            raise ValueError(error.message) from None
         return value
 
     @classmethod
@@ -149,7 +152,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {where}: {message}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{_config_file_path()} is not valid TOML: {error}") from None
 

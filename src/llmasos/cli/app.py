@@ -56,6 +56,12 @@ class CLIState:
             self._settings = None
             self._store = None
 
+    def reset(self) -> None:
+        """Forget overrides and cached objects (tests run several CLIs in one process)."""
+        self.overrides.clear()
+        self._settings = None
+        self._store = None
+
     @property
     def store(self) -> ModelStore:
         if self._store is None:
@@ -86,7 +92,11 @@ def _option_type(annotation: Any) -> Any:
 
 def settings_options(func: F) -> F:
     """Add one ``--flag`` per `Settings` field to a command; pass them as ``settings=dict``."""
-    params = [p for p in inspect.signature(func).parameters.values() if p.name != "settings_flags"]
+    params = [
+        p
+        for p in inspect.signature(func, eval_str=True).parameters.values()
+        if p.name != "settings_flags"
+    ]
     names = list(Settings.model_fields)
     for name in names:
         info = Settings.model_fields[name]

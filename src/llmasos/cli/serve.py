@@ -8,8 +8,12 @@ a grace period), then unload every model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from llmasos.cli.app import app, console, settings_options, state
@@ -56,6 +60,28 @@ def configure_logging(settings: Settings) -> None:
         )
 
 
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but a SIGINT/SIGTERM shutdown exits 0 instead of re-raising."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 @app.command()
 @settings_options
 def serve(*, settings_flags: dict[str, Any]) -> None:
@@ -79,7 +105,7 @@ def serve(*, settings_flags: dict[str, Any]) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         log_config=None,
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
 
     async def warm_up() -> None:
         try:
