@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from llmasos.backends.chat_template import render_chat_template as render_chat
 from llmasos.errors import InvalidRequestError
-from llmasos.models.templates import CHATML_TEMPLATE, check_template, render_chat
+from llmasos.models.templates import CHATML_TEMPLATE, check_template
 
 
 def test_no_default_system_prompt_is_injected() -> None:

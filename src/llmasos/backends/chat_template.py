@@ -44,7 +44,7 @@ def _tojson(
 
 
 @lru_cache(maxsize=32)
-def _compile(template: str) -> jinja2.Template:
+def compile_chat_template(template: str) -> jinja2.Template:
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
     )
@@ -69,7 +69,7 @@ def render_chat_template(
     eos_token: str = "",
 ) -> str:
     """The prompt text for ``messages``; raise `InvalidRequestError` if the template fails."""
-    compiled = _compile(template)
+    compiled = compile_chat_template(template)
     try:
         return compiled.render(
             messages=[dict(m) for m in messages],

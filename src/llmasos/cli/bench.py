@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -125,3 +125,308 @@ def backend(
     if json_path is not None:
         json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         console.print(f"wrote {json_path}")
+
+
+# -- bench serve ---------------------------------------------------------------------------
+# Serving benchmark against OpenAI-compatible servers (LLMasOS and peers); the load
+# generator, metrics and scenarios live in llmasos.bench.{serve,metrics,scenarios,peers}.
+
+
+def _serve_table(summaries: list[Any], title: str) -> Table:
+    """One column per server, one row per metric."""
+    table = Table("metric", *(s.label for s in summaries), title=title)
+
+    def row(name: str, values: list[str]) -> None:
+        table.add_row(name, *values)
+
+    def number(value: float | None, digits: int = 2) -> str:
+        return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+    row("completed / failed", [f"{s.completed} / {s.failed}" for s in summaries])
+    row("duration (s)", [number(s.duration_s) for s in summaries])
+    row("requests/s", [number(s.request_throughput, 3) for s in summaries])
+    row("output tok/s", [number(s.output_throughput, 1) for s in summaries])
+    row("total tok/s", [number(s.total_throughput, 1) for s in summaries])
+    row(
+        "input / output tokens",
+        [f"{s.total_input_tokens} / {s.total_output_tokens}" for s in summaries],
+    )
+    for name, attr in (("TTFT", "ttft"), ("TPOT", "tpot"), ("ITL", "itl"), ("E2E", "e2e")):
+        dists = [getattr(s, attr) for s in summaries]
+        row(
+            f"{name} mean/p50/p99 (ms)",
+            [f"{number(d.mean, 1)} / {number(d.p50, 1)} / {number(d.p99, 1)}" for d in dists],
+        )
+    if any(s.goodput is not None for s in summaries):
+        row("goodput (req/s in SLO)", [number(s.goodput, 3) for s in summaries])
+    row("output tokens from", [s.output_tokens_source for s in summaries])
+    if any(s.errors for s in summaries):
+        row(
+            "errors",
+            [", ".join(f"{k}: {v}" for k, v in s.errors.items()) or "-" for s in summaries],
+        )
+    return table
+
+
+def _check_reachable(base_url: str) -> None:
+    import httpx
+
+    from llmasos.errors import LLMasOSError
+
+    url = base_url.rstrip("/") + (
+        "/models" if base_url.rstrip("/").endswith("/v1") else "/v1/models"
+    )
+    try:
+        with httpx.Client(timeout=10.0, trust_env=False) as client:
+            client.get(url)
+    except httpx.HTTPError as error:
+        raise LLMasOSError(
+            f"no server answers at {base_url} ({type(error).__name__}); start one with "
+            "`llmasos serve`, or pass --start-server"
+        ) from None
+
+
+@bench_app.command("serve")
+def serve_bench(
+    base_url: Annotated[
+        str, typer.Option(help="The LLMasOS (or any OpenAI-compatible) server.")
+    ] = "http://127.0.0.1:8000",
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: the default_model setting).")
+    ] = None,
+    workload: Annotated[str, typer.Option(help="Request set: random or chat.")] = "random",
+    num_prompts: Annotated[int, typer.Option(help="Requests to send.")] = 100,
+    concurrency: Annotated[int, typer.Option(help="Most requests in flight (0: no limit).")] = 4,
+    request_rate: Annotated[
+        float, typer.Option(help="Poisson arrivals per second; inf: all at once.")
+    ] = float("inf"),
+    input_len: Annotated[
+        int, typer.Option(help="Prompt tokens of the random workload (about).")
+    ] = 256,
+    output_len: Annotated[
+        int, typer.Option(help="max_tokens per request (the cap for chat).")
+    ] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of the workload and the arrivals.")] = 0,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature sent with every request.")
+    ] = 0.0,
+    ignore_eos: Annotated[
+        bool, typer.Option(help="Ask for exactly max_tokens (ignore_eos + min_tokens).")
+    ] = False,
+    slo_ttft: Annotated[
+        float | None, typer.Option(help="Goodput SLO: TTFT at most this many ms.")
+    ] = None,
+    slo_tpot: Annotated[
+        float | None, typer.Option(help="Goodput SLO: TPOT at most this many ms.")
+    ] = None,
+    peer: Annotated[
+        list[str] | None, typer.Option(help="Also measure a peer server: llama-cpp-server.")
+    ] = None,
+    start_server: Annotated[
+        bool,
+        typer.Option(help="Start `llmasos serve` (temporary home) instead of using --base-url."),
+    ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads for started servers (default: the threads setting)."),
+    ] = None,
+    scenario: Annotated[str, typer.Option(help="load (default), fairness or soak.")] = "load",
+    clients: Annotated[int, typer.Option(help="Soak: concurrent closed-loop clients.")] = 64,
+    duration: Annotated[float, typer.Option(help="Soak: seconds to run.")] = 120.0,
+    flood: Annotated[int, typer.Option(help="Fairness: tenant A's long requests.")] = 16,
+    server_pid: Annotated[
+        int | None, typer.Option(help="Soak: pid of the --base-url server, for memory samples.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds one request may take.")] = 600.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+    ] = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG chart to this file.")
+    ] = None,
+) -> None:
+    """Serving benchmark (TTFT, TPOT, ITL, goodput) against OpenAI-compatible servers."""
+    from contextlib import nullcontext
+
+    from llmasos.bench.metrics import SLO
+    from llmasos.bench.peers import PEERS, ServerProcess, llama_cpp_server, llmasos_server
+    from llmasos.bench.serve import LoadConfig, Target, run_benchmark
+    from llmasos.bench.workloads import build_workload
+
+    if scenario not in ("load", "fairness", "soak"):
+        raise InvalidRequestError(f"unknown scenario {scenario!r}; choose load, fairness or soak")
+    for name in peer or []:
+        if name not in PEERS:
+            raise InvalidRequestError(f"unknown peer {name!r}; choose one of: {', '.join(PEERS)}")
+    config = LoadConfig(
+        concurrency=concurrency,
+        request_rate=request_rate,
+        seed=seed,
+        temperature=temperature,
+        ignore_eos=ignore_eos,
+        timeout_s=timeout,
+    )
+    config.check()
+    slo = SLO(ttft_ms=slo_ttft, tpot_ms=slo_tpot)
+    requests = build_workload(
+        workload, num_prompts, input_len=input_len, output_len=output_len, seed=seed
+    )
+    settings = state.settings
+    model_name = model or settings.default_model
+    n_threads = threads if threads is not None else settings.effective_threads
+
+    def servers() -> list[tuple[str, Any]]:
+        """(label, a context giving a ServerProcess or None) in the order they run."""
+        plan: list[tuple[str, Any]] = [("llmasos", nullcontext(None))]
+        if start_server:
+            plan[0] = ("llmasos", llmasos_server(threads=n_threads))
+        else:
+            _check_reachable(base_url)
+        for _name in peer or []:
+            gguf = state.store.resolve(model_name).path
+            plan.append(
+                (
+                    "llama-cpp-server",
+                    llama_cpp_server(
+                        gguf, threads=n_threads, context_length=settings.context_length
+                    ),
+                )
+            )
+        return plan
+
+    results: list[Any] = []
+    runs: list[tuple[Any, Any]] = []
+    exit_codes: dict[str, int | None] = {}
+    for label, context in servers():
+        with context as process:
+            if isinstance(process, ServerProcess):
+                console.print(f"starting {label} on port {process.port} …", highlight=False)
+                process.start()
+                target = Target(label, process.base_url, model_name, process.pid)
+            else:
+                target = Target(label, base_url, model_name, server_pid)
+            if scenario == "fairness":
+                from llmasos.bench.scenarios import run_fairness
+
+                console.print(f"{label}: fairness scenario ({flood} long requests from tenant-a) …")
+                results.append(run_fairness(target, config, flood=flood, output_len=output_len))
+            elif scenario == "soak":
+                from llmasos.bench.scenarios import run_soak
+
+                console.print(f"{label}: soak, {clients} clients for {duration:g} s …")
+                results.append(
+                    run_soak(
+                        target, config, clients=clients, duration_s=duration, output_len=output_len
+                    )
+                )
+            else:
+                with Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                    transient=True,
+                ) as bar:
+                    task_id = bar.add_task(label, total=len(requests))
+
+                    def advance(_result: Any, task_id: Any = task_id) -> None:
+                        bar.advance(task_id)
+
+                    summary, raw = run_benchmark(target, requests, config, slo, advance)
+                runs.append((summary, raw))
+                results.append(summary)
+            if isinstance(process, ServerProcess):
+                exit_codes[label] = process.stop()
+    _report_serve(
+        scenario, results, runs, exit_codes, workload, num_prompts, json_path, plot_path, config
+    )
+
+
+def _report_serve(
+    scenario: str,
+    results: list[Any],
+    runs: list[tuple[Any, Any]],
+    exit_codes: dict[str, int | None],
+    workload: str,
+    num_prompts: int,
+    json_path: Path | None,
+    plot_path: Path | None,
+    config: Any,
+) -> None:
+    """Print the table, write the JSON and the chart."""
+    if scenario == "fairness":
+        table = Table(
+            "server",
+            "idle TTFT ms",
+            "TTFT under flood ms",
+            "ratio",
+            "target",
+            "flood done",
+            title="Fairness: tenant-b during tenant-a's flood",
+        )
+        for r in results:
+            table.add_row(
+                r.label,
+                f"{r.idle_ttft_ms:.1f}",
+                f"{r.loaded_ttft_ms:.1f}",
+                f"{r.ratio:.2f}x",
+                f"<= {3.0:g}x {'ok' if r.passed else 'MISSED'}",
+                f"{r.flood_completed}/{r.flood_requests}",
+            )
+    elif scenario == "soak":
+        table = Table(
+            "server",
+            "completed",
+            "503",
+            "other errors",
+            "RSS start/end/max MiB",
+            "verdict",
+            title="Soak",
+        )
+        for r in results:
+            memory = r.to_dict()["memory"]
+            rss = (
+                f"{memory['start_mib']:.0f} / {memory['end_mib']:.0f} / {memory['max_mib']:.0f}"
+                if memory
+                else "- (pid unknown)"
+            )
+            table.add_row(
+                r.label,
+                str(r.completed),
+                str(r.rejected_503),
+                str(sum(r.other_errors.values())),
+                rss,
+                "ok" if r.passed else "FAILED",
+            )
+    else:
+        title = (
+            f"bench serve: {workload}, {num_prompts} prompts, "
+            f"concurrency {config.concurrency or 'unlimited'}, rate {config.request_rate:g}/s"
+        )
+        table = _serve_table(results, title)
+    console.print(table)
+    if json_path is not None:
+        from dataclasses import asdict
+
+        document = {
+            "scenario": scenario,
+            "workload": workload,
+            "num_prompts": num_prompts,
+            "config": {k: (str(v) if v == float("inf") else v) for k, v in asdict(config).items()},
+            "runs": [r.to_dict() for r in results],
+            "server_exit_codes": exit_codes,
+        }
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_path}")
+    if plot_path is not None:
+        from llmasos.bench.plot import plot_fairness, plot_runs
+
+        if scenario == "load":
+            plot_runs(runs, plot_path, title=f"{workload} workload, {num_prompts} prompts")
+        elif scenario == "fairness":
+            plot_fairness(results, plot_path)
+        else:
+            console.print("(no chart for the soak scenario)")
+            return
+        console.print(f"wrote {plot_path}")

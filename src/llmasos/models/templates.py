@@ -11,13 +11,9 @@ in the manifest (``system``), applied by the kernel only when a chat has none.
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
+from llmasos.backends.chat_template import compile_chat_template
 from llmasos.errors import InvalidRequestError
 
 CHATML_TEMPLATE = """\
@@ -71,21 +67,6 @@ CHATML_STOP = ("<|im_end|>",)
 _GO_TEMPLATE = re.compile(r"\{\{-?\s*(\.[A-Za-z]|(if|range|with|template|block|end)\b)")
 
 
-def _tojson(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.filters["tojson"] = _tojson
-
-    def raise_exception(message: str) -> None:
-        raise InvalidRequestError(f"chat template error: {message}")
-
-    env.globals["raise_exception"] = raise_exception
-    return env
-
-
 def looks_like_go_template(template: str) -> bool:
     """True for Ollama-style Go templates (``{{ .Prompt }}``, ``{{ if .System }}``)."""
     return bool(_GO_TEMPLATE.search(template))
@@ -99,29 +80,6 @@ def check_template(template: str) -> None:
             "Jinja2 chat template, e.g. {% for message in messages %}...{% endfor %}"
         )
     try:
-        _environment().parse(template)
-    except jinja2.TemplateSyntaxError as error:
-        raise InvalidRequestError(
-            f"TEMPLATE is not a valid Jinja2 template (line {error.lineno}): {error.message}"
-        ) from None
-
-
-def render_chat(
-    template: str,
-    messages: list[dict[str, Any]],
-    *,
-    tools: list[dict[str, Any]] | None = None,
-    add_generation_prompt: bool = True,
-    **extra: Any,
-) -> str:
-    """Render ``messages`` (and ``tools``) with a Jinja2 chat template."""
-    try:
-        compiled = _environment().from_string(template)
-        return compiled.render(
-            messages=messages,
-            tools=tools or None,
-            add_generation_prompt=add_generation_prompt,
-            **extra,
-        )
-    except jinja2.TemplateError as error:
-        raise InvalidRequestError(f"chat template error: {error}") from None
+        compile_chat_template(template)
+    except InvalidRequestError as error:
+        raise InvalidRequestError(f"TEMPLATE is not a valid Jinja2 template: {error}") from None
