@@ -170,8 +170,24 @@ def test_serve_health_then_clean_shutdown(tmp_path: Path) -> None:
         assert status == 200
         models = httpx.get(f"http://127.0.0.1:{port}/api/ps", timeout=5).json()["models"]
         assert [m["name"] for m in models] == ["smollm2:135m"]
+        # SIGTERM in the middle of a stream: the stream still finishes.
+        body = {
+            "model": "smollm2",
+            "stream": True,
+            "max_tokens": 60,
+            "messages": [{"role": "user", "content": "Tell me a story."}],
+        }
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        with httpx.stream("POST", url, json=body, timeout=60) as response:
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))
+            process.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line]
+        assert rest[-1] == "data: [DONE]"
+        assert any('"finish_reason": "length"' in line for line in rest)
     finally:
-        process.send_signal(signal.SIGTERM)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr

@@ -134,11 +134,12 @@ class BenchmarkSummary:
     completed: int
     failed: int
     duration_s: float
-    total_input_tokens: int
+    total_input_tokens: int | None
+    """None when the server reported no usage (prompt size unknown)."""
     total_output_tokens: int
     request_throughput: float
     output_throughput: float
-    total_throughput: float
+    total_throughput: float | None
     ttft: Distribution
     tpot: Distribution
     itl: Distribution
@@ -202,7 +203,8 @@ def summarize(
     done = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
     duration = max(duration_s, 1e-9)
-    input_tokens = sum(r.prompt_tokens or 0 for r in done)
+    known_input = all(r.prompt_tokens is not None for r in done)
+    input_tokens = sum(r.prompt_tokens or 0 for r in done) if known_input else None
     output_tokens = sum(r.output_tokens for r in done)
     from_usage = [r.tokens_from_usage for r in done]
     source = "usage" if all(from_usage) else "chunks" if not any(from_usage) else "mixed"
@@ -219,7 +221,9 @@ def summarize(
         total_output_tokens=output_tokens,
         request_throughput=len(done) / duration,
         output_throughput=output_tokens / duration,
-        total_throughput=(input_tokens + output_tokens) / duration,
+        total_throughput=(
+            (input_tokens + output_tokens) / duration if input_tokens is not None else None
+        ),
         ttft=Distribution.of_seconds(ttfts),
         tpot=Distribution.of_seconds(tpots),
         itl=Distribution.of_seconds(itls),

@@ -32,6 +32,8 @@ def _cdf(axis: Any, values_ms: Sequence[float], label: str) -> None:
     if not values_ms:
         return
     ordered = sorted(values_ms)
+    if ordered[0] > 0 and ordered[-1] / ordered[0] > 50:
+        axis.set_xscale("log")  # a few long stalls would squash the body of the curve
     fractions = [(i + 1) / len(ordered) for i in range(len(ordered))]
     axis.step(ordered, fractions, where="post", label=label)
 

@@ -25,7 +25,8 @@ from llmasos.errors import InvalidRequestError
 FAIRNESS_TARGET_RATIO = 3.0
 TENANT_A = "tenant-a"
 TENANT_B = "tenant-b"
-SHORT_QUESTION = "What is the capital of France? Answer in one word."
+PROBE_COUNTRIES = ("France", "Japan", "Italy", "Spain", "Egypt", "Canada", "Peru", "Kenya")
+"""Each probe asks about a different country, so no probe reuses another's cached prefix."""
 
 
 @dataclass
@@ -60,9 +61,11 @@ class FairnessReport:
         }
 
 
-def _probe() -> BenchRequest:
+def _probe(index: int) -> BenchRequest:
+    country = PROBE_COUNTRIES[index % len(PROBE_COUNTRIES)]
+    question = f"What is the capital of {country}? Answer in one word."
     return BenchRequest(
-        messages=[{"role": "user", "content": SHORT_QUESTION}],
+        messages=[{"role": "user", "content": question}],
         max_tokens=8,
         kind="probe",
         user=TENANT_B,
@@ -87,10 +90,10 @@ async def _fairness(
 ) -> FairnessReport:
     async with new_client(flood + 2, config.timeout_s) as client:
         origin = time.perf_counter()
-        await stream_chat(client, target, _probe(), config, origin)  # warm-up
+        await stream_chat(client, target, _probe(0), config, origin)  # warm-up
         idle: list[float] = []
-        for _ in range(probes):
-            result = await stream_chat(client, target, _probe(), config, origin)
+        for index in range(1, probes + 1):
+            result = await stream_chat(client, target, _probe(index), config, origin)
             if not result.ok or result.ttft is None:
                 raise InvalidRequestError(f"{target.label}: idle probe failed: {result.error}")
             idle.append(result.ttft)
@@ -106,7 +109,7 @@ async def _fairness(
             for r in _flood(flood, output_len)
         ]
         await asyncio.sleep(delay_s)
-        probe = await stream_chat(client, target, _probe(), config, origin)
+        probe = await stream_chat(client, target, _probe(probes + 1), config, origin)
         flood_results: list[RequestResult] = list(await asyncio.gather(*tasks))
     return FairnessReport(
         label=target.label,
