@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         description="KV cache size per model, in tokens, shared by all its sequences.",
     )
     max_batch_tokens: int = Field(
-        512, ge=16, description="Token budget per step; long prompts are prefilled in chunks."
+        256, ge=16, description="Token budget per step; long prompts are prefilled in chunks."
     )
     scheduler_policy: Literal["fair", "priority", "fcfs"] = Field(
         "fair", description="Scheduling policy: fair share between tenants, priority, or fcfs."

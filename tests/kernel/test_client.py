@@ -188,3 +188,19 @@ def test_request_timeout_ends_with_an_error(tmp_path: Path) -> None:
             await client.close()
 
     asyncio.run(main())
+
+
+def test_ignore_eos_generates_exactly_max_tokens_without_control_text(tmp_path: Path) -> None:
+    async def main() -> None:
+        client = InProcessEngineClient(make_settings(tmp_path))
+        try:
+            request = greedy("Say hi.", 40)
+            request.sampling = request.sampling.with_changes(ignore_eos=True)
+            request.explicit = request.explicit | {"ignore_eos"}
+            text, last = await collect(client.generate(request))
+            assert last.completion_tokens == 40 and last.finish_reason == "length"
+            assert "<|im_end|>" not in text and "<|im_start|>" not in text
+        finally:
+            await client.close()
+
+    asyncio.run(main())

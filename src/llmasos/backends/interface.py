@@ -135,6 +135,10 @@ class BackendInterface(ABC):
     def is_end_of_generation(self, token: int) -> bool:
         """True for EOS / end-of-turn tokens."""
 
+    def is_special(self, token: int) -> bool:
+        """True for control tokens (``<|im_start|>``, EOS ...), left out of generated text."""
+        return self.is_end_of_generation(token)
+
     @abstractmethod
     def render_chat(
         self,

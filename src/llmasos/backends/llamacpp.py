@@ -214,6 +214,12 @@ class LlamaCppBackend(BackendInterface):
             capacity = -n
         raise BackendError("llama.cpp failed to tokenize the text")
 
+    def is_special(self, token: int) -> bool:
+        return bool(
+            llama_cpp.llama_vocab_is_control(self._vocab, token)
+            or llama_cpp.llama_vocab_is_eog(self._vocab, token)
+        )
+
     def token_bytes(self, token: int) -> bytes:
         cached = self._piece_cache.get(token)
         if cached is not None:

@@ -70,6 +70,7 @@ class TransformersBackend(BackendInterface):
         self._vocab_size = int(self._model.get_output_embeddings().weight.shape[0])
         self._token_bytes = token_byte_table(self._tokenizer)
         self._eog = end_of_generation_ids(self._tokenizer, self._model.generation_config)
+        self._special_ids = frozenset(int(t) for t in self._tokenizer.all_special_ids)
         pad = self._tokenizer.pad_token_id
         self._pad_token = int(pad) if pad is not None else 0
         self._slots = SlotTable(spec.max_sequences)
@@ -152,6 +153,9 @@ class TransformersBackend(BackendInterface):
 
     def is_end_of_generation(self, token: int) -> bool:
         return token in self._eog
+
+    def is_special(self, token: int) -> bool:
+        return token in self._eog or token in self._special_ids
 
     def render_chat(
         self,

@@ -228,7 +228,7 @@ class Engine:
         ) or token in params.stop_token_ids:
             self._finish(tracked, RequestStatus.FINISHED_STOPPED)
             return
-        text = tracked.detokenizer.add(token)
+        text = "" if self.backend.is_special(token) else tracked.detokenizer.add(token)
         info = TokenInfo(
             token_id=token,
             text=self.backend.token_bytes(token).decode("utf-8", errors="replace"),
