@@ -136,7 +136,7 @@ class LlamaCppBackend(BackendInterface):
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_seq_max = spec.max_sequences
-        params.kv_unified = True
+        params.kv_unified = bool(spec.options.get("kv_unified", True))
         params.n_batch = max(DEFAULT_BATCH_TOKENS, int(spec.options.get("n_batch", 0)))
         params.n_ubatch = params.n_batch
         params.n_threads = threads
