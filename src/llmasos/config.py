@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     backend: Literal["auto", "llama.cpp", "transformers"] = Field(
         "auto", description="Backend for generation: auto picks llama.cpp for GGUF files."
     )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database; default SQLite in the home directory.",
+    )
+    auth: bool = Field(False, description="Require an API key on every endpoint but /health.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
