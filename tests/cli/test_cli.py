@@ -170,6 +170,27 @@ def test_serve_health_then_clean_shutdown(tmp_path: Path) -> None:
         assert status == 200
         models = httpx.get(f"http://127.0.0.1:{port}/api/ps", timeout=5).json()["models"]
         assert [m["name"] for m in models] == ["smollm2:135m"]
+        env = {**os.environ, "LLMASOS_HOME": str(tmp_path), "LLMASOS_PORT": str(port)}
+        ps = subprocess.run(
+            [sys.executable, "-m", "llmasos", "ps"], capture_output=True, text=True, env=env
+        )
+        assert ps.returncode == 0 and "smollm2:135m" in ps.stdout and "llama.cpp" in ps.stdout
+        stop = subprocess.run(
+            [sys.executable, "-m", "llmasos", "stop", "smollm2"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert stop.returncode == 0, stop.stderr
+        assert httpx.get(f"http://127.0.0.1:{port}/api/ps", timeout=5).json()["models"] == []
+        load = subprocess.run(
+            [sys.executable, "-m", "llmasos", "load", "smollm2"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert load.returncode == 0, load.stderr
+        assert len(httpx.get(f"http://127.0.0.1:{port}/api/ps", timeout=5).json()["models"]) == 1
         # SIGTERM in the middle of a stream: the stream still finishes.
         body = {
             "model": "smollm2",
@@ -178,6 +199,10 @@ def test_serve_health_then_clean_shutdown(tmp_path: Path) -> None:
             "messages": [{"role": "user", "content": "Tell me a story."}],
         }
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        assert httpx.post(url, json={**body, "stream": False}, timeout=60).status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'vllm:time_to_first_token_seconds_count{model_name="smollm2:135m"}' in metrics
+        assert 'vllm:num_requests_running{model_name="smollm2:135m"}' in metrics
         with httpx.stream("POST", url, json=body, timeout=60) as response:
             lines = response.iter_lines()
             assert next(line for line in lines if line.startswith("data:"))

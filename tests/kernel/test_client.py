@@ -204,3 +204,25 @@ def test_ignore_eos_generates_exactly_max_tokens_without_control_text(tmp_path: 
             await client.close()
 
     asyncio.run(main())
+
+
+def test_a_conversations_earlier_turns_come_from_the_prefix_cache(tmp_path: Path) -> None:
+    async def main() -> None:
+        client = InProcessEngineClient(make_settings(tmp_path))
+        try:
+            first = greedy("What is the capital of France?", 12)
+            answer, _ = await collect(client.generate(first))
+            assert first.messages is not None
+            follow_up = greedy("And of Italy?", 12)
+            follow_up.messages = [
+                *first.messages,
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": "And of Italy?"},
+            ]
+            _, last = await collect(client.generate(follow_up))
+            assert last.cached_tokens > 10
+            assert last.cached_tokens < last.prompt_tokens
+        finally:
+            await client.close()
+
+    asyncio.run(main())

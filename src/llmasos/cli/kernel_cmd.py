@@ -9,16 +9,8 @@ import typer
 from rich.table import Table
 
 from llmasos.cli.app import app, console, state
+from llmasos.cli.models import human_size
 from llmasos.cli.remote import call_server
-
-
-def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
 
 
 def _until(expires_at: str | None) -> str:
@@ -39,19 +31,32 @@ def _until(expires_at: str | None) -> str:
 
 @app.command()
 def ps() -> None:
-    """List the models the running server has loaded, and their requests."""
+    """List the models the running server has loaded; REQUESTS is running/waiting."""
     data = call_server(state.settings, "GET", "/api/ps")
-    table = Table("NAME", "ID", "SIZE", "PROCESSOR", "BACKEND", "CONTEXT", "REQUESTS", "UNTIL")
+    table = Table(
+        "NAME",
+        "ID",
+        "SIZE",
+        "PROCESSOR",
+        "BACKEND",
+        "CONTEXT",
+        "REQUESTS",
+        "UNTIL",
+        box=None,
+        pad_edge=False,
+    )
+    for column in table.columns:
+        column.no_wrap = True
     for model in data.get("models", []):
         details = model.get("llmasos", {})
         table.add_row(
             model["name"],
             model.get("digest", "")[:12],
-            _human_size(model.get("size", 0)),
+            human_size(model.get("size", 0)),
             f"100% {details.get('processor', 'CPU').upper()}",
             details.get("backend", ""),
             str(model.get("context_length", "")),
-            f"{details.get('running', 0)} running, {details.get('waiting', 0)} waiting",
+            f"{details.get('running', 0)}/{details.get('waiting', 0)}",
             _until(model.get("expires_at")),
         )
     console.print(table)
