@@ -140,9 +140,21 @@ class Engine:
                 for request_id in list(self._tracked):
                     self._abort(request_id, RequestStatus.FINISHED_ABORTED)
                 return
-            self._expire_deadlines()
-            if self._tracked:
-                self._step()
+            try:
+                self._expire_deadlines()
+                if self._tracked:
+                    self._step()
+            except Exception as error:  # a kernel bug must fail requests, not hang them
+                logger.exception("engine loop of %s failed", self.model_name)
+                for tracked in list(self._tracked.values()):
+                    try:
+                        self._finish(tracked, RequestStatus.FINISHED_ERROR, error)
+                    except Exception:
+                        self._tracked.pop(tracked.request.request_id, None)
+                        self._emit(
+                            tracked.request,
+                            RequestDelta(finished=True, finish_reason="error", error=error),
+                        )
 
     def _add(self, request: Request) -> None:
         stop = request.sampling.stop
