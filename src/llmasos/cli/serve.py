@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 
 from llmasos.cli.app import app, console, settings_options, state
 from llmasos.config import Settings
-from llmasos.errors import LLMasOSError
+from llmasos.errors import ConfigError, LLMasOSError
 
 logger = logging.getLogger("llmasos.serve")
 
@@ -60,6 +61,15 @@ def configure_logging(settings: Settings) -> None:
         )
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _server_class() -> type:
     import uvicorn
 
@@ -93,10 +103,22 @@ def serve(*, settings_flags: dict[str, Any]) -> None:
 
     state.override(settings_flags)
     settings = state.settings
+    if not settings.auth and not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to serve on {settings.host} without authentication: anyone who can "
+            "reach it could use it. Add --auth (and create API keys with `llmasos keys "
+            "create`), or bind to 127.0.0.1"
+        )
     configure_logging(settings)
     store = state.store
+    keys = None
+    if settings.auth:
+        from llmasos.access.keys import KeyManager
+        from llmasos.storage.database import open_database
+
+        keys = KeyManager(open_database(settings))
     engine = InProcessEngineClient(settings, store)
-    api = create_app(settings, engine, store)
+    api = create_app(settings, engine, store, keys=keys)
     config = uvicorn.Config(
         api,
         host=settings.host,

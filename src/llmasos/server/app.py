@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from llmasos import __version__
 from llmasos.config import Settings
+from llmasos.errors import ConfigError
 from llmasos.kernel.protocol import EngineClientInterface
 from llmasos.server.errors import install_exception_handlers
 from llmasos.server.ollama.embed.router import embed_router
@@ -26,6 +27,7 @@ from llmasos.server.openai.models.router import models_router
 from llmasos.server.ops import DEFAULT_MAX_BODY_BYTES, install_ops
 
 if TYPE_CHECKING:
+    from llmasos.access.keys import KeyManager
     from llmasos.models.store import ModelStore
 
 
@@ -35,8 +37,12 @@ def create_app(
     store: ModelStore,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    keys: KeyManager | None = None,
 ) -> FastAPI:
-    """The LLMasOS HTTP API over ``engine`` and ``store``."""
+    """The LLMasOS HTTP API over ``engine`` and ``store``; with ``settings.auth`` every
+    request but ``/health`` must carry an API key that ``keys`` verifies."""
+    if settings.auth and keys is None:
+        raise ConfigError("authentication is on but no key store was given to the server")
     app = FastAPI(
         title="LLMasOS",
         version=__version__,
@@ -47,7 +53,13 @@ def create_app(
     app.state.engine = engine
     app.state.store = store
     install_exception_handlers(app)
-    install_ops(app, settings, engine, max_body_bytes=max_body_bytes)
+    install_ops(
+        app,
+        settings,
+        engine,
+        max_body_bytes=max_body_bytes,
+        keys=keys if settings.auth else None,
+    )
     app.include_router(chat_router(engine))
     app.include_router(completions_router(engine))
     app.include_router(embeddings_router(engine))

@@ -14,7 +14,7 @@ import contextvars
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,6 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmasos.config import Settings
 from llmasos.kernel.protocol import EngineClientInterface
 from llmasos.server.errors import error_response
+
+if TYPE_CHECKING:
+    from llmasos.access.keys import KeyManager
 
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -205,11 +208,17 @@ def install_ops(
     engine: EngineClientInterface,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    keys: KeyManager | None = None,
 ) -> None:
-    """Add the operational routes and middleware (outermost: request id, then CORS, size)."""
+    """Add the operational routes and middleware (outermost: request id, then CORS, size,
+    then authentication when ``keys`` is given)."""
     install_request_id_logging()
     app.include_router(ops_router(engine))
     app.add_middleware(JsonBodyMiddleware)
+    if keys is not None:
+        from llmasos.server.auth import AuthMiddleware
+
+        app.add_middleware(AuthMiddleware, keys=keys, default_model=settings.default_model)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -19,6 +19,7 @@ from llmasos.kernel.protocol import (
     GenerateRequest,
     TokenInfo,
 )
+from llmasos.server.auth import tenant_for
 from llmasos.server.ollama.common import (
     KeepAlive,
     done_reason,
@@ -64,6 +65,7 @@ def build_generate_request(body: GenerateBody, request_id: str) -> GenerateReque
         apply_model_defaults=True,
         keep_alive=KeepAlive.value(body.keep_alive),
         request_id=request_id,
+        tenant=tenant_for(None),
     )
 
 
@@ -102,6 +104,7 @@ def build_chat_request(body: ChatBody, request_id: str) -> tuple[GenerateRequest
         apply_model_defaults=True,
         keep_alive=KeepAlive.value(body.keep_alive),
         request_id=request_id,
+        tenant=tenant_for(None),
     )
     return request, plan
 

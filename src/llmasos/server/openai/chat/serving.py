@@ -19,6 +19,7 @@ from typing import Any
 
 from llmasos.errors import LLMasOSError, UnsupportedError
 from llmasos.kernel.protocol import EngineClientInterface, GenerateOutput, GenerateRequest
+from llmasos.server.auth import tenant_for
 from llmasos.server.openai.chat.protocol import (
     ChatChoice,
     ChatCompletion,
@@ -150,7 +151,7 @@ def build_generate_requests(
                 apply_model_defaults=True,
                 explicit=explicit,
                 priority=body.priority,
-                tenant=body.user or "anonymous",
+                tenant=tenant_for(body.user),
                 keep_alive="" if body.keep_alive is None else body.keep_alive,
                 request_id=f"{request_id}-{index}" if body.n > 1 else request_id,
             )

@@ -19,6 +19,7 @@ from llmasos.kernel.protocol import (
     GenerateRequest,
     TokenInfo,
 )
+from llmasos.server.auth import tenant_for
 from llmasos.server.openai.common import finish_reason, usage_of
 from llmasos.server.openai.completions.protocol import (
     Completion,
@@ -68,7 +69,7 @@ def build_generate_requests(body: CompletionRequest, request_id: str) -> list[Ge
                     apply_model_defaults=True,
                     explicit=explicit,
                     priority=body.priority,
-                    tenant=body.user or "anonymous",
+                    tenant=tenant_for(body.user),
                     keep_alive="" if body.keep_alive is None else body.keep_alive,
                     request_id=request_id
                     if len(prompts_of(body)) * body.n == 1

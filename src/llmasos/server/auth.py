@@ -1,0 +1,155 @@
+"""Authentication at the HTTP boundary: who is calling, and may they do this.
+
+With ``auth`` off (loopback only; ``serve`` refuses other addresses), every request runs as
+the machine's owner and the OpenAI ``user`` field names the tenant. With ``auth`` on, every
+endpoint but ``/health`` needs ``Authorization: Bearer llmos-…``: the key is verified for the
+scope the endpoint needs and for the model the body names, and the key's user becomes the
+tenant the kernel schedules fairly. A refusal is 401 or 403 in the endpoint family's error
+shape, and lands in the audit log.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmasos.errors import LLMasOSError
+from llmasos.server.errors import llmasos_error_response
+
+if TYPE_CHECKING:
+    from llmasos.access.keys import KeyManager
+    from llmasos.access.principal import Principal
+
+logger = logging.getLogger(__name__)
+
+principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "principal", default=None
+)
+"""The authenticated principal of the request being served (None with auth off)."""
+
+OPEN_PATHS = frozenset({"/health"})
+
+# (method or "*", path prefix) -> scope; the first match wins.
+SCOPE_RULES: tuple[tuple[str, str, str], ...] = (
+    ("*", "/v1/chat/completions", "chat"),
+    ("*", "/api/chat", "chat"),
+    ("*", "/v1/completions", "generate"),
+    ("*", "/api/generate", "generate"),
+    ("*", "/v1/embeddings", "embed"),
+    ("*", "/api/embed", "embed"),
+    ("*", "/v1/services", "chat"),
+    ("*", "/api/pull", "models:write"),
+    ("*", "/api/create", "models:write"),
+    ("*", "/api/copy", "models:write"),
+    ("DELETE", "/api/delete", "models:write"),
+    ("*", "/metrics", "admin"),
+)
+MODEL_FIELDS = ("model", "name", "source")
+
+
+def tenant_for(user_field: str | None) -> str:
+    """The tenant of the current request: the key's user, else the OpenAI ``user`` field."""
+    principal = principal_var.get()
+    if principal is not None:
+        return principal.tenant
+    return user_field or "anonymous"
+
+
+def scope_for(method: str, path: str) -> str:
+    for rule_method, prefix, scope in SCOPE_RULES:
+        if (rule_method in ("*", method)) and path.startswith(prefix):
+            return scope
+    return "models:read"
+
+
+def bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if kind.lower() == "bearer" else None
+    return None
+
+
+def models_named(body: bytes) -> list[str]:
+    """Model names a JSON body refers to (``model``, ``name``, ``source`` ...)."""
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    names = [data.get(field) for field in MODEL_FIELDS]
+    if isinstance(data.get("destination"), str):
+        names.append(data["destination"])
+    return [n for n in names if isinstance(n, str) and n]
+
+
+class AuthMiddleware:
+    """Verifies the API key of every request but the open paths (only when auth is on)."""
+
+    def __init__(self, app: ASGIApp, keys: KeyManager, default_model: str) -> None:
+        self.app = app
+        self.keys = keys
+        self.default_model = default_model
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        body, receive = await _buffer_body(receive)
+        needed = scope_for(scope["method"], scope["path"])
+        named = models_named(body)
+        if not named and needed in ("chat", "generate"):
+            named = [self.default_model]
+        try:
+            principal = self.keys.verify(bearer_token(scope), scope=needed)
+            for model in named:
+                principal.require(model=model)
+        except LLMasOSError as error:
+            self._audit_denial(scope, error)
+            response = llmasos_error_response(scope["path"], error)
+            await response(scope, receive, send)
+            return
+        token = principal_var.set(principal)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            principal_var.reset(token)
+
+    def _audit_denial(self, scope: Scope, error: LLMasOSError) -> None:
+        try:
+            self.keys.audit.record(
+                "request.denied",
+                target=f"{scope['method']} {scope['path']}"[:255],
+                outcome="denied",
+                detail=f"{error.status_code}: {error.message}"[:1000],
+            )
+        except Exception:  # the refusal stands even if the audit write fails
+            logger.exception("could not write the audit entry for a denied request")
+
+
+async def _buffer_body(receive: Receive) -> tuple[bytes, Receive]:
+    """Read the whole body (already size-limited) and a `receive` that replays it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
