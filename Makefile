@@ -13,6 +13,12 @@ TORCH := torch==2.13.0
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	@# PostgreSQL for the storage tests (they run on SQLite and PostgreSQL); as root with apt
+	@# only, elsewhere those tests are skipped and say why.
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)

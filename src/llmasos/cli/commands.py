@@ -1,6 +1,7 @@
 """Imports every command module so its commands register on the Typer app."""
 
 from llmasos.cli import (  # noqa: F401
+    access_cmd,
     bench,
     config_cmd,
     kernel_cmd,

@@ -43,11 +43,7 @@ def database_url(settings: Settings) -> URL:
         ) from None
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
-        if url.get_driver_name() in ("psycopg2", "postgres", "postgresql") or "+" not in (
-            url.drivername
-        ):
-            url = url.set(drivername="postgresql+psycopg")
-        return url
+        return url.set(drivername="postgresql+psycopg")  # the one driver we ship
     if backend == "sqlite":
         if not url.database or url.database == ":memory:":
             raise ConfigError("database_url: an in-memory SQLite database would lose everything")

@@ -1,0 +1,118 @@
+"""Who a request runs as, and what that identity may do.
+
+A `Principal` is what authentication produces and what the kernel sees as the tenant. Its
+scopes are the key's scopes cut down to what the user's role allows *now*, so demoting a
+user limits their existing keys on the next request. An empty model allow-list means every
+model. `Principal.local_owner()` is the identity of the machine's owner when authentication
+is off (loopback only).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from llmasos.errors import InvalidRequestError, PermissionDeniedError
+
+ROLES: Final = ("admin", "developer", "user", "pending")
+SCOPES: Final = {
+    "chat": "chat completions (/v1/chat/completions, /api/chat)",
+    "generate": "text completions (/v1/completions, /api/generate)",
+    "embed": "embeddings (/v1/embeddings, /api/embed)",
+    "tokenize": "tokenize and detokenize",
+    "models:read": "list and show models",
+    "models:write": "pull, create, copy and delete models",
+    "admin": "users, keys of others, quotas, usage and audit of everyone",
+}
+ALL_SCOPES: Final = "*"
+ROLE_SCOPES: Final[dict[str, frozenset[str]]] = {
+    "admin": frozenset(SCOPES),
+    "developer": frozenset(SCOPES) - {"admin"},
+    "user": frozenset({"chat", "generate", "embed", "tokenize", "models:read"}),
+    "pending": frozenset(),
+}
+LOCAL_OWNER = "local"
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidRequestError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+    return role
+
+
+def check_scopes(scopes: Iterable[str]) -> list[str]:
+    """Validate scope names; ``*`` means everything the role allows."""
+    result: list[str] = []
+    for scope in scopes:
+        if scope != ALL_SCOPES and scope not in SCOPES:
+            raise InvalidRequestError(
+                f"unknown scope {scope[:80]!r}; use * or one of {', '.join(SCOPES)}",
+                param="scopes",
+            )
+        if scope not in result:
+            result.append(scope)
+    return result or [ALL_SCOPES]
+
+
+def effective_scopes(role: str, key_scopes: Iterable[str]) -> frozenset[str]:
+    allowed = ROLE_SCOPES.get(role, frozenset())
+    wanted = set(key_scopes)
+    return allowed if ALL_SCOPES in wanted else allowed & wanted
+
+
+def model_allowed(model: str, patterns: Iterable[str]) -> bool:
+    """Whether ``model`` matches the allow-list (empty: all). ``smollm2`` allows every tag."""
+    patterns = list(patterns)
+    if not patterns:
+        return True
+    base = model.split(":", 1)[0]
+    return any(
+        fnmatch.fnmatchcase(model, pattern) or (":" not in pattern and base == pattern)
+        for pattern in patterns
+    )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated identity: the tenant of every request it makes."""
+
+    user_id: int | None
+    name: str
+    role: str
+    key_id: str | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    models: tuple[str, ...] = ()
+
+    @classmethod
+    def local_owner(cls) -> Principal:
+        """The machine's owner when authentication is off: an admin without a key."""
+        return cls(user_id=None, name=LOCAL_OWNER, role="admin", scopes=ROLE_SCOPES["admin"])
+
+    @property
+    def tenant(self) -> str:
+        """The name the kernel's fair-share scheduler accounts this principal under."""
+        return self.name
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin" and "admin" in self.scopes
+
+    def allows_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def allows_model(self, model: str) -> bool:
+        return model_allowed(model, self.models)
+
+    def require(self, scope: str | None = None, model: str | None = None) -> None:
+        """Raise `PermissionDeniedError` (403) unless this principal may do it."""
+        who = f"key {self.key_id}" if self.key_id else f"user {self.name}"
+        if scope is not None and not self.allows_scope(scope):
+            raise PermissionDeniedError(
+                f"{who} lacks the scope {scope!r} (role {self.role})", code="missing_scope"
+            )
+        if model is not None and not self.allows_model(model):
+            raise PermissionDeniedError(
+                f"{who} may not use the model {model[:200]!r}", code="model_not_allowed"
+            )

@@ -1,0 +1,1 @@
+"""Alembic migrations of the LLMasOS schema; run them with `llmasos.storage.upgrade_database`."""

@@ -1,0 +1,114 @@
+"""Shared fixtures: a throwaway PostgreSQL server, and databases on SQLite and PostgreSQL.
+
+`postgres_server` starts one PostgreSQL server per test session on 127.0.0.1 (a free port,
+its own data directory, trust authentication on loopback only) with ``initdb`` and
+``pg_ctl``, found on PATH, in /usr/local/bin or in /usr/lib/postgresql/*/bin; it is stopped
+when the session ends. As root the server runs as the ``postgres`` OS user (initdb refuses
+root). Without the binaries the PostgreSQL cases are skipped and the reason says so.
+`database_url` is parametrised over ``sqlite`` and ``postgresql``: each test gets a fresh
+database (a new file, or a new PostgreSQL database dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+_PG_TOOLS = ("initdb", "pg_ctl")
+
+
+def _find_postgres_bin() -> Path | None:
+    candidates = [os.path.dirname(shutil.which("initdb") or "") or None, "/usr/local/bin"]
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for directory in candidates:
+        if directory and all(os.access(Path(directory, t), os.X_OK) for t in _PG_TOOLS):
+            return Path(directory)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PostgresServer:
+    port: int
+    user: str = "postgres"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def execute(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=self.user, dbname="postgres", autocommit=True
+        ) as connection:
+            connection.execute(statement)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bin_dir = _find_postgres_bin()
+    if bin_dir is None:
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH, in /usr/local/bin "
+            "or /usr/lib/postgresql/*/bin; install Debian's `postgresql` package to run these"
+        )
+    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
+    root = Path(tempfile.mkdtemp(prefix="llmasos-pg-"))
+    data, log = root / "data", root / "server.log"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root without `runuser`: cannot start PostgreSQL unprivileged")
+        as_user = [runuser, "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    port = _free_port()
+
+    def run(*command: str) -> None:
+        result = subprocess.run([*as_user, *command], capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            pytest.fail(f"{command[0]} failed: {result.stderr}{result.stdout}\n{tail}")
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+        "-E", "UTF8", "--locale=C", "--no-sync")  # fmt: skip
+    options = f"-h 127.0.0.1 -p {port} -k '' -c fsync=off -c max_connections=200"
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
+    try:
+        yield PostgresServer(port=port)
+    finally:
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of a fresh, empty database on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'llmasos.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    server.execute(f"CREATE DATABASE {name}")
+    try:
+        yield server.url(name)
+    finally:
+        server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
