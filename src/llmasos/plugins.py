@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from llmasos.errors import BackendUnavailableError, InvalidRequestError
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from llmasos.backends.interface import BackendInterface
+    from llmasos.services.interface import ServiceDefinition
 
 ENTRY_POINT_GROUP = "llmasos.plugins"
 logger = logging.getLogger(__name__)
@@ -29,6 +32,7 @@ class PluginRegistry:
     def __init__(self) -> None:
         self._backends: dict[str, str | type[BackendInterface]] = {}
         self._backend_formats: dict[str, tuple[str, ...]] = {}
+        self._services: list[tuple[str, ServiceDefinition | Mapping[str, Any] | str]] = []
 
     def register_backend(
         self,
@@ -44,6 +48,23 @@ class PluginRegistry:
         """
         self._backends[name] = target
         self._backend_formats[name] = formats
+
+    def register_service(self, definition: ServiceDefinition | Mapping[str, Any] | str) -> None:
+        """Register a named service: a `ServiceDefinition`, its dict form, or YAML text.
+
+        It is checked when the service registry loads (a broken one is skipped and logged).
+        """
+        if isinstance(definition, str):
+            name = None
+        elif isinstance(definition, Mapping):
+            name = definition.get("name")
+        else:
+            name = definition.name
+        self._services.append((str(name or "service"), definition))
+
+    def services(self) -> list[tuple[str, ServiceDefinition | Mapping[str, Any] | str]]:
+        """``(name, definition)`` for every registered service, in registration order."""
+        return list(self._services)
 
     def backend_names(self) -> list[str]:
         return list(self._backends)

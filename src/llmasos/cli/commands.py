@@ -8,4 +8,5 @@ from llmasos.cli import (  # noqa: F401
     models,
     run,
     serve,
+    services_cmd,
 )

@@ -25,6 +25,7 @@ from llmasos.server.openai.completions.router import completions_router
 from llmasos.server.openai.embeddings.router import embeddings_router
 from llmasos.server.openai.models.router import models_router
 from llmasos.server.ops import DEFAULT_MAX_BODY_BYTES, install_ops
+from llmasos.server.services.router import services_router
 
 if TYPE_CHECKING:
     from llmasos.access.keys import KeyManager
@@ -67,4 +68,5 @@ def create_app(
     app.include_router(generate_router(engine))
     app.include_router(embed_router(engine))
     app.include_router(ollama_models_router(engine, store))
+    app.include_router(services_router(engine, settings, store))
     return app

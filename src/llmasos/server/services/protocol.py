@@ -1,0 +1,44 @@
+"""Response models of the named-service endpoints.
+
+The request of ``POST /v1/services/{name}`` is the service's input object itself, plus the
+optional reserved keys ``model``, ``parameters`` and ``user``; it is checked against the
+service's own input schema, so it has no pydantic model here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ServiceInfo(BaseModel):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | str | None = None
+    model: str | None = Field(None, description="Default model (null: the server's default).")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    text_input: str | None = Field(None, description="The input field holding the main text.")
+    long_input: str = Field("error", description="error, map_reduce or chunked.")
+    source: str = "builtin"
+
+
+class ServiceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ServiceInfo]
+
+
+class ServiceUsageOut(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    calls: int = Field(0, description="Kernel requests made for this call.")
+    chunks: int = Field(1, description="Pieces the input was split into (1: not split).")
+
+
+class ServiceResponse(BaseModel):
+    service: str
+    model: str
+    output: Any = Field(..., description="Parsed JSON when the service has an output schema.")
+    usage: ServiceUsageOut

@@ -1,0 +1,5 @@
+"""Named services: the kernel's higher-level system calls (summarize, translate, classify ...).
+
+A service is data (`interface.ServiceDefinition`, usually YAML), found by
+`registry.ServiceRegistry` and run on the kernel by `runner.ServiceRunner`.
+"""

@@ -1,0 +1,371 @@
+"""Run a named service on the kernel: validate, render, generate, parse.
+
+`ServiceRunner.call` checks the input against the service's input schema (an
+`InvalidRequestError` naming the field), renders the system and user prompts with sandboxed
+Jinja2, and calls the kernel through `EngineClientInterface` with the service's default
+model and parameters (overridable per call). A service with an output schema decodes under
+that schema's grammar and returns the parsed JSON; otherwise it returns the text.
+
+Inputs longer than the context window are never silently truncated. ``map_reduce``
+(summarize) splits the text into chunks by tokens (`EngineClientInterface.tokenize`),
+summarizes each, then summarizes the joined summaries (again in chunks if they are still too
+long); ``chunked`` (translate) processes chunk by chunk and joins the results; any other
+service raises `ContextLengthExceededError` naming its text field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from llmasos.errors import ContextLengthExceededError, InvalidRequestError, LLMasOSError
+from llmasos.kernel.protocol import EngineClientInterface, GenerateRequest
+from llmasos.services.interface import (
+    ServiceDefinition,
+    ServiceResult,
+    ServiceUsage,
+    sampling_values,
+)
+from llmasos.services.registry import ServiceRegistry
+from llmasos.types import ChatMessage, SamplingParams, StructuredOutput
+
+if TYPE_CHECKING:
+    from llmasos.models.store import ModelStore
+
+TEMPLATE_MARGIN_TOKENS = 64
+"""Tokens reserved for the chat template's markup around the rendered messages."""
+DEFAULT_SUMMARY_TOKENS = 256
+MAX_REDUCE_LEVELS = 6
+_SENTENCE_END = re.compile(r"(?<=[.!?\n])\s+")
+_environment = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def validate_input(definition: ServiceDefinition, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The input checked against the schema, with defaults filled in for the template."""
+    validator = jsonschema.Draft202012Validator(definition.input_schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(data)))
+    if error is not None:
+        path = [str(part) for part in error.absolute_path]
+        if error.validator == "required" and isinstance(error.instance, dict):
+            missing = [n for n in error.validator_value if n not in error.instance]
+            path = [*path, missing[0]] if missing else path
+        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(definition.input_schema.get("properties", {}))
+            extra = sorted(set(error.instance) - allowed)
+            path = [*path, extra[0]] if extra else path
+        field = ".".join(path) or None
+        where = f"input {field!r}" if field else "input"
+        raise InvalidRequestError(
+            f"service {definition.name}: {where}: {error.message}", param=field
+        )
+    values: dict[str, Any] = {}
+    for key, spec in definition.input_schema.get("properties", {}).items():
+        values[key] = spec.get("default") if isinstance(spec, dict) else None
+    values.update(data)
+    return values
+
+
+def render(template: str, values: Mapping[str, Any], what: str) -> str:
+    try:
+        return _environment.from_string(template).render(**values).strip()
+    except TemplateError as error:
+        raise LLMasOSError(f"the {what} template failed to render: {error}") from None
+
+
+def render_messages(definition: ServiceDefinition, values: Mapping[str, Any]) -> list[ChatMessage]:
+    messages: list[ChatMessage] = []
+    if definition.system:
+        system = render(definition.system, values, f"{definition.name} system")
+        messages.append({"role": "system", "content": system})
+    user = render(definition.prompt, values, f"{definition.name} prompt")
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def output_schema(
+    definition: ServiceDefinition, values: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The JSON schema the output must match (rendered from the input when templated)."""
+    schema = definition.output_schema
+    if schema is None or isinstance(schema, dict):
+        return schema
+    text = render(schema, values, f"{definition.name} output_schema")
+    try:
+        parsed = json.loads(text)
+        jsonschema.Draft202012Validator.check_schema(parsed)
+    except (json.JSONDecodeError, jsonschema.SchemaError) as error:
+        message = getattr(error, "message", None) or str(error)
+        raise InvalidRequestError(
+            f"service {definition.name}: the output schema built from the input is not a "
+            f"valid JSON schema: {message}",
+            param="schema" if "schema" in values else None,
+        ) from None
+    if not isinstance(parsed, dict):
+        raise InvalidRequestError(f"service {definition.name}: output schema must be an object")
+    return parsed
+
+
+@dataclass
+class _Call:
+    """One service call in progress: what stays the same across its kernel requests."""
+
+    definition: ServiceDefinition
+    model: str | None
+    sampling: SamplingParams
+    explicit: frozenset[str]
+    tenant: str
+    usage: ServiceUsage
+    model_name: str = ""
+
+
+class ServiceRunner:
+    """Runs services from a registry on a kernel client.
+
+    ``registry`` is a `ServiceRegistry` or a function returning one (reloaded per call, so
+    new YAML files are picked up). ``canonical_model`` maps a requested model name (None:
+    the default) to the name the kernel reports for it; it is needed only to find a model's
+    context window when an input must be split.
+    """
+
+    def __init__(
+        self,
+        engine: EngineClientInterface,
+        registry: ServiceRegistry | Callable[[], ServiceRegistry],
+        *,
+        canonical_model: Callable[[str | None], str] | None = None,
+    ) -> None:
+        self.engine = engine
+        self._registry = registry
+        self.canonical_model = canonical_model
+
+    @property
+    def registry(self) -> ServiceRegistry:
+        return self._registry if isinstance(self._registry, ServiceRegistry) else self._registry()
+
+    async def call(
+        self,
+        service: str,
+        data: Mapping[str, Any],
+        *,
+        model: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        tenant: str = "anonymous",
+    ) -> ServiceResult:
+        """Run ``service`` on ``data``; per-call ``model`` / ``parameters`` override defaults."""
+        definition = self.registry.get(service)
+        if not isinstance(data, Mapping):
+            raise InvalidRequestError(f"service {service}: the input must be a JSON object")
+        values = validate_input(definition, data)
+        given = sampling_values({**definition.parameters, **(parameters or {})})
+        schema = output_schema(definition, values)
+        if schema is not None:
+            given["structured"] = StructuredOutput(kind="json_schema", schema=schema)
+        call = _Call(
+            definition=definition,
+            model=model or definition.model,
+            sampling=SamplingParams(**given),
+            explicit=frozenset(given),
+            tenant=tenant,
+            usage=ServiceUsage(),
+        )
+        try:
+            text, finish = await self._generate(call, values)
+        except ContextLengthExceededError:
+            if definition.long_input == "error":
+                field = definition.text_input or "input"
+                raise ContextLengthExceededError(
+                    f"service {service}: the input does not fit the model's context window "
+                    f"(this service does not split long inputs); shorten {field!r}",
+                    param=definition.text_input,
+                ) from None
+            text = await self._long_input(call, values)
+            finish = "stop"
+        output: Any = text.strip()
+        if schema is not None:
+            output = parse_output(definition, schema, text, finish, call.sampling.max_tokens)
+        return ServiceResult(service, call.model_name, output, call.usage)
+
+    async def _generate(
+        self, call: _Call, values: Mapping[str, Any], sampling: SamplingParams | None = None
+    ) -> tuple[str, str]:
+        request = GenerateRequest(
+            model=call.model,
+            messages=render_messages(call.definition, values),
+            sampling=sampling or call.sampling,
+            explicit=call.explicit,
+            tenant=call.tenant,
+        )
+        pieces: list[str] = []
+        finish = "stop"
+        async for output in self.engine.generate(request):
+            pieces.append(output.text)
+            call.model_name = output.model
+            if output.finished:
+                finish = output.finish_reason or "stop"
+                call.usage.prompt_tokens += output.prompt_tokens
+                call.usage.completion_tokens += output.completion_tokens
+        call.usage.calls += 1
+        return "".join(pieces), finish
+
+    # --- inputs longer than the context ---------------------------------------------------
+
+    async def _long_input(self, call: _Call, values: Mapping[str, Any]) -> str:
+        definition = call.definition
+        field = definition.text_input
+        assert field is not None
+        context = await self.context_window(call.model)
+        overhead = await self._count(call, {**values, field: ""}) + TEMPLATE_MARGIN_TOKENS
+        if definition.long_input == "map_reduce":
+            max_tokens = call.sampling.max_tokens or DEFAULT_SUMMARY_TOKENS
+            budget = context - overhead - max_tokens
+            self._check_budget(call, budget, context)
+            sampling = call.sampling.with_changes(max_tokens=max_tokens)
+            text = str(values[field])
+            previous = await self._tokens(call, text)
+            for level in range(MAX_REDUCE_LEVELS):
+                chunks = await self._split(call, text, budget)
+                if len(chunks) == 1:
+                    summary, _ = await self._generate(call, {**values, field: text}, sampling)
+                    return summary
+                if level == 0:
+                    call.usage.chunks = len(chunks)
+                summaries = [
+                    (await self._generate(call, {**values, field: chunk}, sampling))[0].strip()
+                    for chunk in chunks
+                ]
+                text = "\n\n".join(s for s in summaries if s)
+                size = await self._tokens(call, text)
+                if size >= previous:
+                    break
+                previous = size
+            raise ContextLengthExceededError(
+                f"service {definition.name}: the summaries of the chunks do not get shorter "
+                "than the context window; lower parameters.max_tokens",
+                param=field,
+            )
+        # chunked: the output of a chunk is about as long as the chunk itself
+        budget = (context - overhead) // 2
+        self._check_budget(call, budget, context)
+        chunks = await self._split(call, str(values[field]), budget)
+        call.usage.chunks = len(chunks)
+        results = []
+        for chunk in chunks:
+            room = context - overhead - await self._tokens(call, chunk)
+            limit = min(call.sampling.max_tokens or room, room)
+            sampling = call.sampling.with_changes(max_tokens=max(1, limit))
+            text, _ = await self._generate(call, {**values, field: chunk}, sampling)
+            results.append(text.strip())
+        return "\n\n".join(results)
+
+    def _check_budget(self, call: _Call, budget: int, context: int) -> None:
+        if budget < 16:
+            raise ContextLengthExceededError(
+                f"service {call.definition.name}: the prompt template and max_tokens leave no "
+                f"room for text in a context window of {context} tokens",
+                param="parameters.max_tokens",
+            )
+
+    async def context_window(self, model: str | None) -> int:
+        """The context window (tokens) of ``model`` as loaded by the kernel."""
+        await self.engine.load(model)
+        wanted = self.canonical_model(model) if self.canonical_model else model
+        resident = self.engine.resident_models()
+        for item in resident:
+            if item.name == wanted:
+                return item.context_length
+        if wanted is not None:
+            base = wanted.split(":")[0]
+            matches = [item for item in resident if item.name.split(":")[0] == base]
+            if matches:
+                return min(item.context_length for item in matches)
+        elif len(resident) == 1:
+            return resident[0].context_length
+        raise LLMasOSError(f"cannot tell the context window of model {model or '(default)'!r}")
+
+    async def _tokens(self, call: _Call, text: str) -> int:
+        return len(await self.engine.tokenize(call.model, text))
+
+    async def _count(self, call: _Call, values: Mapping[str, Any]) -> int:
+        messages = render_messages(call.definition, values)
+        return await self._tokens(call, "\n".join(str(m["content"]) for m in messages))
+
+    async def _split(self, call: _Call, text: str, budget: int) -> list[str]:
+        """``text`` in pieces of at most ``budget`` tokens, broken at sentences when possible."""
+        total = await self._tokens(call, text)
+        if total <= budget:
+            return [text]
+        target_chars = max(16, int(budget * len(text) / total * 0.9))
+        units: list[str] = []
+        for sentence in _SENTENCE_END.split(text):
+            while len(sentence) > target_chars:
+                cut = sentence.rfind(" ", 0, target_chars)
+                cut = cut if cut > 0 else target_chars
+                units.append(sentence[:cut])
+                sentence = sentence[cut:].lstrip()
+            if sentence:
+                units.append(sentence)
+        chunks: list[str] = []
+        current = ""
+        for unit in units:
+            if current and len(current) + 1 + len(unit) > target_chars:
+                chunks.append(current)
+                current = unit
+            else:
+                current = f"{current} {unit}" if current else unit
+        if current:
+            chunks.append(current)
+        result: list[str] = []
+        for chunk in chunks:  # the estimate is by characters; check by tokens
+            if await self._tokens(call, chunk) > budget and len(chunk) > 32:
+                middle = chunk.rfind(" ", 0, len(chunk) // 2) + 1 or len(chunk) // 2
+                result.extend(await self._split(call, chunk[:middle], budget))
+                result.extend(await self._split(call, chunk[middle:], budget))
+            else:
+                result.append(chunk)
+        return result
+
+
+def runner_for(
+    engine: EngineClientInterface, home: Path | None, store: ModelStore, default_model: str
+) -> ServiceRunner:
+    """A runner over the services of ``home`` (reloaded per call) and models of ``store``."""
+    return ServiceRunner(
+        engine,
+        lambda: ServiceRegistry.load(home),
+        canonical_model=lambda name: store.manifest(name or default_model).name,
+    )
+
+
+def parse_output(
+    definition: ServiceDefinition,
+    schema: dict[str, Any],
+    text: str,
+    finish_reason: str,
+    max_tokens: int | None,
+) -> Any:
+    """The generated JSON, checked against ``schema``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        if finish_reason == "length":
+            raise InvalidRequestError(
+                f"service {definition.name}: the output was cut off at max_tokens={max_tokens} "
+                "before the JSON was complete; raise parameters.max_tokens",
+                param="parameters.max_tokens",
+            ) from None
+        raise LLMasOSError(f"service {definition.name}: the model did not return JSON") from None
+    try:
+        jsonschema.validate(data, schema)
+    except jsonschema.ValidationError as error:
+        raise LLMasOSError(
+            f"service {definition.name}: the output does not match its schema: {error.message}"
+        ) from None
+    return data

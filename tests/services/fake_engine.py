@@ -1,0 +1,72 @@
+"""A word-level fake kernel for the service runner's logic (no model).
+
+One word is one token; a prompt plus ``max_tokens`` over ``context`` tokens raises
+`ContextLengthExceededError` as the real kernel does. The "model" replies with the first
+``reply_words`` words of the last user message, or ``json_reply`` under a JSON schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from llmasos.errors import ContextLengthExceededError
+from llmasos.kernel.protocol import (
+    EmbedResult,
+    EngineClientInterface,
+    GenerateOutput,
+    GenerateRequest,
+    ResidentModel,
+)
+
+
+class WordEngine(EngineClientInterface):
+    def __init__(self, context: int = 100, reply_words: int = 3, json_reply: str = '"a"') -> None:
+        self.context = context
+        self.reply_words = reply_words
+        self.json_reply = json_reply
+        self.requests: list[GenerateRequest] = []
+
+    def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
+        return self._generate(request)
+
+    async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
+        messages = list(request.messages or [])
+        prompt = sum(len(str(m["content"]).split()) for m in messages) + 8
+        if prompt + (request.sampling.max_tokens or 0) > self.context:
+            raise ContextLengthExceededError("too long", param="messages")
+        self.requests.append(request)
+        if request.sampling.structured is not None:
+            text = self.json_reply
+        else:
+            words = str(messages[-1]["content"]).split()
+            text = " ".join(words[-self.reply_words :])
+        yield GenerateOutput(
+            request_id=request.request_id,
+            model="fake:latest",
+            text=text,
+            finished=True,
+            finish_reason="stop",
+            prompt_tokens=prompt,
+            completion_tokens=len(text.split()),
+        )
+
+    async def abort(self, request_id: str) -> None:
+        return None
+
+    async def embed(self, model: str | None, texts: Sequence[str]) -> EmbedResult:
+        return EmbedResult(model="fake", vectors=[[0.0] for _ in texts], prompt_tokens=0)
+
+    async def tokenize(self, model: str | None, text: str) -> list[int]:
+        return list(range(len(text.split())))
+
+    async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
+        return None
+
+    async def unload(self, model: str) -> bool:
+        return False
+
+    def resident_models(self) -> list[ResidentModel]:
+        return [ResidentModel("fake:latest", "d", "fake", "cpu", 0, self.context, None, 0, 0)]
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,135 @@
+"""The service runner: validation, rendering, structured output, long inputs.
+
+Logic runs on a word-level fake kernel; the `model` tests run the real SmolLM2 with a
+512-token context so that a long text really goes through map-reduce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import jsonschema
+import pytest
+
+from llmasos.config import Settings
+from llmasos.errors import ContextLengthExceededError, InvalidRequestError
+from llmasos.kernel.client import InProcessEngineClient
+from llmasos.models.store import ModelStore
+from llmasos.services.registry import ServiceRegistry, builtin_definitions
+from llmasos.services.runner import ServiceRunner, runner_for
+from tests.services.fake_engine import WordEngine
+
+LONG_TEXT = " ".join(
+    f"In year {1800 + i} the city of Paris built bridge number {i} across the Seine river."
+    for i in range(60)
+)
+
+
+def run_fake(engine: WordEngine, service: str, data: Mapping[str, object], **kwargs: object):  # type: ignore[no-untyped-def]
+    runner = ServiceRunner(engine, ServiceRegistry(builtin_definitions()))
+    return asyncio.run(runner.call(service, data, **kwargs))  # type: ignore[arg-type]
+
+
+def test_bad_input_names_the_field() -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        run_fake(WordEngine(), "classify", {"text": "hi"})
+    assert caught.value.param == "labels" and "labels" in caught.value.message
+    with pytest.raises(InvalidRequestError) as caught:
+        run_fake(WordEngine(), "classify", {"text": "hi", "labels": ["a", 3]})
+    assert caught.value.param == "labels.1"
+    with pytest.raises(InvalidRequestError) as caught:
+        run_fake(WordEngine(), "summarize", {"text": "hi", "colour": "red"})
+    assert caught.value.param == "colour"
+
+
+def test_template_defaults_and_per_call_parameters() -> None:
+    engine = WordEngine()
+    result = run_fake(engine, "summarize", {"text": "one two"}, parameters={"max_tokens": 7})
+    request = engine.requests[0]
+    assert request.sampling.max_tokens == 7 and "max_tokens" in request.explicit
+    assert request.sampling.temperature == 0.2  # the service's default
+    assert "at most 3 sentences" in str(request.messages[-1]["content"])  # type: ignore[index]
+    assert result.usage.calls == 1 and result.usage.chunks == 1
+    with pytest.raises(InvalidRequestError, match="unknown parameter 'colour'"):
+        run_fake(engine, "summarize", {"text": "x"}, parameters={"colour": 1})
+
+
+def test_output_schema_is_rendered_from_the_input_and_parsed() -> None:
+    engine = WordEngine(json_reply='"spam"')
+    result = run_fake(engine, "classify", {"text": "buy now", "labels": ["spam", "ham"]})
+    assert result.output == "spam"
+    structured = engine.requests[0].sampling.structured
+    assert structured is not None and structured.schema == {"enum": ["spam", "ham"]}
+
+
+def test_map_reduce_splits_then_reduces() -> None:
+    engine = WordEngine(context=400, reply_words=5)
+    result = run_fake(engine, "summarize", {"text": LONG_TEXT}, parameters={"max_tokens": 50})
+    assert result.usage.chunks > 1
+    assert result.usage.calls >= result.usage.chunks + 1
+    for request in engine.requests[1:]:  # the first call failed admission
+        chunk = str(request.messages[-1]["content"])  # type: ignore[index]
+        assert len(chunk.split()) + 8 + 50 <= 400
+
+
+def test_chunked_translation_keeps_every_chunk() -> None:
+    engine = WordEngine(context=300, reply_words=2)
+    data = {"text": LONG_TEXT, "target_language": "French"}
+    result = run_fake(engine, "translate", data, parameters={"max_tokens": 100})
+    assert result.usage.chunks > 1
+    assert len(result.output.split("\n\n")) == result.usage.chunks
+
+
+def test_other_services_refuse_long_inputs() -> None:
+    with pytest.raises(ContextLengthExceededError) as caught:
+        run_fake(WordEngine(context=100), "rewrite", {"text": LONG_TEXT})
+    assert caught.value.param == "text" and "does not split" in caught.value.message
+
+
+@pytest.fixture(scope="module")
+def real_runner(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    settings = Settings(home=tmp_path_factory.mktemp("svc-home"), threads=2, context_length=512)
+    store = ModelStore.open(settings)
+    loop = asyncio.new_event_loop()
+    engine = loop.run_until_complete(_engine(settings, store))
+    yield loop, runner_for(engine, settings.home, store, settings.default_model)
+    loop.run_until_complete(engine.close())
+    loop.close()
+
+
+async def _engine(settings: Settings, store: ModelStore) -> InProcessEngineClient:
+    return InProcessEngineClient(settings, store)
+
+
+@pytest.mark.model
+def test_classify_returns_one_of_the_labels(real_runner) -> None:  # type: ignore[no-untyped-def]
+    loop, runner = real_runner
+    labels = ["sports", "cooking", "politics"]
+    data = {"text": "Whisk the eggs and bake the cake for 20 minutes.", "labels": labels}
+    result = loop.run_until_complete(runner.call("classify", data))
+    assert result.output in labels
+
+
+@pytest.mark.model
+def test_extract_validates_against_the_schema(real_runner) -> None:  # type: ignore[no-untyped-def]
+    loop, runner = real_runner
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    data = {"text": "Maria is 41 years old and lives in Rome.", "schema": schema}
+    result = loop.run_until_complete(runner.call("extract", data))
+    jsonschema.validate(result.output, schema)
+
+
+@pytest.mark.model
+def test_long_summary_goes_through_map_reduce(real_runner) -> None:  # type: ignore[no-untyped-def]
+    loop, runner = real_runner
+    result = loop.run_until_complete(
+        runner.call("summarize", {"text": LONG_TEXT}, parameters={"max_tokens": 32})
+    )
+    assert result.usage.chunks > 1 and result.usage.calls > result.usage.chunks
+    assert isinstance(result.output, str) and result.output.strip()
