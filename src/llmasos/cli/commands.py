@@ -9,4 +9,5 @@ from llmasos.cli import (  # noqa: F401
     run,
     serve,
     services_cmd,
+    usage_cmd,
 )

@@ -5,7 +5,8 @@ the machine's owner and the OpenAI ``user`` field names the tenant. With ``auth`
 endpoint but ``/health`` needs ``Authorization: Bearer llmos-…``: the key is verified for the
 scope the endpoint needs and for the model the body names, and the key's user becomes the
 tenant the kernel schedules fairly. A refusal is 401 or 403 in the endpoint family's error
-shape, and lands in the audit log.
+shape, and lands in the audit log. Authenticated requests then pass through
+`llmasos.server.metering.QuotaMiddleware` (quotas, usage metering, model-change audit).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmasos.errors import LLMasOSError
 from llmasos.server.errors import llmasos_error_response
+from llmasos.server.metering import REQUESTED_MODELS_STATE
 
 if TYPE_CHECKING:
     from llmasos.access.keys import KeyManager
@@ -47,6 +49,8 @@ SCOPE_RULES: tuple[tuple[str, str, str], ...] = (
     ("*", "/api/copy", "models:write"),
     ("DELETE", "/api/delete", "models:write"),
     ("*", "/metrics", "admin"),
+    ("*", "/admin/keys", "models:read"),  # everyone manages their own keys
+    ("*", "/admin", "admin"),
 )
 MODEL_FIELDS = ("model", "name", "source")
 
@@ -92,7 +96,9 @@ class AuthMiddleware:
     """Verifies the API key of every request but the open paths (only when auth is on)."""
 
     def __init__(self, app: ASGIApp, keys: KeyManager, default_model: str) -> None:
-        self.app = app
+        from llmasos.server.metering import QuotaMiddleware
+
+        self.app = QuotaMiddleware(app, keys.database)
         self.keys = keys
         self.default_model = default_model
 
@@ -114,6 +120,7 @@ class AuthMiddleware:
             response = llmasos_error_response(scope["path"], error)
             await response(scope, receive, send)
             return
+        scope.setdefault("state", {})[REQUESTED_MODELS_STATE] = named
         token = principal_var.set(principal)
         try:
             await self.app(scope, receive, send)

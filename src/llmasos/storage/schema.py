@@ -14,9 +14,11 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -123,3 +125,70 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     """``ok`` or ``denied`` (or ``error``)."""
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Quota(Base):
+    """Limits of one user (``key_id`` None) or of one of their keys; None: no limit."""
+
+    __tablename__ = "quotas"
+    __table_args__ = (Index("ix_quotas_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), unique=True)
+    """``user:<user id>`` or ``key:<key id>``: the name the counters are kept under."""
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
+    concurrent_requests: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class QuotaCounter(Base):
+    """A fixed-window counter: (subject, period, window start) -> count, updated atomically."""
+
+    __tablename__ = "quota_counters"
+
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """``minute``, ``day``, ``month`` (fixed UTC windows) or ``concurrent`` (start 0)."""
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """Unix seconds of the window's start."""
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageRecord(Base):
+    """One metered generation or embedding request."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_created_at", "created_at"),
+        Index("ix_usage_records_user_id", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    user_name: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    app: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer)
+    """The HTTP status; 499 when the client went away before the response finished."""
+
+
+class ModelPrice(Base):
+    """What a model's tokens cost, per 1,000, in the operator's currency."""
+
+    __tablename__ = "model_prices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(255), unique=True)
+    prompt_per_1k: Mapped[float] = mapped_column(Float)
+    completion_per_1k: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

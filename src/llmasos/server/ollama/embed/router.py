@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.server.metering import report_usage
 from llmasos.server.ollama.common import nanoseconds
 from llmasos.server.ollama.embed.protocol import EmbedBody, LegacyEmbeddingsBody
 from llmasos.server.openai.embeddings.serving import texts_of, truncate_vector
@@ -20,6 +21,7 @@ def embed_router(engine: EngineClientInterface) -> APIRouter:
     async def embed(body: EmbedBody) -> dict[str, Any]:
         started = time.monotonic()
         result = await engine.embed(body.model, texts_of(body.input))
+        report_usage(result.model, result.prompt_tokens, 0)
         return {
             "model": result.model,
             "embeddings": [truncate_vector(v, body.dimensions) for v in result.vectors],
@@ -33,6 +35,7 @@ def embed_router(engine: EngineClientInterface) -> APIRouter:
         if not body.prompt:
             return {"embedding": []}
         result = await engine.embed(body.model, [body.prompt])
+        report_usage(result.model, result.prompt_tokens, 0)
         return {"embedding": result.vectors[0]}
 
     return router

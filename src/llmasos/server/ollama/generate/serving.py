@@ -20,6 +20,7 @@ from llmasos.kernel.protocol import (
     TokenInfo,
 )
 from llmasos.server.auth import tenant_for
+from llmasos.server.metering import report_finals
 from llmasos.server.ollama.common import (
     KeepAlive,
     done_reason,
@@ -155,6 +156,7 @@ class OllamaGenerateService:
                 if body.logprobs:
                     line["logprobs"] = logprob_entries(output.tokens)
                 if output.finished:
+                    report_finals([output])
                     line["done_reason"] = done_reason(output)
                     line.update(timings(output, time.monotonic() - started))
                 yield ndjson_line(line)
@@ -166,6 +168,7 @@ class OllamaGenerateService:
     ) -> dict[str, Any]:
         outputs = [o async for o in stream]
         final = outputs[-1]
+        report_finals([final])
         response: dict[str, Any] = {
             "model": final.model or body.model,
             "created_at": now_rfc3339(),
@@ -217,6 +220,7 @@ class OllamaGenerateService:
                     held += output.text
                 if output.finished:
                     final = output
+                    report_finals([output])
         except LLMasOSError as error:
             yield ndjson_line({"error": error.message})
             return
@@ -234,6 +238,7 @@ class OllamaGenerateService:
     ) -> dict[str, Any]:
         outputs = [o async for o in stream]
         final = outputs[-1]
+        report_finals([final])
         content, calls = ollama_tool_calls("".join(o.text for o in outputs), plan)
         response = self._chat_line(final.model or body.model, content, True, calls)
         response["done_reason"] = done_reason(final)

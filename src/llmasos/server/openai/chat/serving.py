@@ -20,6 +20,7 @@ from typing import Any
 from llmasos.errors import LLMasOSError, UnsupportedError
 from llmasos.kernel.protocol import EngineClientInterface, GenerateOutput, GenerateRequest
 from llmasos.server.auth import tenant_for
+from llmasos.server.metering import report_finals
 from llmasos.server.openai.chat.protocol import (
     ChatChoice,
     ChatCompletion,
@@ -226,6 +227,7 @@ class ChatCompletionService:
                     logprobs=logprobs,
                 )
             )
+        report_finals(finals)
         return ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
@@ -285,6 +287,8 @@ class ChatCompletionService:
             yield sse_event(error.to_openai())
             yield sse_event("[DONE]")
             return
+        finally:
+            report_finals(finals)
         if body.stream_options and body.stream_options.include_usage:
             yield chunk([], usage_of(finals).model_dump())
         yield sse_event("[DONE]")

@@ -20,6 +20,7 @@ from llmasos.kernel.protocol import (
     TokenInfo,
 )
 from llmasos.server.auth import tenant_for
+from llmasos.server.metering import report_finals
 from llmasos.server.openai.common import finish_reason, usage_of
 from llmasos.server.openai.completions.protocol import (
     Completion,
@@ -126,6 +127,7 @@ class CompletionService:
                     logprobs=logprobs,
                 )
             )
+        report_finals(finals)
         return Completion(
             id=f"cmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
@@ -191,6 +193,8 @@ class CompletionService:
             yield sse_event(error.to_openai())
             yield sse_event("[DONE]")
             return
+        finally:
+            report_finals(finals)
         if body.stream_options and body.stream_options.include_usage:
             yield chunk([], usage_of(finals).model_dump())
         yield sse_event("[DONE]")

@@ -9,6 +9,7 @@ import numpy as np
 
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.server.metering import report_usage
 from llmasos.server.openai.embeddings.protocol import (
     Embedding,
     EmbeddingRequest,
@@ -50,6 +51,7 @@ class EmbeddingService:
                 encode_base64(values) if body.encoding_format == "base64" else values
             )
             data.append(Embedding(index=index, embedding=encoded))
+        report_usage(result.model, result.prompt_tokens, 0)
         usage = EmbeddingUsage(
             prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens
         )

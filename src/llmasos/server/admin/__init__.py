@@ -1,0 +1,1 @@
+"""The admin HTTP API: users, keys, quotas, prices, usage and audit (``/admin/*``)."""

@@ -1,0 +1,80 @@
+"""Usage rows, grouped reports, prices and costs, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from llmasos.access.principal import Principal
+from llmasos.access.usage import PriceTable, UsageLog, parse_since
+from llmasos.access.users import UserManager
+from llmasos.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from llmasos.storage import Database
+
+EVIL = "x'); DROP TABLE usage_records; --"
+
+
+def test_report_groups_and_prices(database: Database) -> None:
+    users = UserManager(database)
+    root = users.create("root")
+    alice = users.create("alice")
+    usage = UsageLog(database)
+    for who, model, prompt, completion in [
+        (root, "smollm2:135m", 1000, 2000),
+        (alice, "smollm2:135m", 500, 0),
+        (alice, EVIL, 10, 10),
+    ]:
+        principal = Principal(user_id=who.id, name=who.name, role=who.role, key_id="k1")
+        usage.record(
+            principal, model=model, endpoint="/v1/chat/completions",
+            prompt_tokens=prompt, completion_tokens=completion, latency_ms=100, status=200,
+            app=EVIL,
+        )  # fmt: skip
+    PriceTable(database).set("smollm2", prompt_per_1k=1.0, completion_per_1k=2.0)
+    by_user = {row.group: row for row in usage.report(by="user")}
+    assert by_user["root"].cost == pytest.approx(5.0)
+    assert by_user["root"].priced and not by_user["alice"].priced
+    assert by_user["alice"].prompt_tokens == 510 and by_user["alice"].requests == 2
+    by_model = {row.group: row for row in usage.report(by="model")}
+    assert set(by_model) == {"smollm2:135m", EVIL}
+    assert {row.group for row in usage.report(by="app")} == {EVIL}
+    assert usage.report(since=datetime.now(UTC) + timedelta(hours=1)) == []
+
+
+def test_a_non_admin_sees_only_their_own_usage(database: Database) -> None:
+    users = UserManager(database)
+    users.create("root")
+    alice = users.create("alice")
+    bob = users.create("bob")
+    usage = UsageLog(database)
+    for who in (alice, bob):
+        usage.record(
+            Principal(user_id=who.id, name=who.name, role="user"), model="m", endpoint="/x",
+            prompt_tokens=1, completion_tokens=1, latency_ms=1, status=200,
+        )  # fmt: skip
+    alice_p = Principal(user_id=alice.id, name="alice", role="user")
+    assert [r.group for r in usage.report(actor=alice_p)] == ["alice"]
+    with pytest.raises(NotFoundError):
+        usage.report(user="bob", actor=alice_p)
+    with pytest.raises(PermissionDeniedError):
+        PriceTable(database).set("m", prompt_per_1k=0, completion_per_1k=0, actor=alice_p)
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(InvalidRequestError):
+        parse_since("yesterday'; --")
+    assert parse_since("2025-01-31") == datetime(2025, 1, 31, tzinfo=UTC)
+    assert parse_since("1d") < datetime.now(UTC) - timedelta(hours=23)
+
+
+def test_prices_refuse_nonsense(database: Database) -> None:
+    prices = PriceTable(database)
+    with pytest.raises(InvalidRequestError):
+        prices.set("m", prompt_per_1k=float("nan"), completion_per_1k=0)
+    with pytest.raises(InvalidRequestError):
+        prices.set("has space", prompt_per_1k=1, completion_per_1k=1)
+    prices.set(EVIL.replace(" ", ""), prompt_per_1k=1, completion_per_1k=1)
+    assert [p.model for p in prices.list()] == [EVIL.replace(" ", "")]
+    with pytest.raises(InvalidRequestError):
+        UsageLog(database).report(by="user; DROP TABLE users")

@@ -1,0 +1,57 @@
+"""Usage rows carry the real model's token counts (embedded SmolLM2 behind the real app)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import openai
+import pytest
+from sqlalchemy import select
+
+from llmasos.access.keys import KeyManager
+from llmasos.access.users import UserManager
+from llmasos.config import load_settings
+from llmasos.kernel.client import InProcessEngineClient
+from llmasos.models.builtin import BUILTINS, package_path
+from llmasos.models.store import ModelStore
+from llmasos.server.app import create_app
+from llmasos.storage.database import open_database
+from llmasos.storage.schema import UsageRecord
+from tests.server.conftest import ServerThread
+
+pytestmark = [
+    pytest.mark.model,
+    pytest.mark.skipif(
+        any(package_path(b) is None for b in BUILTINS), reason="embedded model packages missing"
+    ),
+]
+
+
+def test_a_real_generation_is_metered_with_its_token_counts(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, auth=True, threads=2, context_length=1024)
+    database = open_database(settings)
+    UserManager(database).create("alice")
+    keys = KeyManager(database)
+    created = keys.create("alice", "laptop")
+    store = ModelStore.open(settings)
+    engine = InProcessEngineClient(settings, store)
+    try:
+        with ServerThread(create_app(settings, engine, store, keys=keys)) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key=created.secret, max_retries=0)
+            reply = client.chat.completions.create(
+                model="smollm2", messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
+            )
+        assert reply.usage is not None
+        with database.session() as session:
+            rows = session.scalars(select(UsageRecord)).all()
+        assert len(rows) == 1
+        row = rows[0]
+        assert (row.user_name, row.key_id, row.status) == ("alice", created.info.key_id, 200)
+        assert row.prompt_tokens == reply.usage.prompt_tokens > 0
+        assert row.completion_tokens == reply.usage.completion_tokens > 0
+        assert row.model.startswith("smollm2") and row.endpoint == "/v1/chat/completions"
+        assert row.latency_ms > 0
+    finally:
+        asyncio.run(engine.close())
+        database.close()
