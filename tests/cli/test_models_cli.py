@@ -83,6 +83,22 @@ def test_import_list_show_cp_rm(tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
     code, out = run("rm", "my-tiny", "me/copy:v2")
     assert code == 0 and "deleted 'me/copy:v2'" in out
     assert run("list")[1].strip().splitlines()[1:] == []
+    from llmasos.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError):
+        run("rm", "no-such-model")
+    from llmasos.access.audit import AuditLog
+    from llmasos.storage.database import open_database
+
+    database = open_database(state.settings)
+    try:
+        events = [(e.action, e.target, e.outcome) for e in AuditLog(database).list()]
+    finally:
+        database.close()
+    assert ("model.import", str(tiny_gguf), "ok") in events
+    assert ("model.copy", "my-tiny -> me/copy:v2", "ok") in events
+    assert ("model.delete", "me/copy:v2", "ok") in events
+    assert ("model.delete", "no-such-model", "error") in events
 
 
 def test_create_versions_and_modelfile(

@@ -8,10 +8,12 @@ modules use `state` for the effective settings and the model store, and raise
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args, get_origin
 
@@ -121,6 +123,30 @@ def settings_options(func: F) -> F:
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def audited(action: str, target: str) -> Iterator[None]:
+    """Record a model-store change made from the CLI in the audit log, as the local owner.
+
+    The change itself never fails because the audit write did; that is logged instead.
+    """
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        try:
+            from llmasos.access.audit import AuditLog
+            from llmasos.storage.database import open_database
+
+            database = open_database(state.settings)
+            try:
+                AuditLog(database).record(action, target=target[:255], outcome=outcome)
+            finally:
+                database.close()
+        except Exception as error:
+            logging.getLogger(__name__).warning("audit entry for %s not written: %s", action, error)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from llmasos.cli.app import app, console, state
+from llmasos.cli.app import app, audited, console, state
 from llmasos.errors import ModelfileError
 from llmasos.models.manifest import Manifest
 from llmasos.models.modelfile import to_modelfile
@@ -155,7 +155,8 @@ def remove(names: Annotated[list[str], typer.Argument(help="Models to remove.")]
     """Remove models (every version of each name) and free their unused files."""
     store = state.store
     for name in names:
-        store.remove(name)
+        with audited("model.delete", name):
+            store.remove(name)
         console.print(f"deleted '{store.canonical_name(name)}'", highlight=False)
 
 
@@ -165,7 +166,8 @@ def copy(
     destination: Annotated[str, typer.Argument(help="New name.")],
 ) -> None:
     """Copy a model to a new name (no data is duplicated)."""
-    manifest = state.store.copy(source, destination)
+    with audited("model.copy", f"{source} -> {destination}"):
+        manifest = state.store.copy(source, destination)
     console.print(
         f"copied '{state.store.canonical_name(source)}' to '{manifest.name}'", highlight=False
     )
@@ -179,7 +181,7 @@ def import_model(
     ] = None,
 ) -> None:
     """Import a local model file or directory into the store."""
-    with console.status(f"importing {path} ..."):
+    with console.status(f"importing {path} ..."), audited("model.import", str(path)):
         manifest = state.store.import_path(path, name)
     console.print(f"imported '{manifest.name}' ({manifest.short_id})", highlight=False)
 
@@ -205,7 +207,8 @@ def pull(
                 tasks[status] = bar.add_task(status, total=total or None)
             bar.update(tasks[status], completed=completed, total=total or None)
 
-        manifest = state.store.pull(source, name=name, progress=report)
+        with audited("model.pull", source):
+            manifest = state.store.pull(source, name=name, progress=report)
     console.print(f"pulled '{manifest.name}' ({manifest.short_id})", highlight=False)
 
 
@@ -221,5 +224,6 @@ def create(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ModelfileError(f"cannot read Modelfile {file}: {error}") from None
-    manifest = state.store.create(name, text, base_dir=file.resolve().parent)
+    with audited("model.create", name):
+        manifest = state.store.create(name, text, base_dir=file.resolve().parent)
     console.print(f"created '{manifest.name}' ({manifest.short_id})", highlight=False)
