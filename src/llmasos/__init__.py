@@ -1,7 +1,8 @@
 """LLMasOS: a self-hosted operating system whose kernel is an LLM runtime.
 
 ``import llmasos`` stays light: heavy backends (torch, transformers) load lazily, on first use,
-and the SDK names (`Client`, `AsyncClient`, `LLM`, `pipeline`) import on first access.
+and the SDK names (`Client`, `AsyncClient`, `LLM`, `pipeline`) and `Application` import on
+first access.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -13,10 +14,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 if TYPE_CHECKING:
+    from llmasos.apps import Application
     from llmasos.sdk import LLM, AsyncClient, Client, pipeline
 
 _SDK_NAMES = ("LLM", "AsyncClient", "Client", "pipeline")
-__all__ = ["LLM", "AsyncClient", "Client", "__version__", "pipeline"]
+__all__ = ["LLM", "Application", "AsyncClient", "Client", "__version__", "pipeline"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +26,8 @@ def __getattr__(name: str) -> Any:
         import llmasos.sdk
 
         return getattr(llmasos.sdk, name)
+    if name == "Application":
+        from llmasos.apps import Application
+
+        return Application
     raise AttributeError(f"module 'llmasos' has no attribute {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from sqlalchemy import select
@@ -42,10 +43,21 @@ def test_a_real_generation_is_metered_with_its_token_counts(tmp_path: Path) -> N
             reply = client.chat.completions.create(
                 model="smollm2", messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
             )
+            service = httpx.post(
+                f"{url}/v1/services/sentiment",
+                json={"text": "I love this!"},
+                headers={"Authorization": f"Bearer {created.secret}"},
+                timeout=120,
+            )
         assert reply.usage is not None
+        assert service.status_code == 200, service.text
         with database.session() as session:
-            rows = session.scalars(select(UsageRecord)).all()
-        assert len(rows) == 1
+            rows = session.scalars(select(UsageRecord).order_by(UsageRecord.id)).all()
+        assert len(rows) == 2
+        served = rows[1]
+        assert served.endpoint == "/v1/services/sentiment"
+        assert served.prompt_tokens == service.json()["usage"]["prompt_tokens"] > 0
+        assert served.completion_tokens == service.json()["usage"]["completion_tokens"] > 0
         row = rows[0]
         assert (row.user_name, row.key_id, row.status) == ("alice", created.info.key_id, 200)
         assert row.prompt_tokens == reply.usage.prompt_tokens > 0

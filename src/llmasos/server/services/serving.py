@@ -15,6 +15,7 @@ from llmasos.errors import InvalidRequestError
 from llmasos.kernel.protocol import EngineClientInterface
 from llmasos.models.store import ModelStore
 from llmasos.server.auth import tenant_for
+from llmasos.server.metering import report_usage
 from llmasos.server.services.protocol import (
     ServiceInfo,
     ServiceList,
@@ -56,6 +57,7 @@ class ServicesService:
         result = await self.runner.call(
             name, data, model=model, parameters=parameters, tenant=tenant
         )
+        report_usage(result.model, result.usage.prompt_tokens, result.usage.completion_tokens)
         return ServiceResponse(
             service=result.service,
             model=result.model,
