@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,7 @@ from starlette.testclient import TestClient
 
 import llmasos
 from llmasos.apps import Application
-from llmasos.errors import ConfigError, InvalidRequestError, ModelNotFoundError
+from llmasos.errors import ConfigError, InvalidRequestError, LLMasOSError, ModelNotFoundError
 from tests.apps.conftest import Served, free_port
 
 # The code block, verbatim: the test only defines `text` before it.
@@ -220,6 +221,15 @@ def test_run_refuses_remote_hosts_and_bad_ports(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LLMASOS_APP_PORT", "eighty")
     with pytest.raises(ConfigError, match="LLMASOS_APP_PORT"):
         app.run()
+
+
+def test_run_reports_a_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(LLMasOSError, match="could not start"):
+            Application().run(port=port, log_level="critical")
 
 
 def test_application_is_exported_lazily() -> None:

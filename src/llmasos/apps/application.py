@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import ipaddress
 import json
 import logging
 import os
-import signal
-import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,6 +36,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from llmasos.apps.params import HandlerParameters, ParameterError
 from llmasos.errors import ConfigError, InvalidRequestError, LLMasOSError
+from llmasos.net import is_loopback, uvicorn_server
 
 if TYPE_CHECKING:
     from llmasos.sdk.llm import LLM
@@ -73,16 +71,6 @@ class Route:
             "description": inspect.getdoc(self.handler),
             "parameters": self.parameters.schema(),
         }
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _error_response(error: LLMasOSError) -> JSONResponse:
@@ -234,7 +222,7 @@ class Application:
                 f"refusing to serve the app on {host}: anyone who can reach it could use it "
                 "and its model. Pass allow_remote=True to app.run(), or bind to 127.0.0.1"
             )
-        server = _server(self.asgi, host, port, log_level)
+        server = uvicorn_server(self.asgi, host=host, port=port, log_level=log_level)
         logger.info("%s listening on http://%s:%d", self.name, host, port)
         with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind
             server.run()
@@ -254,26 +242,3 @@ def _resolve_port(port: int | None) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"port {port} is out of range (0-65535)")
     return port
-
-
-def _server(asgi: FastAPI, host: str, port: int, log_level: str) -> Any:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, but a SIGINT/SIGTERM stop returns instead of re-raising."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            handled = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level)
-    return Server(config)

@@ -8,18 +8,14 @@ a grace period), then unload every model.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import json
 import logging
-import signal
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from llmasos.cli.app import app, console, settings_options, state
 from llmasos.config import Settings
 from llmasos.errors import ConfigError, LLMasOSError
+from llmasos.net import is_loopback, uvicorn_server
 
 logger = logging.getLogger("llmasos.serve")
 
@@ -61,42 +57,10 @@ def configure_logging(settings: Settings) -> None:
         )
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _server_class() -> type:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, but a SIGINT/SIGTERM shutdown exits 0 instead of re-raising."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            handled = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
-
-
 @app.command()
 @settings_options
 def serve(*, settings_flags: dict[str, Any]) -> None:
     """Start the LLMasOS server (OpenAI- and Ollama-compatible API) on the default model."""
-    import uvicorn
 
     from llmasos.kernel.client import InProcessEngineClient
     from llmasos.server.app import create_app
@@ -119,7 +83,7 @@ def serve(*, settings_flags: dict[str, Any]) -> None:
         keys = KeyManager(open_database(settings))
     engine = InProcessEngineClient(settings, store)
     api = create_app(settings, engine, store, keys=keys)
-    config = uvicorn.Config(
+    server = uvicorn_server(
         api,
         host=settings.host,
         port=settings.port,
@@ -127,7 +91,6 @@ def serve(*, settings_flags: dict[str, Any]) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         log_config=None,
     )
-    server = _server_class()(config)
 
     async def warm_up() -> None:
         try:
