@@ -10,6 +10,7 @@ is off (loopback only).
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -34,6 +35,17 @@ ROLE_SCOPES: Final[dict[str, frozenset[str]]] = {
     "pending": frozenset(),
 }
 LOCAL_OWNER = "local"
+SERVICE_SCOPE_PREFIX: Final = "services:"
+"""``services:NAME`` allows one named service, ``services:*`` all of them; ``chat`` (what
+services ran under before these scopes existed) allows them all too. Roles that may chat
+may hold them."""
+_SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}|\*")
+
+
+def is_service_scope(scope: str) -> bool:
+    return scope.startswith(SERVICE_SCOPE_PREFIX) and bool(
+        _SERVICE_NAME.fullmatch(scope[len(SERVICE_SCOPE_PREFIX) :])
+    )
 
 
 def check_role(role: str) -> str:
@@ -46,9 +58,10 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
     """Validate scope names; ``*`` means everything the role allows."""
     result: list[str] = []
     for scope in scopes:
-        if scope != ALL_SCOPES and scope not in SCOPES:
+        if scope != ALL_SCOPES and scope not in SCOPES and not is_service_scope(scope):
             raise InvalidRequestError(
-                f"unknown scope {scope[:80]!r}; use * or one of {', '.join(SCOPES)}",
+                f"unknown scope {scope[:80]!r}; use *, services:NAME or one of "
+                f"{', '.join(SCOPES)}",
                 param="scopes",
             )
         if scope not in result:
@@ -59,7 +72,10 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
 def effective_scopes(role: str, key_scopes: Iterable[str]) -> frozenset[str]:
     allowed = ROLE_SCOPES.get(role, frozenset())
     wanted = set(key_scopes)
-    return allowed if ALL_SCOPES in wanted else allowed & wanted
+    if ALL_SCOPES in wanted:
+        return allowed
+    services = {s for s in wanted if is_service_scope(s)} if "chat" in allowed else set()
+    return (allowed & wanted) | services
 
 
 def model_allowed(model: str, patterns: Iterable[str]) -> bool:
@@ -100,7 +116,10 @@ class Principal:
         return self.role == "admin" and "admin" in self.scopes
 
     def allows_scope(self, scope: str) -> bool:
-        return scope in self.scopes
+        if scope in self.scopes:
+            return True
+        wildcard = {"chat", "services:*"} & self.scopes
+        return scope.startswith(SERVICE_SCOPE_PREFIX) and bool(wildcard)
 
     def allows_model(self, model: str) -> bool:
         return model_allowed(model, self.models)

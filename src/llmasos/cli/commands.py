@@ -2,6 +2,7 @@
 
 from llmasos.cli import (  # noqa: F401
     access_cmd,
+    apps_cmd,
     bench,
     config_cmd,
     kernel_cmd,

@@ -64,6 +64,8 @@ def tenant_for(user_field: str | None) -> str:
 
 
 def scope_for(method: str, path: str) -> str:
+    if path.startswith("/v1/services/"):  # one named service: its own scope
+        return "services:" + path[len("/v1/services/") :].split("/", 1)[0]
     for rule_method, prefix, scope in SCOPE_RULES:
         if (rule_method in ("*", method)) and path.startswith(prefix):
             return scope
@@ -109,7 +111,7 @@ class AuthMiddleware:
         body, receive = await _buffer_body(receive)
         needed = scope_for(scope["method"], scope["path"])
         named = models_named(body)
-        if not named and needed in ("chat", "generate"):
+        if not named and (needed in ("chat", "generate") or needed.startswith("services:")):
             named = [self.default_model]
         try:
             principal = self.keys.verify(bearer_token(scope), scope=needed)
