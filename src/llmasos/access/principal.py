@@ -60,8 +60,7 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
     for scope in scopes:
         if scope != ALL_SCOPES and scope not in SCOPES and not is_service_scope(scope):
             raise InvalidRequestError(
-                f"unknown scope {scope[:80]!r}; use *, services:NAME or one of "
-                f"{', '.join(SCOPES)}",
+                f"unknown scope {scope[:80]!r}; use *, services:NAME or one of {', '.join(SCOPES)}",
                 param="scopes",
             )
         if scope not in result:

@@ -1,8 +1,9 @@
 """Applications: programs built on the kernel's syscalls.
 
 `Application` turns typed Python functions into HTTP routes around a model
-(``llmasos.Application``). Manifests, permissions and the app store come later
-(see docs/design/apps.md).
+(``llmasos.Application``). An installed app is a directory with a ``llmasos-app.toml``
+manifest (`manifest`), kept by the `store`, run as its own process by the `supervisor`
+with an API key limited to the permissions it declares (see docs/design/apps.md).
 """
 
 from llmasos.apps.application import Application, Route

@@ -17,6 +17,7 @@ from llmasos.config import Settings
 from llmasos.errors import ConfigError
 from llmasos.kernel.protocol import EngineClientInterface
 from llmasos.server.admin.router import admin_router
+from llmasos.server.apps.router import apps_router
 from llmasos.server.errors import install_exception_handlers
 from llmasos.server.ollama.embed.router import embed_router
 from llmasos.server.ollama.generate.router import generate_router
@@ -71,4 +72,5 @@ def create_app(
     app.include_router(ollama_models_router(engine, store))
     app.include_router(services_router(engine, settings, store))
     app.include_router(admin_router(settings, keys))
+    app.include_router(apps_router(settings))
     return app

@@ -1,0 +1,305 @@
+"""Running installed apps as their own processes, each with a capability key.
+
+`AppSupervisor.start` creates an API key for the user ``app.NAME`` (role ``user``) whose
+scopes are exactly the manifest's permissions and whose model allow-list is the manifest's,
+then starts ``python -m llmasos.apps.runner`` on a free loopback port with
+``LLMASOS_BASE_URL`` (the kernel's server) and ``LLMASOS_API_KEY`` (that key) in its
+environment, its output appended to ``apps/NAME/logs/app.log``. The app reaches the kernel
+only over HTTP with that key, so a call outside its manifest is a 403 the server audits.
+It returns once the app answers ``/health``; an app that exits first is an `AppStartError`
+carrying the last lines of its log. ``apps/NAME/run.json`` records pid, port and key;
+`stop` ends the process (SIGTERM, then SIGKILL) and revokes the key.
+
+When the database has no users yet (authentication not set up), no key is made: the server
+then runs without auth and there is nothing to limit with one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from llmasos.access.keys import KeyManager
+from llmasos.access.users import UserManager
+from llmasos.apps.store import AppStore, InstalledApp
+from llmasos.errors import InvalidRequestError, LLMasOSError, NotFoundError, StorageError
+from llmasos.storage.database import Database
+
+STATE_NAME = "run.json"
+LOG_NAME = "app.log"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+LOG_TAIL = 20
+RUNNER_MODULE = "llmasos.apps.runner"
+_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Apps this process started, kept so they are reaped (and not warned about) when they end."""
+
+
+class AppStartError(LLMasOSError):
+    """An app exited or did not answer while starting; the message ends with its log."""
+
+    default_code = "app_start_failed"
+
+
+@dataclass(frozen=True)
+class RunState:
+    name: str
+    version: str
+    pid: int
+    port: int
+    key_id: str | None
+    started_at: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def app_user(name: str) -> str:
+    """The user an app's capability keys belong to."""
+    return f"app.{name}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live app runner (not a zombie, not a reused pid)."""
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _children[pid]
+        return False
+    try:
+        reaped, _status = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: started by another `llmasos app start`
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            return RUNNER_MODULE in cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+    return True
+
+
+def recorded_state(store: AppStore, name: str) -> RunState | None:
+    """What ``run.json`` says about a started app (None: no readable state file)."""
+    try:
+        data = json.loads((store.app_dir(name) / STATE_NAME).read_text(encoding="utf-8"))
+        return RunState(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def running_state(store: AppStore, name: str) -> RunState | None:
+    """The state of a running app, read-only (for the server's ``/apps/NAME/`` proxy)."""
+    state = recorded_state(store, name)
+    return state if state is not None and _alive(state.pid) else None
+
+
+class AppSupervisor:
+    """Start, stop and watch installed apps of one home."""
+
+    def __init__(self, store: AppStore, database: Database, base_url: str) -> None:
+        self.store = store
+        self.database = database
+        self.base_url = base_url
+        self.keys = KeyManager(database)
+
+    def log_path(self, name: str) -> Path:
+        return self.store.app_dir(name) / "logs" / LOG_NAME
+
+    def _state_path(self, name: str) -> Path:
+        return self.store.app_dir(name) / STATE_NAME
+
+    def status(self, name: str) -> RunState | None:
+        """The running app's state, or None (a stale state file is cleaned up)."""
+        path = self._state_path(name)
+        state = recorded_state(self.store, name)
+        if state is None:
+            path.unlink(missing_ok=True)
+            return None
+        if _alive(state.pid):
+            return state
+        self._forget(state)
+        return None
+
+    def logs(self, name: str, lines: int = 50) -> list[str]:
+        self.store.get(name)
+        try:
+            with self.log_path(name).open(encoding="utf-8", errors="replace") as handle:
+                return [line.rstrip("\n") for line in deque(handle, maxlen=max(lines, 0))]
+        except FileNotFoundError:
+            return []
+
+    def start(self, name: str, *, timeout: float = START_TIMEOUT) -> RunState:
+        installed = self.store.get(name)
+        running = self.status(name)
+        if running is not None:
+            raise InvalidRequestError(
+                f"{name} is already running (pid {running.pid}, {running.url})",
+                code="already_running",
+            )
+        key_id, secret = self._capability(installed)
+        port = free_port()
+        data_dir = self.store.app_dir(name) / "data"
+        log_path = self.log_path(name)
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("LLMASOS_API_KEY", "LLMASOS_APP_HOST", "LLMASOS_APP_PORT")
+        }
+        env.update(
+            LLMASOS_BASE_URL=self.base_url,
+            LLMASOS_APP_NAME=name,
+            LLMASOS_APP_HOST="127.0.0.1",
+            LLMASOS_APP_PORT=str(port),
+            LLMASOS_APP_DATA=str(data_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        if secret is not None:
+            env["LLMASOS_API_KEY"] = secret
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("a", encoding="utf-8") as log:
+                log.write(f"--- starting {name} {installed.version} on port {port}\n")
+                log.flush()
+                process = subprocess.Popen(
+                    [sys.executable, "-m", RUNNER_MODULE, str(installed.directory)],
+                    cwd=installed.directory,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as error:
+            self._revoke(key_id)
+            raise StorageError(f"cannot start {name}: {error}") from None
+        _children[process.pid] = process
+        state = RunState(
+            name=name,
+            version=installed.version,
+            pid=process.pid,
+            port=port,
+            key_id=key_id,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        self._state_path(name).write_text(json.dumps(asdict(state)) + "\n", encoding="utf-8")
+        self._wait_healthy(process, state, timeout)
+        return state
+
+    def stop(self, name: str) -> RunState | None:
+        """Stop the app if it runs; returns what ran (None: it was not running)."""
+        self.store.get(name)
+        state = self.status(name)
+        if state is None:
+            return None
+        self._terminate(state.pid)
+        self._forget(state)
+        return state
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _capability(self, installed: InstalledApp) -> tuple[str | None, str | None]:
+        """A key limited to the manifest (None when the app declares no calls, or when no
+        users exist yet so the server cannot be running with authentication)."""
+        manifest = installed.manifest
+        if not manifest.scopes:
+            return None, None
+        users = UserManager(self.database)
+        if not users.list():
+            return None, None
+        user = app_user(manifest.name)
+        try:
+            users.get(user)
+        except NotFoundError:
+            users.create(user, role="user")
+        created = self.keys.create(
+            user,
+            f"app {manifest.name} {manifest.version}",
+            scopes=manifest.scopes,
+            models=manifest.permissions.models,
+        )
+        return created.info.key_id, created.secret
+
+    def _revoke(self, key_id: str | None) -> None:
+        if key_id is not None:
+            self.keys.revoke(key_id)
+
+    def _forget(self, state: RunState) -> None:
+        self._revoke(state.key_id)
+        self._state_path(state.name).unlink(missing_ok=True)
+
+    def _wait_healthy(
+        self, process: subprocess.Popen[bytes], state: RunState, timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            code = process.poll()
+            if code is not None:
+                _children.pop(process.pid, None)
+                self._forget(state)
+                tail = "\n".join(self.logs(state.name, LOG_TAIL))
+                raise AppStartError(
+                    f"{state.name} exited with status {code} while starting; "
+                    f"the end of {self.log_path(state.name)}:\n{tail}"
+                )
+            try:
+                if httpx.get(f"{state.url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self._terminate(state.pid)
+                self._forget(state)
+                tail = "\n".join(self.logs(state.name, LOG_TAIL))
+                raise AppStartError(
+                    f"{state.name} did not answer /health within {timeout:.0f} s; "
+                    f"the end of its log:\n{tail}"
+                )
+            time.sleep(0.1)
+
+    def _terminate(self, pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.1)
+                _alive(pid)
+                return
+            time.sleep(0.05)

@@ -1,0 +1,207 @@
+"""``llmasos app ...``: scaffold, install, run and remove apps.
+
+``new`` writes a working app from a template; ``install``, ``upgrade``, ``list``, ``info``
+and ``remove`` manage ``$LLMASOS_HOME/apps`` (`llmasos.apps.store`); ``start``, ``stop``
+and ``logs`` run an installed app as its own process with a capability key
+(`llmasos.apps.supervisor`). ``install`` and ``upgrade`` show the permissions an app asks
+for and wait for a yes unless ``--yes`` is given. Failures are `LLMasOSError` lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from llmasos.apps.manifest import AppManifest
+from llmasos.apps.store import AppStore, Confirm, InstalledApp
+from llmasos.apps.templates import TEMPLATES, scaffold
+from llmasos.cli.app import app, console, err_console, state
+from llmasos.cli.remote import base_url
+from llmasos.errors import LLMasOSError
+
+if TYPE_CHECKING:
+    from llmasos.apps.supervisor import AppSupervisor
+
+apps_app = typer.Typer(help="Create, install and run apps.", no_args_is_help=True)
+app.add_typer(apps_app, name="app")
+
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before installing.")]
+Index = Annotated[
+    str | None, typer.Option("--index", help="Install NAME[@VERSION] from this index URL.")
+]
+Server = Annotated[
+    str | None,
+    typer.Option("--server", help="The LLMasOS server the app calls (default: --host/--port)."),
+]
+
+
+def _store() -> AppStore:
+    return AppStore(state.settings.home)
+
+
+@contextmanager
+def _supervisor(server: str | None = None) -> Iterator[AppSupervisor]:
+    from llmasos.apps.supervisor import AppSupervisor
+    from llmasos.storage import open_database
+
+    with open_database(state.settings) as database:
+        yield AppSupervisor(_store(), database, server or base_url(state.settings))
+
+
+def _confirm(yes: bool, verb: str) -> Confirm:
+    def confirm(manifest: AppManifest) -> bool:
+        err_console.print(
+            f"{verb} [bold]{manifest.name}[/bold] {manifest.version}"
+            + (f" — {manifest.description}" if manifest.description else ""),
+            highlight=False,
+        )
+        err_console.print("It asks for:", highlight=False)
+        for line in manifest.permissions.describe():
+            err_console.print(f"  - {line}", highlight=False)
+        return yes or typer.confirm("Proceed?", default=False, err=True)
+
+    return confirm
+
+
+@apps_app.command("new")
+def new(
+    name: Annotated[str, typer.Argument(help="The app's name (lowercase, digits, '-').")],
+    template: Annotated[
+        str, typer.Option("--template", "-t", help=f"One of: {', '.join(TEMPLATES)}.")
+    ] = "chat",
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to create it (default: ./NAME).")
+    ] = None,
+) -> None:
+    """Scaffold a new app from a template."""
+    target = directory or Path(name)
+    manifest = scaffold(name, template, target)
+    console.print(
+        f"created {manifest.name} {manifest.version} ({template}) in {target}", highlight=False
+    )
+
+
+@apps_app.command("install")
+def install(
+    source: Annotated[
+        str, typer.Argument(help="A directory, an archive, INDEX_URL#NAME, or NAME with --index.")
+    ],
+    yes: Yes = False,
+    index: Index = None,
+) -> None:
+    """Install an app (shows its permissions and asks first)."""
+    installed = _store().install(source, confirm=_confirm(yes, "Installing"), index=index)
+    console.print(f"installed {installed.name} {installed.version}", highlight=False)
+
+
+@apps_app.command("upgrade")
+def upgrade(
+    source: Annotated[
+        str, typer.Argument(help="A directory, an archive, INDEX_URL#NAME, or NAME with --index.")
+    ],
+    yes: Yes = False,
+    index: Index = None,
+    server: Server = None,
+) -> None:
+    """Replace an installed app by a newer version; a running app is restarted on it."""
+    with _supervisor(server) as supervisor:
+        store = supervisor.store
+
+        def activate(new: InstalledApp) -> None:
+            name = new.name
+            if supervisor.status(name) is not None:
+                supervisor.stop(name)
+                running_before.append(name)
+                supervisor.start(name)
+
+        running_before: list[str] = []
+        try:
+            old, installed = store.upgrade(
+                source, confirm=_confirm(yes, "Upgrading to"), index=index, activate=activate
+            )
+        except LLMasOSError:
+            for name in running_before:  # the old version is current again: bring it back
+                supervisor.start(name)
+            raise
+    console.print(f"upgraded {installed.name} {old} -> {installed.version}", highlight=False)
+
+
+@apps_app.command("list")
+def list_apps() -> None:
+    """Installed apps, their versions and whether they run."""
+    with _supervisor() as supervisor:
+        table = Table("NAME", "VERSION", "STATUS", "DESCRIPTION", box=None)
+        for installed in supervisor.store.list():
+            running = supervisor.status(installed.name)
+            status = f"running {running.url}" if running else "stopped"
+            table.add_row(installed.name, installed.version, status, installed.manifest.description)
+        console.print(table)
+
+
+@apps_app.command("info")
+def info(name: Annotated[str, typer.Argument(help="An installed app.")]) -> None:
+    """An installed app's manifest, permissions, source and state."""
+    with _supervisor() as supervisor:
+        installed = supervisor.store.get(name)
+        running = supervisor.status(name)
+        manifest = installed.manifest
+        lines = [
+            f"name:        {manifest.name}",
+            f"version:     {manifest.version}",
+            f"description: {manifest.description}",
+            f"entry:       {manifest.entry}",
+            f"installed:   {installed.installed_at} from {installed.source}",
+            f"sha256:      {installed.sha256 or '-'}",
+            f"directory:   {installed.directory}",
+            "status:      "
+            + (f"running, pid {running.pid}, {running.url}" if running else "stopped"),
+            "permissions:",
+            *(f"  - {line}" for line in manifest.permissions.describe()),
+        ]
+        console.print("\n".join(lines), highlight=False, markup=False)
+
+
+@apps_app.command("remove")
+def remove(name: Annotated[str, typer.Argument(help="An installed app.")]) -> None:
+    """Stop and delete an app, with its logs and data."""
+    with _supervisor() as supervisor:
+        supervisor.store.get(name)
+        supervisor.stop(name)
+        removed = supervisor.store.remove(name)
+    console.print(f"removed {removed.name} {removed.version}", highlight=False)
+
+
+@apps_app.command("start")
+def start(
+    name: Annotated[str, typer.Argument(help="An installed app.")], server: Server = None
+) -> None:
+    """Run an app as its own process, with a key limited to its permissions."""
+    with _supervisor(server) as supervisor:
+        running = supervisor.start(name)
+    console.print(
+        f"started {name} {running.version}: {running.url} (pid {running.pid})", highlight=False
+    )
+
+
+@apps_app.command("stop")
+def stop(name: Annotated[str, typer.Argument(help="An installed app.")]) -> None:
+    """Stop a running app and revoke its key."""
+    with _supervisor() as supervisor:
+        stopped = supervisor.stop(name)
+    console.print(f"stopped {name}" if stopped else f"{name} was not running", highlight=False)
+
+
+@apps_app.command("logs")
+def logs(
+    name: Annotated[str, typer.Argument(help="An installed app.")],
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 50,
+) -> None:
+    """The last lines of an app's log."""
+    with _supervisor() as supervisor:
+        for line in supervisor.logs(name, lines):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
