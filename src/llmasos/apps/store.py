@@ -35,6 +35,7 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import httpx
 
+from llmasos.apps.builtin import resolve_builtin
 from llmasos.apps.manifest import (
     MANIFEST_NAME,
     AppManifest,
@@ -216,7 +217,8 @@ class AppStore:
     def install(
         self, source: str, *, confirm: Confirm | None = None, index: str | None = None
     ) -> InstalledApp:
-        """Install from a directory, an archive, ``INDEX_URL#NAME`` or (``index``) a name."""
+        """Install from a directory, an archive, ``INDEX_URL#NAME``, ``builtin:NAME`` or
+        (``index``) a name."""
         with self._staged(source, index) as (staged, origin, digest):
             manifest = load_manifest(staged)
             if (self.app_dir(manifest.name) / RECORD_NAME).exists():
@@ -332,7 +334,7 @@ class AppStore:
                     )
                 origin = entry.url
             else:
-                path = Path(source).expanduser().resolve()
+                path = resolve_builtin(source) or Path(source).expanduser().resolve()
                 if is_archive(path):
                     digest = sha256_file(path)
                     _safe_extract(path, work / "unpacked")

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from llmasos.apps.manifest import AppManifest
+from llmasos.apps.builtin import BUILTIN_PREFIX, builtin_names, builtin_path
+from llmasos.apps.manifest import AppManifest, load_manifest
 from llmasos.apps.store import AppStore, Confirm, InstalledApp
 from llmasos.apps.templates import TEMPLATES, scaffold
 from llmasos.cli.app import app, console, err_console, state
@@ -89,7 +90,10 @@ def new(
 @apps_app.command("install")
 def install(
     source: Annotated[
-        str, typer.Argument(help="A directory, an archive, INDEX_URL#NAME, or NAME with --index.")
+        str,
+        typer.Argument(
+            help="A directory, an archive, INDEX_URL#NAME, builtin:NAME, or NAME with --index."
+        ),
     ],
     yes: Yes = False,
     index: Index = None,
@@ -141,6 +145,17 @@ def list_apps() -> None:
             status = f"running {running.url}" if running else "stopped"
             table.add_row(installed.name, installed.version, status, installed.manifest.description)
         console.print(table)
+
+
+@apps_app.command("builtins")
+def list_builtins() -> None:
+    """The apps shipped with LLMasOS; install one with `app install builtin:NAME`."""
+    table = Table("NAME", "VERSION", "PERMISSIONS", "DESCRIPTION", box=None)
+    for name in builtin_names():
+        manifest = load_manifest(builtin_path(name))
+        calls = ", ".join(manifest.permissions.calls) or "-"
+        table.add_row(BUILTIN_PREFIX + name, manifest.version, calls, manifest.description)
+    console.print(table)
 
 
 @apps_app.command("info")

@@ -1,0 +1,1 @@
+"""The built-in writer app (see app.py); a package only so its files ship in the wheel."""
