@@ -7,12 +7,7 @@ home; the app it starts reaches that server only over HTTP with the key it was g
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +26,7 @@ from llmasos.cli.app import app as cli
 from llmasos.cli.app import state
 from llmasos.config import load_settings
 from llmasos.storage.database import Database, open_database
-from tests.apps.conftest import free_port
+from tests.serving import llmasos_serve
 
 PROBE_MANIFEST = """[app]
 name = "probe"
@@ -102,45 +97,10 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
     database = open_database(load_settings(home=home))
     UserManager(database).create("root", role="admin")
     admin_key = KeyManager(database).create("root", "ops").secret
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llmasos", "serve", "--auth", "--port", str(port)],
-        env={
-            **os.environ,
-            "LLMASOS_HOME": str(home),
-            "LLMASOS_THREADS": "2",
-            "LLMASOS_CONTEXT_LENGTH": "1024",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"llmasos serve exited: {process.stderr.read() if process.stderr else ''}"
-                )
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llmasos serve --auth did not answer")
-            time.sleep(0.2)
-        yield AuthServer(url=url, home=home, database=database, admin_key=admin_key)
+        with llmasos_serve(home, "--auth") as url:
+            yield AuthServer(url=url, home=home, database=database, admin_key=admin_key)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
         database.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from llmasos.cli.reference import render_reference
 from llmasos.models.builtin import BUILTINS, package_path
+from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_models = pytest.mark.skipif(
@@ -33,12 +33,6 @@ def llmasos(
         env={**os.environ, "LLMASOS_HOME": str(home), "LLMASOS_THREADS": "2", **env},
         stdin=subprocess.DEVNULL,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_cli_reference_is_up_to_date() -> None:
