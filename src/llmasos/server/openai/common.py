@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmasos.kernel.protocol import GenerateOutput, TokenInfo
+from llmasos.kernel.protocol import GenerateOutput, GenerateRequest, TokenInfo
+from llmasos.server.auth import tenant_for
+from llmasos.types import SamplingParams
 
 
 class OpenAIModel(BaseModel):
@@ -25,6 +27,52 @@ class VLLMExtensions(OpenAIModel):
     keep_alive: float | str | None = Field(
         None, description="How long the model stays loaded after this request ('5m', 0, -1)."
     )
+
+
+class ChoiceRequestBody(Protocol):
+    """What `choice_requests` reads from a chat or completion request body."""
+
+    model: str | None
+    n: int
+    user: str | None
+    priority: int
+    keep_alive: float | str | None
+
+
+def choice_requests(
+    body: ChoiceRequestBody,
+    contents: list[dict[str, Any]],
+    sampling: SamplingParams,
+    explicit: frozenset[str],
+    request_id: str,
+) -> list[GenerateRequest]:
+    """One kernel request per content (a prompt, or messages) per choice (``n``).
+
+    With ``n > 1`` and a seed, choice ``i`` of each content samples with ``seed + i``, so the
+    choices differ but stay reproducible. Ids get a ``-index`` suffix when there are several.
+    """
+    total = len(contents) * body.n
+    requests = []
+    for position, content in enumerate(contents):
+        for choice in range(body.n):
+            index = position * body.n + choice
+            choice_sampling = sampling
+            if body.n > 1 and sampling.seed is not None:
+                choice_sampling = sampling.with_changes(seed=sampling.seed + choice)
+            requests.append(
+                GenerateRequest(
+                    model=body.model,
+                    sampling=choice_sampling,
+                    apply_model_defaults=True,
+                    explicit=explicit,
+                    priority=body.priority,
+                    tenant=tenant_for(body.user),
+                    keep_alive="" if body.keep_alive is None else body.keep_alive,
+                    request_id=request_id if total == 1 else f"{request_id}-{index}",
+                    **content,
+                )
+            )
+    return requests
 
 
 class PromptTokensDetails(BaseModel):

@@ -19,7 +19,6 @@ from typing import Any
 
 from llmasos.errors import LLMasOSError, UnsupportedError
 from llmasos.kernel.protocol import EngineClientInterface, GenerateOutput, GenerateRequest
-from llmasos.server.auth import tenant_for
 from llmasos.server.metering import report_finals
 from llmasos.server.openai.chat.protocol import (
     ChatChoice,
@@ -31,7 +30,12 @@ from llmasos.server.openai.chat.protocol import (
     NamedToolChoice,
     ToolCallOut,
 )
-from llmasos.server.openai.common import chat_logprob_entries, finish_reason, usage_of
+from llmasos.server.openai.common import (
+    chat_logprob_entries,
+    choice_requests,
+    finish_reason,
+    usage_of,
+)
 from llmasos.server.sampling import build_sampling, logit_bias_by_token, stop_sequences
 from llmasos.server.streaming import (
     OutputStream,
@@ -138,26 +142,8 @@ def build_generate_requests(
         if plan.active and body.tools
         else None
     )
-    requests = []
-    for index in range(body.n):
-        choice_sampling = sampling
-        if body.n > 1 and sampling.seed is not None:
-            choice_sampling = sampling.with_changes(seed=sampling.seed + index)
-        requests.append(
-            GenerateRequest(
-                model=body.model,
-                messages=messages,
-                tools=tools,
-                sampling=choice_sampling,
-                apply_model_defaults=True,
-                explicit=explicit,
-                priority=body.priority,
-                tenant=tenant_for(body.user),
-                keep_alive="" if body.keep_alive is None else body.keep_alive,
-                request_id=f"{request_id}-{index}" if body.n > 1 else request_id,
-            )
-        )
-    return requests
+    contents = [{"messages": messages, "tools": tools}]
+    return choice_requests(body, contents, sampling, explicit, request_id)
 
 
 def _tool_calls_out(calls: list[ToolCall]) -> list[ToolCallOut]:

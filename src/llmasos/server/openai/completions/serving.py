@@ -19,9 +19,8 @@ from llmasos.kernel.protocol import (
     GenerateRequest,
     TokenInfo,
 )
-from llmasos.server.auth import tenant_for
 from llmasos.server.metering import report_finals
-from llmasos.server.openai.common import finish_reason, usage_of
+from llmasos.server.openai.common import choice_requests, finish_reason, usage_of
 from llmasos.server.openai.completions.protocol import (
     Completion,
     CompletionChoice,
@@ -54,30 +53,8 @@ def build_generate_requests(body: CompletionRequest, request_id: str) -> list[Ge
         "logprobs": body.logprobs,
     }
     sampling, explicit = build_sampling(given)
-    requests = []
-    for p, prompt in enumerate(prompts_of(body)):
-        for i in range(body.n):
-            index = p * body.n + i
-            choice_sampling = sampling
-            if body.n > 1 and sampling.seed is not None:
-                choice_sampling = sampling.with_changes(seed=sampling.seed + i)
-            requests.append(
-                GenerateRequest(
-                    model=body.model,
-                    prompt=prompt,
-                    raw=True,
-                    sampling=choice_sampling,
-                    apply_model_defaults=True,
-                    explicit=explicit,
-                    priority=body.priority,
-                    tenant=tenant_for(body.user),
-                    keep_alive="" if body.keep_alive is None else body.keep_alive,
-                    request_id=request_id
-                    if len(prompts_of(body)) * body.n == 1
-                    else f"{request_id}-{index}",
-                )
-            )
-    return requests
+    contents = [{"prompt": prompt, "raw": True} for prompt in prompts_of(body)]
+    return choice_requests(body, contents, sampling, explicit, request_id)
 
 
 def legacy_logprobs(tokens: list[TokenInfo], offset: int) -> dict[str, Any]:
