@@ -21,22 +21,11 @@ import typer
 from llmasos.cli.app import app, console, err_console, state
 from llmasos.cli.remote import server_url
 from llmasos.errors import InvalidRequestError, LLMasOSError
+from llmasos.models.modelfile import PARAMETER_TYPES
 from llmasos.types import OLLAMA_PARAMETER_FIELDS, ChatMessage, SamplingParams
 
-# Ollama parameter names accepted by `/set parameter`, with their types.
-REPL_PARAMETERS: dict[str, type] = {
-    "temperature": float,
-    "top_p": float,
-    "top_k": int,
-    "min_p": float,
-    "num_predict": int,
-    "repeat_penalty": float,
-    "repeat_last_n": int,
-    "presence_penalty": float,
-    "frequency_penalty": float,
-    "seed": int,
-    "stop": str,
-}
+# `/set parameter` takes the Modelfile's sampling parameters (not num_ctx, fixed at load).
+REPL_PARAMETERS: dict[str, type] = {name: PARAMETER_TYPES[name] for name in OLLAMA_PARAMETER_FIELDS}
 
 HELP = """Commands:
   /set parameter NAME VALUE   set a sampling parameter (temperature, top_k, num_predict ...)
