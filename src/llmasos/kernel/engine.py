@@ -102,11 +102,6 @@ class Engine:
     def abort(self, request_id: str) -> None:
         self._post("abort", request_id)
 
-    @property
-    def num_active(self) -> int:
-        """Requests submitted and not yet finished (approximate across threads)."""
-        return len(self._tracked) + sum(1 for kind, _ in list(self._inbox) if kind == "add")
-
     def stop(self, timeout: float = 30.0) -> None:
         """Abort everything, stop the loop, close the backend."""
         with self._wakeup:
