@@ -4,7 +4,8 @@ An app is a directory holding this file and its code. `load_manifest` parses and
 and returns an `AppManifest`; anything wrong is a `ManifestError` that names the field
 (``app.version``, ``permissions.calls[1]`` ...) and why. The permissions become the scopes
 of the app's capability key (`AppManifest.scopes`) and its model allow-list, so an app can
-reach exactly the syscalls and services it declares and nothing else::
+reach exactly the syscalls and services it declares and nothing else; ``network`` and
+``storage_mb`` are enforced in the app's process by `llmasos.apps.sandbox` and its monitor::
 
     [app]
     name = "summarizer"
@@ -16,8 +17,8 @@ reach exactly the syscalls and services it declares and nothing else::
     calls = ["services.summarize"]    # chat, generate, embed, tokenize, models.read,
                                       # services.NAME, services.*
     models = ["smollm2"]              # model names or globs; empty: any model
-    network = false                   # declared and shown at install; not enforced yet
-    storage_mb = 50                   # quota of the app's data directory
+    network = false                   # only the kernel's server; no processes either
+    storage_mb = 50                   # quota of the app's data and temp directories
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ class Permissions:
         """One line per permission, for the install prompt and ``app info``."""
         lines = [f"call {call}" for call in self.calls] or ["no kernel calls"]
         lines.append("models: " + (", ".join(self.models) if self.models else "any model"))
-        lines.append("network access: " + ("yes" if self.network else "no"))
+        lines.append(
+            "network access: "
+            + ("yes (and may start processes)" if self.network else "no (only the kernel)")
+        )
         lines.append(f"storage: {self.storage_mb} MB")
         return lines
 

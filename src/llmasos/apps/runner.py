@@ -1,27 +1,34 @@
-"""``python -m llmasos.apps.runner APP_DIR``: the process an installed app runs in.
+"""``python -m llmasos.apps.runner APP_DIR [--network on|off] [--storage-mb N]``: the
+process an installed app's code runs in.
 
-`llmasos.apps.supervisor` starts it with the app's environment (``LLMASOS_BASE_URL``,
-``LLMASOS_API_KEY`` — the app's capability key —, ``LLMASOS_APP_HOST``/``PORT``). It reads
-the manifest, imports the entry point (``module:attribute``) with the app's directory first
-on ``sys.path``, checks it is an `Application` and serves it until SIGTERM. Any failure is
-one ``error:`` line on stderr (the app's log) and exit status 1.
+`llmasos.apps.monitor` starts it (and restarts it when it crashes) with the app's
+environment (``LLMASOS_BASE_URL``, ``LLMASOS_API_KEY`` — the app's capability key —,
+``LLMASOS_APP_HOST``/``PORT``, ``LLMASOS_APP_DATA``/``TMP``). It reads the manifest, installs
+the sandbox guard (`llmasos.apps.sandbox`) for the manifest's ``network`` and
+``storage_mb`` permissions — the monitor passes them as options, read once when the app
+started —, then imports the entry point (``module:attribute``) with the app's directory
+first on ``sys.path``, checks it is an `Application` and serves it until SIGTERM. Any
+failure is one ``error:`` line on stderr (the app's log) and exit status 1.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 from llmasos.apps.application import Application
-from llmasos.apps.manifest import load_manifest
+from llmasos.apps.manifest import MAX_STORAGE_MB, AppManifest, load_manifest
+from llmasos.apps.sandbox import SandboxPolicy, install
 from llmasos.errors import LLMasOSError
 
 
-def load_application(directory: Path) -> Application:
+def load_application(directory: Path, manifest: AppManifest | None = None) -> Application:
     """Import the app's entry point and check it is an `Application`."""
-    manifest = load_manifest(directory)
+    manifest = manifest or load_manifest(directory)
     sys.path.insert(0, str(directory))
     try:
         module = importlib.import_module(manifest.module)
@@ -42,16 +49,46 @@ def load_application(directory: Path) -> Application:
     return application
 
 
+def _storage_mb(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= MAX_STORAGE_MB:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_STORAGE_MB}")
+    return number
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m llmasos.apps.runner", description="Run an installed app's code."
+    )
+    parser.add_argument("directory", type=Path, help="the app's directory")
+    parser.add_argument(
+        "--network", choices=("on", "off"), help="default: the manifest's permissions.network"
+    )
+    parser.add_argument(
+        "--storage-mb", type=_storage_mb, help="default: the manifest's permissions.storage_mb"
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    arguments = sys.argv[1:] if argv is None else argv
-    if len(arguments) != 1:
-        print("usage: python -m llmasos.apps.runner APP_DIR", file=sys.stderr)
-        return 2
+    arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    directory = arguments.directory.resolve()
     try:
-        load_application(Path(arguments[0]).resolve()).run()
+        manifest = load_manifest(directory)
+        permissions = manifest.permissions
+        policy = SandboxPolicy.for_app(
+            manifest.name,
+            network=permissions.network if arguments.network is None else arguments.network == "on",
+            storage_mb=permissions.storage_mb
+            if arguments.storage_mb is None
+            else arguments.storage_mb,
+            environ=dict(os.environ),
+        )
+        install(policy)
+        load_application(directory, manifest).run()
     except LLMasOSError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 1

@@ -2,13 +2,17 @@
 
 `AppSupervisor.start` creates an API key for the user ``app.NAME`` (role ``user``) whose
 scopes are exactly the manifest's permissions and whose model allow-list is the manifest's,
-then starts ``python -m llmasos.apps.runner`` on a free loopback port with
-``LLMASOS_BASE_URL`` (the kernel's server) and ``LLMASOS_API_KEY`` (that key) in its
-environment, its output appended to ``apps/NAME/logs/app.log``. The app reaches the kernel
-only over HTTP with that key, so a call outside its manifest is a 403 the server audits.
-It returns once the app answers ``/health``; an app that exits first is an `AppStartError`
-carrying the last lines of its log. ``apps/NAME/run.json`` records pid, port and key;
-`stop` ends the process (SIGTERM, then SIGKILL) and revokes the key.
+then starts the app's monitor (``python -m llmasos.apps.monitor``, which runs the app's code
+in a sandboxed child and restarts it when it crashes) in a new session, on a free loopback
+port, with ``LLMASOS_BASE_URL`` (the kernel's server), ``LLMASOS_API_KEY`` (that key) and
+``LLMASOS_APP_DATA``/``LLMASOS_APP_TMP`` (where it may write) in its environment, its output
+appended to ``apps/NAME/logs/app.log``. The app reaches the kernel only over HTTP with that
+key, so a call outside its manifest is a 403 the server audits. `start` returns once the
+monitor reports that the app answered ``/health``; an app that exits first is an
+`AppStartError` carrying the last lines of its log. ``apps/NAME/run.json`` records the
+monitor's pid (its process group), port and key, ``apps/NAME/monitor.json`` the monitor's
+state and restart count; `stop` ends the process group (SIGTERM, then SIGKILL) and revokes
+the key.
 
 When the database has no users yet (authentication not set up), no key is made: the server
 then runs without auth and there is nothing to limit with one.
@@ -16,6 +20,7 @@ then runs without auth and there is nothing to limit with one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,20 +33,23 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
 from llmasos.access.keys import KeyManager
 from llmasos.access.users import UserManager
+from llmasos.apps.monitor import MonitorStatus, read_status
+from llmasos.apps.sandbox import StorageDirs, quota_bytes
 from llmasos.apps.store import AppStore, InstalledApp
 from llmasos.errors import InvalidRequestError, LLMasOSError, NotFoundError, StorageError
 from llmasos.storage.database import Database
 
 STATE_NAME = "run.json"
+MONITOR_STATUS_NAME = "monitor.json"
 LOG_NAME = "app.log"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 LOG_TAIL = 20
+MONITOR_MODULE = "llmasos.apps.monitor"
 RUNNER_MODULE = "llmasos.apps.runner"
+"""What an app process started by an older version of the supervisor runs."""
 _children: dict[int, subprocess.Popen[bytes]] = {}
 """Apps this process started, kept so they are reaped (and not warned about) when they end."""
 
@@ -78,7 +86,7 @@ def app_user(name: str) -> str:
 
 
 def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live app runner (not a zombie, not a reused pid)."""
+    """Whether ``pid`` is a live app monitor (not a zombie, not a reused pid)."""
     child = _children.get(pid)
     if child is not None:
         if child.poll() is None:
@@ -100,7 +108,8 @@ def _alive(pid: int) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():
         try:
-            return RUNNER_MODULE in cmdline.read_bytes().decode(errors="replace")
+            command = cmdline.read_bytes().decode(errors="replace")
+            return MONITOR_MODULE in command or RUNNER_MODULE in command
         except OSError:
             return False
     return True
@@ -113,6 +122,12 @@ def recorded_state(store: AppStore, name: str) -> RunState | None:
         return RunState(**data)
     except (OSError, ValueError, TypeError):
         return None
+
+
+def monitor_status(store: AppStore, state: RunState) -> MonitorStatus | None:
+    """What the monitor of a started app last reported (None: nothing, or another run's)."""
+    status = read_status(store.app_dir(state.name) / MONITOR_STATUS_NAME)
+    return status if status is not None and status.pid == state.pid else None
 
 
 def running_state(store: AppStore, name: str) -> RunState | None:
@@ -166,7 +181,7 @@ class AppSupervisor:
             )
         key_id, secret = self._capability(installed)
         port = free_port()
-        data_dir = self.store.app_dir(name) / "data"
+        storage = StorageDirs.of(self.store.app_dir(name))
         log_path = self.log_path(name)
         env = {
             key: value
@@ -178,19 +193,31 @@ class AppSupervisor:
             LLMASOS_APP_NAME=name,
             LLMASOS_APP_HOST="127.0.0.1",
             LLMASOS_APP_PORT=str(port),
-            LLMASOS_APP_DATA=str(data_dir),
+            LLMASOS_APP_DATA=str(storage.data),
+            LLMASOS_APP_TMP=str(storage.tmp),
+            TMPDIR=str(storage.tmp),
             PYTHONUNBUFFERED="1",
         )
         if secret is not None:
             env["LLMASOS_API_KEY"] = secret
+        status_path = self.store.app_dir(name) / MONITOR_STATUS_NAME
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            status_path.unlink(missing_ok=True)
+            storage.data.mkdir(parents=True, exist_ok=True)
+            storage.tmp.mkdir(parents=True, exist_ok=True)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with log_path.open("a", encoding="utf-8") as log:
                 log.write(f"--- starting {name} {installed.version} on port {port}\n")
                 log.flush()
                 process = subprocess.Popen(
-                    [sys.executable, "-m", RUNNER_MODULE, str(installed.directory)],
+                    [
+                        sys.executable,
+                        "-m",
+                        MONITOR_MODULE,
+                        str(installed.directory),
+                        "--status",
+                        str(status_path),
+                    ],
                     cwd=installed.directory,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -213,6 +240,20 @@ class AppSupervisor:
         self._state_path(name).write_text(json.dumps(asdict(state)) + "\n", encoding="utf-8")
         self._wait_healthy(process, state, timeout)
         return state
+
+    def monitor(self, name: str) -> MonitorStatus | None:
+        """What the app's monitor reported last: of the running app, else of its last run
+        (kept until the next start, so a crashed app's last exit can be shown)."""
+        state = self.status(name)
+        if state is not None:
+            return monitor_status(self.store, state)
+        return read_status(self.store.app_dir(name) / MONITOR_STATUS_NAME)
+
+    def storage(self, name: str) -> tuple[int, int]:
+        """``(bytes used, quota in bytes)`` of an installed app's data and temp directories."""
+        installed = self.store.get(name)
+        used = StorageDirs.of(self.store.app_dir(name)).usage()
+        return used, quota_bytes(installed.manifest.permissions.storage_mb)
 
     def stop(self, name: str) -> RunState | None:
         """Stop the app if it runs; returns what ran (None: it was not running)."""
@@ -270,11 +311,9 @@ class AppSupervisor:
                     f"{state.name} exited with status {code} while starting; "
                     f"the end of {self.log_path(state.name)}:\n{tail}"
                 )
-            try:
-                if httpx.get(f"{state.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            status = monitor_status(self.store, state)
+            if status is not None and status.state == "running":
+                return
             if time.monotonic() > deadline:
                 self._terminate(state.pid)
                 self._forget(state)
@@ -286,6 +325,8 @@ class AppSupervisor:
             time.sleep(0.1)
 
     def _terminate(self, pid: int) -> None:
+        """SIGTERM the process group of the monitor ``pid`` (SIGKILL after `STOP_TIMEOUT`),
+        then SIGKILL whatever of the group outlived the monitor."""
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -293,13 +334,9 @@ class AppSupervisor:
         except PermissionError:
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    return
-                time.sleep(0.1)
-                _alive(pid)
-                return
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.05)
+        _alive(pid)  # reap it if it is our child

@@ -3,8 +3,9 @@
 ``new`` writes a working app from a template; ``install``, ``upgrade``, ``list``, ``info``
 and ``remove`` manage ``$LLMASOS_HOME/apps`` (`llmasos.apps.store`); ``start``, ``stop``
 and ``logs`` run an installed app as its own process with a capability key
-(`llmasos.apps.supervisor`). ``install`` and ``upgrade`` show the permissions an app asks
-for and wait for a yes unless ``--yes`` is given. Failures are `LLMasOSError` lines.
+(`llmasos.apps.supervisor`; its monitor restarts it when it crashes). ``install`` and
+``upgrade`` show the permissions an app asks for and wait for a yes unless ``--yes`` is
+given. Failures are `LLMasOSError` lines.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from llmasos.apps.builtin import BUILTIN_PREFIX, builtin_names, builtin_path
 from llmasos.apps.manifest import AppManifest, load_manifest
+from llmasos.apps.sandbox import MB
 from llmasos.apps.store import AppStore, Confirm, InstalledApp
 from llmasos.apps.templates import TEMPLATES, scaffold
 from llmasos.cli.app import app, console, err_console, state
@@ -141,10 +143,28 @@ def list_apps() -> None:
     with _supervisor() as supervisor:
         table = Table("NAME", "VERSION", "STATUS", "DESCRIPTION", box=None)
         for installed in supervisor.store.list():
-            running = supervisor.status(installed.name)
-            status = f"running {running.url}" if running else "stopped"
-            table.add_row(installed.name, installed.version, status, installed.manifest.description)
+            table.add_row(
+                installed.name,
+                installed.version,
+                _run_status(supervisor, installed.name, with_pid=False),
+                installed.manifest.description,
+            )
         console.print(table)
+
+
+def _run_status(supervisor: AppSupervisor, name: str, *, with_pid: bool) -> str:
+    """``running URL`` (with restarts), or ``stopped`` (with why, when the last run failed)."""
+    running = supervisor.status(name)
+    monitor = supervisor.monitor(name)
+    if running is not None:
+        text = "running" + (f", pid {running.pid}," if with_pid else "") + f" {running.url}"
+        if monitor is not None and monitor.restarts:
+            plural = "s" if monitor.restarts > 1 else ""
+            text += f" ({monitor.restarts} restart{plural}, last: {monitor.last_exit})"
+        return text
+    if monitor is not None and monitor.state == "failed":
+        return f"stopped (failed: {monitor.last_exit})"
+    return "stopped"
 
 
 @apps_app.command("builtins")
@@ -163,7 +183,7 @@ def info(name: Annotated[str, typer.Argument(help="An installed app.")]) -> None
     """An installed app's manifest, permissions, source and state."""
     with _supervisor() as supervisor:
         installed = supervisor.store.get(name)
-        running = supervisor.status(name)
+        used, quota = supervisor.storage(name)
         manifest = installed.manifest
         lines = [
             f"name:        {manifest.name}",
@@ -173,8 +193,8 @@ def info(name: Annotated[str, typer.Argument(help="An installed app.")]) -> None
             f"installed:   {installed.installed_at} from {installed.source}",
             f"sha256:      {installed.sha256 or '-'}",
             f"directory:   {installed.directory}",
-            "status:      "
-            + (f"running, pid {running.pid}, {running.url}" if running else "stopped"),
+            f"status:      {_run_status(supervisor, name, with_pid=True)}",
+            f"storage:     {used / MB:.2f} MB used of {quota / MB:g} MB (data and temp)",
             "permissions:",
             *(f"  - {line}" for line in manifest.permissions.describe()),
         ]
