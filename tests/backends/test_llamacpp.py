@@ -137,6 +137,27 @@ def test_prefix_cache_reuse_keeps_output(backend: LlamaCppBackend) -> None:
     assert backend.add_sequence(404, GREEDY, second) == len(second) - 1
 
 
+def test_live_sequences_share_a_prefix(backend: LlamaCppBackend) -> None:
+    """A sequence that starts while another holds the same prefix shares its KV cells: the
+    prefix is not computed again, and the output is the same as computed from scratch."""
+    system = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    first = backend.tokenize(system + "Name a color.<|im_end|>\n<|im_start|>assistant\n")
+    second = backend.tokenize(system + "Name a fruit.<|im_end|>\n<|im_start|>assistant\n")
+    backend._make_room(backend.kv_capacity_tokens)
+    baseline = run_alone(backend, 700, second, 6)
+    backend._make_room(backend.kv_capacity_tokens)  # drop every cached prefix
+    assert backend.add_sequence(701, GREEDY, first) == 0
+    backend.execute([SequenceWork(701, first, True)])  # 701 stays live
+    shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
+    assert backend.add_sequence(702, GREEDY, second) == shared
+    out = [backend.execute([SequenceWork(702, second[shared:], True)])[0].token]
+    for _ in range(5):
+        out.append(backend.execute([SequenceWork(702, [out[-1]], True)])[0].token)
+    assert out == baseline
+    # The source keeps decoding correctly after sharing its cells.
+    backend.execute([SequenceWork(701, [out[0]], True)])
+
+
 def test_seeded_sampling_is_reproducible(backend: LlamaCppBackend) -> None:
     tokens = backend.tokenize("Write a word:")
     params = SamplingParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, seed=1234)

@@ -111,6 +111,7 @@ class LlamaCppBackend(BackendInterface):
         self._context_length = min(limit, self._n_ctx)
         self._closed = False
         self._adapter: Any = None
+        self._unified = bool(spec.options.get("kv_unified", True))
 
     # --- loading -----------------------------------------------------------------------
 
@@ -316,10 +317,36 @@ class LlamaCppBackend(BackendInterface):
         slot = max(free, key=lambda s: (_common_prefix(s.tokens, tokens), -s.last_used))
         reused = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
         self._truncate(slot, reused)
+        if self._unified:
+            reused = self._share_prefix(slot, tokens, reused)
         slot.seq_id, slot.sampler, slot.params = seq_id, sampler, params
         self._by_seq[seq_id] = slot
         self._touch(slot)
         return reused
+
+    def _share_prefix(self, slot: _Slot, tokens: list[int], reused: int) -> int:
+        """Extend ``slot``'s cached prefix with cells of another slot (live or free) that
+        holds a longer prefix of ``tokens``; return the new reused count.
+
+        In a unified KV cache a cell can belong to several sequences, so
+        ``llama_memory_seq_cp`` shares the cells instead of copying them: a system prompt or
+        the prompt of ``n`` choices is computed once. Both slots' KV for a position depends
+        only on the tokens up to it, which are the same, so the cells are interchangeable.
+        """
+        limit = len(tokens) - 1
+        best, source = reused, None
+        for other in self._slots:
+            if other is slot or len(other.tokens) <= best:
+                continue
+            shared = min(_common_prefix(other.tokens, tokens), limit)
+            if shared > best:
+                best, source = shared, other
+        if source is None:
+            return reused
+        llama_cpp.llama_memory_seq_cp(self._memory, source.index, slot.index, reused, best)
+        slot.tokens.extend(tokens[reused:best])
+        self._touch(source)
+        return best
 
     def remove_sequence(self, seq_id: int) -> None:
         slot = self._by_seq.pop(seq_id, None)
