@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(
         256, ge=16, description="Token budget per step; long prompts are prefilled in chunks."
     )
+    max_prefill_while_decoding: int = Field(
+        128,
+        ge=1,
+        description=(
+            "Prompt tokens per step while other requests decode: smaller keeps their streams "
+            "steady, larger gives new requests their first token sooner."
+        ),
+    )
     scheduler_policy: Literal["fair", "priority", "fcfs"] = Field(
         "fair", description="Scheduling policy: fair share between tenants, priority, or fcfs."
     )

@@ -244,6 +244,7 @@ def test_bench_serve_end_to_end(tmp_path: Path) -> None:
                 *("--base-url", f"http://127.0.0.1:{port}"),
                 *("--num-prompts", "4", "--concurrency", "2", "--input-len", "32"),
                 *("--output-len", "8", "--json", str(out_json), "--plot", str(out_png)),
+                *("--peer", "raw-loop", "--threads", "1"),
             ],
             env=env,
             capture_output=True,
@@ -251,11 +252,18 @@ def test_bench_serve_end_to_end(tmp_path: Path) -> None:
             timeout=120,
         )
         assert done.returncode == 0, done.stderr
-        run = json.loads(out_json.read_text())["runs"][0]
+        document = json.loads(out_json.read_text())
+        run, raw = document["runs"]
         assert (run["completed"], run["failed"]) == (4, 0)
         assert run["output_throughput"] > 0 and run["total_output_tokens"] > 0
         assert run["output_tokens_source"] == "usage"
         assert run["ttft_ms"]["p50"] > 0
+        # The raw loop served the same four prompts, tokenized the same way.
+        assert (raw["label"], raw["completed"], raw["failed"]) == ("raw-loop", 4, 0)
+        assert raw["total_input_tokens"] == run["total_input_tokens"]
+        assert raw["raw_loop"]["concurrency"] == 2 and raw["raw_loop"]["threads"] == 1
+        assert document["comparison"]["llmasos_percent_of_raw_loop"] > 0
+        assert "of raw-loop" in done.stdout
         assert out_png.stat().st_size > 10_000
     finally:
         server.send_signal(signal.SIGTERM)

@@ -46,6 +46,7 @@ def make_scheduler(
     *,
     max_sequences: int = 4,
     budget: int = 64,
+    prefill_while_decoding: int | None = None,
     kv_tokens: int | None = None,
 ) -> tuple[Scheduler, FakeBackend]:
     get_registry().register_backend("fake", FakeBackend, formats=("fake",))
@@ -59,7 +60,13 @@ def make_scheduler(
     )
     backend = backend_cls.load(spec)
     assert isinstance(backend, FakeBackend)
-    return Scheduler(BackendKVCache(backend), make_policy(policy), max_batch_tokens=budget), backend
+    scheduler = Scheduler(
+        BackendKVCache(backend),
+        make_policy(policy),
+        max_batch_tokens=budget,
+        max_prefill_while_decoding=prefill_while_decoding,
+    )
+    return scheduler, backend
 
 
 def step(scheduler: Scheduler, backend: FakeBackend) -> list[Request]:
@@ -136,6 +143,25 @@ def test_long_prompt_is_chunked_and_decodes_keep_running() -> None:
         scheduler.update(output, {s.seq_id: s.token for s in sampled})
     assert sum(chunk_sizes) == 200
     assert max(chunk_sizes) == 31
+
+
+def test_prefill_is_capped_while_others_decode() -> None:
+    """With requests decoding, prompt chunks get at most max_prefill_while_decoding tokens;
+    with none decoding, a prompt gets the whole step budget."""
+    scheduler, backend = make_scheduler(budget=64, prefill_while_decoding=16)
+    first = make_request(100, max_tokens=30)
+    scheduler.add_request(first)
+    output = scheduler.schedule()
+    assert [c.num_tokens for c in output.chunks] == [64]  # nothing decodes yet
+    scheduler.update(output, {})
+    step(scheduler, backend)  # the rest of the prompt; first now decodes
+    second, third = make_request(40), make_request(40)
+    scheduler.add_request(second)
+    scheduler.add_request(third)
+    output = scheduler.schedule()
+    sizes = {c.request.request_id: c.num_tokens for c in output.chunks}
+    assert sizes[first.request_id] == 1
+    assert sum(n for rid, n in sizes.items() if rid != first.request_id) == 16
 
 
 def test_batched_outputs_equal_sequential_outputs() -> None:

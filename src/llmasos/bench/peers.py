@@ -5,6 +5,8 @@ temporary file, waits until a readiness URL answers 200 and stops it with SIGTER
 SIGKILL after a grace period), returning its exit code. `llmasos_server` starts
 ``llmasos serve`` (optionally with a temporary ``LLMASOS_HOME``); `llama_cpp_server` starts
 llama-cpp-python's own OpenAI server. `rss_bytes` reads a process's resident memory.
+`PEERS` names every peer ``bench serve --peer`` accepts; ``raw-loop`` is no server but the
+in-process reference loop of `llmasos.bench.rawloop`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import httpx
 
 from llmasos.errors import BackendUnavailableError, LLMasOSError
 
-PEERS: tuple[str, ...] = ("llama-cpp-server",)
+LLAMA_CPP_SERVER = "llama-cpp-server"
+RAW_LOOP = "raw-loop"
+PEERS: tuple[str, ...] = (LLAMA_CPP_SERVER, RAW_LOOP)
 LLAMA_CPP_SERVER_PACKAGES = ("llama_cpp", "sse_starlette", "starlette_context", "fastapi")
 
 
@@ -193,4 +197,4 @@ def llama_cpp_server(gguf: Path, *, threads: int, context_length: int = 4096) ->
         "--chat_format",
         "chatml",
     ]
-    return ServerProcess("llama-cpp-server", command, port, "/v1/models")
+    return ServerProcess(LLAMA_CPP_SERVER, command, port, "/v1/models")

@@ -2,8 +2,10 @@
 
 `plot_runs` draws, for one or more servers measured on the same workload: TTFT and ITL
 cumulative distributions, output tokens per second over time, and side-by-side bars of
-throughput and median latencies. matplotlib is optional: without it, `plot_runs` raises
-`BackendUnavailableError` with the install hint.
+throughput and median latencies (a metric a run has no samples of is labelled n/a, not
+drawn as 0). Every run is a `BenchmarkSummary` and its `RequestResult`s, so the in-process
+``raw-loop`` reference draws like a server. matplotlib is optional: without it, `plot_runs`
+raises `BackendUnavailableError` with the install hint.
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ def _bars(axis: Any, summaries: Sequence[BenchmarkSummary]) -> None:
     ]
     width = 0.8 / max(len(summaries), 1)
     for index, summary in enumerate(summaries):
-        heights = [value(summary) for _, value in metrics]
-        heights = [0.0 if math.isnan(h) else h for h in heights]
+        values = [value(summary) for _, value in metrics]
+        heights = [0.0 if math.isnan(v) else v for v in values]
         positions = [m + index * width for m in range(len(metrics))]
         bars = axis.bar(positions, heights, width=width, label=summary.label)
-        axis.bar_label(bars, fmt="%.1f", fontsize=7)
+        labels = ["n/a" if math.isnan(v) else f"{v:.1f}" for v in values]
+        axis.bar_label(bars, labels=labels, fontsize=7)
     axis.set_xticks([m + width * (len(summaries) - 1) / 2 for m in range(len(metrics))])
     axis.set_xticklabels([name for name, _ in metrics], fontsize=8)
     axis.set_title("Throughput and median latency")

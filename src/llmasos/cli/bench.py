@@ -3,12 +3,15 @@
 ``llmasos bench backend MODEL_OR_PATH`` decodes through `BackendInterface` (one stream, and
 with ``--batch B`` B streams together) next to raw llama-cpp-python on the same GGUF, prints a
 table and optionally writes JSON. MODEL_OR_PATH is a file or directory, else a model name in
-the store.
+the store. ``llmasos bench serve`` measures LLMasOS over HTTP, then each ``--peer`` in turn
+(a server, or the in-process ``raw-loop`` reference), in one table, JSON document and chart.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +24,18 @@ from llmasos.errors import InvalidRequestError, ModelNotFoundError
 
 bench_app = typer.Typer(help="Measure performance (backends, serving).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+def progress_bar() -> Progress:
+    """The bar every benchmark shows while it runs (gone once it is done)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def _locate(model: str) -> tuple[Path, str]:
@@ -74,14 +89,7 @@ def backend(
     backend_class = registry.backend(backend_name)
     n_threads = threads if threads is not None else state.settings.effective_threads
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
@@ -140,7 +148,7 @@ def _serve_table(summaries: list[Any], title: str) -> Table:
         table.add_row(name, *values)
 
     def number(value: float | None, digits: int = 2) -> str:
-        return "-" if value is None or value != value else f"{value:.{digits}f}"
+        return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
     row("completed / failed", [f"{s.completed} / {s.failed}" for s in summaries])
     row("duration (s)", [number(s.duration_s) for s in summaries])
@@ -164,6 +172,19 @@ def _serve_table(summaries: list[Any], title: str) -> Table:
     if any(s.goodput is not None for s in summaries):
         row("goodput (req/s in SLO)", [number(s.goodput, 3) for s in summaries])
     row("output tokens from", [s.output_tokens_source for s in summaries])
+    loops = [getattr(s, "stats", None) for s in summaries]
+    if any(loops):
+        row(
+            "prefill / decode (s)",
+            [
+                f"{number(x.prefill_seconds)} / {number(x.decode_seconds)}" if x else "n/a"
+                for x in loops
+            ],
+        )
+        row(
+            "decode-step tok/s",
+            [number(x.decode_tokens_per_second, 1) if x else "n/a" for x in loops],
+        )
     if any(s.errors for s in summaries):
         row(
             "errors",
@@ -224,7 +245,11 @@ def serve_bench(
         float | None, typer.Option(help="Goodput SLO: TPOT at most this many ms.")
     ] = None,
     peer: Annotated[
-        list[str] | None, typer.Option(help="Also measure a peer server: llama-cpp-server.")
+        list[str] | None,
+        typer.Option(
+            help="Also measure a peer: llama-cpp-server (llama-cpp-python's server) or "
+            "raw-loop (an in-process batched llama.cpp loop, the ceiling; closed loop only)."
+        ),
     ] = None,
     start_server: Annotated[
         bool,
@@ -253,15 +278,28 @@ def serve_bench(
     from contextlib import nullcontext
 
     from llmasos.bench.metrics import SLO
-    from llmasos.bench.peers import PEERS, ServerProcess, llama_cpp_server, llmasos_server
+    from llmasos.bench.peers import (
+        LLAMA_CPP_SERVER,
+        PEERS,
+        RAW_LOOP,
+        ServerProcess,
+        llama_cpp_server,
+        llmasos_server,
+    )
     from llmasos.bench.serve import LoadConfig, Target, run_benchmark
     from llmasos.bench.workloads import build_workload
 
     if scenario not in ("load", "fairness", "soak"):
         raise InvalidRequestError(f"unknown scenario {scenario!r}; choose load, fairness or soak")
-    for name in peer or []:
+    peers = list(dict.fromkeys(peer or []))
+    for name in peers:
         if name not in PEERS:
             raise InvalidRequestError(f"unknown peer {name!r}; choose one of: {', '.join(PEERS)}")
+    if RAW_LOOP in peers:
+        from llmasos.bench.rawloop import check_raw_loop_model, check_raw_loop_options
+
+        check_raw_loop_options(scenario=scenario, request_rate=request_rate)
+        check_raw_loop_model(state.store.resolve(model or state.settings.default_model))
     config = LoadConfig(
         concurrency=concurrency,
         request_rate=request_rate,
@@ -279,29 +317,33 @@ def serve_bench(
     model_name = model or settings.default_model
     n_threads = threads if threads is not None else settings.effective_threads
 
-    def servers() -> list[tuple[str, Any]]:
+    def plan() -> list[tuple[str, Any]]:
         """(label, a context giving a ServerProcess or None) in the order they run."""
-        plan: list[tuple[str, Any]] = [("llmasos", nullcontext(None))]
+        runs: list[tuple[str, Any]] = [("llmasos", nullcontext(None))]
         if start_server:
-            plan[0] = ("llmasos", llmasos_server(threads=n_threads))
+            runs[0] = ("llmasos", llmasos_server(threads=n_threads))
         else:
             _check_reachable(base_url)
-        for _name in peer or []:
-            gguf = state.store.resolve(model_name).path
-            plan.append(
-                (
-                    "llama-cpp-server",
-                    llama_cpp_server(
-                        gguf, threads=n_threads, context_length=settings.context_length
-                    ),
+        for name in peers:
+            if name == LLAMA_CPP_SERVER:
+                gguf = state.store.resolve(model_name).path
+                context = llama_cpp_server(
+                    gguf, threads=n_threads, context_length=settings.context_length
                 )
-            )
-        return plan
+                runs.append((name, context))
+            else:
+                runs.append((name, nullcontext(None)))
+        return runs
 
     results: list[Any] = []
     runs: list[tuple[Any, Any]] = []
     exit_codes: dict[str, int | None] = {}
-    for label, context in servers():
+    _interrupt_on_sigterm()  # so a started server is stopped on the way out
+    for label, context in plan():
+        if label == RAW_LOOP:
+            runs.append(_run_raw_loop(model_name, requests, config, slo, n_threads, progress_bar))
+            results.append(runs[-1][0])
+            continue
         with context as process:
             if isinstance(process, ServerProcess):
                 console.print(f"starting {label} on port {process.port} …", highlight=False)
@@ -324,14 +366,7 @@ def serve_bench(
                     )
                 )
             else:
-                with Progress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=console,
-                    transient=True,
-                ) as bar:
+                with progress_bar() as bar:
                     task_id = bar.add_task(label, total=len(requests))
 
                     def advance(_result: Any, task_id: Any = task_id) -> None:
@@ -345,6 +380,81 @@ def serve_bench(
     _report_serve(
         scenario, results, runs, exit_codes, workload, num_prompts, json_path, plot_path, config
     )
+
+
+def _interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, which unwinds the servers' context managers."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def _run_raw_loop(
+    model_name: str,
+    requests: list[Any],
+    config: Any,
+    slo: Any,
+    threads: int,
+    progress_bar: Any,
+) -> tuple[Any, Any]:
+    """The in-process reference loop on the model's GGUF, after the servers are stopped."""
+    from llmasos.bench.rawloop import LABEL, run_raw_loop
+
+    settings = state.settings
+    resolved = state.store.resolve(model_name)
+    width = min(config.concurrency or len(requests), len(requests))
+    console.print(
+        f"{LABEL}: in-process llama.cpp loop on {resolved.manifest.name}, {width} sequences, "
+        f"{threads} threads, greedy{'' if config.ignore_eos else ', stops at end of text'} …",
+        highlight=False,
+    )
+    with progress_bar() as bar:
+        task_id = bar.add_task(LABEL, total=len(requests))
+        return run_raw_loop(
+            resolved,
+            requests,
+            concurrency=config.concurrency,
+            threads=threads,
+            kv_cache_tokens=settings.kv_cache_tokens,
+            ignore_eos=config.ignore_eos,
+            slo=slo,
+            progress=lambda _result: bar.advance(task_id),
+        )
+
+
+RAW_LOOP_TARGET = (8, 90.0)
+"""Issue #3: at concurrency 8, LLMasOS's output tok/s should be >= 90% of the raw loop's."""
+
+
+def _comparison(summaries: list[Any], concurrency: int) -> dict[str, Any]:
+    """LLMasOS's output tok/s as % of the raw loop and as x of llama-cpp-server, if measured."""
+    by_label = {s.label: s for s in summaries}
+    ours = by_label.get("llmasos")
+    if ours is None:
+        return {}
+    result: dict[str, Any] = {}
+    parts: list[str] = []
+    raw = by_label.get("raw-loop")
+    if raw is not None and raw.output_throughput > 0:
+        percent = ours.output_throughput / raw.output_throughput * 100
+        result["llmasos_percent_of_raw_loop"] = percent
+        text = f"{percent:.1f}% of raw-loop ({raw.output_throughput:.1f}"
+        target_concurrency, target_percent = RAW_LOOP_TARGET
+        if concurrency == target_concurrency:
+            verdict = "met" if percent >= target_percent else "NOT met"
+            text += f"; target at concurrency {concurrency}: >= {target_percent:g}%, {verdict}"
+        parts.append(text + ")")
+    server = by_label.get("llama-cpp-server")
+    if server is not None and server.output_throughput > 0:
+        times = ours.output_throughput / server.output_throughput
+        result["llmasos_x_llama_cpp_server"] = times
+        parts.append(f"{times:.2f}x llama-cpp-server ({server.output_throughput:.1f})")
+    if parts:
+        result["line"] = f"llmasos output tok/s {ours.output_throughput:.1f} = " + ", ".join(parts)
+    return result
 
 
 def _report_serve(
@@ -410,6 +520,9 @@ def _report_serve(
         )
         table = _serve_table(results, title)
     console.print(table)
+    comparison = _comparison(results, config.concurrency) if scenario == "load" else {}
+    if comparison.get("line"):
+        console.print(comparison["line"], highlight=False)
     if json_path is not None:
         from dataclasses import asdict
 
@@ -419,6 +532,7 @@ def _report_serve(
             "num_prompts": num_prompts,
             "config": {k: (str(v) if v == float("inf") else v) for k, v in asdict(config).items()},
             "runs": [r.to_dict() for r in results],
+            "comparison": {k: v for k, v in comparison.items() if k != "line"},
             "server_exit_codes": exit_codes,
         }
         json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

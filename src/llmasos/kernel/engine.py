@@ -78,6 +78,7 @@ class Engine:
         *,
         policy: str,
         max_batch_tokens: int,
+        max_prefill_while_decoding: int | None = None,
         metrics: KernelMetrics,
     ) -> None:
         self.model_name = model_name
@@ -85,7 +86,10 @@ class Engine:
         self.metrics = metrics
         self.kv_cache = BackendKVCache(backend)
         self.scheduler = Scheduler(
-            self.kv_cache, make_policy(policy), max_batch_tokens=max_batch_tokens
+            self.kv_cache,
+            make_policy(policy),
+            max_batch_tokens=max_batch_tokens,
+            max_prefill_while_decoding=max_prefill_while_decoding,
         )
         self._tracked: dict[str, _Tracked] = {}
         self._inbox: deque[tuple[str, object]] = deque()

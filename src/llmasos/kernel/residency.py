@@ -185,6 +185,7 @@ class ModelManager:
                 backend,
                 policy=self.settings.scheduler_policy,
                 max_batch_tokens=self.settings.max_batch_tokens,
+                max_prefill_while_decoding=self.settings.max_prefill_while_decoding,
                 metrics=self.metrics,
             )
         model = LoadedModel(

@@ -5,6 +5,9 @@ Each step, in order:
 2. running requests still prefilling get a chunk of their prompt, as the budget allows;
 3. waiting requests are admitted in the policy's order while a sequence slot, KV room and
    budget remain (a long prompt is chunked, so it never stalls the decodes of step 1);
+   while any request decodes, prompt chunks together get at most ``max_prefill_while_decoding``
+   tokens: on a CPU a step's time grows with every token in it, so a full budget of prompt
+   tokens would hold every stream's next token back for that long;
 4. if a waiting request is owed a slot (fair share, priority) and none is free, the policy
    names a running request to preempt; it goes back to the queue with its generated tokens.
 
@@ -33,10 +36,12 @@ class Scheduler(SchedulerInterface):
         policy: SchedulingPolicy,
         *,
         max_batch_tokens: int,
+        max_prefill_while_decoding: int | None = None,
     ) -> None:
         self.kv_cache = kv_cache
         self.policy = policy
         self.max_batch_tokens = max_batch_tokens
+        self.max_prefill_while_decoding = max_prefill_while_decoding or max_batch_tokens
         self.running: list[Request] = []
         self.num_preemptions = 0
 
@@ -81,10 +86,15 @@ class Scheduler(SchedulerInterface):
         budget = self.max_batch_tokens
         # Decodes first (one token each), then prefill chunks of running requests.
         ordered = sorted(self.running, key=lambda r: r.num_pending_tokens > 1)
+        decoding = any(r.num_pending_tokens == 1 for r in ordered)
         for request in ordered:
             if request not in self.running or budget <= 0:
                 continue
+            if decoding and request.num_pending_tokens > 1:
+                budget = min(budget, self.max_prefill_while_decoding)
             budget -= self._schedule_running(request, budget, output)
+        if decoding:
+            budget = min(budget, self.max_prefill_while_decoding)
         # Admit waiting requests.
         while budget > 0:
             self.policy.observe_running(self.running)
