@@ -45,7 +45,12 @@ def model_path() -> Path:
 @pytest.fixture(scope="module")
 def backend() -> Iterator[LlamaCppBackend]:
     spec = LoadSpec(
-        path=model_path(), format="gguf", context_length=1024, max_sequences=4, threads=2
+        path=model_path(),
+        format="gguf",
+        context_length=1024,
+        max_sequences=4,
+        threads=2,
+        options={"kv_unified": True},
     )
     loaded = LlamaCppBackend.load(spec)
     yield loaded
@@ -156,6 +161,43 @@ def test_live_sequences_share_a_prefix(backend: LlamaCppBackend) -> None:
     assert out == baseline
     # The source keeps decoding correctly after sharing its cells.
     backend.execute([SequenceWork(701, [out[0]], True)])
+
+
+def test_per_sequence_streams_when_the_pool_holds_every_context() -> None:
+    """A pool of context x sequences gets one KV stream per sequence; a smaller pool stays
+    unified, so that one sequence can still use the whole context."""
+    spec = LoadSpec(path=model_path(), format="gguf", context_length=512, max_sequences=2)
+    streams = LlamaCppBackend.load(spec)
+    try:
+        assert not streams._unified and streams.context_length == 512
+        prompts = [streams.tokenize(p) for p in PROMPTS[:2]]
+        alone = [run_alone(streams, 800 + i, t, 4) for i, t in enumerate(prompts)]
+        for i, tokens in enumerate(prompts):
+            streams.add_sequence(810 + i, GREEDY, tokens)
+        outs: list[list[int]] = [[], []]
+        feeds = [list(t) for t in prompts]
+        for _ in range(4):
+            work = [SequenceWork(810 + i, feeds[i], True) for i in range(2)]
+            for result in streams.execute(work):
+                i = result.seq_id - 810
+                outs[i].append(result.token)
+                feeds[i] = [result.token]
+        assert outs == alone
+    finally:
+        streams.close()
+    small = LlamaCppBackend.load(
+        LoadSpec(
+            path=model_path(),
+            format="gguf",
+            context_length=512,
+            max_sequences=2,
+            kv_capacity_tokens=512,
+        )
+    )
+    try:
+        assert small._unified and small.context_length == 512
+    finally:
+        small.close()
 
 
 def test_seeded_sampling_is_reproducible(backend: LlamaCppBackend) -> None:
