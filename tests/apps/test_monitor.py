@@ -107,6 +107,13 @@ def test_a_crashed_app_comes_back_on_its_port_and_stop_ends_it(
 
     running = supervisor.status("crashy")
     assert running is not None and (running.pid, running.port) == (started.pid, started.port)
+
+    def monitor_sees_it_running() -> bool:
+        # The app may answer before the monitor's next health poll records it.
+        monitor = supervisor.monitor("crashy")
+        return monitor is not None and monitor.state == "running"
+
+    wait_for("the monitor's record of the restart", monitor_sees_it_running)
     monitor = supervisor.monitor("crashy")
     assert monitor is not None and (monitor.state, monitor.restarts) == ("running", 1)
     assert monitor.last_exit == "exited with status 1"
