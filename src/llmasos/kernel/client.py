@@ -48,6 +48,12 @@ def apply_model_defaults(
         field = OLLAMA_PARAMETER_FIELDS.get(key)
         if field is None or field in explicit:
             continue
+        if field == "stop" and sampling.structured is not None:
+            # The grammar decides where structured output ends. A model's default stop
+            # strings (ChatML's "<|im_end|>") can be spelled out character by character
+            # inside a JSON string, when the grammar keeps the end-of-turn token out, and
+            # would cut the document short.
+            continue
         if field == "stop":
             value = tuple(value) if isinstance(value, list | tuple) else (str(value),)
         if field == "max_tokens" and int(value) < 0:
