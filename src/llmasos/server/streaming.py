@@ -142,6 +142,17 @@ def sse_event(data: dict[str, Any] | str) -> str:
     return f"data: {payload}\n\n"
 
 
+def chunk_event(
+    head: dict[str, Any], choices: list[dict[str, Any]], usage: dict[str, Any] | None = None
+) -> str:
+    """One SSE chunk of a streamed OpenAI completion: ``head`` (id, object, created, model),
+    the choices' deltas and, on the last chunk when asked for, the usage."""
+    data = {**head, "choices": choices}
+    if usage is not None:
+        data["usage"] = usage
+    return sse_event(data)
+
+
 def ndjson_line(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False) + "\n"
 

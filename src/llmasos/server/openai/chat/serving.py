@@ -10,6 +10,7 @@ soon as its first character shows it is not a call.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -39,6 +40,7 @@ from llmasos.server.openai.common import (
 from llmasos.server.sampling import build_sampling, logit_bias_by_token, stop_sequences
 from llmasos.server.streaming import (
     OutputStream,
+    chunk_event,
     collect,
     merge_streams,
     sse_event,
@@ -231,17 +233,13 @@ class ChatCompletionService:
         states = [_ChoiceStream(index=i, plan=plan) for i in range(len(streams))]
         finals: list[GenerateOutput] = []
 
-        def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> str:
-            data: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": choices,
-            }
-            if usage is not None:
-                data["usage"] = usage
-            return sse_event(data)
+        head = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
+        chunk = functools.partial(chunk_event, head)
 
         for state in states:
             delta = {"role": "assistant", "content": ""}

@@ -7,6 +7,7 @@ puts the prompt before the completion; ``logprobs`` uses the legacy completions 
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,7 +28,14 @@ from llmasos.server.openai.completions.protocol import (
     CompletionRequest,
 )
 from llmasos.server.sampling import build_sampling, logit_bias_by_token, stop_sequences
-from llmasos.server.streaming import OutputStream, collect, merge_streams, sse_event, start_streams
+from llmasos.server.streaming import (
+    OutputStream,
+    chunk_event,
+    collect,
+    merge_streams,
+    sse_event,
+    start_streams,
+)
 
 
 def prompts_of(body: CompletionRequest) -> list[str]:
@@ -122,17 +130,13 @@ class CompletionService:
         offsets = [len(self._prompt(body, i)) if body.echo else 0 for i in range(len(streams))]
         finals: list[GenerateOutput] = []
 
-        def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> str:
-            data: dict[str, Any] = {
-                "id": completion_id,
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "choices": choices,
-            }
-            if usage is not None:
-                data["usage"] = usage
-            return sse_event(data)
+        head = {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+        }
+        chunk = functools.partial(chunk_event, head)
 
         if body.echo:
             for index in range(len(streams)):
