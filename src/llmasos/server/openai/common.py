@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmasos.kernel.protocol import GenerateOutput, GenerateRequest, TokenInfo
 from llmasos.server.auth import tenant_for
+from llmasos.server.sampling import logit_bias_by_token, stop_sequences
 from llmasos.types import SamplingParams
 
 
@@ -27,6 +28,45 @@ class VLLMExtensions(OpenAIModel):
     keep_alive: float | str | None = Field(
         None, description="How long the model stays loaded after this request ('5m', 0, -1)."
     )
+
+
+class StreamOptions(OpenAIModel):
+    include_usage: bool = False
+
+
+class OpenAISamplingRequest(VLLMExtensions):
+    """The fields chat and completion requests share; unset sampling fields keep the
+    model's defaults."""
+
+    model: str | None = Field(None, description="Store name; omitted means the default model.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=16)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+def shared_sampling(body: OpenAISamplingRequest) -> dict[str, Any]:
+    """The sampling fields both endpoints map the same way, for `build_sampling`."""
+    return {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "top_k": body.top_k,
+        "min_p": body.min_p,
+        "repetition_penalty": body.repetition_penalty,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "seed": body.seed,
+        "stop": stop_sequences(body.stop),
+        "logit_bias": logit_bias_by_token(body.logit_bias),
+    }
 
 
 class ChoiceRequestBody(Protocol):

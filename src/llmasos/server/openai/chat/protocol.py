@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from llmasos.server.openai.common import OpenAIModel, Usage, VLLMExtensions
+from llmasos.server.openai.common import OpenAIModel, OpenAISamplingRequest, Usage
 
 
 class TextPart(OpenAIModel):
@@ -70,30 +70,13 @@ class ResponseFormat(OpenAIModel):
     json_schema: JsonSchemaSpec | None = None
 
 
-class StreamOptions(OpenAIModel):
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(VLLMExtensions):
+class ChatCompletionRequest(OpenAISamplingRequest):
     """OpenAI's chat request; unset sampling fields keep the model's defaults."""
 
-    model: str | None = Field(None, description="Store name; omitted means the default model.")
     messages: list[ChatMessageParam] = Field(..., min_length=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(1, ge=1, le=16)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    user: str | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     tools: list[ToolParam] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None

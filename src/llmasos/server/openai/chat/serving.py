@@ -35,9 +35,10 @@ from llmasos.server.openai.common import (
     chat_logprob_entries,
     choice_requests,
     finish_reason,
+    shared_sampling,
     usage_of,
 )
-from llmasos.server.sampling import build_sampling, logit_bias_by_token, stop_sequences
+from llmasos.server.sampling import build_sampling
 from llmasos.server.streaming import (
     OutputStream,
     chunk_event,
@@ -122,17 +123,8 @@ def build_generate_requests(
             body.response_format.model_dump(by_alias=True, exclude_none=True)
         )
     given: dict[str, Any] = {
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "top_k": body.top_k,
-        "min_p": body.min_p,
-        "repetition_penalty": body.repetition_penalty,
-        "presence_penalty": body.presence_penalty,
-        "frequency_penalty": body.frequency_penalty,
-        "seed": body.seed,
+        **shared_sampling(body),
         "max_tokens": body.max_completion_tokens or body.max_tokens,
-        "stop": stop_sequences(body.stop),
-        "logit_bias": logit_bias_by_token(body.logit_bias),
         "logprobs": (body.top_logprobs or 0) if body.logprobs else None,
         "structured": structured,
         "ignore_eos": body.ignore_eos,

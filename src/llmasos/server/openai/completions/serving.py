@@ -21,13 +21,18 @@ from llmasos.kernel.protocol import (
     TokenInfo,
 )
 from llmasos.server.metering import report_finals
-from llmasos.server.openai.common import choice_requests, finish_reason, usage_of
+from llmasos.server.openai.common import (
+    choice_requests,
+    finish_reason,
+    shared_sampling,
+    usage_of,
+)
 from llmasos.server.openai.completions.protocol import (
     Completion,
     CompletionChoice,
     CompletionRequest,
 )
-from llmasos.server.sampling import build_sampling, logit_bias_by_token, stop_sequences
+from llmasos.server.sampling import build_sampling
 from llmasos.server.streaming import (
     OutputStream,
     chunk_event,
@@ -47,17 +52,8 @@ def prompts_of(body: CompletionRequest) -> list[str]:
 
 def build_generate_requests(body: CompletionRequest, request_id: str) -> list[GenerateRequest]:
     given: dict[str, Any] = {
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "top_k": body.top_k,
-        "min_p": body.min_p,
-        "repetition_penalty": body.repetition_penalty,
-        "presence_penalty": body.presence_penalty,
-        "frequency_penalty": body.frequency_penalty,
-        "seed": body.seed,
+        **shared_sampling(body),
         "max_tokens": body.max_tokens,
-        "stop": stop_sequences(body.stop),
-        "logit_bias": logit_bias_by_token(body.logit_bias),
         "logprobs": body.logprobs,
     }
     sampling, explicit = build_sampling(given)
