@@ -14,7 +14,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from llmasos.net import free_port
 
 _PG_TOOLS = ("initdb", "pg_ctl")
 
@@ -34,12 +35,6 @@ def _find_postgres_bin() -> Path | None:
         if directory and all(os.access(Path(directory, t), os.X_OK) for t in _PG_TOOLS):
             return Path(directory)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -77,7 +72,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             pytest.skip("running as root without `runuser`: cannot start PostgreSQL unprivileged")
         as_user = [runuser, "-u", "postgres", "--"]
         shutil.chown(root, "postgres")
-    port = _free_port()
+    port = free_port()
 
     def run(*command: str) -> None:
         result = subprocess.run([*as_user, *command], capture_output=True, text=True)

@@ -1,9 +1,10 @@
 """Serving ASGI apps over HTTP: one place for the rules every LLMasOS listener follows.
 
-`is_loopback` decides whether an address is reachable only from this machine (listeners on
-other addresses need authentication or an explicit opt-in). `uvicorn_server` builds a
-uvicorn server whose SIGINT/SIGTERM stop drains connections and then *returns*, so the
-process exits 0 (plain uvicorn re-raises the signal after a graceful shutdown).
+`free_port` finds a loopback port to listen on. `is_loopback` decides whether an address is
+reachable only from this machine (listeners on other addresses need authentication or an
+explicit opt-in). `uvicorn_server` builds a uvicorn server whose SIGINT/SIGTERM stop drains
+connections and then *returns*, so the process exits 0 (plain uvicorn re-raises the signal
+after a graceful shutdown).
 """
 
 from __future__ import annotations
@@ -11,9 +12,17 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def is_loopback(host: str) -> bool:

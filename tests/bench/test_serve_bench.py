@@ -23,10 +23,10 @@ from llmasos.bench.metrics import (
     summarize,
     throughput_timeline,
 )
-from llmasos.bench.peers import free_port
 from llmasos.bench.serve import LoadConfig, Target, arrival_delays, request_body, stream_chat
 from llmasos.bench.workloads import WORDS, BenchRequest, build_workload, chat_workload
 from llmasos.errors import InvalidRequestError
+from llmasos.net import free_port
 
 # -- metrics -------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import pytest
 
 from llmasos.errors import DownloadError
 from llmasos.models.store import ModelStore
+from llmasos.net import free_port
 from tests.models.conftest import snapshot
 
 
@@ -166,10 +167,7 @@ def test_errors(store: ModelStore, hub: FakeHub, make_gguf: Callable[..., Path])
 
 
 def test_offline_is_one_clear_line(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(
         DownloadError, match=r"^cannot reach http://127\.0\.0\.1:\d+: .*\(offline\?\)$"
     ):

@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from llmasos.apps.monitor import MonitorStatus, read_status
 from llmasos.apps.sandbox import StorageDirs, quota_bytes
 from llmasos.apps.store import AppStore, InstalledApp
 from llmasos.errors import InvalidRequestError, LLMasOSError, NotFoundError, StorageError
+from llmasos.net import free_port
 from llmasos.storage.database import Database
 
 STATE_NAME = "run.json"
@@ -72,12 +72,6 @@ class RunState:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def app_user(name: str) -> str:

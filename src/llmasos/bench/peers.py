@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,12 @@ from types import TracebackType
 import httpx
 
 from llmasos.errors import BackendUnavailableError, LLMasOSError
+from llmasos.net import free_port
 
 LLAMA_CPP_SERVER = "llama-cpp-server"
 RAW_LOOP = "raw-loop"
 PEERS: tuple[str, ...] = (LLAMA_CPP_SERVER, RAW_LOOP)
 LLAMA_CPP_SERVER_PACKAGES = ("llama_cpp", "sse_starlette", "starlette_context", "fastapi")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int | None:
