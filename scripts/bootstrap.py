@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -155,7 +156,9 @@ def _llama_env(context: Context) -> dict[str, str]:
     return {
         "CMAKE_ARGS": shlex.join(llama_cmake_args(context.vision)),
         "CMAKE_BUILD_PARALLEL_LEVEL": str(context.jobs),
-        # ninja's one-line "[n/N] Building ..." progress instead of full compiler commands
+        # ninja's one-line "[n/N] Building ..." progress instead of every compiler command:
+        # llama-cpp-python turns verbose on under the old name, which an env setting overrides
+        "SKBUILD_CMAKE_VERBOSE": "false",
         "SKBUILD_BUILD_VERBOSE": "false",
     }
 
@@ -417,14 +420,20 @@ def _stamp_path(context: Context, step: Step) -> Path:
     return context.stamps / step.name
 
 
-def _record_timing(context: Context, name: str, seconds: float) -> None:
-    """Keep each step's last duration in ``.setup/timings.json`` (read by the benchmark)."""
+def _children_cpu_seconds() -> float:
+    """CPU time (user + system) of every finished child process, theirs included."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _record_timing(context: Context, name: str, seconds: float, cpu_seconds: float) -> None:
+    """Keep each step's last wall and CPU time in ``.setup/timings.json`` (for benchmarks)."""
     path = context.stamps / TIMINGS_FILE
     try:
         timings = json.loads(path.read_text())
     except (OSError, ValueError):
         timings = {}
-    timings[name] = round(seconds, 1)
+    timings[name] = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)}
     path.write_text(json.dumps(timings, indent=2) + "\n")
 
 
@@ -453,6 +462,7 @@ def run_profile(
                 continue
             print(f"{prefix} {step.does} ({step.takes})", flush=True)
             step_started = time.monotonic()
+            cpu_started = _children_cpu_seconds()
             step.precheck(context)
             for command in step.commands(context):
                 try:
@@ -465,7 +475,7 @@ def run_profile(
             stamp.write_text(digest + "\n")
             ran_any = True
             elapsed = time.monotonic() - step_started
-            _record_timing(context, step.name, elapsed)
+            _record_timing(context, step.name, elapsed, _children_cpu_seconds() - cpu_started)
             print(f"{prefix} done in {_seconds(elapsed)}", flush=True)
         except StepFailed as failure:
             print(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,11 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float) -> None:
@@ -53,24 +59,32 @@ def measure(source: str, cold: bool, workdir: Path) -> dict[str, object]:
     env = {**os.environ, "LLMASOS_HOME": str(workdir / "home")}
     if cold:
         env["PIP_NO_CACHE_DIR"] = "1"
-    steps: list[tuple[str, float]] = []
+    steps: list[tuple[str, float, float]] = []  # (name, wall seconds, CPU seconds)
     started = time.monotonic()
+    load_before = os.getloadavg()
 
-    mark = time.monotonic()
+    mark, cpu = time.monotonic(), _children_cpu()
     clone = workdir / "llmasos"
     subprocess.run(["git", "clone", "--quiet", source, str(clone)], check=True)
-    steps.append(("git clone", time.monotonic() - mark))
+    steps.append(("git clone", time.monotonic() - mark, _children_cpu() - cpu))
 
-    mark = time.monotonic()
+    mark, cpu = time.monotonic(), _children_cpu()
     subprocess.run(["make", "setup-serve"], cwd=clone, env=env, check=True)
-    setup_seconds = time.monotonic() - mark
+    setup = (time.monotonic() - mark, _children_cpu() - cpu)
     timings = json.loads((clone / ".venv" / ".setup" / "timings.json").read_text())
-    steps += [(f"set-up: {name}", float(seconds)) for name, seconds in timings.items()]
-    steps.append(("set-up: make and the script itself", setup_seconds - sum(timings.values())))
+    for name, times in timings.items():
+        steps.append((f"set-up: {name}", times["seconds"], times["cpu_seconds"]))
+    steps.append(
+        (
+            "set-up: make and the script itself",
+            setup[0] - sum(t["seconds"] for t in timings.values()),
+            setup[1] - sum(t["cpu_seconds"] for t in timings.values()),
+        )
+    )
 
     port = _free_port()
     env["LLMASOS_PORT"] = str(port)
-    mark = time.monotonic()
+    mark, server_cpu = time.monotonic(), _children_cpu()
     server = subprocess.Popen(
         [str(clone / ".venv" / "bin" / "llmasos"), "serve"],
         env=env,
@@ -79,8 +93,8 @@ def measure(source: str, cold: bool, workdir: Path) -> dict[str, object]:
     )
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", server, timeout=300)
-        steps.append(("llmasos serve until /health", time.monotonic() - mark))
-        mark = time.monotonic()
+        steps.append(("llmasos serve until /health", time.monotonic() - mark, 0.0))
+        mark, cpu = time.monotonic(), _children_cpu()
         answer = subprocess.run(
             [str(clone / ".venv" / "bin" / "llmasos"), "run", "smollm2", QUESTION],
             env=env,
@@ -88,16 +102,25 @@ def measure(source: str, cold: bool, workdir: Path) -> dict[str, object]:
             text=True,
             timeout=300,
         )
-        steps.append(("first answer (llmasos run smollm2)", time.monotonic() - mark))
+        answer_cpu = _children_cpu() - cpu
+        steps.append(("first answer (llmasos run smollm2)", time.monotonic() - mark, answer_cpu))
     finally:
         server.terminate()
         server.wait(timeout=30)
+    # the server's own CPU time (start-up and the answer it computed) goes on its row
+    name, wall, _ = steps[-2]
+    steps[-2] = (name, wall, _children_cpu() - server_cpu - answer_cpu)
     total = time.monotonic() - started
     return {
         "cache": "cold (PIP_NO_CACHE_DIR=1)" if cold else "warm",
         "cpus": os.cpu_count(),
-        "steps": [{"step": name, "seconds": round(seconds, 1)} for name, seconds in steps],
+        "load_average_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
+        "steps": [
+            {"step": name, "seconds": round(wall, 1), "cpu_seconds": round(cpu_time, 1)}
+            for name, wall, cpu_time in steps
+        ],
         "total_seconds": round(total, 1),
+        "total_cpu_seconds": round(sum(cpu_time for _, _, cpu_time in steps), 1),
         "answer": answer.stdout.strip(),
         "right": "paris" in answer.stdout.lower(),
     }
@@ -117,9 +140,11 @@ def main() -> int:
         if args.clean:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nclone to first answer, {result['cache']}, {result['cpus']} CPUs ({workdir})")
+    print(f"  {'step':<40} {'wall s':>8} {'CPU s':>8}")
     for row in result["steps"]:  # type: ignore[attr-defined]
-        print(f"  {row['step']:<40} {row['seconds']:>8.1f} s")
-    print(f"  {'total':<40} {result['total_seconds']:>8.1f} s")
+        print(f"  {row['step']:<40} {row['seconds']:>8.1f} {row['cpu_seconds']:>8.1f}")
+    print(f"  {'total':<40} {result['total_seconds']:>8.1f} {result['total_cpu_seconds']:>8.1f}")
+    print(f"load average before/after: {result['load_average_before_after']}")
     print(f"answer ({'right' if result['right'] else 'WRONG'}): {result['answer']!r}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
