@@ -30,7 +30,7 @@ def doctor(
 
     report = diagnose(state.settings)
     if as_json:
-        console.print_json(json.dumps(report.to_dict()))
+        typer.echo(json.dumps(report.to_dict(), indent=2))
         raise typer.Exit(0 if report.ok else 1)
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column("status", no_wrap=True)
