@@ -19,8 +19,7 @@ from llmasos.kernel.protocol import (
     GenerateRequest,
     TokenInfo,
 )
-from llmasos.server.auth import tenant_for
-from llmasos.server.metering import report_finals
+from llmasos.server.context import report_finals, tenant_for
 from llmasos.server.ollama.common import (
     KeepAlive,
     done_reason,

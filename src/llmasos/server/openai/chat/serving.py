@@ -20,7 +20,7 @@ from typing import Any
 
 from llmasos.errors import LLMasOSError, UnsupportedError
 from llmasos.kernel.protocol import EngineClientInterface, GenerateOutput, GenerateRequest
-from llmasos.server.metering import report_finals
+from llmasos.server.context import report_finals
 from llmasos.server.openai.chat.protocol import (
     ChatChoice,
     ChatCompletion,

@@ -6,10 +6,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.server.context import current_request_id
 from llmasos.server.openai.chat.router import SSE_RESPONSE
 from llmasos.server.openai.completions.protocol import Completion, CompletionRequest
 from llmasos.server.openai.completions.serving import CompletionService
-from llmasos.server.ops import current_request_id
 from llmasos.server.streaming import StreamingBody
 
 

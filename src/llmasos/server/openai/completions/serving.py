@@ -20,7 +20,7 @@ from llmasos.kernel.protocol import (
     GenerateRequest,
     TokenInfo,
 )
-from llmasos.server.metering import report_finals
+from llmasos.server.context import report_finals
 from llmasos.server.openai.common import (
     choice_requests,
     finish_reason,

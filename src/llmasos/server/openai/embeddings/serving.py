@@ -9,7 +9,7 @@ import numpy as np
 
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.protocol import EngineClientInterface
-from llmasos.server.metering import report_usage
+from llmasos.server.context import report_usage
 from llmasos.server.openai.embeddings.protocol import (
     Embedding,
     EmbeddingRequest,
