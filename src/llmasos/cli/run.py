@@ -114,7 +114,7 @@ class ChatSession:
 
     async def _stream_local(self) -> AsyncIterator[str]:
         from llmasos.kernel.client import InProcessEngineClient
-        from llmasos.kernel.protocol import GenerateRequest
+        from llmasos.kernel.interface import GenerateRequest
 
         if self._engine is None:
             self._engine = InProcessEngineClient(state.settings, state.store)

@@ -24,14 +24,14 @@ from llmasos.errors import (
     QueueFullError,
     UnsupportedError,
 )
-from llmasos.kernel.metrics import KernelMetrics
-from llmasos.kernel.protocol import (
+from llmasos.kernel.interface import (
     EmbedResult,
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
     ResidentModel,
 )
+from llmasos.kernel.metrics import KernelMetrics
 from llmasos.kernel.request import Request, RequestDelta
 from llmasos.kernel.residency import ModelInstance, ModelManager
 from llmasos.models import ModelStoreInterface, open_model_store

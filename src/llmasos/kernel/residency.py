@@ -34,7 +34,7 @@ FOREVER = None
 @dataclass
 class ModelInstance:
     """One loaded model: its backend, and its engine loop when it generates (what
-    `ResidentModel` in the kernel protocol reports about it)."""
+    `ResidentModel` in the kernel interface reports about it)."""
 
     name: str
     resolved: ResolvedModel

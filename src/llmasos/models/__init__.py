@@ -7,10 +7,10 @@ modules); they may read the data types (`manifest`, `names`, `gguf_info`). Insid
 `repository` (blobs, manifests, versions, the writer API), `create` (Modelfiles), `pull`
 (the hub), `builtin` (models shipped in packages) and `store`, which puts them together.
 
-May import: ``llmasos.config``, ``llmasos.errors``, ``llmasos.types`` and itself.
+May import: the shared modules (config, errors, types, `llmasos.chat_template`) and itself.
 """
 
 from llmasos.models.interface import ModelStoreInterface, PullProgress
-from llmasos.models.store import ModelStore, open_model_store
+from llmasos.models.store import open_model_store
 
-__all__ = ["ModelStore", "ModelStoreInterface", "PullProgress", "open_model_store"]
+__all__ = ["ModelStoreInterface", "PullProgress", "open_model_store"]

@@ -18,7 +18,7 @@ import httpx
 
 from llmasos.config import Settings, load_settings
 from llmasos.errors import InvalidRequestError, ModelNotFoundError
-from llmasos.kernel.protocol import GenerateRequest
+from llmasos.kernel.interface import GenerateRequest
 from llmasos.models import ModelStoreInterface, open_model_store
 from llmasos.sdk.client import Client, Messages, as_messages, check_sampling, default_base_url
 from llmasos.sdk.local import LocalKernel

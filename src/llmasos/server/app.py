@@ -17,7 +17,7 @@ from llmasos import __version__
 from llmasos.access.keys import KeyManager
 from llmasos.config import Settings
 from llmasos.errors import ConfigError
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.models import ModelStoreInterface
 from llmasos.server.admin.router import admin_router
 from llmasos.server.apps.router import apps_router

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
-from llmasos.kernel.protocol import GenerateOutput
+from llmasos.kernel.interface import GenerateOutput
 
 if TYPE_CHECKING:
     from llmasos.access.principal import Principal

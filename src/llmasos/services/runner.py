@@ -27,7 +27,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llmasos.errors import ContextLengthExceededError, InvalidRequestError, LLMasOSError
-from llmasos.kernel.protocol import EngineClientInterface, GenerateRequest
+from llmasos.kernel.interface import EngineClientInterface, GenerateRequest
 from llmasos.models import ModelStoreInterface
 from llmasos.services.interface import (
     ServiceDefinition,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmasos.config import parse_duration
 from llmasos.errors import ConfigError, InvalidRequestError
-from llmasos.kernel.protocol import GenerateOutput
+from llmasos.kernel.interface import GenerateOutput
 from llmasos.server.sampling import build_sampling
 from llmasos.types import OLLAMA_PARAMETER_FIELDS, SamplingParams, StructuredOutput
 

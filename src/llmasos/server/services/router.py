@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Body
 
 from llmasos.config import Settings
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.models import ModelStoreInterface
 from llmasos.server.services.protocol import ServiceInfo, ServiceList, ServiceResponse
 from llmasos.server.services.serving import ServicesService

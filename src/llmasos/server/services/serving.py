@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from llmasos.errors import InvalidRequestError
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.models import ModelStoreInterface
 from llmasos.server.context import report_usage, tenant_for
 from llmasos.server.services.protocol import (

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.server.context import report_usage
 from llmasos.server.ollama.common import nanoseconds
 from llmasos.server.ollama.embed.protocol import EmbedBody, LegacyEmbeddingsBody

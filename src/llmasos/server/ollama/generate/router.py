@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.server.context import current_request_id
 from llmasos.server.ollama.common import now_rfc3339
 from llmasos.server.ollama.generate.protocol import ChatBody, GenerateBody

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from llmasos.errors import LLMasOSError, UnsupportedError
-from llmasos.kernel.protocol import (
+from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,

@@ -18,7 +18,7 @@ from typing import Any
 
 from llmasos import __version__
 from llmasos.errors import LLMasOSError, UnsupportedError
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.models import ModelStoreInterface
 from llmasos.models.manifest import Manifest
 from llmasos.server.ollama.models.protocol import CreateBody

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmasos.errors import LLMasOSError, UnsupportedError
-from llmasos.kernel.protocol import EngineClientInterface, GenerateOutput, GenerateRequest
+from llmasos.kernel.interface import EngineClientInterface, GenerateOutput, GenerateRequest
 from llmasos.server.context import report_finals
 from llmasos.server.openai.chat.protocol import (
     ChatChoice,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from llmasos.errors import InvalidRequestError, LLMasOSError
-from llmasos.kernel.protocol import (
+from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
