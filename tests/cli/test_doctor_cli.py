@@ -15,6 +15,8 @@ def test_doctor_passes_here(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True
+    assert list(report) == ["ok", "checks"]
+    assert list(report["checks"][0]) == ["name", "group", "ok", "required", "detail", "fix"]
     by_name = {check["name"]: check for check in report["checks"]}
     assert by_name["model.smollm2"]["ok"] and by_name["model.smollm2"]["required"]
 

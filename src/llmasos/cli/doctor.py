@@ -1,50 +1,48 @@
 """``llmasos doctor``: print what `llmasos.doctor` found, as a table or as JSON.
 
 The checks live in `llmasos.doctor`; this module only renders them and sets the exit code
-(1 when a required part is missing).
+(1 when a required part is missing). JSON: ``{"ok": bool, "checks": [{"name", "group",
+"ok", "required", "detail", "fix"}]}``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
-from llmasos.cli.app import app, console, state
+from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
+from llmasos.cli.root import app, console, state
 
 
 @app.command("doctor")
 def doctor(
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the checks as JSON (stable field names).")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Check the installation: Python, backends, embedded models, database, system packages,
     memory and disk; print what is missing with the command that installs it.
 
     Exits with 1 when a required part is missing or broken.
+
+    --json fields: ok, checks; each check has name, group, ok, required, detail, fix.
     """
     from llmasos.doctor import diagnose
 
     report = diagnose(state.settings)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        print_json(report.to_dict())
         raise typer.Exit(0 if report.ok else 1)
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column("status", no_wrap=True)
-    table.add_column("check", no_wrap=True)
-    table.add_column("detail", overflow="fold")
+    rows = table(Column("status", key=True), Column("check", key=True), "detail", plain=True)
     for check in report.checks:
         if check.ok:
-            status = "[green]ok[/green]"
+            status = Text("ok", style="green")
         elif check.required:
-            status = "[red]missing[/red]"
+            status = Text("missing", style="red")
         else:
-            status = "[yellow]optional[/yellow]"
-        table.add_row(status, check.name, check.detail)
-    console.print(table)
+            status = Text("optional", style="yellow")
+        rows.add_row(status, check.name, check.detail)
+    print_table(rows)
     for check in report.problems:
         if check.fix:
             kind = "required" if check.required else "optional"
