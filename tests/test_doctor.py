@@ -55,18 +55,21 @@ def test_this_installation_passes_with_stable_check_names(tmp_path: Path) -> Non
         assert expected in names
     assert report.ok, report.problems
     assert all(check.fix is None for check in report.checks if check.ok)
+    models = [c for c in report.checks if c.group == "model"]
+    assert all(c.ok and c.detail.endswith(" loads") for c in models), models
+    assert [c.required for c in models] == [True, False]  # smollm2, all-minilm
     assert not (tmp_path / "home").exists(), "doctor must not create the home or the database"
     data = report.to_dict()
     assert data["ok"] is True
     assert set(data["checks"][0]) == {"name", "group", "ok", "required", "detail", "fix"}
 
 
-@needs_models
-@pytest.mark.model
-def test_embedded_models_load_through_their_backends(tmp_path: Path) -> None:
-    checks = {c.name: c for c in check_models(load_settings(home=tmp_path))}
-    assert checks["model.smollm2"].ok and checks["model.smollm2"].required
-    assert checks["model.all-minilm"].ok and "loads" in checks["model.all-minilm"].detail
+def test_quick_checks_the_model_packages_without_loading(tmp_path: Path) -> None:
+    checks = {c.name: c for c in check_models(load_settings(home=tmp_path), load=False)}
+    for builtin in BUILTINS:
+        check = checks[f"model.{builtin.key}"]
+        assert check.ok is (package_path(builtin) is not None)
+        assert "loads" not in check.detail
 
 
 def test_database_checks_reachable_and_migrated(tmp_path: Path, database_url: str) -> None:

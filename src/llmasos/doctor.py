@@ -68,11 +68,14 @@ class DoctorReport:
         return {"ok": self.ok, "checks": [asdict(check) for check in self.checks]}
 
 
-def diagnose(settings: Settings) -> DoctorReport:
-    """Run every check against this installation and these settings."""
+def diagnose(settings: Settings, *, load_models: bool = True) -> DoctorReport:
+    """Run every check against this installation and these settings.
+
+    ``load_models=False`` only checks that the embedded models' packages are installed.
+    """
     checks = [check_python()]
     checks += check_backends()
-    checks += check_models(settings)
+    checks += check_models(settings, load=load_models)
     checks.append(check_database(settings))
     checks += check_system_packages()
     checks += [check_memory(), check_disk(settings.home)]
@@ -194,8 +197,8 @@ _MODEL_INSTALL = {
 }
 
 
-def check_models(settings: Settings) -> list[Check]:
-    """The embedded models: their package is installed and their backend loads them."""
+def check_models(settings: Settings, *, load: bool = True) -> list[Check]:
+    """The embedded models: their package is installed and (``load``) their backend loads them."""
     from llmasos.models.builtin import BUILTINS, package_path
 
     checks = []
@@ -208,6 +211,10 @@ def check_models(settings: Settings) -> list[Check]:
         if path is None:
             detail = f"{builtin.names[0]}: package {builtin.package} is not installed"
             checks.append(Check(name, "model", False, required, detail, fix))
+            continue
+        if not load:
+            detail = f"{builtin.names[0]} installed (not loaded: --quick)"
+            checks.append(Check(name, "model", True, required, detail))
             continue
         model_format, embedding = _MODEL_FORMATS.get(builtin.key, ("gguf", False))
         error = _load_model(path, model_format, embedding=embedding)

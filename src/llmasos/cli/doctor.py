@@ -19,6 +19,10 @@ from llmasos.cli.root import app, console, state
 @app.command("doctor")
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Check that the models are installed without loading them."),
+    ] = False,
 ) -> None:
     """Check the installation: Python, backends, embedded models, database, system packages,
     memory and disk; print what is missing with the command that installs it.
@@ -29,7 +33,7 @@ def doctor(
     """
     from llmasos.doctor import diagnose
 
-    report = diagnose(state.settings)
+    report = diagnose(state.settings, load_models=not quick)
     if as_json:
         print_json(report.to_dict())
         raise typer.Exit(0 if report.ok else 1)
