@@ -272,6 +272,7 @@ SYSTEM_PACKAGES = Step(
     f"install what the tests drive with apt ({', '.join(TEST_SYSTEM_PACKAGES)})",
     "about 1 min",
     _system_packages_commands,
+    env=lambda _: {"DEBIAN_FRONTEND": "noninteractive"},
     skip=_system_packages_skip,
 )
 DEV = Step(
