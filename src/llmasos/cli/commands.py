@@ -5,6 +5,7 @@ from llmasos.cli import (  # noqa: F401
     apps_cmd,
     bench,
     config_cmd,
+    conversations,
     kernel_cmd,
     models,
     run,

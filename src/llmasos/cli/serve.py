@@ -75,14 +75,16 @@ def serve(*, settings_flags: dict[str, Any]) -> None:
         )
     configure_logging(settings)
     store = state.store
+    from llmasos.storage.database import open_database
+
+    database = open_database(settings)  # conversations, and keys under --auth
     keys = None
     if settings.auth:
         from llmasos.access.keys import KeyManager
-        from llmasos.storage.database import open_database
 
-        keys = KeyManager(open_database(settings))
+        keys = KeyManager(database)
     engine = InProcessEngineClient(settings, store)
-    api = create_app(settings, engine, store, keys=keys)
+    api = create_app(settings, engine, store, keys=keys, database=database)
     server = uvicorn_server(
         api,
         host=settings.host,
