@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from llmasos.cli.app import state
 from llmasos.cli.main import app
 from llmasos.config import Settings
+from llmasos.errors import NotFoundError
 from llmasos.memory import ConversationStore, input_items
 from llmasos.models.builtin import BUILTINS, package_path
 from llmasos.net import free_port
@@ -70,9 +71,20 @@ def test_list_show_and_rm(home: Path) -> None:
     code, out, _ = run("conversations", "show", ids[0])
     assert code == 0 and "user: hello 0" in out
     assert run("conversations", "rm", ids[0])[0] == 0
-    code, _, err = run("conversations", "show", ids[0])
-    assert code == 1 and "no conversation" in err and "Traceback" not in err
+    with pytest.raises(NotFoundError, match="no conversation"):
+        run("conversations", "show", ids[0])
     assert len(json.loads(run("conversations", "list", "--json")[1])) == 2
+
+
+def test_keys_rotate_master_reencrypts_conversations(home: Path) -> None:
+    (conversation_id,) = make_conversations(home, 1)
+    before = (home / "secret.key").read_bytes()
+    code, out, err = run("keys", "rotate-master")
+    assert code == 0, err
+    assert "re-encrypted 2 value(s)" in err
+    assert (home / "secret.key").read_bytes() != before
+    shown = json.loads(run("conversations", "show", conversation_id, "--json")[1])
+    assert [i["content"][0]["text"] for i in shown["items"]] == ["hello 0", "more"]
 
 
 @pytest.mark.model
@@ -93,5 +105,5 @@ def test_run_continues_a_stored_conversation(home: Path, monkeypatch: pytest.Mon
     roles = [i["role"] for i in shown["items"]]
     assert roles == ["user", "assistant", "user", "assistant"]
     assert shown["items"][2]["content"][0]["text"] == "What is my name?"
-    code, _, err = run("run", "smollm2", "hi", "--conversation", "conv_missing")
-    assert code == 1 and "no conversation" in err
+    with pytest.raises(NotFoundError, match="no conversation"):
+        run("run", "smollm2", "hi", "--conversation", "conv_missing")

@@ -4,8 +4,8 @@ Every read and write names an owner (a user id; None is the machine's owner when
 authentication is off), and a row of another owner is indistinguishable from a missing one:
 both raise `NotFoundError`. Each item's body is JSON sealed by `ContentCipher` with the
 context ``conversation_item:{id}`` and each stored response with ``response:{id}``, so a
-ciphertext moved to another row does not open; both columns are registered for
-``keys rotate-master``. A response and the items it adds (its input, a compaction summary,
+ciphertext moved to another row does not open; `llmasos.storage.rotation` registers both
+columns for ``keys rotate-master``. A response and the items it adds (its input, a compaction summary,
 its output) are written in one transaction: a database that fails half-way writes nothing.
 """
 
@@ -24,17 +24,19 @@ from llmasos.errors import InvalidRequestError, NotFoundError, PayloadTooLargeEr
 from llmasos.memory.items import SUMMARY, item_id, new_id
 from llmasos.storage.crypto import ContentCipher
 from llmasos.storage.database import Database
-from llmasos.storage.rotation import register_encrypted_column
-from llmasos.storage.schema import Conversation, ConversationItem, StoredResponse
+from llmasos.storage.schema import (
+    ITEM_CONTENT_CONTEXT,
+    RESPONSE_BODY_CONTEXT,
+    Conversation,
+    ConversationItem,
+    StoredResponse,
+)
 
 MAX_ITEM_BYTES = 1 << 20
 """The largest item body (its JSON, before encryption) the store accepts: 1 MiB."""
 MAX_METADATA_PAIRS = 16
-ITEM_CONTEXT = "conversation_item:{id}"
-RESPONSE_CONTEXT = "response:{id}"
-
-register_encrypted_column(ConversationItem.__table__, "content", context=ITEM_CONTEXT)  # type: ignore[arg-type]
-register_encrypted_column(StoredResponse.__table__, "body", context=RESPONSE_CONTEXT)  # type: ignore[arg-type]
+ITEM_CONTEXT = ITEM_CONTENT_CONTEXT
+RESPONSE_CONTEXT = RESPONSE_BODY_CONTEXT
 
 Order = Literal["asc", "desc"]
 

@@ -195,6 +195,12 @@ class ModelPrice(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
+ITEM_CONTENT_CONTEXT = "conversation_item:{id}"
+"""The ``ContentCipher`` context of `ConversationItem.content` (bound to the row's id)."""
+RESPONSE_BODY_CONTEXT = "response:{id}"
+"""The ``ContentCipher`` context of `StoredResponse.body`."""
+
+
 class Conversation(Base):
     """A stored conversation (OpenAI's Conversations API); its items hold the content."""
 
