@@ -79,7 +79,7 @@ def test_list_show_and_rm(home: Path) -> None:
 def test_keys_rotate_master_reencrypts_conversations(home: Path) -> None:
     (conversation_id,) = make_conversations(home, 1)
     before = (home / "secret.key").read_bytes()
-    code, out, err = run("keys", "rotate-master")
+    code, _, err = run("keys", "rotate-master")
     assert code == 0, err
     assert "re-encrypted 2 value(s)" in err
     assert (home / "secret.key").read_bytes() != before

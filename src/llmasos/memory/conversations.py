@@ -5,8 +5,9 @@ authentication is off), and a row of another owner is indistinguishable from a m
 both raise `NotFoundError`. Each item's body is JSON sealed by `ContentCipher` with the
 context ``conversation_item:{id}`` and each stored response with ``response:{id}``, so a
 ciphertext moved to another row does not open; `llmasos.storage.rotation` registers both
-columns for ``keys rotate-master``. A response and the items it adds (its input, a compaction summary,
-its output) are written in one transaction: a database that fails half-way writes nothing.
+columns for ``keys rotate-master``. A response and the items it adds (its input, a
+compaction summary, its output) are written in one transaction: a database that fails
+half-way writes nothing.
 """
 
 from __future__ import annotations
