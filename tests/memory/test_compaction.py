@@ -7,6 +7,7 @@ the words that contain a digit, so every assertion is about the fitting logic, n
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -101,10 +102,13 @@ def test_a_conversation_that_fits_is_sent_whole() -> None:
     assert plan.prompt_tokens == words(plan.messages)
 
 
-def test_overflow_compacts_the_oldest_turns_and_keeps_the_fact_reachable() -> None:
+def test_overflow_compacts_the_oldest_turns_and_keeps_the_fact_reachable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     kernel = CountingKernel(window=400)
     items = history(60)
-    plan = fit(kernel, items, "What is my locker code?", max_output_tokens=50)
+    with caplog.at_level(logging.INFO, logger="llmasos.memory.compaction"):
+        plan = fit(kernel, items, "What is my locker code?", max_output_tokens=50, label="conv_x")
     assert plan.compaction is not None and plan.new_summary is not None
     assert plan.prompt_tokens + 50 <= 400 == plan.context_length
     assert plan.compaction.tokens_before > 400 and plan.compaction.summary_requests >= 1
@@ -114,6 +118,7 @@ def test_overflow_compacts_the_oldest_turns_and_keeps_the_fact_reachable() -> No
     assert kept == [item_text(i.body) for i in items[folded:]]  # the newest turns, in order
     assert "4812" in plan.messages[0]["content"]  # through the summary and recall
     assert plan.recalled == ["msg_0"]
+    assert any("compacted" in r.message and "conv_x" in r.message for r in caplog.records)
     assert all(r.tenant == "alice" for r in kernel.generated)  # the user's own requests
     # Half of the free room stays free: the next turn does not compact again.
     summary = StoredItem("msg_s", 60, plan.new_summary.body, items[0].created_at,

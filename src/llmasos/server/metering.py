@@ -103,7 +103,8 @@ def _requested_models(scope: Scope) -> list[str]:
 
 
 def is_metered(path: str) -> bool:
-    return path.startswith(METERED_PREFIXES)
+    # Reading or deleting a stored response (/v1/responses/{id}) generates nothing.
+    return path.startswith(METERED_PREFIXES) and not path.startswith("/v1/responses/")
 
 
 class QuotaMiddleware:
