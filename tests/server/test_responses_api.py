@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.server.conftest import LiveServer
+from llmasos.config import Settings
+from llmasos.models.store import ModelStore
+from llmasos.server.app import create_app
+from llmasos.storage import open_database
+from tests.conftest import PostgresServer
+from tests.server.conftest import LiveServer, ServerThread
+from tests.server.fake_engine import FakeEngineClient
 
 
 @pytest.fixture
@@ -99,3 +109,45 @@ def test_errors_have_openai_shape(live: LiveServer, client: openai.OpenAI) -> No
     assert response.status_code == 413
     with pytest.raises(openai.BadRequestError):
         client.conversations.create(metadata={f"k{n}": "v" for n in range(17)})
+
+
+def test_a_database_down_mid_response_is_503_and_writes_nothing(
+    tmp_path: Path, model_store: ModelStore, postgres_server: PostgresServer
+) -> None:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    postgres_server.execute(f"CREATE DATABASE {name}")
+    settings = Settings(home=tmp_path / "home", database_url=postgres_server.url(name))
+    database = open_database(settings)
+    app = create_app(settings, FakeEngineClient(), model_store, database=database)
+    try:
+        with ServerThread(app) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+            conversation = client.conversations.create(
+                items=[{"type": "message", "role": "user", "content": "kept"}]
+            )
+            outcome: list[BaseException] = []
+
+            def respond() -> None:
+                try:  # the "slow" model takes 1.5 s; the database goes away meanwhile
+                    client.responses.create(model="slow", input="hi", conversation=conversation.id)
+                except BaseException as error:
+                    outcome.append(error)
+
+            worker = threading.Thread(target=respond)
+            worker.start()
+            time.sleep(0.5)
+            postgres_server.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            postgres_server.execute(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            )
+            worker.join(timeout=30)
+            postgres_server.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            assert len(outcome) == 1 and isinstance(outcome[0], openai.APIStatusError)
+            assert outcome[0].status_code == 503
+            assert outcome[0].response.json()["error"]["code"] == "database_unavailable"
+            items = list(client.conversations.items.list(conversation.id))
+            assert [i.content[0].text for i in items] == ["kept"]  # type: ignore[union-attr]
+            client.close()
+    finally:
+        database.close()
+        postgres_server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
