@@ -12,6 +12,7 @@ import jsonschema
 import openai
 import pytest
 
+from llmasos.bench.memory import sixty_turns
 from llmasos.models.builtin import BUILTINS, package_path
 from tests.serving import llmasos_serve
 
@@ -21,8 +22,6 @@ pytestmark = [
         any(package_path(b) is None for b in BUILTINS), reason="embedded model packages missing"
     ),
 ]
-FACT = "Please remember this: my locker code is 4812."
-TOPICS = ["gardening", "bicycles", "weather", "cooking", "music", "chess", "trains", "rivers"]
 
 
 @pytest.fixture(scope="module")
@@ -174,24 +173,11 @@ def test_a_fact_from_turn_one_survives_sixty_turns_on_a_2k_context(
     client: openai.OpenAI,
 ) -> None:
     conversation = client.conversations.create()
-    turns: list[dict[str, str]] = [
-        {"role": "user", "content": FACT},
-        {"role": "assistant", "content": "Noted, I will remember it."},
-    ]
-    for n in range(1, 60):
-        topic = TOPICS[n % len(TOPICS)]
-        turns.append(
-            {"role": "user", "content": f"Turn {n}: tell me one short thing about {topic}, "
-             f"in the context of day {n} of our long chat about hobbies and places."}
-        )  # fmt: skip
-        turns.append(
-            {"role": "assistant", "content": f"Here is a short thought about {topic} for "
-             f"turn {n}: it is a pleasant subject with many details worth noting."}
-        )  # fmt: skip
+    turns = sixty_turns()
     originals = []
     for start in range(0, len(turns), 20):
-        batch = [{"type": "message", **t} for t in turns[start : start + 20]]
-        originals += client.conversations.items.create(conversation.id, items=batch).data
+        batch = turns[start : start + 20]
+        originals += client.conversations.items.create(conversation.id, items=batch).data  # type: ignore[arg-type]
     reply = client.responses.create(
         model="smollm2", input="What is my locker code?", conversation=conversation.id,
         max_output_tokens=24, temperature=0,
@@ -208,5 +194,5 @@ def test_a_fact_from_turn_one_survives_sixty_turns_on_a_2k_context(
     assert "4812" in summary_text or originals[0].id in extra["recalled_items"]
     for original, turn in zip(originals, turns, strict=True):  # every turn is still stored
         stored = client.conversations.items.retrieve(original.id, conversation_id=conversation.id)
-        assert stored.content[0].text == turn["content"]  # type: ignore[union-attr]
+        assert stored.content[0].text == turn["content"][0]["text"]  # type: ignore[union-attr]
     assert len(items) == len(turns) + 3  # + the summary, the question and the answer

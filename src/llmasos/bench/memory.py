@@ -29,23 +29,18 @@ from llmasos.memory import ConversationStore, fit_context, input_items
 from llmasos.memory.items import message_item
 from llmasos.storage import ContentCipher, open_database
 
+FACT = "Please remember this: my locker code is 4812."
 TOPICS = ("gardening", "bicycles", "weather", "cooking", "music", "chess", "trains", "rivers")
 
 
 def sixty_turns() -> list[dict[str, Any]]:
-    """The 60-turn conversation of the compaction test: a fact first, then chatter."""
-    turns = [
-        message_item("user", "Please remember this: my locker code is 4812."),
-        message_item("assistant", "Noted, I will remember it."),
-    ]
+    """The 60-turn conversation of the compaction test (2,085 tokens with SmolLM2's
+    template, just over a 2,048-token window): a fact first, then short chatter."""
+    turns = [message_item("user", FACT), message_item("assistant", "Noted, I will remember it.")]
     for n in range(1, 60):
         topic = TOPICS[n % len(TOPICS)]
-        turns.append(message_item("user", f"Turn {n}: tell me one short thing about {topic}, "
-                                  f"in the context of day {n} of our long chat about hobbies "
-                                  "and places."))  # fmt: skip
-        turns.append(message_item("assistant", f"Here is a short thought about {topic} for "
-                                  f"turn {n}: it is a pleasant subject with many details "
-                                  "worth noting."))  # fmt: skip
+        turns.append(message_item("user", f"Turn {n}: one short thing about {topic}, please."))
+        turns.append(message_item("assistant", f"Turn {n}: {topic} is a pleasant subject."))
     return turns
 
 

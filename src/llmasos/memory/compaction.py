@@ -34,7 +34,7 @@ from llmasos.types import ChatMessage, SamplingParams
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_MAX_TOKENS = 192
+SUMMARY_MAX_TOKENS = 128
 """The longest summary the model is asked for (less on small windows: a window / 8)."""
 DEFAULT_OUTPUT_RESERVE = 256
 """Output tokens kept free when the request gives no ``max_output_tokens`` (at most a
