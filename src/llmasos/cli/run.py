@@ -51,13 +51,13 @@ class ChatSession:
         self.system = system
         self.messages: list[ChatMessage] = []
         self.url = server_url(state.settings)
-        self._loop = asyncio.new_event_loop()
-        self._engine: Any = None
         self.conversation: str | None = None
         """A stored conversation the turns are read from and appended to."""
         if conversation is not None:
             self.conversation = self.open_conversation(conversation)
             err_console.print(f"conversation {self.conversation}", highlight=False)
+        self._loop = asyncio.new_event_loop()
+        self._engine: Any = None
 
     def open_conversation(self, conversation: str) -> str:
         """The id of the stored conversation (a new one for ``new``); unknown ids fail."""
