@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmasos.cli.app import state
+from llmasos.cli.root import state
 from llmasos.cli.main import app
 from llmasos.config import Settings
 from llmasos.errors import NotFoundError
@@ -17,6 +17,7 @@ from llmasos.memory import ConversationStore, input_items
 from llmasos.models.builtin import BUILTINS, package_path
 from llmasos.net import free_port
 from llmasos.storage import ContentCipher, open_database
+from tests.cli.test_output import documented_fields
 
 runner = CliRunner()
 
@@ -65,9 +66,11 @@ def test_list_show_and_rm(home: Path) -> None:
     code, out, _ = run("conversations", "list", "--json")
     listed = json.loads(out)
     assert [c["id"] for c in listed] == ids[::-1] and listed[0]["items"] == 2
+    assert list(listed[0]) == documented_fields("conversations", "list")
     code, out, _ = run("conversations", "show", ids[0], "--json")
     shown = json.loads(out)
     assert [i["content"][0]["text"] for i in shown["items"]] == ["hello 0", "more"]
+    assert list(shown) == documented_fields("conversations", "show")
     code, out, _ = run("conversations", "show", ids[0])
     assert code == 0 and "user: hello 0" in out
     assert run("conversations", "rm", ids[0])[0] == 0

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from llmasos.errors import ContextLengthExceededError
-from llmasos.kernel.protocol import (
+from llmasos.kernel.interface import (
     EmbedResult,
     EngineClientInterface,
     GenerateOutput,

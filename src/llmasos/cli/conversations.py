@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from llmasos.cli.app import app, console, state
+from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
+from llmasos.cli.root import app, console, state
 
 if TYPE_CHECKING:
     from llmasos.memory.conversations import ConversationStore
@@ -30,7 +30,7 @@ UserOption = Annotated[
     str | None,
     typer.Option("--user", help="Act on this user's conversations (default: the local owner)."),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonOption = Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)]
 
 
 @contextmanager
@@ -51,24 +51,24 @@ def list_conversations(
     limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List conversations, newest first."""
+    """List conversations, newest first.
+
+    --json fields: id, object, created_at, metadata, items.
+    """
     with conversation_store(user) as (store, owner):
         records = store.list_conversations(owner, limit=limit)
     if as_json:
-        data = [{**r.to_openai(), "items": r.items} for r in records]
-        console.print_json(json.dumps(data))
+        print_json([{**r.to_openai(), "items": r.items} for r in records])
         return
-    table = Table("id", "created", "items", "metadata")
-    table.columns[0].no_wrap = True
-    table.columns[0].min_width = max((len(r.id) for r in records), default=2)
+    rows = table(Column("id", key=True), "created", Column("items", justify="right"), "metadata")
     for record in records:
-        table.add_row(
+        rows.add_row(
             record.id,
             record.created_at.strftime("%Y-%m-%d %H:%M"),
             str(record.items),
             json.dumps(record.metadata, ensure_ascii=False) if record.metadata else "",
         )
-    console.print(table)
+    print_table(rows, highlight=False)
 
 
 @conversations_app.command("show")
@@ -77,7 +77,10 @@ def show_conversation(
     user: UserOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Print a conversation's items in order, summaries included."""
+    """Print a conversation's items in order, summaries included.
+
+    --json fields: id, object, created_at, metadata, items.
+    """
     with conversation_store(user) as (store, owner):
         record = store.get(owner, conversation_id)
         items = store.items(owner, conversation_id)
@@ -86,7 +89,7 @@ def show_conversation(
             **record.to_openai(),
             "items": [item.to_openai() for item in items],
         }
-        console.print_json(json.dumps(data, ensure_ascii=False))
+        print_json(data)
         return
     from llmasos.memory.items import transcript_line
 

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from llmasos.cli.app import app, console, err_console, state
 from llmasos.cli.remote import server_url
+from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import InvalidRequestError, LLMasOSError
 from llmasos.models.modelfile import PARAMETER_TYPES
 from llmasos.types import OLLAMA_PARAMETER_FIELDS, ChatMessage, SamplingParams
@@ -196,7 +196,7 @@ class ChatSession:
         """One turn of the stored conversation on an in-process kernel."""
         from llmasos.cli.conversations import conversation_store
         from llmasos.kernel.client import InProcessEngineClient
-        from llmasos.kernel.protocol import GenerateRequest
+        from llmasos.kernel.interface import GenerateRequest
         from llmasos.memory import fit_context, input_items
         from llmasos.memory.conversations import NewItem
         from llmasos.memory.items import message_item
@@ -246,7 +246,7 @@ class ChatSession:
 
     async def _stream_local(self) -> AsyncIterator[str]:
         from llmasos.kernel.client import InProcessEngineClient
-        from llmasos.kernel.protocol import GenerateRequest
+        from llmasos.kernel.interface import GenerateRequest
 
         if self._engine is None:
             self._engine = InProcessEngineClient(state.settings, state.store)

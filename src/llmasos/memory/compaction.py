@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmasos.errors import ContextLengthExceededError
-from llmasos.kernel.protocol import EngineClientInterface, GenerateRequest
+from llmasos.kernel.interface import EngineClientInterface, GenerateRequest
 from llmasos.memory.conversations import NewItem, StoredItem
 from llmasos.memory.items import item_text, items_to_messages, summary_item, transcript_line
 from llmasos.types import ChatMessage, SamplingParams

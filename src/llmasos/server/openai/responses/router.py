@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.server.openai.conversations.serving import ConversationStoreProvider
 from llmasos.server.openai.responses.protocol import ResponseCreateRequest
 from llmasos.server.openai.responses.serving import ResponseService

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmasos.errors import InvalidRequestError, LLMasOSError, UnsupportedError
-from llmasos.kernel.protocol import EngineClientInterface, GenerateOutput, GenerateRequest
+from llmasos.kernel.interface import EngineClientInterface, GenerateOutput, GenerateRequest
 from llmasos.memory.compaction import ContextPlan, fit_context
 from llmasos.memory.conversations import NewItem, StoredItem
 from llmasos.memory.items import input_items, item_id, new_id, text_parts
