@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmasos.cli.root import state
 from llmasos.cli.main import app
+from llmasos.cli.root import state
 from llmasos.config import Settings
 from llmasos.errors import NotFoundError
 from llmasos.memory import ConversationStore, input_items

@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="llmasos-bench-memory-") as home:
-        settings = Settings(
-            home=Path(home), database_url=args.database_url, threads=args.threads,
-            context_length=2048,
+        settings = Settings.model_validate(
+            {"home": Path(home), "database_url": args.database_url, "threads": args.threads,
+             "context_length": 2048}
         )  # fmt: skip
         results: dict[str, Any] = {"store": measure_store(settings, args.appends, args.reads)}
         if not args.no_model:

@@ -16,7 +16,6 @@ from starlette.middleware import Middleware
 from llmasos import __version__
 from llmasos.access.keys import KeyManager
 from llmasos.config import Settings
-from llmasos.storage.database import Database
 from llmasos.errors import ConfigError
 from llmasos.kernel.interface import EngineClientInterface
 from llmasos.models import ModelStoreInterface
@@ -45,6 +44,7 @@ from llmasos.server.ops import (
     ops_router,
 )
 from llmasos.server.services.router import services_router
+from llmasos.storage.database import Database
 
 
 def middleware_stack(

@@ -18,9 +18,9 @@ from llmasos.config import Settings
 from llmasos.errors import InvalidRequestError
 from llmasos.memory.conversations import ConversationStore
 from llmasos.memory.items import input_items
-from llmasos.server.auth import principal_var
+from llmasos.server.context import current_principal
+from llmasos.storage import Database, open_database
 from llmasos.storage.crypto import ContentCipher
-from llmasos.storage.database import Database, open_database
 
 T = TypeVar("T")
 MAX_ITEMS_PER_REQUEST = 20
@@ -28,7 +28,7 @@ MAX_ITEMS_PER_REQUEST = 20
 
 def current_owner() -> int | None:
     """The user id the current request acts for (None: the local owner, auth off)."""
-    principal = principal_var.get()
+    principal = current_principal()
     return principal.user_id if principal is not None else None
 
 

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from llmasos.kernel.interface import EngineClientInterface
+from llmasos.server.context import current_request_id
 from llmasos.server.openai.conversations.serving import ConversationStoreProvider
 from llmasos.server.openai.responses.protocol import ResponseCreateRequest
 from llmasos.server.openai.responses.serving import ResponseService
-from llmasos.server.ops import current_request_id
 from llmasos.server.streaming import StreamingBody
 
 SSE_RESPONSE = {

@@ -25,8 +25,7 @@ from llmasos.kernel.interface import EngineClientInterface, GenerateOutput, Gene
 from llmasos.memory.compaction import ContextPlan, fit_context
 from llmasos.memory.conversations import NewItem, StoredItem
 from llmasos.memory.items import input_items, item_id, new_id, text_parts
-from llmasos.server.auth import tenant_for
-from llmasos.server.metering import report_finals, report_usage
+from llmasos.server.context import report_finals, report_usage, tenant_for
 from llmasos.server.openai.conversations.serving import ConversationStoreProvider, current_owner
 from llmasos.server.openai.responses.protocol import ResponseCreateRequest
 from llmasos.server.sampling import build_sampling
