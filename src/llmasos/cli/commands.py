@@ -5,6 +5,7 @@ from llmasos.cli import (  # noqa: F401
     apps,
     bench,
     config,
+    conversations,
     kernel,
     models,
     run,

@@ -30,8 +30,11 @@ from llmasos.server.ollama.generate.router import generate_router
 from llmasos.server.ollama.models.router import ollama_models_router
 from llmasos.server.openai.chat.router import chat_router
 from llmasos.server.openai.completions.router import completions_router
+from llmasos.server.openai.conversations.router import conversations_router
+from llmasos.server.openai.conversations.serving import ConversationStoreProvider
 from llmasos.server.openai.embeddings.router import embeddings_router
 from llmasos.server.openai.models.router import models_router
+from llmasos.server.openai.responses.router import responses_router
 from llmasos.server.ops import (
     DEFAULT_MAX_BODY_BYTES,
     REQUEST_ID_HEADER,
@@ -41,6 +44,7 @@ from llmasos.server.ops import (
     ops_router,
 )
 from llmasos.server.services.router import services_router
+from llmasos.storage.database import Database
 
 
 def middleware_stack(
@@ -76,9 +80,12 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     keys: KeyManager | None = None,
+    database: Database | None = None,
 ) -> FastAPI:
     """The LLMasOS HTTP API over ``engine`` and ``store``; with ``settings.auth`` every
-    request but ``/health`` must carry an API key that ``keys`` verifies."""
+    request but ``/health`` must carry an API key that ``keys`` verifies. Conversations and
+    stored responses live in ``database`` (default: the keys' database, else the one the
+    settings name, opened on first use)."""
     if settings.auth and keys is None:
         raise ConfigError("authentication is on but no key store was given to the server")
     install_request_id_logging()
@@ -97,6 +104,11 @@ def create_app(
     app.include_router(chat_router(engine))
     app.include_router(completions_router(engine))
     app.include_router(embeddings_router(engine))
+    stores = ConversationStoreProvider(
+        settings, database or (keys.database if keys is not None else None)
+    )
+    app.include_router(conversations_router(stores))
+    app.include_router(responses_router(engine, stores))
     app.include_router(models_router(store))
     app.include_router(generate_router(engine))
     app.include_router(embed_router(engine))

@@ -35,6 +35,8 @@ SCOPE_RULES: tuple[tuple[str, str, str], ...] = (
     ("*", "/v1/embeddings", "embed"),
     ("*", "/api/embed", "embed"),
     ("*", "/v1/services", "chat"),
+    ("*", "/v1/responses", "chat"),
+    ("*", "/v1/conversations", "chat"),
     ("*", "/api/pull", "models:write"),
     ("*", "/api/create", "models:write"),
     ("*", "/api/copy", "models:write"),

@@ -73,9 +73,10 @@ def serve(
             "create`), or bind to 127.0.0.1"
         )
     configure_logging(settings)
-    keys = KeyManager(open_database(settings)) if settings.auth else None
+    database = open_database(settings)  # conversations and responses; keys under --auth
+    keys = KeyManager(database) if settings.auth else None
     engine = InProcessEngineClient(settings, store)
-    api = create_app(settings, engine, store, keys=keys)
+    api = create_app(settings, engine, store, keys=keys, database=database)
     server = uvicorn_server(
         api,
         host=settings.host,

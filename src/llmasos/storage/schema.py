@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -192,3 +193,78 @@ class ModelPrice(Base):
     prompt_per_1k: Mapped[float] = mapped_column(Float)
     completion_per_1k: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+ITEM_CONTENT_CONTEXT = "conversation_item:{id}"
+"""The ``ContentCipher`` context of `ConversationItem.content` (bound to the row's id)."""
+RESPONSE_BODY_CONTEXT = "response:{id}"
+"""The ``ContentCipher`` context of `StoredResponse.body`."""
+
+
+class Conversation(Base):
+    """A stored conversation (OpenAI's Conversations API); its items hold the content."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """``conv_`` and 24 hex digits."""
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    """The owner; None is the machine's owner when authentication is off."""
+    metadata_json: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
+    """Up to 16 string pairs the client attaches (OpenAI's ``metadata``); not content."""
+    next_position: Mapped[int] = mapped_column(Integer, default=0)
+    """The position the next item gets; items are ordered by position."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ConversationItem(Base):
+    """One item of a conversation or of a stored response: a message, a function call, a
+    function call's output, or a running summary made by compaction."""
+
+    __tablename__ = "conversation_items"
+    __table_args__ = (
+        Index("ix_conversation_items_conversation_id", "conversation_id", "position"),
+        Index("ix_conversation_items_response_id", "response_id"),
+        Index("ix_conversation_items_user_id", "user_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    response_id: Mapped[str | None] = mapped_column(String(64))
+    """The response that added it (as its input or its output), if any."""
+    direction: Mapped[str | None] = mapped_column(String(8))
+    """``input`` or ``output`` of ``response_id``."""
+    position: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    """``message``, ``function_call``, ``function_call_output`` or ``summary``."""
+    role: Mapped[str | None] = mapped_column(String(16))
+    summary_through: Mapped[int | None] = mapped_column(Integer)
+    """For a summary: the position of the last item it summarizes."""
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    """The item's body as JSON, sealed by `ContentCipher` with context
+    ``conversation_item:{id}``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class StoredResponse(Base):
+    """A response created with ``store: true`` (OpenAI's Responses API)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    previous_response_id: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    """The response object as JSON, sealed with context ``response:{id}``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
