@@ -74,15 +74,19 @@ def serve(*, settings_flags: dict[str, Any]) -> None:
             "create`), or bind to 127.0.0.1"
         )
     configure_logging(settings)
+    from llmasos.memory.memories import MemoryStore
+    from llmasos.storage.database import open_database
+
     store = state.store
     keys = None
+    database = open_database(settings)
     if settings.auth:
         from llmasos.access.keys import KeyManager
-        from llmasos.storage.database import open_database
 
-        keys = KeyManager(open_database(settings))
+        keys = KeyManager(database)
     engine = InProcessEngineClient(settings, store)
-    api = create_app(settings, engine, store, keys=keys)
+    memory = MemoryStore.open(settings, database, engine)
+    api = create_app(settings, engine, store, keys=keys, memory=memory)
     server = uvicorn_server(
         api,
         host=settings.host,

@@ -31,6 +31,7 @@ from llmasos.server.services.router import services_router
 
 if TYPE_CHECKING:
     from llmasos.access.keys import KeyManager
+    from llmasos.memory.memories import MemoryStore
     from llmasos.models.store import ModelStore
 
 
@@ -41,9 +42,11 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     keys: KeyManager | None = None,
+    memory: MemoryStore | None = None,
 ) -> FastAPI:
     """The LLMasOS HTTP API over ``engine`` and ``store``; with ``settings.auth`` every
-    request but ``/health`` must carry an API key that ``keys`` verifies."""
+    request but ``/health`` must carry an API key that ``keys`` verifies. ``memory`` adds
+    ``/v1/memories``, ``/v1/recommendations`` and memory in chat completions."""
     if settings.auth and keys is None:
         raise ConfigError("authentication is on but no key store was given to the server")
     app = FastAPI(
@@ -63,7 +66,16 @@ def create_app(
         max_body_bytes=max_body_bytes,
         keys=keys if settings.auth else None,
     )
-    app.include_router(chat_router(engine))
+    memory_service = None
+    if memory is not None:
+        from llmasos.server.memory.router import memory_router
+        from llmasos.server.memory.serving import MemoryService, recommendation_candidates
+
+        memory_service = MemoryService(memory)
+        app.include_router(
+            memory_router(memory_service, lambda: recommendation_candidates(settings))
+        )
+    app.include_router(chat_router(engine, memory_service))
     app.include_router(completions_router(engine))
     app.include_router(embeddings_router(engine))
     app.include_router(models_router(store))

@@ -1,0 +1,1 @@
+"""User memory: conversations, long-term memory items, compaction and personalization."""
