@@ -1,0 +1,66 @@
+"""A memory store on each database backend, over an engine whose embeddings are word counts.
+
+`WordEngine` is the fake kernel of the server tests with a deterministic embedder (hashed
+bag of words, 64 dimensions): texts that share words are close, equal word bags are
+identical. Integration tests with the real all-MiniLM live in ``test_memory_model.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmasos.config import Settings
+from llmasos.kernel.protocol import EmbedResult
+from llmasos.memory.memories import MemoryOwner, MemoryStore
+from llmasos.retrieval.terms import words
+from llmasos.storage import Database, open_database
+from tests.server.fake_engine import FakeEngineClient
+
+DIMS = 64
+
+
+def word_vector(text: str) -> list[float]:
+    vector = np.zeros(DIMS, dtype=np.float32)
+    for word in words(text):
+        vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % DIMS] += 1.0
+    return [float(x) for x in vector]
+
+
+class WordEngine(FakeEngineClient):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedded: list[str] = []
+
+    async def embed(self, model: str | None, texts: Sequence[str]) -> EmbedResult:
+        self.embedded.extend(texts)
+        return EmbedResult(model="words", vectors=[word_vector(t) for t in texts], prompt_tokens=0)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=database_url)
+
+
+@pytest.fixture
+def database(settings: Settings) -> Iterator[Database]:
+    with open_database(settings) as database:
+        yield database
+
+
+@pytest.fixture
+def engine() -> WordEngine:
+    return WordEngine()
+
+
+@pytest.fixture
+def store(settings: Settings, database: Database, engine: WordEngine) -> MemoryStore:
+    return MemoryStore.open(settings, database, engine)
+
+
+ALICE = MemoryOwner("user:1", None)
+BOB = MemoryOwner("user:2", None)
