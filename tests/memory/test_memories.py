@@ -176,9 +176,13 @@ def test_settings_default_off(store: MemoryStore) -> None:
 
 
 def test_extraction_adds_what_the_model_lists(engine: WordEngine, store: MemoryStore) -> None:
-    answer = {"facts": [{"text": "The user lives in Oslo", "kind": "fact"},
-                        {"text": "The user prefers tea", "kind": "preference"},
-                        {"text": "The user lives in Oslo", "kind": "fact"}]}  # fmt: skip
+    answer = {
+        "facts": [
+            {"text": "The user lives in Oslo", "kind": "fact"},
+            {"text": "The user prefers tea", "kind": "preference"},
+            {"text": "The user lives in Oslo", "kind": "fact"},
+        ]
+    }
     engine.script = lambda request: [json.dumps(answer)]
     messages = [{"role": "user", "content": "I live in Oslo and I like tea."}]
     extraction = run(store.extract(ALICE, messages, source_ref="conv_1"))
@@ -203,6 +207,10 @@ def test_memory_tools(store: MemoryStore) -> None:
     assert added["status"] == "created"
     found = json.loads(run(call_memory_tool(store, ALICE, "memory_search", {"query": "sails"})))
     assert found["results"][0]["id"] == added["id"]
-    for name, arguments in [("memory_add", "{not json"), ("memory_add", '{"colour": 1}'),
-                            ("memory_drop", "{}"), ("memory_add", '{"text": ""}')]:  # fmt: skip
+    for name, arguments in [
+        ("memory_add", "{not json"),
+        ("memory_add", '{"colour": 1}'),
+        ("memory_drop", "{}"),
+        ("memory_add", '{"text": ""}'),
+    ]:
         assert "error" in json.loads(run(call_memory_tool(store, ALICE, name, arguments)))

@@ -169,8 +169,10 @@ def test_deleting_a_user_deletes_their_entries(database: Database) -> None:
         user_id = user.id
     index = HybridIndex(database, "test", TermBlinder(KEY))
     with database.session(write=True) as session:
-        index.add(session, [entry(9, "Carol plays chess", [1, 0, 0, 0], namespace="carol",
-                                  user_id=user_id)])  # fmt: skip
+        index.add(
+            session,
+            [entry(9, "Carol plays chess", [1, 0, 0, 0], namespace="carol", user_id=user_id)],
+        )
     assert refs(index.search("carol", "chess", [1, 0, 0, 0])) == [9]
     with database.session(write=True) as session:
         session.execute(text("DELETE FROM users WHERE id = :id"), {"id": user_id})

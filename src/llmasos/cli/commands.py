@@ -6,6 +6,7 @@ from llmasos.cli import (  # noqa: F401
     bench,
     config_cmd,
     kernel_cmd,
+    memory,
     models,
     run,
     serve,

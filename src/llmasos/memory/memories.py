@@ -500,17 +500,7 @@ class MemoryStore:
     def reindex_stale(self) -> int:
         """Re-blind the index terms and duplicate keys of items indexed under an older master
         key (after ``keys rotate-master``); embeddings are kept. Returns how many."""
-        with self.database.session(write=True) as session:
-            stale = self.index.stale_ref_ids(session)
-            for start in range(0, len(stale), 500):
-                rows = session.scalars(
-                    select(Memory).where(Memory.id.in_(stale[start : start + 500]))
-                )
-                for row in rows:
-                    text = self.cipher.decrypt_text(row.text, context=f"memory:{row.id}")
-                    row.text_key = self.blinder.keyed_hash(text)
-                    self.index.reblind(session, row.id, text)
-        return len(stale)
+        return reindex_stale(self.database, self.index, self.cipher)
 
     # --- extraction ------------------------------------------------------------------------
 
@@ -562,6 +552,26 @@ class MemoryStore:
         ]
         results = await self.add_many(owner, items) if items else []
         return Extraction(results, name, prompt_tokens, completion_tokens)
+
+
+def reindex_stale(database: Database, index: HybridIndex, cipher: ContentCipher) -> int:
+    """See `MemoryStore.reindex_stale`; usable without a kernel (``keys rotate-master``)."""
+    with database.session(write=True) as session:
+        stale = index.stale_ref_ids(session)
+        for start in range(0, len(stale), 500):
+            rows = session.scalars(select(Memory).where(Memory.id.in_(stale[start : start + 500])))
+            for row in rows:
+                text = cipher.decrypt_text(row.text, context=f"memory:{row.id}")
+                row.text_key = index.blinder.keyed_hash(text)
+                index.reblind(session, row.id, text)
+    return len(stale)
+
+
+def reindex_after_rotation(settings: Settings, database: Database) -> int:
+    """Bring the memory index under the current master key; how many items were redone."""
+    key = load_master_key(settings)
+    index = HybridIndex(database, COLLECTION, TermBlinder(key))
+    return reindex_stale(database, index, ContentCipher(key))
 
 
 EXTRACTION_PROMPT = (

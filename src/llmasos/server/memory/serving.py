@@ -128,9 +128,13 @@ class MemoryService:
             raise InvalidRequestError("limit: must be between 1 and 1000", param="limit")
         check_metadata_filters(metadata, "metadata")
         items = await asyncio.to_thread(
-            self.store.list_items, current_owner(), kind=kind, metadata=metadata, limit=limit + 1,
+            self.store.list_items,
+            current_owner(),
+            kind=kind,
+            metadata=metadata,
+            limit=limit + 1,
             after=after,
-        )  # fmt: skip
+        )
         return MemoryList(data=[memory_out(i) for i in items[:limit]], has_more=len(items) > limit)
 
     async def search(self, body: MemorySearchRequest) -> MemoryList:

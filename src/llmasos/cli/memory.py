@@ -1,0 +1,325 @@
+"""``llmasos memory add|list|search|edit|forget|enable|disable`` and ``llmasos recommend``.
+
+Each command talks to a running server when one answers (as the machine's owner, like the
+other local commands), else opens the database and the kernel in this process. Tables keep
+ids whole at any terminal width (the text column wraps instead); ``--json`` prints what the
+API returns. ``forget`` asks before it deletes unless given ``--yes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from llmasos.cli.app import app, console, err_console, state
+from llmasos.cli.remote import call_server, server_url
+from llmasos.errors import InvalidRequestError
+
+memory_app = typer.Typer(help="What the OS remembers about you.", no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
+
+T = TypeVar("T")
+KIND_HELP = "fact, preference, event or document_note."
+META_HELP = "Metadata KEY=VALUE (repeatable; VALUE is JSON when it parses, else text)."
+
+
+def parse_metadata(items: list[str] | None, option: str = "--meta") -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidRequestError(f"{option} takes KEY=VALUE, not {item!r}")
+        try:
+            result[key.strip()] = json.loads(value)
+        except ValueError:
+            result[key.strip()] = value
+    return result
+
+
+def run_local(work: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """Run ``work(memory_store, owner)`` against the database and an in-process kernel."""
+    from llmasos.kernel.client import InProcessEngineClient
+    from llmasos.memory.memories import MemoryOwner, MemoryStore
+    from llmasos.storage.database import open_database
+
+    settings = state.settings
+
+    async def go() -> T:
+        engine = InProcessEngineClient(settings, state.store)
+        try:
+            with open_database(settings) as database:
+                store = MemoryStore.open(settings, database, engine)
+                return await work(store, MemoryOwner.for_user(None))
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())
+
+
+def api(method: str, path: str, **kwargs: Any) -> Any | None:
+    """The server's answer, or None when no server runs (then the caller works locally)."""
+    if server_url(state.settings) is None:
+        return None
+    return call_server(state.settings, method, path, **kwargs)
+
+
+def print_items(items: list[dict[str, Any]], *, scores: bool = False) -> None:
+    if not items:
+        err_console.print("no memories", highlight=False)
+        return
+    table = Table("id", "kind", "text", "created")
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = max(len(str(i["id"])) for i in items)
+    table.columns[1].no_wrap = True
+    table.columns[3].no_wrap = True
+    if scores:
+        table.add_column("score", no_wrap=True)
+    from datetime import UTC, datetime
+
+    for item in items:
+        created = datetime.fromtimestamp(int(item["created_at"]), UTC).strftime("%Y-%m-%d")
+        row = [item["id"], item["kind"], Text(item["text"]), created]
+        if scores:
+            row.append(f"{item.get('score') or 0:.3f}")
+        table.add_row(*row)
+    console.print(table, highlight=False)
+
+
+def emit(items: list[dict[str, Any]], as_json: bool, *, scores: bool = False) -> None:
+    if as_json:
+        console.print_json(json.dumps({"object": "list", "data": items}))
+    else:
+        print_items(items, scores=scores)
+
+
+@memory_app.command("add")
+def memory_add(
+    text: Annotated[str, typer.Argument(help="The fact to remember.")],
+    kind: Annotated[str, typer.Option("--kind", help=KIND_HELP)] = "fact",
+    meta: Annotated[list[str] | None, typer.Option("--meta", help=META_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Remember a fact (adding one that is already remembered changes nothing)."""
+    body = {"text": text, "kind": kind, "metadata": parse_metadata(meta)}
+    answer = api("POST", "/v1/memories", json=body)
+    if answer is None:
+
+        async def work(store: Any, owner: Any) -> dict[str, Any]:
+            result = await store.add(owner, text, kind=kind, metadata=body["metadata"])
+            return {
+                "object": "list",
+                "data": [
+                    {**result.item.to_dict(), "status": "created" if result.created else "existing"}
+                ],
+            }
+
+        answer = run_local(work)
+    item = answer["data"][0]
+    if as_json:
+        console.print_json(json.dumps(item))
+        return
+    verb = "remembered" if item.get("status") == "created" else "already remembered"
+    console.print(f"{verb} {item['id']}", highlight=False)
+
+
+@memory_app.command("list")
+def memory_list(
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind.")] = None,
+    meta: Annotated[list[str] | None, typer.Option("--meta", help=META_HELP)] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1000, help="At most this many.")
+    ] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List what is remembered, newest first."""
+    metadata = parse_metadata(meta)
+    params: dict[str, Any] = {"limit": limit}
+    if kind:
+        params["kind"] = kind
+    if metadata:
+        params["metadata"] = json.dumps(metadata)
+    answer = api("GET", "/v1/memories", params=params)
+    if answer is None:
+
+        async def work(store: Any, owner: Any) -> list[dict[str, Any]]:
+            items = store.list_items(owner, kind=kind, metadata=metadata, limit=limit)
+            return [item.to_dict() for item in items]
+
+        items = run_local(work)
+    else:
+        items = answer["data"]
+    emit(items, as_json)
+
+
+@memory_app.command("search")
+def memory_search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=100, help="How many results.")] = 10,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind.")] = None,
+    meta: Annotated[list[str] | None, typer.Option("--meta", help=META_HELP)] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Created on or after (2025-01-31 or 7d).")
+    ] = None,
+    mode: Annotated[str, typer.Option("--mode", help="hybrid, bm25 or vector.")] = "hybrid",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Search what is remembered, by words and by meaning."""
+    from llmasos.access.usage import parse_since
+
+    if mode not in ("hybrid", "bm25", "vector"):
+        raise InvalidRequestError("--mode: use hybrid, bm25 or vector")
+    moment = parse_since(since) if since else None
+    metadata = parse_metadata(meta)
+    body: dict[str, Any] = {"query": query, "k": k, "kind": kind, "filters": metadata}
+    body["mode"] = mode
+    if moment is not None:
+        body["since"] = moment.isoformat()
+    answer = api("POST", "/v1/memories/search", json=body)
+    if answer is None:
+        from llmasos.memory.memories import check_kind
+        from llmasos.retrieval.interface import SearchFilters
+
+        if kind is not None:
+            check_kind(kind)
+        filters = SearchFilters(kind=kind, since=moment, metadata=metadata)
+
+        async def work(store: Any, owner: Any) -> list[dict[str, Any]]:
+            found = await store.search(owner, query, k=k, filters=filters, mode=mode)
+            return [item.to_dict() for item in found]
+
+        items = run_local(work)
+    else:
+        items = answer["data"]
+    emit(items, as_json, scores=True)
+
+
+@memory_app.command("edit")
+def memory_edit(
+    memory_id: Annotated[str, typer.Argument(help="The memory id (mem_…).")],
+    text: Annotated[str | None, typer.Option("--text", help="The new text.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help=KIND_HELP)] = None,
+    meta: Annotated[
+        list[str] | None, typer.Option("--meta", help=META_HELP + " Replaces the metadata.")
+    ] = None,
+) -> None:
+    """Change a memory's text, kind or metadata."""
+    if text is None and kind is None and meta is None:
+        raise InvalidRequestError("nothing to change: give --text, --kind or --meta")
+    metadata = parse_metadata(meta) if meta is not None else None
+    body = {"text": text, "kind": kind, "metadata": metadata}
+    answer = api("PATCH", f"/v1/memories/{memory_id}", json=body)
+    if answer is None:
+
+        async def work(store: Any, owner: Any) -> dict[str, Any]:
+            item = await store.update(owner, memory_id, text=text, kind=kind, metadata=metadata)
+            return dict(item.to_dict())
+
+        answer = run_local(work)
+    console.print(f"updated {answer['id']}", highlight=False)
+
+
+@memory_app.command("forget")
+def memory_forget(
+    memory_id: Annotated[
+        str | None, typer.Argument(help="The memory to forget; omit with --all.")
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Forget everything that is remembered.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Forget one memory, or everything with --all (asks first unless --yes)."""
+    if (memory_id is None) == (not everything):
+        raise InvalidRequestError("give a memory id, or --all to forget everything")
+    what = "EVERYTHING that is remembered" if everything else memory_id
+    if not yes and not typer.confirm(f"Forget {what}?", default=False):
+        raise typer.Exit(1)
+    path = "/v1/memories" if everything else f"/v1/memories/{memory_id}"
+    answer = api("DELETE", path)
+    if answer is None:
+
+        async def work(store: Any, owner: Any) -> dict[str, Any]:
+            if everything:
+                return {"deleted": store.delete_all(owner)}
+            store.delete(owner, memory_id)
+            return {"id": memory_id}
+
+        answer = run_local(work)
+    if everything:
+        console.print(f"forgot {answer['deleted']} memories", highlight=False)
+    else:
+        console.print(f"forgot {memory_id}", highlight=False)
+
+
+def _set_chat(enabled: bool) -> None:
+    answer = api("POST", "/v1/memories/settings", json={"chat": enabled})
+    if answer is None:
+
+        async def work(store: Any, owner: Any) -> None:
+            store.set_chat_enabled(owner, enabled)
+
+        run_local(work)
+    state_word = "now use" if enabled else "no longer use"
+    console.print(f"chat completions {state_word} your memories", highlight=False)
+
+
+@memory_app.command("enable")
+def memory_enable() -> None:
+    """Put relevant memories into your chat completions (per request: metadata.memory)."""
+    _set_chat(True)
+
+
+@memory_app.command("disable")
+def memory_disable() -> None:
+    """Stop putting memories into your chat completions."""
+    _set_chat(False)
+
+
+@app.command("recommend")
+def recommend(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=50, help="How many.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Suggest services, apps and next steps from your history and memories."""
+    answer = api("GET", "/v1/recommendations", params={"limit": limit})
+    if answer is None:
+        from llmasos.memory.recommend import Recommender
+        from llmasos.server.memory.serving import recommendation_candidates
+
+        async def work(store: Any, owner: Any) -> dict[str, Any]:
+            result = await Recommender(store).recommend(
+                owner, recommendation_candidates(state.settings), limit=limit
+            )
+            return {
+                "object": "list",
+                "data": [
+                    {
+                        "type": r.type,
+                        "name": r.name,
+                        "score": round(r.score, 4),
+                        "reason": r.reason,
+                        "detail": r.detail,
+                    }
+                    for r in result.items
+                ],
+                "cold_start": result.cold_start,
+            }
+
+        answer = run_local(work)
+    if as_json:
+        console.print_json(json.dumps(answer))
+        return
+    table = Table("type", "name", "why")
+    table.columns[0].no_wrap = True
+    table.columns[1].no_wrap = True
+    for item in answer["data"]:
+        table.add_row(item["type"], item["name"], Text(item["reason"]))
+    console.print(table, highlight=False)
+    if answer.get("cold_start"):
+        err_console.print("(no history yet: these are popular picks)", highlight=False)
