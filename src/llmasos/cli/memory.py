@@ -1,4 +1,5 @@
-"""``llmasos memory add|list|search|edit|forget|enable|disable`` and ``llmasos recommend``.
+"""``llmasos memory add|list|search|edit|forget|enable|disable``, ``llmasos recommend`` and
+``llmasos bench memory``.
 
 Each command talks to a running server when one answers (as the machine's owner, like the
 other local commands), else opens the database and the kernel in this process. Tables keep
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -18,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmasos.cli.app import app, console, err_console, state
+from llmasos.cli.bench import bench_app
 from llmasos.cli.remote import call_server, server_url
 from llmasos.errors import InvalidRequestError
 
@@ -323,3 +326,89 @@ def recommend(
     console.print(table, highlight=False)
     if answer.get("cold_start"):
         err_console.print("(no history yet: these are popular picks)", highlight=False)
+
+
+@bench_app.command("memory")
+def bench_memory(
+    adds: Annotated[int, typer.Option("--adds", min=0, help="Timed adds (0: skip).")] = 200,
+    sizes: Annotated[
+        str, typer.Option("--sizes", help="Item counts to time search at, comma separated.")
+    ] = "1000,10000",
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Searches per size.")] = 100,
+    embed_limit: Annotated[
+        int,
+        typer.Option(
+            "--embed-limit", min=0, help="Embed this many corpus items; reuse vectors beyond."
+        ),
+    ] = 10_000,
+    quality: Annotated[
+        bool, typer.Option("--quality/--no-quality", help="Run the retrieval-quality set.")
+    ] = True,
+    clients: Annotated[
+        int, typer.Option("--clients", min=0, help="Concurrent clients of the nothing-lost run.")
+    ] = 32,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0, help="Length of the nothing-lost run (0: skip).")
+    ] = 60.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+    ] = None,
+) -> None:
+    """Memory: add and search latency, retrieval quality (recall@k), and nothing lost."""
+    from llmasos.bench.memory import run_memory_bench
+    from llmasos.server.app import create_app
+
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise InvalidRequestError(
+            f"--sizes: {sizes!r} is not a comma-separated list of numbers"
+        ) from None
+    report = asyncio.run(
+        run_memory_bench(
+            state.settings,
+            adds=adds,
+            sizes=size_list,
+            queries=queries,
+            embed_limit=embed_limit,
+            quality=quality,
+            clients=clients,
+            seconds=seconds,
+            progress=lambda message: err_console.print(message, highlight=False),
+            app_factory=lambda s, e, m, st: create_app(s, e, m, memory=st),
+        )
+    )
+    table = Table("measure", "n", "p50 ms", "p95 ms", "mean ms", title="memory latency")
+    for result in ([report.add] if report.add else []) + report.search:
+        table.add_row(
+            result.label,
+            f"{result.count}",
+            f"{result.p50_ms:.1f}",
+            f"{result.p95_ms:.1f}",
+            f"{result.mean_ms:.1f}",
+        )
+    console.print(table, highlight=False)
+    if report.quality:
+        quality_table = Table(
+            "retrieval",
+            "recall@5",
+            "recall@10",
+            title=f"evidence recall ({report.quality_set.get('questions', 0)} questions, "
+            f"{report.quality_set.get('turns', 0)} turns)",
+        )
+        for mode, values in report.quality.items():
+            quality_table.add_row(mode, f"{values['recall@5']:.3f}", f"{values['recall@10']:.3f}")
+        console.print(quality_table, highlight=False)
+    if report.nothing_lost:
+        lost = report.nothing_lost
+        console.print(
+            f"nothing lost: {lost['clients']} clients x {lost['seconds']:.0f} s, "
+            f"{lost['adds']} adds ({lost['acknowledged']} new, {lost['merged_as_duplicates']} "
+            f"merged), {lost['searches']} searches, {lost['errors']} errors; missing "
+            f"{lost['missing']}, duplicated {lost['duplicated']} -> "
+            + ("OK" if lost["ok"] else "FAILED"),
+            highlight=False,
+        )
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_path}", highlight=False)

@@ -331,6 +331,48 @@ class MemoryStore:
             self.index.add(session, [self._entry(row, text, vector)])
             return AddResult(self._item(row), created=True)
 
+    def import_items(
+        self,
+        owner: MemoryOwner,
+        items: Sequence[NewMemory],
+        vectors: Sequence[Sequence[float]],
+        *,
+        created_at: datetime | None = None,
+    ) -> list[str]:
+        """Bulk load (imports, benchmarks): items already embedded, one transaction, no
+        similarity check. Exact duplicates (same normalised text) still fail the batch."""
+        for index, item in enumerate(items):
+            check_new_memory(item, f"items[{index}]")
+        now = created_at or datetime.now(UTC)
+        with self.database.session(write=True) as session:
+            rows = [
+                Memory(
+                    owner=owner.key,
+                    user_id=owner.user_id,
+                    kind=item.kind,
+                    source=item.source,
+                    source_ref=item.source_ref,
+                    text=b"",
+                    text_key=self.blinder.keyed_hash(item.text.strip()),
+                    meta=dict(item.metadata),
+                    created_at=now,
+                    updated_at=now,
+                )
+                for item in items
+            ]
+            session.add_all(rows)
+            session.flush()
+            for row, item in zip(rows, items, strict=True):
+                row.text = self.cipher.encrypt(item.text.strip(), context=f"memory:{row.id}")
+            self.index.add(
+                session,
+                [
+                    self._entry(row, item.text.strip(), vector)
+                    for row, item, vector in zip(rows, items, vectors, strict=True)
+                ],
+            )
+            return [memory_id(row.id) for row in rows]
+
     # --- read ------------------------------------------------------------------------------
 
     def get(self, owner: MemoryOwner, memory: str) -> MemoryItem:
