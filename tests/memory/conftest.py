@@ -8,8 +8,7 @@ identical. Integration tests with the real all-MiniLM live in ``test_memory_mode
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -18,8 +17,11 @@ from llmasos.config import Settings
 from llmasos.kernel.protocol import EmbedResult
 from llmasos.memory.memories import MemoryOwner, MemoryStore
 from llmasos.retrieval.terms import words
-from llmasos.storage import Database, open_database
+from llmasos.storage import Database
 from tests.server.fake_engine import FakeEngineClient
+from tests.storage.conftest import database, settings
+
+__all__ = ["WordEngine", "database", "settings", "word_vector"]
 
 DIMS = 64
 
@@ -39,17 +41,6 @@ class WordEngine(FakeEngineClient):
     async def embed(self, model: str | None, texts: Sequence[str]) -> EmbedResult:
         self.embedded.extend(texts)
         return EmbedResult(model="words", vectors=[word_vector(t) for t in texts], prompt_tokens=0)
-
-
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(home=tmp_path / "home", database_url=database_url)
-
-
-@pytest.fixture
-def database(settings: Settings) -> Iterator[Database]:
-    with open_database(settings) as database:
-        yield database
 
 
 @pytest.fixture

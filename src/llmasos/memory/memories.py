@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from llmasos.config import Settings
 from llmasos.errors import InvalidRequestError, NotFoundError
 from llmasos.kernel.protocol import EngineClientInterface, GenerateRequest
-from llmasos.retrieval.hybrid import HybridIndex
+from llmasos.retrieval.hybrid import HybridIndex, metadata_equals
 from llmasos.retrieval.interface import IndexEntry, RetrievalMode, SearchFilters
 from llmasos.retrieval.terms import TermBlinder
 from llmasos.storage.crypto import ContentCipher, load_master_key
@@ -232,6 +232,21 @@ class MemoryStore:
             raise NotFoundError(f"no memory {memory[:80]!r}", code="memory_not_found")
         return row
 
+    def _new_row(self, owner: MemoryOwner, item: NewMemory, now: datetime) -> Memory:
+        """A row for ``item``; its text is sealed once the row has an id (the context)."""
+        return Memory(
+            owner=owner.key,
+            user_id=owner.user_id,
+            kind=item.kind,
+            source=item.source,
+            source_ref=item.source_ref,
+            text=b"",
+            text_key=self.blinder.keyed_hash(item.text.strip()),
+            meta=dict(item.metadata),
+            created_at=now,
+            updated_at=now,
+        )
+
     def _entry(self, row: Memory, text: str, embedding: Sequence[float] | None) -> IndexEntry:
         return IndexEntry(
             ref_id=row.id,
@@ -312,19 +327,7 @@ class MemoryStore:
                     session.flush()
                     self.index.update(session, self._entry(existing, text, vector))
                 return AddResult(self._item(existing), created=False)
-            now = datetime.now(UTC)
-            row = Memory(
-                owner=owner.key,
-                user_id=owner.user_id,
-                kind=item.kind,
-                source=item.source,
-                source_ref=item.source_ref,
-                text=b"",
-                text_key=text_key,
-                meta=dict(item.metadata),
-                created_at=now,
-                updated_at=now,
-            )
+            row = self._new_row(owner, item, datetime.now(UTC))
             session.add(row)
             session.flush()
             row.text = self.cipher.encrypt(text, context=f"memory:{row.id}")
@@ -345,21 +348,7 @@ class MemoryStore:
             check_new_memory(item, f"items[{index}]")
         now = created_at or datetime.now(UTC)
         with self.database.session(write=True) as session:
-            rows = [
-                Memory(
-                    owner=owner.key,
-                    user_id=owner.user_id,
-                    kind=item.kind,
-                    source=item.source,
-                    source_ref=item.source_ref,
-                    text=b"",
-                    text_key=self.blinder.keyed_hash(item.text.strip()),
-                    meta=dict(item.metadata),
-                    created_at=now,
-                    updated_at=now,
-                )
-                for item in items
-            ]
+            rows = [self._new_row(owner, item, now) for item in items]
             session.add_all(rows)
             session.flush()
             for row, item in zip(rows, items, strict=True):
@@ -396,15 +385,7 @@ class MemoryStore:
         if kind is not None:
             statement = statement.where(Memory.kind == kind)
         for key, value in filters.metadata.items():
-            column = Memory.meta[key]
-            if isinstance(value, bool):
-                statement = statement.where(column.as_boolean() == value)
-            elif isinstance(value, int):
-                statement = statement.where(column.as_integer() == value)
-            elif isinstance(value, float):
-                statement = statement.where(column.as_float() == value)
-            else:
-                statement = statement.where(column.as_string() == value)
+            statement = statement.where(metadata_equals(Memory.meta, key, value))
         if after is not None:
             statement = statement.where(Memory.id < parse_memory_id(after))
         statement = statement.order_by(Memory.id.desc()).limit(max(1, min(limit, 1000)))

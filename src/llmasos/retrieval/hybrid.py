@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -31,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from llmasos.retrieval.interface import (
     IndexEntry,
+    MetadataValue,
     RetrievalIndexInterface,
     RetrievalMode,
     SearchFilters,
@@ -53,6 +55,18 @@ def scope_token(collection: str, namespace: str) -> str:
     """The one FTS5 token that marks a namespace's rows (letters only)."""
     digest = hashlib.sha256(f"{collection}\0{namespace}".encode()).hexdigest()[:20]
     return "s" + digest.translate(_LETTERS)
+
+
+def metadata_equals(column: Any, key: str, value: MetadataValue) -> ColumnElement[bool]:
+    """``column[key] == value`` for a JSON column, typed by the value (both engines)."""
+    field = column[key]
+    if isinstance(value, bool):
+        return field.as_boolean() == value  # type: ignore[no-any-return]
+    if isinstance(value, int):
+        return field.as_integer() == value  # type: ignore[no-any-return]
+    if isinstance(value, float):
+        return field.as_float() == value  # type: ignore[no-any-return]
+    return field.as_string() == value  # type: ignore[no-any-return]
 
 
 class HybridIndex(RetrievalIndexInterface):
@@ -269,16 +283,7 @@ class HybridIndex(RetrievalIndexInterface):
             conditions.append(entry.created_at >= filters.since)
         if filters.until is not None:
             conditions.append(entry.created_at <= filters.until)
-        for key, value in filters.metadata.items():
-            field = entry.meta[key]
-            if isinstance(value, bool):
-                conditions.append(field.as_boolean() == value)
-            elif isinstance(value, int):
-                conditions.append(field.as_integer() == value)
-            elif isinstance(value, float):
-                conditions.append(field.as_float() == value)
-            else:
-                conditions.append(field.as_string() == value)
+        conditions.extend(metadata_equals(entry.meta, k, v) for k, v in filters.metadata.items())
         return conditions
 
     def _lexical(
