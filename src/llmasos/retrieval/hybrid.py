@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    case,
     column,
     delete,
     func,
@@ -28,6 +29,8 @@ from sqlalchemy import (
     table,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from llmasos.retrieval.interface import (
@@ -42,7 +45,7 @@ from llmasos.retrieval.interface import (
 from llmasos.retrieval.terms import TermBlinder
 from llmasos.retrieval.vectors import VectorCache, encode_vector
 from llmasos.storage.database import Database
-from llmasos.storage.schema import RetrievalEntry
+from llmasos.storage.schema import RetrievalEntry, RetrievalNamespace
 
 FTS_TABLE = "retrieval_fts"
 PG_TERMS_INDEX = "ix_retrieval_entries_terms_tsv"
@@ -165,6 +168,9 @@ class HybridIndex(RetrievalIndexInterface):
                 session,
                 [(r.id, scope_token(self.collection, r.namespace), r.terms) for r in rows],
             )
+        for namespace in {r.namespace for r in rows}:
+            mine = [r for r in rows if r.namespace == namespace]
+            self._count(session, namespace, len(mine), max(r.id for r in mine), mine[0].user_id)
 
     def update(self, session: Session, entry: IndexEntry) -> None:
         # A new row (new id) rather than an in-place change: vector caches of other processes
@@ -178,10 +184,14 @@ class HybridIndex(RetrievalIndexInterface):
         where = (RetrievalEntry.collection == self.collection) & RetrievalEntry.ref_id.in_(
             list(ref_ids)
         )
+        found = session.execute(
+            select(RetrievalEntry.id, RetrievalEntry.namespace).where(where)
+        ).all()
         if self.database.is_sqlite:
-            ids = list(session.scalars(select(RetrievalEntry.id).where(where)))
-            self._fts_delete(session, ids)
+            self._fts_delete(session, [entry_id for entry_id, _ in found])
         session.execute(delete(RetrievalEntry).where(where))
+        for namespace in {n for _, n in found}:
+            self._count(session, namespace, -sum(1 for _, n in found if n == namespace), 0, None)
 
     def remove_namespace(self, session: Session, namespace: str) -> int:
         where = (RetrievalEntry.collection == self.collection) & (
@@ -191,8 +201,38 @@ class HybridIndex(RetrievalIndexInterface):
         if self.database.is_sqlite:
             self._fts_delete(session, ids)
         session.execute(delete(RetrievalEntry).where(where))
-        self.vectors.invalidate(namespace)
+        session.execute(
+            delete(RetrievalNamespace).where(
+                RetrievalNamespace.collection == self.collection,
+                RetrievalNamespace.namespace == namespace,
+            )
+        )
+        self.vectors.invalidate(f"{self.collection}\0{namespace}")
         return len(ids)
+
+    def _count(
+        self, session: Session, namespace: str, delta: int, max_id: int, user_id: int | None
+    ) -> None:
+        """Keep the namespace's counters in step, in the writer's transaction."""
+        insert = sqlite_insert if self.database.is_sqlite else postgresql_insert
+        table = RetrievalNamespace
+        statement = insert(table).values(
+            collection=self.collection,
+            namespace=namespace,
+            user_id=user_id,
+            entries=max(delta, 0),
+            max_entry_id=max_id,
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["collection", "namespace"],
+            set_={
+                "entries": table.entries + delta,
+                "max_entry_id": case(
+                    (table.max_entry_id > max_id, table.max_entry_id), else_=max_id
+                ),
+            },
+        )
+        session.execute(statement)
 
     @staticmethod
     def _fts_delete(session: Session, ids: list[int]) -> None:
@@ -299,6 +339,8 @@ class HybridIndex(RetrievalIndexInterface):
                 + " OR ".join(f'"{t}"' for t in terms)
                 + ")"
             )
+            if filters.empty:  # the scope token already limits the match: no join needed
+                return self._fts_only(match, depth)
             fts = table(FTS_TABLE, column("rowid"))
             rank: ColumnElement[float] = literal_column(f"bm25({FTS_TABLE}, 0.0, 1.0)")
             fts_statement = (
@@ -322,6 +364,24 @@ class HybridIndex(RetrievalIndexInterface):
         )
         with self.database.session() as session:
             return [(ref, float(score)) for ref, score in session.execute(statement)]
+
+    def _fts_only(self, match: str, depth: int) -> list[tuple[int, float]]:
+        with self.database.session() as session:
+            ranked = session.execute(
+                text(
+                    f"SELECT rowid, bm25({FTS_TABLE}, 0.0, 1.0) AS score FROM {FTS_TABLE} "
+                    f"WHERE {FTS_TABLE} MATCH :match ORDER BY score LIMIT :depth"
+                ),
+                {"match": match, "depth": depth},
+            ).all()
+            refs = dict(
+                session.execute(
+                    select(RetrievalEntry.id, RetrievalEntry.ref_id).where(
+                        RetrievalEntry.id.in_([row_id for row_id, _ in ranked])
+                    )
+                ).all()
+            )
+        return [(refs[row_id], -float(score)) for row_id, score in ranked if row_id in refs]
 
     def _semantic(
         self, namespace: str, embedding: Sequence[float], filters: SearchFilters, depth: int
@@ -347,13 +407,8 @@ class HybridIndex(RetrievalIndexInterface):
 
     def _census(self, namespace: str) -> tuple[int, int]:
         with self.database.session() as session:
-            count, max_id = session.execute(
-                select(func.count(), func.coalesce(func.max(RetrievalEntry.id), 0)).where(
-                    RetrievalEntry.collection == self.collection,
-                    RetrievalEntry.namespace == namespace,
-                )
-            ).one()
-        return int(count), int(max_id)
+            row = session.get(RetrievalNamespace, (self.collection, namespace))
+            return (row.entries, row.max_entry_id) if row is not None else (0, 0)
 
     def _load(self, namespace: str, after: int) -> list[tuple[int, int, bytes | None]]:
         with self.database.session() as session:
@@ -366,4 +421,26 @@ class HybridIndex(RetrievalIndexInterface):
                 )
                 .order_by(RetrievalEntry.id)
             ).all()
+        if after == 0:
+            self._repair_counts(namespace, rows)
         return [(int(i), int(r), None if e is None else bytes(e)) for i, r, e in rows]
+
+    def _repair_counts(self, namespace: str, rows: Sequence[Any]) -> None:
+        """After a full load: if the counters drifted (rows deleted by a cascade, a restored
+        backup), set them to what is there, so the next search does not reload again."""
+        entries, max_id = len(rows), max((int(r[0]) for r in rows), default=0)
+        if self._census(namespace) == (entries, max_id):
+            return
+        with self.database.session(write=True) as session:
+            row = session.get(RetrievalNamespace, (self.collection, namespace))
+            if row is None and entries:
+                session.add(
+                    RetrievalNamespace(
+                        collection=self.collection,
+                        namespace=namespace,
+                        entries=entries,
+                        max_entry_id=max_id,
+                    )
+                )
+            elif row is not None:
+                row.entries, row.max_entry_id = entries, max_id

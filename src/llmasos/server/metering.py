@@ -43,6 +43,7 @@ METERED_PREFIXES = (
     "/v1/completions",
     "/v1/embeddings",
     "/v1/services",
+    "/v1/memories",
     "/api/generate",
     "/api/chat",
     "/api/embed",

@@ -229,6 +229,19 @@ class RetrievalEntry(Base):
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+class RetrievalNamespace(Base):
+    """Per-namespace counters of the retrieval index: a search checks them (one key lookup)
+    to know whether its cached vectors are current."""
+
+    __tablename__ = "retrieval_namespaces"
+
+    collection: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    entries: Mapped[int] = mapped_column(Integer)
+    max_entry_id: Mapped[int] = mapped_column(Integer)
+
+
 class Memory(Base):
     """One long-term memory item of a user; ``text`` is a `ContentCipher` token."""
 

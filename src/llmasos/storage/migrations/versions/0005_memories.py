@@ -49,6 +49,21 @@ def upgrade() -> None:
     )
     op.create_index("ix_retrieval_entries_user_id", "retrieval_entries", ["user_id"])
     op.create_table(
+        "retrieval_namespaces",
+        sa.Column("collection", sa.String(32), nullable=False),
+        sa.Column("namespace", sa.String(64), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=True),
+        sa.Column("entries", sa.Integer(), nullable=False),
+        sa.Column("max_entry_id", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("collection", "namespace", name="pk_retrieval_namespaces"),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name="fk_retrieval_namespaces_user_id_users",
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_table(
         "memories",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("owner", sa.String(64), nullable=False),
@@ -94,6 +109,7 @@ def downgrade() -> None:
     op.drop_index("ix_memories_user_id", table_name="memories")
     op.drop_index("ix_memories_owner_created_at", table_name="memories")
     op.drop_table("memories")
+    op.drop_table("retrieval_namespaces")
     op.drop_index("ix_retrieval_entries_user_id", table_name="retrieval_entries")
     op.drop_index("ix_retrieval_entries_namespace", table_name="retrieval_entries")
     op.drop_table("retrieval_entries")
