@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmasos.cli.app import state
 from llmasos.cli.main import app, main
 from llmasos.cli.memory import parse_metadata
+from llmasos.cli.root import state
 from llmasos.errors import InvalidRequestError
 from llmasos.models.builtin import BUILTINS, package_path
 from llmasos.net import free_port
+from tests.cli.test_output import documented_fields
 
 runner = CliRunner()
 requires_model = pytest.mark.skipif(
@@ -63,9 +64,11 @@ def test_memory_commands(home: Path, capsys: pytest.CaptureFixture[str]) -> None
     code, out = run("memory", "list")
     assert code == 0 and memory_id in out.split()  # never cut, even at COLUMNS=80
     listed = json.loads(run("memory", "list", "--json", "--meta", "topic=sport")[1])
-    assert [m["id"] for m in listed["data"]] == [memory_id]
+    assert [m["id"] for m in listed] == [memory_id]
+    assert list(listed[0]) == documented_fields("memory", "list")
     found = json.loads(run("memory", "search", "running a race", "--json", "-k", "1")[1])
-    assert found["data"][0]["id"] == memory_id and found["data"][0]["score"] > 0
+    assert found[0]["id"] == memory_id and found[0]["score"] > 0
+    assert list(found[0]) == documented_fields("memory", "search")
     assert memory_id in run("memory", "search", "marathon")[1].split()
 
     assert run("memory", "edit", memory_id, "--text", "I ran the Berlin marathon")[0] == 0
@@ -77,7 +80,8 @@ def test_memory_commands(home: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "chat completions now use" in run("memory", "enable")[1]
 
     recommendations = json.loads(run("recommend", "--json")[1])
-    assert recommendations["data"] and all(r["reason"] for r in recommendations["data"])
+    assert recommendations and all(r["reason"] for r in recommendations)
+    assert list(recommendations[0]) == documented_fields("recommend")
     code, out = run("memory", "forget", "--all", "--yes")
     assert code == 0 and "forgot 1 memories" in out
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from llmasos.config import Settings
-from llmasos.kernel.protocol import EmbedResult
+from llmasos.kernel.interface import EmbedResult
 from llmasos.memory.memories import MemoryOwner, MemoryStore
 from llmasos.retrieval.terms import words
 from llmasos.storage import Database

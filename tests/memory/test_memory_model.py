@@ -12,8 +12,8 @@ import pytest
 from llmasos.config import load_settings
 from llmasos.kernel.client import InProcessEngineClient
 from llmasos.memory.memories import KINDS, MemoryOwner, MemoryStore
+from llmasos.models import open_model_store
 from llmasos.models.builtin import BUILTINS, package_path
-from llmasos.models.store import ModelStore
 from llmasos.storage import open_database
 
 pytestmark = [
@@ -28,7 +28,7 @@ OWNER = MemoryOwner.for_user(None)
 @pytest.fixture
 def kernel_store(tmp_path: Path) -> Iterator[tuple[MemoryStore, InProcessEngineClient]]:
     settings = load_settings(home=tmp_path / "home", threads=2, context_length=1024)
-    engine = InProcessEngineClient(settings, ModelStore.open(settings))
+    engine = InProcessEngineClient(settings, open_model_store(settings))
     with open_database(settings) as database:
         yield MemoryStore.open(settings, database, engine), engine
     asyncio.run(engine.close())

@@ -19,9 +19,9 @@ from llmasos.access.keys import KeyManager
 from llmasos.access.users import UserManager
 from llmasos.config import load_settings
 from llmasos.memory.memories import MAX_TEXT_CHARS, MemoryStore
-from llmasos.models.store import ModelStore
+from llmasos.models import open_model_store
 from llmasos.server.app import create_app
-from llmasos.storage.database import open_database
+from llmasos.storage import open_database
 from tests.memory.conftest import WordEngine
 from tests.server.conftest import ServerThread
 
@@ -51,7 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemoryServer]:
     users.create("bob", role="user")
     keys = KeyManager(database)
     engine = WordEngine()
-    store = ModelStore.open(settings)
+    store = open_model_store(settings)
     memory = MemoryStore.open(settings, database, engine)
     app = create_app(settings, engine, store, keys=keys, memory=memory)
     with ServerThread(app) as url:

@@ -13,8 +13,9 @@ the PostgreSQL a URL names) with the real embedding model behind the kernel's em
 * **quality** — the shipped conversation set (``bench/data/memory_sessions.json``): every
   turn is indexed, each question is searched, and evidence recall@5/@10 is reported for BM25
   alone, vectors alone and the hybrid.
-* **nothing lost** — C concurrent clients add and search over real HTTP for D seconds; then
-  every acknowledged item must be present exactly once.
+* **nothing lost** — a real ``llmasos serve`` in its own process; C concurrent clients add
+  and search over HTTP for D seconds; then every acknowledged item must be present exactly
+  once.
 """
 
 from __future__ import annotations
@@ -35,18 +36,16 @@ from typing import Any
 import numpy as np
 
 from llmasos.config import Settings
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.memory.memories import MemoryOwner, MemoryStore, NewMemory
 from llmasos.retrieval.hybrid import HybridIndex
 from llmasos.retrieval.interface import IndexEntry, RetrievalMode
 from llmasos.retrieval.terms import TermBlinder
-from llmasos.storage.database import open_database
+from llmasos.storage import open_database
 
 OWNER = MemoryOwner.for_user(None)
 MODES: tuple[RetrievalMode, ...] = ("bm25", "vector", "hybrid")
 Progress = Callable[[str], None]
-AppFactory = Callable[[Settings, EngineClientInterface, Any, MemoryStore], Any]
-"""(settings, engine, model store, memory store) -> the ASGI app to serve (the server's)."""
 
 _PEOPLE = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun"]
 _VERBS = ["likes", "visited", "is learning", "bought", "fixed", "painted", "wrote about", "sold"]
@@ -228,42 +227,35 @@ async def bench_quality(
 
 
 async def bench_nothing_lost(
-    store: MemoryStore,
-    settings: Settings,
-    engine: EngineClientInterface,
-    models: Any,
-    app_factory: AppFactory,
-    clients: int,
-    seconds: float,
-    progress: Progress,
+    settings: Settings, clients: int, seconds: float, progress: Progress
 ) -> dict[str, Any]:
-    """Concurrent HTTP clients add and search; afterwards each acknowledged item is there
-    exactly once (by id and by text), and nothing unacknowledged appeared."""
+    """A real ``llmasos serve`` (its own process, a scratch home, the same database engine)
+    and concurrent HTTP clients adding and searching; afterwards every acknowledged item must
+    be there exactly once, and nothing unacknowledged may have appeared."""
     import httpx
 
-    from llmasos.net import free_port, uvicorn_server
+    from llmasos.bench.peers import llmasos_server
 
-    port = free_port()
-    app = app_factory(settings, engine, models, store)
-    server = uvicorn_server(app, host="127.0.0.1", port=port, log_level="warning", log_config=None)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
+    extra = ["--database-url", settings.database_url] if settings.database_url else []
     acknowledged: dict[str, str] = {}
     merged: set[str] = set()
     counts = {"adds": 0, "searches": 0, "errors": 0}
-    deadline = time.monotonic() + seconds
-    base = f"http://127.0.0.1:{port}"
+    progress("starting llmasos serve")
+    with llmasos_server(threads=settings.threads or None, extra_args=extra) as server:
+        server.start()
+        deadline = time.monotonic() + seconds
 
-    async def client(number: int) -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
-            n = 0
-            while time.monotonic() < deadline:
-                n += 1
-                if n % 3:
-                    text = f"client {number} item {n}: {generated_fact(number * 100_000 + n)}"
-                    response = await http.post("/v1/memories", json={"text": text})
-                    if response.status_code == 200:
+        async def client(number: int) -> None:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as http:
+                n = 0
+                while time.monotonic() < deadline:
+                    n += 1
+                    if n % 3:
+                        text = f"client {number} item {n}: {generated_fact(number * 100_000 + n)}"
+                        response = await http.post("/v1/memories", json={"text": text})
+                        if response.status_code != 200:
+                            counts["errors"] += 1
+                            continue
                         item = response.json()["data"][0]
                         if item["status"] == "created":
                             acknowledged[item["id"]] = text
@@ -271,26 +263,32 @@ async def bench_nothing_lost(
                             merged.add(item["id"])
                         counts["adds"] += 1
                     else:
-                        counts["errors"] += 1
-                else:
-                    response = await http.post(
-                        "/v1/memories/search", json={"query": f"client {number}", "k": 5}
-                    )
-                    counts["searches" if response.status_code == 200 else "errors"] += 1
+                        response = await http.post(
+                            "/v1/memories/search", json={"query": f"client {number}", "k": 5}
+                        )
+                        counts["searches" if response.status_code == 200 else "errors"] += 1
 
-    try:
+        progress(f"nothing lost: {clients} clients for {seconds:.0f} s")
         await asyncio.gather(*(client(i) for i in range(clients)))
-    finally:
-        server.should_exit = True
-        await serving
-    progress(f"checking {len(acknowledged):,} acknowledged items")
-    stored = await asyncio.to_thread(store.list_items, OWNER, limit=1_000_000)
-    by_id = {item.id: item.text for item in stored}
-    texts = [item.text for item in stored]
+        progress(f"checking {len(acknowledged):,} acknowledged items")
+        stored: list[dict[str, Any]] = []
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as http:
+            after: str | None = None
+            while True:
+                params: dict[str, Any] = {"limit": 1000}
+                if after:
+                    params["after"] = after
+                page = (await http.get("/v1/memories", params=params)).json()
+                stored.extend(page["data"])
+                if not page["has_more"]:
+                    break
+                after = page["data"][-1]["id"]
+    by_id = {item["id"]: item["text"] for item in stored}
+    texts = [item["text"] for item in stored]
     missing = [i for i, text in acknowledged.items() if by_id.get(i) != text]
     missing += [i for i in merged if i not in by_id]
-    duplicated = len(texts) - len(set(texts))
-    unexpected = sorted(set(by_id) - set(acknowledged))
+    duplicated = len(texts) - len(set(texts)) + len(stored) - len(by_id)
+    unexpected = sorted(set(by_id) - set(acknowledged) - merged)
     return {
         "clients": clients,
         "seconds": seconds,
@@ -316,7 +314,6 @@ async def run_memory_bench(
     clients: int,
     seconds: float,
     progress: Progress,
-    app_factory: AppFactory | None = None,
 ) -> MemoryBenchReport:
     from llmasos.kernel.client import InProcessEngineClient
     from llmasos.storage.database import database_url, display_url
@@ -324,9 +321,9 @@ async def run_memory_bench(
     with tempfile.TemporaryDirectory(prefix="llmasos-bench-memory-") as scratch:
         bench_settings = settings.model_copy(update={"home": Path(scratch)})
         # models come from the real home's store; the database and key live in scratch
-        from llmasos.models.store import ModelStore
+        from llmasos.models import open_model_store
 
-        models = ModelStore.open(settings)
+        models = open_model_store(settings)
         engine = InProcessEngineClient(bench_settings, models)
         report = MemoryBenchReport(
             database=display_url(database_url(bench_settings)),
@@ -348,18 +345,9 @@ async def run_memory_bench(
                     report.quality, report.quality_set = await bench_quality(
                         engine, bench_settings, settings.default_embedding_model
                     )
-                if clients and seconds > 0 and app_factory is not None:
-                    store.delete_all(OWNER)
-                    progress(f"nothing lost: {clients} clients for {seconds:.0f} s")
+                if clients and seconds > 0:
                     report.nothing_lost = await bench_nothing_lost(
-                        store,
-                        bench_settings,
-                        engine,
-                        models,
-                        app_factory,
-                        clients,
-                        seconds,
-                        progress,
+                        settings, clients, seconds, progress
                     )
         finally:
             await engine.close()

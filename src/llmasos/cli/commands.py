@@ -1,15 +1,15 @@
 """Imports every command module so its commands register on the Typer app."""
 
 from llmasos.cli import (  # noqa: F401
-    access_cmd,
-    apps_cmd,
+    access,
+    apps,
     bench,
-    config_cmd,
-    kernel_cmd,
+    config,
+    kernel,
     memory,
     models,
     run,
     serve,
-    services_cmd,
-    usage_cmd,
+    services,
+    usage,
 )

@@ -19,9 +19,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from llmasos.cli.app import app, console, err_console, state
 from llmasos.cli.bench import bench_app
+from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
 from llmasos.cli.remote import call_server, server_url
+from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import InvalidRequestError
 
 memory_app = typer.Typer(help="What the OS remembers about you.", no_args_is_help=True)
@@ -49,7 +50,7 @@ def run_local(work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """Run ``work(memory_store, owner)`` against the database and an in-process kernel."""
     from llmasos.kernel.client import InProcessEngineClient
     from llmasos.memory.memories import MemoryOwner, MemoryStore
-    from llmasos.storage.database import open_database
+    from llmasos.storage import open_database
 
     settings = state.settings
 
@@ -72,31 +73,30 @@ def api(method: str, path: str, **kwargs: Any) -> Any | None:
     return call_server(state.settings, method, path, **kwargs)
 
 
+ITEM_FIELDS = "id, object, text, kind, source, source_ref, metadata, created_at, updated_at"
+
+
 def print_items(items: list[dict[str, Any]], *, scores: bool = False) -> None:
     if not items:
         err_console.print("no memories", highlight=False)
         return
-    table = Table("id", "kind", "text", "created")
-    table.columns[0].no_wrap = True
-    table.columns[0].min_width = max(len(str(i["id"])) for i in items)
-    table.columns[1].no_wrap = True
-    table.columns[3].no_wrap = True
-    if scores:
-        table.add_column("score", no_wrap=True)
     from datetime import UTC, datetime
 
+    rows = table(Column("id", key=True), Column("kind", key=True), "text", "created")
+    if scores:
+        rows.add_column("score", no_wrap=True)
     for item in items:
         created = datetime.fromtimestamp(int(item["created_at"]), UTC).strftime("%Y-%m-%d")
-        row = [item["id"], item["kind"], Text(item["text"]), created]
+        cells: list[Any] = [item["id"], item["kind"], Text(item["text"]), created]
         if scores:
-            row.append(f"{item.get('score') or 0:.3f}")
-        table.add_row(*row)
-    console.print(table, highlight=False)
+            cells.append(f"{item.get('score') or 0:.3f}")
+        rows.add_row(*cells)
+    print_table(rows, highlight=False)
 
 
 def emit(items: list[dict[str, Any]], as_json: bool, *, scores: bool = False) -> None:
     if as_json:
-        console.print_json(json.dumps({"object": "list", "data": items}))
+        print_json(items)
     else:
         print_items(items, scores=scores)
 
@@ -106,9 +106,13 @@ def memory_add(
     text: Annotated[str, typer.Argument(help="The fact to remember.")],
     kind: Annotated[str, typer.Option("--kind", help=KIND_HELP)] = "fact",
     meta: Annotated[list[str] | None, typer.Option("--meta", help=META_HELP)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """Remember a fact (adding one that is already remembered changes nothing)."""
+    """Remember a fact (adding one that is already remembered changes nothing).
+
+    --json fields: id, object, text, kind, source, source_ref, metadata, created_at, updated_at,
+    status.
+    """
     body = {"text": text, "kind": kind, "metadata": parse_metadata(meta)}
     answer = api("POST", "/v1/memories", json=body)
     if answer is None:
@@ -125,7 +129,7 @@ def memory_add(
         answer = run_local(work)
     item = answer["data"][0]
     if as_json:
-        console.print_json(json.dumps(item))
+        print_json(item)
         return
     verb = "remembered" if item.get("status") == "created" else "already remembered"
     console.print(f"{verb} {item['id']}", highlight=False)
@@ -138,9 +142,12 @@ def memory_list(
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=1000, help="At most this many.")
     ] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """List what is remembered, newest first."""
+    """List what is remembered, newest first.
+
+    --json fields: id, object, text, kind, source, source_ref, metadata, created_at, updated_at.
+    """
     metadata = parse_metadata(meta)
     params: dict[str, Any] = {"limit": limit}
     if kind:
@@ -170,9 +177,13 @@ def memory_search(
         str | None, typer.Option("--since", help="Created on or after (2025-01-31 or 7d).")
     ] = None,
     mode: Annotated[str, typer.Option("--mode", help="hybrid, bm25 or vector.")] = "hybrid",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """Search what is remembered, by words and by meaning."""
+    """Search what is remembered, by words and by meaning, best first.
+
+    --json fields: id, object, text, kind, source, source_ref, metadata, created_at, updated_at,
+    score.
+    """
     from llmasos.access.usage import parse_since
 
     if mode not in ("hybrid", "bm25", "vector"):
@@ -287,13 +298,16 @@ def memory_disable() -> None:
 @app.command("recommend")
 def recommend(
     limit: Annotated[int, typer.Option("--limit", min=1, max=50, help="How many.")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """Suggest services, apps and next steps from your history and memories."""
+    """Suggest services, apps and next steps from your history and memories.
+
+    --json fields: type, name, score, reason, detail.
+    """
     answer = api("GET", "/v1/recommendations", params={"limit": limit})
     if answer is None:
+        from llmasos.apps.offer import recommendation_candidates
         from llmasos.memory.recommend import Recommender
-        from llmasos.server.memory.serving import recommendation_candidates
 
         async def work(store: Any, owner: Any) -> dict[str, Any]:
             result = await Recommender(store).recommend(
@@ -316,14 +330,12 @@ def recommend(
 
         answer = run_local(work)
     if as_json:
-        console.print_json(json.dumps(answer))
+        print_json(answer["data"])
         return
-    table = Table("type", "name", "why")
-    table.columns[0].no_wrap = True
-    table.columns[1].no_wrap = True
+    rows = table(Column("type", key=True), Column("name", key=True), "why")
     for item in answer["data"]:
-        table.add_row(item["type"], item["name"], Text(item["reason"]))
-    console.print(table, highlight=False)
+        rows.add_row(item["type"], item["name"], Text(item["reason"]))
+    print_table(rows, highlight=False)
     if answer.get("cold_start"):
         err_console.print("(no history yet: these are popular picks)", highlight=False)
 
@@ -356,7 +368,6 @@ def bench_memory(
 ) -> None:
     """Memory: add and search latency, retrieval quality (recall@k), and nothing lost."""
     from llmasos.bench.memory import run_memory_bench
-    from llmasos.server.app import create_app
 
     try:
         size_list = [int(s) for s in sizes.split(",") if s.strip()]
@@ -375,19 +386,18 @@ def bench_memory(
             clients=clients,
             seconds=seconds,
             progress=lambda message: err_console.print(message, highlight=False),
-            app_factory=lambda s, e, m, st: create_app(s, e, m, memory=st),
         )
     )
-    table = Table("measure", "n", "p50 ms", "p95 ms", "mean ms", title="memory latency")
+    latency_rows = Table("measure", "n", "p50 ms", "p95 ms", "mean ms", title="memory latency")
     for result in ([report.add] if report.add else []) + report.search:
-        table.add_row(
+        latency_rows.add_row(
             result.label,
             f"{result.count}",
             f"{result.p50_ms:.1f}",
             f"{result.p95_ms:.1f}",
             f"{result.mean_ms:.1f}",
         )
-    console.print(table, highlight=False)
+    console.print(latency_rows, highlight=False)
     if report.quality:
         quality_table = Table(
             "retrieval",

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from llmasos.config import Settings
 from llmasos.errors import InvalidRequestError, NotFoundError
-from llmasos.kernel.protocol import EngineClientInterface, GenerateRequest
+from llmasos.kernel.interface import EngineClientInterface, GenerateRequest
 from llmasos.retrieval.hybrid import HybridIndex, metadata_equals
 from llmasos.retrieval.interface import IndexEntry, RetrievalMode, SearchFilters
 from llmasos.retrieval.terms import TermBlinder

@@ -14,7 +14,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from llmasos.config import Settings
 from llmasos.errors import InvalidRequestError, PermissionDeniedError
 from llmasos.memory.memories import (
     MemoryItem,
@@ -26,7 +25,7 @@ from llmasos.memory.memories import (
 )
 from llmasos.memory.recommend import Candidate, Recommender
 from llmasos.retrieval.interface import SearchFilters, check_metadata_filters
-from llmasos.server.auth import principal_var, tenant_for
+from llmasos.server.context import principal_var, report_usage, tenant_for
 from llmasos.server.memory.protocol import (
     ExtractionUsage,
     MemoryAddResponse,
@@ -38,7 +37,6 @@ from llmasos.server.memory.protocol import (
     RecommendationList,
     RecommendationOut,
 )
-from llmasos.server.metering import report_usage
 
 RECALL_K = 5
 RECALL_MIN_SIMILARITY = 0.35
@@ -207,24 +205,3 @@ class MemoryService:
         return await self.store.search(
             owner, query[-4000:], k=RECALL_K, min_similarity=RECALL_MIN_SIMILARITY
         )
-
-
-def recommendation_candidates(settings: Settings) -> list[Candidate]:
-    """What may be recommended: the named services, installed apps and built-in apps."""
-    from llmasos.apps.builtin import builtin_names, builtin_path
-    from llmasos.apps.manifest import load_manifest
-    from llmasos.apps.store import AppStore
-    from llmasos.services.registry import ServiceRegistry
-
-    candidates = [
-        Candidate("service", d.name, d.description)
-        for d in ServiceRegistry.load(settings.home).list()
-    ]
-    installed = {app.name: app for app in AppStore(settings.home).list()}
-    for name, app in sorted(installed.items()):
-        candidates.append(Candidate("app", name, app.manifest.description))
-    for name in builtin_names():
-        if name not in installed:
-            manifest = load_manifest(builtin_path(name))
-            candidates.append(Candidate("app", name, manifest.description))
-    return candidates

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.server.context import current_request_id
 from llmasos.server.openai.chat.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
     ChatMessageParam,
 )
 from llmasos.server.openai.chat.serving import ChatCompletionService
-from llmasos.server.ops import current_request_id
 from llmasos.server.streaming import StreamingBody
 
 if TYPE_CHECKING:

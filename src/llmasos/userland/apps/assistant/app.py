@@ -16,8 +16,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from llmasos import Application, Client
-from llmasos.errors import InvalidRequestError
+from llmasos import Application, Client, InvalidRequestError
 
 client = Client()
 app = Application(name="assistant")
