@@ -1,8 +1,9 @@
 """Index terms: words of a text, lightly normalised, then blinded with a keyed hash.
 
-`words` lowercases, splits on anything that is not a letter or digit, drops stop words and
-strips common English suffixes (a deliberately small stemmer: plural ``s``/``es``, ``ing``,
-``ed``), so "cooking" finds "cooks". `TermBlinder` maps each word to 12 letters of an
+`words` lowercases, splits on anything that is not a letter or digit, drops single
+characters (the ``s`` of "user's") and stop words, and strips common English suffixes (a
+deliberately small stemmer: plural ``s``/``es``, ``ing``, ``ed``), so "cooking" finds
+"cooks". `TermBlinder` maps each word to 12 letters of an
 HMAC-SHA256 under a key derived from the master key: the full-text index (FTS5 or
 tsvector) then counts and ranks terms exactly as it would the words — BM25 needs only
 equality and frequencies — without a copy of the database revealing them. Its `fingerprint`
@@ -119,7 +120,7 @@ def stem(word: str) -> str:
 def words(text: str) -> list[str]:
     """The normalised words of ``text`` that are worth indexing, in order."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    return [stem(w) for w in _WORD.findall(folded) if w not in STOP_WORDS]
+    return [stem(w) for w in _WORD.findall(folded) if len(w) > 1 and w not in STOP_WORDS]
 
 
 def normalize_text(text: str) -> str:
