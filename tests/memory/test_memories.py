@@ -66,8 +66,16 @@ def test_another_owners_ids_are_not_found(store: MemoryStore) -> None:
 
 def test_list_filters_and_pages(store: MemoryStore) -> None:
     ids = [
-        run(store.add(ALICE, f"Alice fact number {n}", kind=kind, metadata={"n": n % 2})).item.id
-        for n, kind in enumerate(["fact", "preference", "fact", "event", "fact"])
+        run(store.add(ALICE, f"Alice likes {thing}", kind=kind, metadata={"n": n % 2})).item.id
+        for n, (thing, kind) in enumerate(
+            [
+                ("apples", "fact"),
+                ("boats", "preference"),
+                ("clouds", "fact"),
+                ("dunes", "event"),
+                ("eagles", "fact"),
+            ]
+        )
     ]
     assert [i.id for i in store.list_items(ALICE)] == ids[::-1]
     assert [i.id for i in store.list_items(ALICE, kind="fact")] == [ids[4], ids[2], ids[0]]
