@@ -12,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 
-from llmasos.bench.memory import sixty_turns
+from llmasos.bench.conversations import sixty_turns
 from llmasos.models.builtin import BUILTINS, package_path
 from tests.serving import llmasos_serve
 

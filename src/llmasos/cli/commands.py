@@ -7,6 +7,7 @@ from llmasos.cli import (  # noqa: F401
     config,
     conversations,
     kernel,
+    memory,
     models,
     run,
     serve,

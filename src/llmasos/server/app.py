@@ -15,15 +15,19 @@ from starlette.middleware import Middleware
 
 from llmasos import __version__
 from llmasos.access.keys import KeyManager
+from llmasos.apps.offer import recommendation_candidates
 from llmasos.config import Settings
 from llmasos.errors import ConfigError
 from llmasos.kernel.interface import EngineClientInterface
+from llmasos.memory.memories import MemoryStore
 from llmasos.models import ModelStoreInterface
 from llmasos.server.admin.router import admin_router
 from llmasos.server.apps.router import apps_router
 from llmasos.server.auth import AuthMiddleware
 from llmasos.server.context import install_request_id_logging
 from llmasos.server.errors import install_exception_handlers
+from llmasos.server.memory.router import memory_router
+from llmasos.server.memory.serving import MemoryService
 from llmasos.server.metering import QuotaMiddleware
 from llmasos.server.ollama.embed.router import embed_router
 from llmasos.server.ollama.generate.router import generate_router
@@ -81,11 +85,13 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     keys: KeyManager | None = None,
     database: Database | None = None,
+    memory: MemoryStore | None = None,
 ) -> FastAPI:
     """The LLMasOS HTTP API over ``engine`` and ``store``; with ``settings.auth`` every
     request but ``/health`` must carry an API key that ``keys`` verifies. Conversations and
     stored responses live in ``database`` (default: the keys' database, else the one the
-    settings name, opened on first use)."""
+    settings name, opened on first use). ``memory`` adds ``/v1/memories``,
+    ``/v1/recommendations`` and memory in chat completions."""
     if settings.auth and keys is None:
         raise ConfigError("authentication is on but no key store was given to the server")
     install_request_id_logging()
@@ -101,7 +107,13 @@ def create_app(
     app.state.store = store
     install_exception_handlers(app)
     app.include_router(ops_router(engine))
-    app.include_router(chat_router(engine))
+    memory_service = None
+    if memory is not None:
+        memory_service = MemoryService(memory)
+        app.include_router(
+            memory_router(memory_service, lambda: recommendation_candidates(settings))
+        )
+    app.include_router(chat_router(engine, memory_service))
     app.include_router(completions_router(engine))
     app.include_router(embeddings_router(engine))
     stores = ConversationStoreProvider(

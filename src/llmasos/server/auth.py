@@ -37,6 +37,8 @@ SCOPE_RULES: tuple[tuple[str, str, str], ...] = (
     ("*", "/v1/services", "chat"),
     ("*", "/v1/responses", "chat"),
     ("*", "/v1/conversations", "chat"),
+    ("*", "/v1/memories", "memory"),
+    ("*", "/v1/recommendations", "memory"),
     ("*", "/api/pull", "models:write"),
     ("*", "/api/create", "models:write"),
     ("*", "/api/copy", "models:write"),

@@ -44,6 +44,7 @@ METERED_PREFIXES = (
     "/v1/embeddings",
     "/v1/services",
     "/v1/responses",
+    "/v1/memories",
     "/api/generate",
     "/api/chat",
     "/api/embed",
