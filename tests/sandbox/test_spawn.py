@@ -67,7 +67,7 @@ class Box:
             limits=ResourceLimits(**limits) if limits else ResourceLimits(),
         )
 
-    def attempt(self, what: str, *, network: bool = False, **arguments: Any) -> dict[str, Any]:
+    def attempt(self, what: str, /, *, network: bool = False, **arguments: Any) -> dict[str, Any]:
         """Run one escape in a sandbox; its JSON answer, with ``returncode``."""
         request = json.dumps({"what": what, **arguments})
         process = spawn(

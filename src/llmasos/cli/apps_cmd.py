@@ -10,8 +10,10 @@ given. Failures are `LLMasOSError` lines.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +21,7 @@ import typer
 from rich.table import Table
 
 from llmasos.apps.builtin import BUILTIN_PREFIX, builtin_names, builtin_path
+from llmasos.apps.confinement import AppConfinement, app_plan, describe
 from llmasos.apps.manifest import AppManifest, load_manifest
 from llmasos.apps.sandbox import MB
 from llmasos.apps.store import AppStore, Confirm, InstalledApp
@@ -26,6 +29,7 @@ from llmasos.apps.templates import TEMPLATES, scaffold
 from llmasos.cli.app import app, console, err_console, state
 from llmasos.cli.remote import base_url
 from llmasos.errors import LLMasOSError
+from llmasos.sandbox import ConfinementReport
 
 if TYPE_CHECKING:
     from llmasos.apps.supervisor import AppSupervisor
@@ -53,7 +57,12 @@ def _supervisor(server: str | None = None) -> Iterator[AppSupervisor]:
     from llmasos.storage import open_database
 
     with open_database(state.settings) as database:
-        yield AppSupervisor(_store(), database, server or base_url(state.settings))
+        yield AppSupervisor(
+            _store(),
+            database,
+            server or base_url(state.settings),
+            AppConfinement.from_settings(state.settings),
+        )
 
 
 def _confirm(yes: bool, verb: str) -> Confirm:
@@ -66,6 +75,17 @@ def _confirm(yes: bool, verb: str) -> Confirm:
         err_console.print("It asks for:", highlight=False)
         for line in manifest.permissions.describe():
             err_console.print(f"  - {line}", highlight=False)
+        home = state.settings.home
+        report = app_plan(
+            manifest,
+            home / "apps" / manifest.name,
+            home,
+            AppConfinement.from_settings(state.settings),
+        )
+        err_console.print(f"Confinement on this machine: {report.summary()}", highlight=False)
+        if not report.complete:
+            for line in describe(report):
+                err_console.print(f"  - {line}", highlight=False, markup=False)
         return yes or typer.confirm("Proceed?", default=False, err=True)
 
     return confirm
@@ -179,12 +199,41 @@ def list_builtins() -> None:
 
 
 @apps_app.command("info")
-def info(name: Annotated[str, typer.Argument(help="An installed app.")]) -> None:
-    """An installed app's manifest, permissions, source and state."""
+def info(
+    name: Annotated[str, typer.Argument(help="An installed app.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """An installed app's manifest, permissions, source, state and OS confinement."""
     with _supervisor() as supervisor:
         installed = supervisor.store.get(name)
         used, quota = supervisor.storage(name)
         manifest = installed.manifest
+        running = supervisor.status(name)
+        monitor = supervisor.monitor(name)
+        if running is not None and monitor is not None and monitor.confinement is not None:
+            report, source = ConfinementReport.from_json(monitor.confinement), "running"
+        else:
+            report, source = supervisor.confinement_plan(name), "planned"
+        if as_json:
+            data = {
+                "name": manifest.name,
+                "version": manifest.version,
+                "description": manifest.description,
+                "entry": manifest.entry,
+                "installed_at": installed.installed_at,
+                "source": installed.source,
+                "sha256": installed.sha256,
+                "directory": str(installed.directory),
+                "running": running is not None,
+                "pid": running.pid if running else None,
+                "url": running.url if running else None,
+                "monitor": asdict(monitor) if monitor is not None else None,
+                "storage": {"used_bytes": used, "quota_bytes": quota},
+                "permissions": asdict(manifest.permissions),
+                "confinement": {"source": source, **report.to_json()},
+            }
+            console.print_json(json.dumps(data))
+            return
         lines = [
             f"name:        {manifest.name}",
             f"version:     {manifest.version}",
@@ -197,6 +246,9 @@ def info(name: Annotated[str, typer.Argument(help="An installed app.")]) -> None
             f"storage:     {used / MB:.2f} MB used of {quota / MB:g} MB (data and temp)",
             "permissions:",
             *(f"  - {line}" for line in manifest.permissions.describe()),
+            f"confinement ({'in force' if source == 'running' else 'on this machine'}, "
+            f"{report.mode}):",
+            *(f"  - {line}" for line in describe(report)),
         ]
         console.print("\n".join(lines), highlight=False, markup=False)
 
@@ -218,9 +270,13 @@ def start(
     """Run an app as its own process, with a key limited to its permissions."""
     with _supervisor(server) as supervisor:
         running = supervisor.start(name)
+        monitor = supervisor.monitor(name)
     console.print(
         f"started {name} {running.version}: {running.url} (pid {running.pid})", highlight=False
     )
+    if monitor is not None and monitor.confinement is not None:
+        summary = ConfinementReport.from_json(monitor.confinement).summary()
+        console.print(f"confinement: {summary}", highlight=False, markup=False)
 
 
 @apps_app.command("stop")

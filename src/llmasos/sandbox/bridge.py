@@ -65,6 +65,8 @@ class Endpoint:
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until end of stream, then half-close ``writer``. A reset on either side closes
+    ``writer`` whole, so that the other direction ends too instead of waiting forever."""
     try:
         while data := await reader.read(CHUNK):
             writer.write(data)
@@ -72,7 +74,7 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         if writer.can_write_eof():
             writer.write_eof()
     except (OSError, RuntimeError):
-        pass
+        writer.close()
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

@@ -75,6 +75,17 @@ class SandboxSpec:
     hidden: tuple[Path, ...] = ()
     limits: ResourceLimits = field(default_factory=ResourceLimits)
 
+    @property
+    def kernel_port_inside(self) -> int | None:
+        """Where the kernel is inside a sandbox without network: 127.0.0.1 and its own port,
+        or — for a port below 1024, which no unprivileged process may bind — 8000 + it."""
+        if self.kernel is None:
+            return None
+        port = self.kernel[1]
+        if port >= 1024:
+            return port
+        return 8000 + port if 8000 + port != self.listen_port else 9000 + port
+
 
 @dataclass(frozen=True)
 class Layer:

@@ -116,7 +116,7 @@ def plan(
     if spec.network:
         layers.append(Layer("network", True, "the host's network (permission granted)", False))
     elif support.namespaces:
-        kernel = f"the kernel at 127.0.0.1:{spec.kernel[1]}" if spec.kernel else "nothing"
+        kernel = f"the kernel at 127.0.0.1:{spec.kernel_port_inside}" if spec.kernel else "nothing"
         layers.append(Layer("network", True, f"own network namespace; the only way out: {kernel}"))
     else:
         layers.append(Layer("network", False, "no network namespace (in-process guard only)"))
@@ -402,7 +402,7 @@ def spawn(
                     Endpoint.unix(str(sockets / KERNEL_SOCKET)), Endpoint.tcp(*spec.kernel)
                 )
                 relays.append(
-                    f"tcp:127.0.0.1:{spec.kernel[1]}=unix:{INSIDE_SOCKETS}/{KERNEL_SOCKET}"
+                    f"tcp:127.0.0.1:{spec.kernel_port_inside}=unix:{INSIDE_SOCKETS}/{KERNEL_SOCKET}"
                 )
             if spec.listen_port is not None:
                 bridge.relay(
