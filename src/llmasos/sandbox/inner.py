@@ -1,9 +1,11 @@
 """``python -m llmasos.sandbox.inner [OPTIONS] -- ARGV...``: the first process inside a
 sandbox, trusted code that runs before the confined program.
 
-It sets the rlimits it is given, installs the seccomp filter itself when bubblewrap did not
-(``--seccomp``, the weaker mode), starts the relays of a network namespace (``--relay
-LISTEN=UPSTREAM``, see `llmasos.sandbox.bridge`), then forks and executes ``ARGV``. It stays
+It sets the rlimits it is given, starts the relays of a network namespace (``--relay
+LISTEN=UPSTREAM``, see `llmasos.sandbox.bridge`), confines itself with Landlock
+(``--landlock JSON``: readable and writable paths, allowed TCP ports), installs the seccomp
+filter itself when bubblewrap did not (``--seccomp``, the weaker mode), then forks and
+executes ``ARGV``. It stays
 as the sandbox's PID 1: it forwards SIGTERM, SIGINT and SIGHUP to the program, reaps every
 orphan, and when the program ends writes ``exit N`` or ``signal N`` to ``--status-fd`` and
 exits with N (128 + N for a signal), which ends the PID namespace and whatever the program
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -45,6 +48,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--relay", action="append", default=[], help="LISTEN=UPSTREAM")
     parser.add_argument("--rlimit", action="append", default=[], help="NAME=VALUE")
     parser.add_argument("--seccomp", action="store_true", help="install the filter here")
+    parser.add_argument("--landlock", help="JSON: readable, writable, connect, bind")
     parser.add_argument("--status-fd", type=int)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     arguments = parser.parse_args(argv)
@@ -78,11 +82,21 @@ def main(argv: list[str] | None = None) -> int:
             listen, _, upstream = relay.partition("=")
             assert bridge is not None
             bridge.relay(Endpoint.parse(listen), Endpoint.parse(upstream))
+        if arguments.landlock:
+            from llmasos.sandbox import landlock
+
+            rules = json.loads(arguments.landlock)
+            landlock.restrict(
+                readable=rules["readable"],
+                writable=rules["writable"],
+                tcp_connect=rules.get("connect"),
+                tcp_bind=rules.get("bind"),
+            )
         if arguments.seccomp:
             from llmasos.sandbox import seccomp
 
             seccomp.load()
-    except (OSError, ValueError, ImportError) as error:
+    except (OSError, ValueError, KeyError, ImportError) as error:
         print(f"error: the sandbox could not be set up: {error}", file=sys.stderr, flush=True)
         _report(arguments.status_fd, "exit 125\n")
         return 125

@@ -158,12 +158,16 @@ def plan(
                 False,
             )
         )
-    landlock = (
-        f"kernel ABI {support.landlock_abi}; not used (the mount namespace confines files)"
-        if support.landlock_abi
-        else "not offered by this kernel"
-    )
-    layers.append(Layer("landlock", False, landlock, False))
+    if support.landlock_abi:
+        tcp = (
+            "; TCP only to the kernel's port"
+            if support.landlock_abi >= 4 and not spec.network
+            else ""
+        )
+        landlock = f"ABI {support.landlock_abi}: reads and writes only where the spec says{tcp}"
+    else:
+        landlock = "not offered by this kernel"
+    layers.append(Layer("landlock", bool(support.landlock_abi), landlock, False))
     report = ConfinementReport(mode=mode, layers=tuple(layers))
     if mode is ConfinementMode.STRICT and not report.complete:
         raise refusal(spec.name, report)
@@ -224,6 +228,30 @@ def _bwrap_command(
     return command
 
 
+def landlock_rules(spec: SandboxSpec, *, namespaces: bool) -> dict[str, Any]:
+    """What `llmasos.sandbox.landlock.restrict` allows the sandbox: the same paths as the
+    mount namespace (plus ``/dev`` and ``/proc`` to read, ``/dev/null`` to write) and,
+    without network, TCP to the kernel's port and the program's own only."""
+    readable = [str(path) for path in system_readable()] + ["/dev", "/proc"]
+    readable += [str(path) for path in spec.readable]
+    if spec.network:
+        readable += [str(Path("/etc") / name) for name in NETWORK_ETC_FILES]
+    if namespaces:
+        readable.append(INSIDE_SOCKETS)
+    rules: dict[str, Any] = {
+        "readable": readable,
+        "writable": [str(path) for path in spec.writable] + [os.devnull],
+        "connect": None,
+        "bind": None,
+    }
+    if not spec.network:
+        ports = [spec.listen_port] if spec.listen_port is not None else []
+        kernel = spec.kernel_port_inside if namespaces else (spec.kernel or (None, None))[1]
+        rules["connect"] = ports + ([kernel] if kernel is not None else [])
+        rules["bind"] = ports + ([spec.kernel_port_inside] if namespaces and spec.kernel else [])
+    return rules
+
+
 def _inner_command(
     spec: SandboxSpec,
     support: MachineSupport,
@@ -241,6 +269,9 @@ def _inner_command(
         command += ["--rlimit", f"as={max(limits.memory_mb, 64) * MB * 4}"]
         if os.geteuid() != 0:
             command += ["--rlimit", f"nproc={limits.processes}"]
+    if support.landlock_abi:
+        rules = landlock_rules(spec, namespaces=support.namespaces)
+        command += ["--landlock", json.dumps(rules)]
     if load_seccomp:
         command.append("--seccomp")
     for relay in relays:
@@ -282,9 +313,21 @@ class SandboxedProcess:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        """Like ``Popen``'s: close the pipes; unlike it, kill a program still running."""
+        for stream in (self._popen.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
         if self.poll() is None:
             self.kill()
-            self.wait()
+        self.wait()
+
+    def communicate(
+        self, input: bytes | None = None, timeout: float | None = None
+    ) -> tuple[bytes | None, bytes | None]:
+        """``Popen.communicate``: send ``input``, read the output to the end, wait."""
+        output, errors = self._popen.communicate(input, timeout)
+        self._finish()
+        return output, errors
 
     def poll(self) -> int | None:
         if self.returncode is None and self._popen.poll() is not None:
@@ -342,6 +385,8 @@ class SandboxedProcess:
                         os.kill(int(line), signal.SIGKILL)
 
     def _finish(self) -> None:
+        if self.returncode is not None:
+            return
         code = self._popen.returncode
         status = b""
         with contextlib.suppress(OSError):
@@ -395,7 +440,7 @@ def spawn(
     seccomp_fd = None
     try:
         if use_namespaces and not spec.network:
-            sockets = Path(tempfile.mkdtemp(prefix="llmasos-sandbox-"))
+            sockets = _socket_directory()
             bridge = Bridge(f"sandbox-{spec.name}")
             if spec.kernel is not None:
                 bridge.relay(
@@ -473,6 +518,13 @@ def spawn(
         bridge=bridge,
         sockets=sockets,
     )
+
+
+def _socket_directory() -> Path:
+    """A new private directory for the bridge's sockets, with a short path: a Unix socket's
+    path has at most 107 bytes, and ``TMPDIR`` may be an app's deep temp directory."""
+    parent = next((path for path in ("/tmp", "/var/tmp") if os.access(path, os.W_OK)), None)
+    return Path(tempfile.mkdtemp(prefix="llmasos-sandbox-", dir=parent))
 
 
 def _read_child_pid(descriptor: int) -> int | None:
