@@ -153,7 +153,7 @@ def plan(
             Layer(
                 "limits",
                 False,
-                f"rlimits only: data {limits.memory_mb} MB per process, {processes}, "
+                f"rlimits only: address space {4 * limits.memory_mb} MB per process, {processes}, "
                 f"{limits.open_files} open files ({support.cgroup.detail})",
                 False,
             )
@@ -266,7 +266,7 @@ def _inner_command(
     if limits.file_size_mb is not None:
         command += ["--rlimit", f"fsize={limits.file_size_mb * MB}"]
     if not support.cgroup.version:
-        command += ["--rlimit", f"as={max(limits.memory_mb, 64) * MB * 4}"]
+        command += ["--rlimit", f"as={4 * limits.memory_mb * MB}"]
         if os.geteuid() != 0:
             command += ["--rlimit", f"nproc={limits.processes}"]
     if support.landlock_abi:
