@@ -1,8 +1,12 @@
 """LLMasOS: a self-hosted operating system whose kernel is an LLM runtime.
 
+The public names a program uses are here: the SDK (`Client`, `AsyncClient`, `LLM`,
+`pipeline`, `Application`) and the errors every layer raises (`LLMasOSError` and its
+subclasses, also in `llmasos.errors`). User programs (the built-in apps, the app templates)
+import only these names, like any third-party app.
+
 ``import llmasos`` stays light: heavy backends (torch, transformers) load lazily, on first use,
-and the SDK names (`Client`, `AsyncClient`, `LLM`, `pipeline`) and `Application` import on
-first access.
+and the SDK names import on first access.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -13,12 +17,47 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-if TYPE_CHECKING:
-    from llmasos.apps import Application
-    from llmasos.sdk import LLM, AsyncClient, Client, pipeline
+from llmasos.errors import (
+    AuthenticationError,
+    BackendError,
+    ConfigError,
+    ContextLengthExceededError,
+    InvalidRequestError,
+    LLMasOSError,
+    ModelNotFoundError,
+    NotFoundError,
+    PermissionDeniedError,
+    QueueFullError,
+    RateLimitError,
+    RequestTimeoutError,
+    UnsupportedError,
+)
 
-_SDK_NAMES = ("LLM", "AsyncClient", "Client", "pipeline")
-__all__ = ["LLM", "Application", "AsyncClient", "Client", "__version__", "pipeline"]
+if TYPE_CHECKING:
+    from llmasos.sdk import LLM, Application, AsyncClient, Client, pipeline
+
+_SDK_NAMES = ("LLM", "Application", "AsyncClient", "Client", "pipeline")
+__all__ = [
+    "LLM",
+    "Application",
+    "AsyncClient",
+    "AuthenticationError",
+    "BackendError",
+    "Client",
+    "ConfigError",
+    "ContextLengthExceededError",
+    "InvalidRequestError",
+    "LLMasOSError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QueueFullError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "UnsupportedError",
+    "__version__",
+    "pipeline",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,8 +65,4 @@ def __getattr__(name: str) -> Any:
         import llmasos.sdk
 
         return getattr(llmasos.sdk, name)
-    if name == "Application":
-        from llmasos.apps import Application
-
-        return Application
     raise AttributeError(f"module 'llmasos' has no attribute {name!r}")

@@ -1,10 +1,11 @@
 """Serving ASGI apps over HTTP: one place for the rules every LLMasOS listener follows.
 
-`free_port` finds a loopback port to listen on. `is_loopback` decides whether an address is
-reachable only from this machine (listeners on other addresses need authentication or an
-explicit opt-in). `uvicorn_server` builds a uvicorn server whose SIGINT/SIGTERM stop drains
-connections and then *returns*, so the process exits 0 (plain uvicorn re-raises the signal
-after a graceful shutdown).
+`DEFAULT_BASE_URL` is where a local server listens unless told otherwise (clients and the
+app sandbox read ``LLMASOS_BASE_URL`` first). `free_port` finds a loopback port to listen
+on. `is_loopback` decides whether an address is reachable only from this machine (listeners
+on other addresses need authentication or an explicit opt-in). `uvicorn_server` builds a
+uvicorn server whose SIGINT/SIGTERM stop drains connections and then *returns*, so the
+process exits 0 (plain uvicorn re-raises the signal after a graceful shutdown).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
 def free_port() -> int:

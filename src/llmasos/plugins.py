@@ -12,13 +12,11 @@ import importlib
 import logging
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmasos.errors import BackendUnavailableError, InvalidRequestError
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from llmasos.backends.interface import BackendInterface
     from llmasos.services.interface import ServiceDefinition
 
@@ -26,13 +24,34 @@ ENTRY_POINT_GROUP = "llmasos.plugins"
 logger = logging.getLogger(__name__)
 
 
+ServerEntry = Callable[..., None]
+"""``serve(settings, store, *, announce)``: runs the OS's server until it is stopped."""
+
+
 class PluginRegistry:
-    """Named extension points: backends now; services and tools register here too."""
+    """Named extension points: backends, services, and the server ``llmasos serve`` runs."""
 
     def __init__(self) -> None:
         self._backends: dict[str, str | type[BackendInterface]] = {}
         self._backend_formats: dict[str, tuple[str, ...]] = {}
         self._services: list[tuple[str, ServiceDefinition | Mapping[str, Any] | str]] = []
+        self._server: str | ServerEntry | None = None
+
+    def register_server(self, target: str | ServerEntry) -> None:
+        """Register what ``llmasos serve`` runs, or ``"module:function"`` to import then.
+
+        The last registration wins, so a plugin can replace the built-in server."""
+        self._server = target
+
+    def server(self) -> ServerEntry:
+        """The server entry, importing it now."""
+        target = self._server
+        if target is None:
+            raise BackendUnavailableError("no server is registered (is LLMasOS installed?)")
+        if isinstance(target, str):
+            target = _load(target, "the server")
+            self._server = target
+        return target
 
     def register_backend(
         self,
@@ -80,16 +99,21 @@ class PluginRegistry:
             known = ", ".join(sorted(self._backends)) or "none"
             raise InvalidRequestError(f"unknown backend {name!r} (known: {known})") from None
         if isinstance(target, str):
-            module_name, _, attr = target.partition(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError as error:
-                raise BackendUnavailableError(
-                    f"the {name} backend needs a package that is not installed: {error.name}"
-                ) from None
-            target = getattr(module, attr)
+            target = _load(target, f"the {name} backend")
             self._backends[name] = target
         return target
+
+
+def _load(target: str, what: str) -> Any:
+    """The object a ``"module:attribute"`` path names; a clear error if a package is missing."""
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"{what} needs a package that is not installed: {error.name}"
+        ) from None
+    return getattr(module, attribute)
 
 
 _registry: PluginRegistry | None = None
@@ -111,13 +135,14 @@ def get_registry() -> PluginRegistry:
 
 
 def register_builtins(registry: PluginRegistry) -> None:
-    """Entry point of the built-in plugin: the backends that ship with LLMasOS."""
+    """Entry point of the built-in plugin: the backends and the server that ship with LLMasOS."""
+    registry.register_server("llmasos.server.main:serve")
     registry.register_backend(
-        "llama.cpp", "llmasos.backends.llamacpp:LlamaCppBackend", formats=("gguf",)
+        "llama.cpp", "llmasos.backends.llamacpp.backend:LlamaCppBackend", formats=("gguf",)
     )
     registry.register_backend(
         "transformers",
-        "llmasos.backends.transformers:TransformersBackend",
+        "llmasos.backends.transformers.backend:TransformersBackend",
         formats=("safetensors", "gguf"),
     )
     registry.register_backend(

@@ -12,20 +12,40 @@ from typing import Any, Literal
 
 from llmasos.errors import InvalidRequestError
 
-# Ollama's parameter names (Modelfile PARAMETER, manifests, `options`) -> SamplingParams fields.
-OLLAMA_PARAMETER_FIELDS: dict[str, str] = {
-    "num_predict": "max_tokens",
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "seed": "seed",
-    "stop": "stop",
-    "repeat_penalty": "repetition_penalty",
-    "repeat_last_n": "penalty_last_n",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
+
+@dataclass(frozen=True)
+class OllamaParameter:
+    """One of Ollama's model parameters (Modelfile ``PARAMETER``, API ``options``)."""
+
+    value_type: type
+    """The Python type of one value (``stop`` repeats: a list of them)."""
+    sampling_field: str | None
+    """The `SamplingParams` field it sets; None for ``num_ctx``, fixed when a model loads."""
+
+
+OLLAMA_PARAMETERS: dict[str, OllamaParameter] = {
+    "temperature": OllamaParameter(float, "temperature"),
+    "top_k": OllamaParameter(int, "top_k"),
+    "top_p": OllamaParameter(float, "top_p"),
+    "min_p": OllamaParameter(float, "min_p"),
+    "num_ctx": OllamaParameter(int, None),
+    "num_predict": OllamaParameter(int, "max_tokens"),
+    "repeat_penalty": OllamaParameter(float, "repetition_penalty"),
+    "repeat_last_n": OllamaParameter(int, "penalty_last_n"),
+    "presence_penalty": OllamaParameter(float, "presence_penalty"),
+    "frequency_penalty": OllamaParameter(float, "frequency_penalty"),
+    "seed": OllamaParameter(int, "seed"),
+    "stop": OllamaParameter(str, "stop"),
 }
+"""The one table of Ollama's parameters: the Modelfile parser, the ``options`` of the
+Ollama API, the REPL's ``/set parameter`` and the services read it."""
+
+OLLAMA_PARAMETER_FIELDS: dict[str, str] = {
+    name: parameter.sampling_field
+    for name, parameter in OLLAMA_PARAMETERS.items()
+    if parameter.sampling_field is not None
+}
+"""Ollama parameter name -> `SamplingParams` field, for the sampling parameters."""
 
 ChatMessage = dict[str, Any]
 """An OpenAI-style chat message: ``{"role": ..., "content": ..., "tool_calls": ...}``."""

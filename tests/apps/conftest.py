@@ -19,7 +19,7 @@ from llmasos.apps.store import AppStore
 from llmasos.apps.supervisor import AppSupervisor
 from llmasos.config import load_settings
 from llmasos.sandbox import ConfinementMode, SandboxSpec, plan
-from llmasos.storage.database import open_database
+from llmasos.storage import open_database
 from tests.sdk.conftest import Served, free_port, served
 
 __all__ = ["AppHome", "Served", "app_home", "free_port", "served"]

@@ -7,6 +7,7 @@ home; the app it starts reaches that server only over HTTP with the key it was g
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +23,12 @@ from llmasos.access.keys import KeyManager
 from llmasos.access.users import UserManager
 from llmasos.apps.store import AppStore
 from llmasos.apps.supervisor import AppStartError, AppSupervisor, app_user
-from llmasos.cli.app import app as cli
-from llmasos.cli.app import state
+from llmasos.cli.root import app as cli
+from llmasos.cli.root import state
 from llmasos.config import load_settings
-from llmasos.storage.database import Database, open_database
+from llmasos.storage import open_database
+from llmasos.storage.database import Database
+from tests.cli.test_output import documented_fields
 from tests.serving import llmasos_serve
 
 PROBE_MANIFEST = """[app]
@@ -236,6 +239,13 @@ def test_new_install_list_start_call_upgrade_remove(cli_home: Path, tmp_path: Pa
     assert "version:     0.2.0" in info and "running" in info
     new_url = re.search(r"http://127\.0\.0\.1:\d+", info)
     assert new_url is not None
+    details = json.loads(run("app", "info", "hello", "--json"))
+    assert details["version"] == "0.2.0" and details["state"] == "running"
+    assert details["url"] == new_url.group(0) and details["permissions"]["network"] is False
+    assert list(details) == documented_fields("app", "info")
+    listed = json.loads(run("app", "list", "--json"))
+    assert [(a["name"], a["state"]) for a in listed] == [("hello", "running")]
+    assert list(listed[0]) == documented_fields("app", "list")
     assert httpx.get(new_url.group(0) + "/health", timeout=10).json() == {"status": "ok"}
     with pytest.raises(httpx.HTTPError):
         httpx.get(url.group(0) + "/health", timeout=2)  # the old process is gone

@@ -1,4 +1,4 @@
-"""The built-in apps (`llmasos.apps.builtin`): manifests, loading, install by name, and
+"""The built-in apps (`llmasos.userland.apps`): manifests, loading, install by name, and
 their routes against the real embedded model.
 
 The fast tests need no model. The ``model`` tests use the shared ``llmasos serve`` fixture:
@@ -20,17 +20,17 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 import llmasos.cli.main  # noqa: F401  (registers every command)
-from llmasos.apps.application import Application
-from llmasos.apps.builtin import builtin_names, builtin_path
+from llmasos.apps.catalog import builtin_names, builtin_path
 from llmasos.apps.manifest import load_manifest
 from llmasos.apps.store import AppStore
 from llmasos.apps.supervisor import AppSupervisor
-from llmasos.cli.app import app as cli
-from llmasos.cli.app import state
+from llmasos.cli.root import app as cli
+from llmasos.cli.root import state
 from llmasos.config import load_settings
 from llmasos.errors import NotFoundError
 from llmasos.sdk import Client
-from llmasos.storage.database import open_database
+from llmasos.sdk.application import Application
+from llmasos.storage import open_database
 from tests.apps.conftest import Served
 
 EXPECTED = {
@@ -43,7 +43,7 @@ EXPECTED = {
 
 
 def app_module(name: str) -> ModuleType:
-    return importlib.import_module(f"llmasos.apps.builtin.{name}.app")
+    return importlib.import_module(f"llmasos.userland.apps.{name}.app")
 
 
 def test_the_five_builtin_apps_ship() -> None:

@@ -24,11 +24,11 @@ import llmasos.cli.main  # noqa: F401  (registers every command)
 from llmasos.apps.confinement import AppConfinement
 from llmasos.apps.store import AppStore
 from llmasos.apps.supervisor import AppSupervisor
-from llmasos.cli.app import app as cli
-from llmasos.cli.app import state as cli_state
+from llmasos.cli.root import app as cli
+from llmasos.cli.root import state as cli_state
 from llmasos.config import load_settings
 from llmasos.sandbox import ConfinementMode
-from llmasos.storage.database import open_database
+from llmasos.storage import open_database
 from tests.sandbox import escapes
 from tests.sandbox.conftest import (
     ESCAPES,

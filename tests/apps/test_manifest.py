@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from llmasos.apps.application import Application
 from llmasos.apps.manifest import ManifestError, load_manifest, parse_version
 from llmasos.apps.runner import load_application
-from llmasos.apps.templates import TEMPLATES, scaffold
+from llmasos.apps.scaffold import TEMPLATES, scaffold
 from llmasos.errors import InvalidRequestError
+from llmasos.sdk.application import Application
 
 GOOD = """
 [app]

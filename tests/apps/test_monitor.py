@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 import llmasos.cli.main  # noqa: F401  (registers every command)
 from llmasos.apps.monitor import RestartPolicy, describe_exit
 from llmasos.apps.supervisor import AppStartError
-from llmasos.cli.app import app as cli
-from llmasos.cli.app import state as cli_state
+from llmasos.cli.root import app as cli
+from llmasos.cli.root import state as cli_state
 from tests.apps.conftest import AppHome
 
 CRASHY = """

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from llmasos.backends.chat_template import render_chat_template
+from llmasos.chat_template import render_chat_template
 from llmasos.errors import InvalidRequestError
 
 CHATML = (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from llmasos.backends.interface import LoadSpec, SequenceWork
-from llmasos.backends.llamacpp import LlamaCppBackend
+from llmasos.backends.llamacpp.backend import LlamaCppBackend
 from llmasos.errors import BackendError, InvalidRequestError, ModelFormatError
 from llmasos.types import SamplingParams, StructuredOutput
 

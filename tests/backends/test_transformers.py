@@ -16,11 +16,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from llmasos.backends.hf_cache import SlotTable, build_step  # noqa: E402
-from llmasos.backends.hf_sampling import SequenceSampler  # noqa: E402
-from llmasos.backends.hf_tokens import byte_level_alphabet  # noqa: E402
 from llmasos.backends.interface import LoadSpec, SequenceWork  # noqa: E402
-from llmasos.backends.transformers import TransformersBackend  # noqa: E402
+from llmasos.backends.transformers.backend import TransformersBackend  # noqa: E402
+from llmasos.backends.transformers.cache import SlotTable, build_step  # noqa: E402
+from llmasos.backends.transformers.sampling import SequenceSampler  # noqa: E402
+from llmasos.backends.transformers.tokens import byte_level_alphabet  # noqa: E402
 from llmasos.errors import (  # noqa: E402
     BackendError,
     ContextLengthExceededError,

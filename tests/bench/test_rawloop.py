@@ -9,15 +9,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import pytest
 from rich.console import Console
 
+from llmasos.bench.campaign import CampaignPlan, CampaignReport
 from llmasos.bench.metrics import RequestResult, summarize
 from llmasos.bench.rawloop import RawLoop, RawLoopSummary, check_raw_loop_options, run_raw_loop
+from llmasos.bench.serve import LoadConfig
 from llmasos.bench.workloads import BenchRequest, build_workload
-from llmasos.cli.bench import _comparison, _serve_table
+from llmasos.cli.bench import _serve_table
 from llmasos.config import Settings
 from llmasos.errors import ContextLengthExceededError, InvalidRequestError
 from llmasos.models.manifest import ResolvedModel
@@ -77,7 +80,7 @@ def test_every_request_gets_its_tokens_and_slots_are_reused(
 @pytest.mark.model
 def test_prompts_are_the_ones_llmasos_builds(smollm2: ResolvedModel, loop: RawLoop) -> None:
     from llmasos.backends.interface import LoadSpec
-    from llmasos.backends.llamacpp import LlamaCppBackend
+    from llmasos.backends.llamacpp.backend import LlamaCppBackend
 
     spec = LoadSpec(
         path=smollm2.path,
@@ -109,13 +112,15 @@ def test_without_ignore_eos_a_sequence_stops_at_end_of_text(
     smollm2: ResolvedModel, loop: RawLoop
 ) -> None:
     prompt = loop.chat_prompt(smollm2.manifest, [{"role": "user", "content": "Say only: yes."}])
-    run = loop.run([prompt, prompt], [40, 3], ignore_eos=False)
+    run = loop.run([prompt, prompt], [64, 3], ignore_eos=False)
     short_answer, capped = run.results
-    assert 0 < short_answer.output_tokens < 40
+    assert 0 < short_answer.output_tokens < 64
     vocab = llama_cpp.llama_model_get_vocab(loop._model)
     assert not any(llama_cpp.llama_vocab_is_eog(vocab, t) for t in run.outputs[0])
-    assert capped.output_tokens == 3
-    assert run.stats.output_tokens == short_answer.output_tokens + 3
+    # Greedy: the capped copy is the same answer, cut at 3 only where it is longer than 3
+    # (how many tokens the answer takes depends on the CPU's kernels).
+    assert capped.output_tokens == min(3, short_answer.output_tokens)
+    assert run.stats.output_tokens == short_answer.output_tokens + capped.output_tokens
 
 
 @pytest.mark.model
@@ -170,6 +175,11 @@ def _summary(label: str, tokens: int, duration: float) -> RawLoopSummary:
     )
     fields = vars(summarize(label, [result], duration))
     return RawLoopSummary(**fields)
+
+
+def _comparison(results: list[Any], concurrency: int) -> dict[str, Any]:
+    plan = CampaignPlan(config=LoadConfig(concurrency=concurrency))
+    return CampaignReport(plan, results=results, runs=[], exit_codes={}).comparison()
 
 
 def test_comparison_line_and_table() -> None:

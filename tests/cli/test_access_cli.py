@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from llmasos.access import KeyManager
-from llmasos.cli.app import state
 from llmasos.cli.main import app
+from llmasos.cli.root import state
 from llmasos.config import Settings
 from llmasos.storage import open_database
 

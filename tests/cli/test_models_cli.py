@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmasos.cli.app import state
 from llmasos.cli.main import app, main
+from llmasos.cli.root import state
 
 runner = CliRunner()
 USES_BUILTINS = {"test_builtins_are_listed"}
@@ -88,7 +88,7 @@ def test_import_list_show_cp_rm(tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ModelNotFoundError):
         run("rm", "no-such-model")
     from llmasos.access.audit import AuditLog
-    from llmasos.storage.database import open_database
+    from llmasos.storage import open_database
 
     database = open_database(state.settings)
     try:

@@ -13,7 +13,7 @@ import pytest
 from llmasos.config import Settings, load_settings
 from llmasos.errors import ContextLengthExceededError, QueueFullError, RequestTimeoutError
 from llmasos.kernel.client import InProcessEngineClient
-from llmasos.kernel.protocol import GenerateOutput, GenerateRequest
+from llmasos.kernel.interface import GenerateOutput, GenerateRequest
 from llmasos.models.builtin import BUILTINS, package_path
 from llmasos.types import SamplingParams
 

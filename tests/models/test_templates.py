@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmasos.backends.chat_template import render_chat_template as render_chat
+from llmasos.chat_template import render_chat_template as render_chat
 from llmasos.errors import InvalidRequestError
 from llmasos.models.templates import CHATML_TEMPLATE, check_template
 

@@ -16,7 +16,7 @@ from llmasos.errors import (
     QueueFullError,
     RequestTimeoutError,
 )
-from llmasos.kernel.protocol import (
+from llmasos.kernel.interface import (
     EmbedResult,
     EngineClientInterface,
     GenerateOutput,

@@ -15,7 +15,7 @@ from llmasos.server.openai.completions.serving import (
     build_generate_requests as build_completion_requests,
 )
 from llmasos.server.sampling import build_sampling
-from llmasos.types import SamplingParams
+from llmasos.types import OLLAMA_PARAMETERS, SamplingParams
 
 
 def chat(**fields: object) -> ChatCompletionRequest:
@@ -205,3 +205,11 @@ def test_keep_alive() -> None:
 def test_build_sampling_unset_means_explicit_none() -> None:
     sampling, explicit = build_sampling({"max_tokens": None}, unset=frozenset({"max_tokens"}))
     assert sampling.max_tokens is None and explicit == {"max_tokens"}
+
+
+def test_ollama_options_are_the_parameter_table() -> None:
+    """The Ollama ``options`` model declares exactly the parameters of the one table."""
+    assert set(Options.model_fields) == set(OLLAMA_PARAMETERS)
+    for name, parameter in OLLAMA_PARAMETERS.items():
+        annotation = str(Options.model_fields[name].annotation)
+        assert parameter.value_type.__name__ in annotation, name

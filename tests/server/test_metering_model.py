@@ -18,7 +18,7 @@ from llmasos.kernel.client import InProcessEngineClient
 from llmasos.models.builtin import BUILTINS, package_path
 from llmasos.models.store import ModelStore
 from llmasos.server.app import create_app
-from llmasos.storage.database import open_database
+from llmasos.storage import open_database
 from llmasos.storage.schema import UsageRecord
 from tests.server.conftest import ServerThread
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 from llmasos.config import Settings
 from llmasos.models.store import ModelStore
 from llmasos.server.app import create_app
-from llmasos.server.ops import current_request_id
+from llmasos.server.context import current_request_id
 from tests.server.conftest import LiveServer
 from tests.server.fake_engine import FakeEngineClient
 

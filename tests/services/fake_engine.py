@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from llmasos.errors import ContextLengthExceededError
-from llmasos.kernel.protocol import (
+from llmasos.kernel.interface import (
     EmbedResult,
     EngineClientInterface,
     GenerateOutput,

@@ -1,9 +1,13 @@
-"""Identity and access: users, roles, API keys, and the `Principal` a request runs as.
+"""Identity and access: users, roles, API keys, quotas, usage, and the `Principal` a request
+runs as.
 
 `UserManager` and `KeyManager` keep users and keys in the storage layer; `KeyManager.verify`
 turns a presented API key into a `Principal` or raises `AuthenticationError` (401) /
-`PermissionDeniedError` (403). `AuditLog` appends what happened. The server decides *when*
-to call these; this package decides *who* someone is and *what* they may do.
+`PermissionDeniedError` (403). `QuotaManager` admits and charges requests, `UsageLog` meters
+them, `AuditLog` appends what happened. The server decides *when* to call these; this
+package decides *who* someone is and *what* they may do.
+
+May import: storage, config, errors, types — never the kernel, server, cli, apps or sdk.
 """
 
 from llmasos.access.audit import AuditLog, AuditRecord

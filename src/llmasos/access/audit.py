@@ -9,8 +9,9 @@ API, and the database itself refuses UPDATE and DELETE on the table (triggers in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,6 +33,10 @@ class AuditRecord:
     target: str | None
     outcome: str
     detail: str | None
+
+    def public(self) -> dict[str, Any]:
+        """What the admin API and ``llmasos audit --json`` show of an event."""
+        return asdict(self)
 
 
 class AuditLog:

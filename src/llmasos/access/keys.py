@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -85,6 +86,21 @@ class KeyInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+
+    def public(self) -> dict[str, Any]:
+        """What the admin API and ``llmasos keys list --json`` show of a key."""
+        return {
+            "key_id": self.key_id,
+            "user": self.user,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "models": list(self.models),
+            "status": self.status(),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "last_used_at": self.last_used_at,
+        }
 
     def status(self, now: datetime | None = None) -> str:
         if self.revoked_at is not None:

@@ -19,6 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -80,6 +81,15 @@ class QuotaInfo:
 
     def limits(self) -> dict[str, int | None]:
         return {name: getattr(self, name) for name in LIMITS}
+
+    def public(self) -> dict[str, Any]:
+        """What the admin API and ``llmasos quota show --json`` show of a quota."""
+        return {
+            "user": self.user,
+            "key_id": self.key_id,
+            **self.limits(),
+            "updated_at": self.updated_at,
+        }
 
 
 @dataclass

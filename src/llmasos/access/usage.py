@@ -11,8 +11,9 @@ and setting prices, is for admins; a non-admin actor sees only their own rows.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +46,19 @@ class UsageRow:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def public(self) -> dict[str, Any]:
+        """What the admin API and ``llmasos usage --json`` show of a group's usage."""
+        return {
+            "group": self.group,
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "average_latency_ms": round(self.average_latency_ms, 1),
+            "cost": self.cost,
+            "priced": self.priced,
+        }
+
 
 @dataclass(frozen=True)
 class Price:
@@ -57,6 +71,10 @@ class Price:
         return (
             prompt_tokens * self.prompt_per_1k + completion_tokens * self.completion_per_1k
         ) / 1000
+
+    def public(self) -> dict[str, Any]:
+        """What the admin API and ``llmasos prices list --json`` show of a price."""
+        return asdict(self)
 
 
 def _check_model_name(model: str) -> str:

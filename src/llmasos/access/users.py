@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -68,6 +69,16 @@ class UserInfo:
     @property
     def active(self) -> bool:
         return self.disabled_at is None
+
+    def public(self) -> dict[str, Any]:
+        """What the admin API and ``llmasos users list --json`` show of a user."""
+        return {
+            "name": self.name,
+            "role": self.role,
+            "disabled": not self.active,
+            "has_password": self.has_password,
+            "created_at": self.created_at,
+        }
 
 
 def _info(user: User) -> UserInfo:

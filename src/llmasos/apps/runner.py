@@ -7,8 +7,10 @@ environment (``LLMASOS_BASE_URL``, ``LLMASOS_API_KEY`` — the app's capability 
 the sandbox guard (`llmasos.apps.sandbox`) for the manifest's ``network`` and
 ``storage_mb`` permissions — the monitor passes them as options, read once when the app
 started —, then imports the entry point (``module:attribute``) with the app's directory
-first on ``sys.path``, checks it is an `Application` and serves it until SIGTERM. Any
-failure is one ``error:`` line on stderr (the app's log) and exit status 1.
+first on ``sys.path``, checks it is an app program (an `llmasos.Application`, or anything
+with the same ``name`` and ``run()``: `AppProgram`) and serves it until SIGTERM. Any failure
+is one ``error:`` line on stderr (the app's log) and exit status 1. The runner never imports
+the SDK itself: the app's own code brings it.
 """
 
 from __future__ import annotations
@@ -19,15 +21,26 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
-from llmasos.apps.application import Application
 from llmasos.apps.manifest import MAX_STORAGE_MB, AppManifest, load_manifest
 from llmasos.apps.sandbox import SandboxPolicy, install
 from llmasos.errors import LLMasOSError
 
 
-def load_application(directory: Path, manifest: AppManifest | None = None) -> Application:
-    """Import the app's entry point and check it is an `Application`."""
+@runtime_checkable
+class AppProgram(Protocol):
+    """What the runner needs of an app's entry point (`llmasos.Application` is one)."""
+
+    name: str
+
+    def run(self) -> None:
+        """Serve on ``LLMASOS_APP_HOST``/``PORT`` until SIGTERM."""
+        ...
+
+
+def load_application(directory: Path, manifest: AppManifest | None = None) -> AppProgram:
+    """Import the app's entry point and check it is an app program."""
     manifest = manifest or load_manifest(directory)
     sys.path.insert(0, str(directory))
     try:
@@ -39,7 +52,7 @@ def load_application(directory: Path, manifest: AppManifest | None = None) -> Ap
             f"importing {manifest.module} failed: {type(error).__name__}: {error}"
         ) from error
     application = getattr(module, manifest.attribute, None)
-    if not isinstance(application, Application):
+    if not isinstance(application, AppProgram) or isinstance(application, type):
         raise LLMasOSError(
             f"app.entry {manifest.entry!r} is not an llmasos.Application "
             f"(found {type(application).__name__})"

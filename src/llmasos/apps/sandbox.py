@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmasos.errors import ConfigError
+from llmasos.net import DEFAULT_BASE_URL
 
 MB = 1024 * 1024
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -145,8 +146,6 @@ class SandboxPolicy:
         ``LLMASOS_BASE_URL``, ``LLMASOS_APP_DATA`` (required) and ``LLMASOS_APP_TMP`` (the
         app's own temp directory; without it the system temp directory is writable but
         not counted in the quota)."""
-        from llmasos.sdk.client import DEFAULT_BASE_URL
-
         data = environ.get("LLMASOS_APP_DATA")
         if not data:
             raise ConfigError("LLMASOS_APP_DATA is not set (start apps with `llmasos app start`)")

@@ -35,7 +35,7 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import httpx
 
-from llmasos.apps.builtin import resolve_builtin
+from llmasos.apps.catalog import resolve_builtin
 from llmasos.apps.manifest import (
     MANIFEST_NAME,
     AppManifest,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llmasos.errors import UnsupportedError
 from llmasos.types import ChatMessage, SamplingParams
 
 
@@ -181,8 +182,6 @@ class BackendInterface(ABC):
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Embed texts; return the vectors and the number of input tokens."""
-        from llmasos.errors import UnsupportedError
-
         raise UnsupportedError(f"the {self.name} backend does not compute embeddings")
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -42,9 +42,9 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from llmasos.backends.chat_template import render_chat_template
 from llmasos.bench.metrics import SLO, BenchmarkSummary, RequestResult, summarize
 from llmasos.bench.workloads import BenchRequest
+from llmasos.chat_template import render_chat_template
 from llmasos.errors import (
     BackendError,
     ContextLengthExceededError,

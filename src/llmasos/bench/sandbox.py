@@ -4,8 +4,10 @@ sandbox costs an app.
 One small app (`Application` with a ``/kernel`` route that makes one HTTP request to the
 kernel's address) is run the way the monitor runs it — ``python -m llmasos.apps.runner``
 with the in-process guard — once as a plain child process (how apps ran before the
-sandbox) and once through `llmasos.sandbox.spawn` with the spec its manifest gives (network
-namespace and its relays, mount namespace, seccomp, cgroup). For each it measures the start
+sandbox) and once through `llmasos.sandbox.spawn` with the spec a ``network = false``
+manifest gives (network namespace and its relays, mount namespace, seccomp, Landlock,
+cgroup). The spec is written out here rather than taken from `llmasos.apps.confinement`:
+benchmarks sit below apps in the layering. For each it measures the start
 (spawn until ``/health`` answers, ``--starts`` times) and, on one running instance, requests
 from the host over a kept-alive connection — ``GET /health`` (host -> app) and ``GET
 /kernel`` (host -> app -> kernel -> app -> host) — ``--requests`` times each. A stdlib HTTP
@@ -31,11 +33,8 @@ from typing import Any
 
 import httpx
 
-from llmasos.apps.confinement import AppConfinement, app_spec
-from llmasos.apps.manifest import load_manifest
-from llmasos.apps.sandbox import StorageDirs, app_environment
 from llmasos.net import free_port
-from llmasos.sandbox import ConfinementMode, probe, spawn
+from llmasos.sandbox import ConfinementMode, ResourceLimits, SandboxSpec, probe, spawn
 
 APP = """
 import http.client
@@ -112,27 +111,25 @@ class _Bench:
         self.directory.mkdir(parents=True)
         (self.directory / "app.py").write_text(APP)
         (self.directory / "llmasos-app.toml").write_text(MANIFEST)
-        self.manifest = load_manifest(self.directory)
-        self.storage = StorageDirs.of(self.directory.parent)
-        self.storage.data.mkdir()
-        self.storage.tmp.mkdir()
+        self.data = self.directory.parent / "data"
+        self.tmp = self.directory.parent / "tmp"
+        self.data.mkdir()
+        self.tmp.mkdir()
         self.base_url = base_url
         self.command = [sys.executable, "-m", "llmasos.apps.runner", str(self.directory)]
 
     def start(self, mode: str) -> tuple[Any, str, float]:
         """(process, url, seconds until /health answered)."""
         port = free_port()
-        env = app_environment(
-            dict(
-                os.environ,
-                LLMASOS_BASE_URL=self.base_url,
-                LLMASOS_APP_HOST="127.0.0.1",
-                LLMASOS_APP_PORT=str(port),
-                LLMASOS_APP_DATA=str(self.storage.data),
-                LLMASOS_APP_TMP=str(self.storage.tmp),
-                TMPDIR=str(self.storage.tmp),
-            ),
-            network=False,
+        env = dict(
+            os.environ,
+            LLMASOS_BASE_URL=self.base_url,
+            LLMASOS_APP_HOST="127.0.0.1",
+            LLMASOS_APP_PORT=str(port),
+            LLMASOS_APP_DATA=str(self.data),
+            LLMASOS_APP_TMP=str(self.tmp),
+            TMPDIR=str(self.tmp),
+            PYTHONDONTWRITEBYTECODE="1",
         )
         began = time.perf_counter()
         process: Any
@@ -145,14 +142,15 @@ class _Bench:
                 stderr=subprocess.DEVNULL,
             )
         else:
-            spec = app_spec(
-                self.manifest,
-                directory=self.directory,
-                storage=self.storage,
-                base_url=self.base_url,
-                port=port,
+            kernel_port = int(self.base_url.rsplit(":", 1)[1])
+            spec = SandboxSpec(
+                name="app.bench",
+                kernel=("127.0.0.1", kernel_port),
+                listen_port=port,
+                readable=(self.directory,),
+                writable=(self.data, self.tmp),
                 hidden=(self.home,),
-                confinement=AppConfinement(),
+                limits=ResourceLimits(file_size_mb=100),
             )
             env["LLMASOS_BASE_URL"] = f"http://127.0.0.1:{spec.kernel_port_inside}"
             process = spawn(

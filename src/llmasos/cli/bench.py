@@ -9,18 +9,21 @@ the store. ``llmasos bench serve`` measures LLMasOS over HTTP, then each ``--pee
 
 from __future__ import annotations
 
+import contextlib
 import json
-import signal
-import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llmasos.cli.app import app, console, state
+from llmasos.cli.root import app, console, state
 from llmasos.errors import InvalidRequestError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from llmasos.bench.campaign import CampaignReport
 
 bench_app = typer.Typer(help="Measure performance (backends, serving).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -136,8 +139,8 @@ def backend(
 
 
 # -- bench serve ---------------------------------------------------------------------------
-# Serving benchmark against OpenAI-compatible servers (LLMasOS and peers); the load
-# generator, metrics and scenarios live in llmasos.bench.{serve,metrics,scenarios,peers}.
+# The campaign (servers, peers, scenarios) runs in llmasos.bench.campaign; this parses the
+# options and prints what it measured.
 
 
 def _serve_table(summaries: list[Any], title: str) -> Table:
@@ -191,24 +194,6 @@ def _serve_table(summaries: list[Any], title: str) -> Table:
             [", ".join(f"{k}: {v}" for k, v in s.errors.items()) or "-" for s in summaries],
         )
     return table
-
-
-def _check_reachable(base_url: str) -> None:
-    import httpx
-
-    from llmasos.errors import LLMasOSError
-
-    url = base_url.rstrip("/") + (
-        "/models" if base_url.rstrip("/").endswith("/v1") else "/v1/models"
-    )
-    try:
-        with httpx.Client(timeout=10.0, trust_env=False) as client:
-            client.get(url)
-    except httpx.HTTPError as error:
-        raise LLMasOSError(
-            f"no server answers at {base_url} ({type(error).__name__}); start one with "
-            "`llmasos serve`, or pass --start-server"
-        ) from None
 
 
 @bench_app.command("serve")
@@ -275,201 +260,69 @@ def serve_bench(
     ] = None,
 ) -> None:
     """Serving benchmark (TTFT, TPOT, ITL, goodput) against OpenAI-compatible servers."""
-    from contextlib import nullcontext
-
+    from llmasos.bench.campaign import CampaignPlan, run_campaign
     from llmasos.bench.metrics import SLO
-    from llmasos.bench.peers import (
-        LLAMA_CPP_SERVER,
-        PEERS,
-        RAW_LOOP,
-        ServerProcess,
-        llama_cpp_server,
-        llmasos_server,
-    )
-    from llmasos.bench.serve import LoadConfig, Target, run_benchmark
-    from llmasos.bench.workloads import build_workload
+    from llmasos.bench.serve import LoadConfig
 
-    if scenario not in ("load", "fairness", "soak"):
-        raise InvalidRequestError(f"unknown scenario {scenario!r}; choose load, fairness or soak")
-    peers = list(dict.fromkeys(peer or []))
-    for name in peers:
-        if name not in PEERS:
-            raise InvalidRequestError(f"unknown peer {name!r}; choose one of: {', '.join(PEERS)}")
-    if RAW_LOOP in peers:
-        from llmasos.bench.rawloop import check_raw_loop_model, check_raw_loop_options
-
-        check_raw_loop_options(scenario=scenario, request_rate=request_rate)
-        check_raw_loop_model(state.store.resolve(model or state.settings.default_model))
-    config = LoadConfig(
-        concurrency=concurrency,
-        request_rate=request_rate,
-        seed=seed,
-        temperature=temperature,
-        ignore_eos=ignore_eos,
-        timeout_s=timeout,
+    plan = CampaignPlan(
+        base_url=base_url,
+        model=model,
+        workload=workload,
+        num_prompts=num_prompts,
+        input_len=input_len,
+        output_len=output_len,
+        config=LoadConfig(
+            concurrency=concurrency,
+            request_rate=request_rate,
+            seed=seed,
+            temperature=temperature,
+            ignore_eos=ignore_eos,
+            timeout_s=timeout,
+        ),
+        slo=SLO(ttft_ms=slo_ttft, tpot_ms=slo_tpot),
+        peers=list(peer or []),
+        start_server=start_server,
+        threads=threads,
+        scenario=scenario,
+        clients=clients,
+        duration_s=duration,
+        flood=flood,
+        server_pid=server_pid,
     )
-    config.check()
-    slo = SLO(ttft_ms=slo_ttft, tpot_ms=slo_tpot)
-    requests = build_workload(
-        workload, num_prompts, input_len=input_len, output_len=output_len, seed=seed
+    report = run_campaign(
+        plan, settings=state.settings, store=state.store, display=_ConsoleDisplay()
     )
-    settings = state.settings
-    model_name = model or settings.default_model
-    n_threads = threads if threads is not None else settings.effective_threads
-
-    def plan() -> list[tuple[str, Any]]:
-        """(label, a context giving a ServerProcess or None) in the order they run."""
-        runs: list[tuple[str, Any]] = [("llmasos", nullcontext(None))]
-        if start_server:
-            runs[0] = ("llmasos", llmasos_server(threads=n_threads))
+    console.print(_report_table(report))
+    line = report.comparison().get("line")
+    if line:
+        console.print(line, highlight=False)
+    if json_path is not None:
+        report.write_json(json_path)
+        console.print(f"wrote {json_path}")
+    if plot_path is not None:
+        if report.write_plot(plot_path):
+            console.print(f"wrote {plot_path}")
         else:
-            _check_reachable(base_url)
-        for name in peers:
-            if name == LLAMA_CPP_SERVER:
-                gguf = state.store.resolve(model_name).path
-                context = llama_cpp_server(
-                    gguf, threads=n_threads, context_length=settings.context_length
-                )
-                runs.append((name, context))
-            else:
-                runs.append((name, nullcontext(None)))
-        return runs
-
-    results: list[Any] = []
-    runs: list[tuple[Any, Any]] = []
-    exit_codes: dict[str, int | None] = {}
-    _interrupt_on_sigterm()  # so a started server is stopped on the way out
-    for label, context in plan():
-        if label == RAW_LOOP:
-            runs.append(_run_raw_loop(model_name, requests, config, slo, n_threads, progress_bar))
-            results.append(runs[-1][0])
-            continue
-        with context as process:
-            if isinstance(process, ServerProcess):
-                console.print(f"starting {label} on port {process.port} …", highlight=False)
-                process.start()
-                target = Target(label, process.base_url, model_name, process.pid)
-            else:
-                target = Target(label, base_url, model_name, server_pid)
-            if scenario == "fairness":
-                from llmasos.bench.scenarios import run_fairness
-
-                console.print(f"{label}: fairness scenario ({flood} long requests from tenant-a) …")
-                results.append(run_fairness(target, config, flood=flood, output_len=output_len))
-            elif scenario == "soak":
-                from llmasos.bench.scenarios import run_soak
-
-                console.print(f"{label}: soak, {clients} clients for {duration:g} s …")
-                results.append(
-                    run_soak(
-                        target, config, clients=clients, duration_s=duration, output_len=output_len
-                    )
-                )
-            else:
-                with progress_bar() as bar:
-                    task_id = bar.add_task(label, total=len(requests))
-
-                    def advance(_result: Any, task_id: Any = task_id) -> None:
-                        bar.advance(task_id)
-
-                    summary, raw = run_benchmark(target, requests, config, slo, advance)
-                runs.append((summary, raw))
-                results.append(summary)
-            if isinstance(process, ServerProcess):
-                exit_codes[label] = process.stop()
-    _report_serve(
-        scenario, results, runs, exit_codes, workload, num_prompts, json_path, plot_path, config
-    )
+            console.print("(no chart for the soak scenario)")
 
 
-def _interrupt_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, which unwinds the servers' context managers."""
+class _ConsoleDisplay:
+    """A campaign's status lines and progress bars on the console."""
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def say(self, text: str) -> None:
+        console.print(text, highlight=False)
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
-
-
-def _run_raw_loop(
-    model_name: str,
-    requests: list[Any],
-    config: Any,
-    slo: Any,
-    threads: int,
-    progress_bar: Any,
-) -> tuple[Any, Any]:
-    """The in-process reference loop on the model's GGUF, after the servers are stopped."""
-    from llmasos.bench.rawloop import LABEL, run_raw_loop
-
-    settings = state.settings
-    resolved = state.store.resolve(model_name)
-    width = min(config.concurrency or len(requests), len(requests))
-    console.print(
-        f"{LABEL}: in-process llama.cpp loop on {resolved.manifest.name}, {width} sequences, "
-        f"{threads} threads, greedy{'' if config.ignore_eos else ', stops at end of text'} …",
-        highlight=False,
-    )
-    with progress_bar() as bar:
-        task_id = bar.add_task(LABEL, total=len(requests))
-        return run_raw_loop(
-            resolved,
-            requests,
-            concurrency=config.concurrency,
-            threads=threads,
-            kv_cache_tokens=settings.kv_cache_tokens,
-            ignore_eos=config.ignore_eos,
-            slo=slo,
-            progress=lambda _result: bar.advance(task_id),
-        )
+    @contextlib.contextmanager
+    def progress(self, label: str, total: int) -> Iterator[Callable[[], None]]:
+        with progress_bar() as bar:
+            task_id = bar.add_task(label, total=total)
+            yield lambda: bar.advance(task_id)
 
 
-RAW_LOOP_TARGET = (8, 90.0)
-"""Issue #3: at concurrency 8, LLMasOS's output tok/s should be >= 90% of the raw loop's."""
-
-
-def _comparison(summaries: list[Any], concurrency: int) -> dict[str, Any]:
-    """LLMasOS's output tok/s as % of the raw loop and as x of llama-cpp-server, if measured."""
-    by_label = {s.label: s for s in summaries}
-    ours = by_label.get("llmasos")
-    if ours is None:
-        return {}
-    result: dict[str, Any] = {}
-    parts: list[str] = []
-    raw = by_label.get("raw-loop")
-    if raw is not None and raw.output_throughput > 0:
-        percent = ours.output_throughput / raw.output_throughput * 100
-        result["llmasos_percent_of_raw_loop"] = percent
-        text = f"{percent:.1f}% of raw-loop ({raw.output_throughput:.1f}"
-        target_concurrency, target_percent = RAW_LOOP_TARGET
-        if concurrency == target_concurrency:
-            verdict = "met" if percent >= target_percent else "NOT met"
-            text += f"; target at concurrency {concurrency}: >= {target_percent:g}%, {verdict}"
-        parts.append(text + ")")
-    server = by_label.get("llama-cpp-server")
-    if server is not None and server.output_throughput > 0:
-        times = ours.output_throughput / server.output_throughput
-        result["llmasos_x_llama_cpp_server"] = times
-        parts.append(f"{times:.2f}x llama-cpp-server ({server.output_throughput:.1f})")
-    if parts:
-        result["line"] = f"llmasos output tok/s {ours.output_throughput:.1f} = " + ", ".join(parts)
-    return result
-
-
-def _report_serve(
-    scenario: str,
-    results: list[Any],
-    runs: list[tuple[Any, Any]],
-    exit_codes: dict[str, int | None],
-    workload: str,
-    num_prompts: int,
-    json_path: Path | None,
-    plot_path: Path | None,
-    config: Any,
-) -> None:
-    """Print the table, write the JSON and the chart."""
-    if scenario == "fairness":
+def _report_table(report: CampaignReport) -> Table:
+    """The table of a campaign: fairness, soak, or one column per server."""
+    results = report.results
+    if report.plan.scenario == "fairness":
         table = Table(
             "server",
             "idle TTFT ms",
@@ -488,7 +341,8 @@ def _report_serve(
                 "ok" if r.passed else "MISSED",
                 f"{r.flood_completed}/{r.flood_requests}",
             )
-    elif scenario == "soak":
+        return table
+    if report.plan.scenario == "soak":
         table = Table(
             "server",
             "completed",
@@ -513,38 +367,11 @@ def _report_serve(
                 rss,
                 "ok" if r.passed else "FAILED",
             )
-    else:
-        title = (
-            f"bench serve: {workload}, {num_prompts} prompts, "
-            f"concurrency {config.concurrency or 'unlimited'}, rate {config.request_rate:g}/s"
-        )
-        table = _serve_table(results, title)
-    console.print(table)
-    comparison = _comparison(results, config.concurrency) if scenario == "load" else {}
-    if comparison.get("line"):
-        console.print(comparison["line"], highlight=False)
-    if json_path is not None:
-        from dataclasses import asdict
-
-        document = {
-            "scenario": scenario,
-            "workload": workload,
-            "num_prompts": num_prompts,
-            "config": {k: (str(v) if v == float("inf") else v) for k, v in asdict(config).items()},
-            "runs": [r.to_dict() for r in results],
-            "comparison": {k: v for k, v in comparison.items() if k != "line"},
-            "server_exit_codes": exit_codes,
-        }
-        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {json_path}")
-    if plot_path is not None:
-        from llmasos.bench.plot import plot_fairness, plot_runs
-
-        if scenario == "load":
-            plot_runs(runs, plot_path, title=f"{workload} workload, {num_prompts} prompts")
-        elif scenario == "fairness":
-            plot_fairness(results, plot_path)
-        else:
-            console.print("(no chart for the soak scenario)")
-            return
-        console.print(f"wrote {plot_path}")
+        return table
+    plan = report.plan
+    title = (
+        f"bench serve: {plan.workload}, {plan.num_prompts} prompts, "
+        f"concurrency {plan.config.concurrency or 'unlimited'}, "
+        f"rate {plan.config.request_rate:g}/s"
+    )
+    return _serve_table(results, title)

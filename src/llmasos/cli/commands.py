@@ -1,14 +1,14 @@
 """Imports every command module so its commands register on the Typer app."""
 
 from llmasos.cli import (  # noqa: F401
-    access_cmd,
-    apps_cmd,
+    access,
+    apps,
     bench,
-    config_cmd,
-    kernel_cmd,
+    config,
+    kernel,
     models,
     run,
     serve,
-    services_cmd,
-    usage_cmd,
+    services,
+    usage,
 )

@@ -15,7 +15,7 @@ import typer
 
 from llmasos import __version__
 from llmasos.cli import commands  # noqa: F401 - registers the commands on `app`
-from llmasos.cli.app import app, console, fail, settings_options, state
+from llmasos.cli.root import app, console, fail, settings_options, state
 from llmasos.errors import LLMasOSError
 
 

@@ -1,6 +1,6 @@
 """Model store verbs with Ollama's names: list, show, rm, cp, import, pull, create.
 
-Each verb is a thin face over `ModelStore` (``state.store``); failures are `LLMasOSError`s
+Each verb is a thin face over the model store (``state.store``); failures are `LLMasOSError`s
 that `llmasos.cli.main.main` prints as one line with exit code 1.
 """
 
@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -22,9 +22,9 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
 
-from llmasos.cli.app import app, audited, console, state
+from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
+from llmasos.cli.root import app, audited, console, state
 from llmasos.errors import ModelfileError
 from llmasos.models.manifest import Manifest
 from llmasos.models.modelfile import to_modelfile
@@ -66,15 +66,42 @@ def human_count(count: int | None) -> str:
     return str(count)
 
 
+def model_summary(name: str, manifest: Manifest) -> dict[str, Any]:
+    """One model of ``llmasos list --json``."""
+    return {
+        "name": name,
+        "id": manifest.short_id,
+        "digest": manifest.digest,
+        "size": manifest.size,
+        "modified_at": manifest.created_at,
+        "format": manifest.format,
+        "kind": manifest.kind,
+        "family": manifest.family,
+        "parameter_count": manifest.parameter_count,
+        "quantization": manifest.quantization,
+        "context_length": manifest.context_length,
+    }
+
+
 @app.command("list")
-def list_models() -> None:
-    """List the models in the store."""
-    table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None, pad_edge=False)
-    for name, manifest in state.store.list():
-        table.add_row(
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """List the models in the store.
+
+    --json fields: name, id, digest, size, modified_at, format, kind, family, parameter_count,
+    quantization, context_length.
+    """
+    models = state.store.list()
+    if as_json:
+        print_json([model_summary(name, manifest) for name, manifest in models])
+        return
+    rows = table(Column("NAME", key=True), Column("ID", key=True), "SIZE", "MODIFIED", plain=True)
+    for name, manifest in models:
+        rows.add_row(
             name, manifest.short_id, human_size(manifest.size), relative_time(manifest.created_at)
         )
-    console.print(table)
+    print_table(rows)
 
 
 @app.command("show")
@@ -91,17 +118,19 @@ def show(
     if versions:
         rows = store.versions(name)
         if as_json:
-            console.print_json(json.dumps([asdict(m) for m in rows]))
+            print_json([asdict(m) for m in rows])
             return
-        table = Table("ID", "CREATED", "SIZE", "SOURCE", box=None, pad_edge=False)
+        listing = table(
+            Column("ID", key=True), "CREATED", "SIZE", Column("SOURCE", key=True), plain=True
+        )
         for index, manifest in enumerate(rows):
             label = manifest.short_id + (" (current)" if index == 0 else "")
-            table.add_row(label, manifest.created_at, human_size(manifest.size), manifest.source)
-        console.print(table)
+            listing.add_row(label, manifest.created_at, human_size(manifest.size), manifest.source)
+        print_table(listing)
         return
     manifest = store.manifest(name)
     if as_json:
-        console.print_json(manifest.to_json())
+        print_json(json.loads(manifest.to_json()))
     elif modelfile:
         base = str(store.resolve(name).path)
         console.print(

@@ -12,8 +12,8 @@ from typing import Any
 import typer
 
 from llmasos.cli import commands  # noqa: F401 - registers the commands
-from llmasos.cli.app import app
 from llmasos.cli.main import root  # noqa: F401 - registers the root options
+from llmasos.cli.root import app
 
 
 def _param_row(param: Any) -> str:
@@ -64,6 +64,11 @@ def render_reference() -> str:
         "Every setting is also an `LLMASOS_*` environment variable and a key in "
         "`$LLMASOS_HOME/config.toml`; a flag wins over the variable, which wins over the "
         "file.\n",
+        "Every list and show command takes `--json`: plain JSON on standard output, with the "
+        "field names its help lists under `--json fields`; those names are stable (a test "
+        "holds each command to its list). Tables never cut an id, a model name or a path: "
+        "other columns wrap, and on a terminal too narrow for the table each row prints as "
+        "a block of `header  value` lines.\n",
     ]
     _render(command, ["llmasos"], out)
     return "\n".join(out).rstrip() + "\n"

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from llmasos.cli.app import app, console, err_console, state
 from llmasos.cli.remote import server_url
+from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import InvalidRequestError, LLMasOSError
 from llmasos.models.modelfile import PARAMETER_TYPES
 from llmasos.types import OLLAMA_PARAMETER_FIELDS, ChatMessage, SamplingParams
@@ -114,7 +114,7 @@ class ChatSession:
 
     async def _stream_local(self) -> AsyncIterator[str]:
         from llmasos.kernel.client import InProcessEngineClient
-        from llmasos.kernel.protocol import GenerateRequest
+        from llmasos.kernel.interface import GenerateRequest
 
         if self._engine is None:
             self._engine = InProcessEngineClient(state.settings, state.store)

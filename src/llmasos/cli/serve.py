@@ -1,119 +1,26 @@
-"""``llmasos serve``: the OS in one process — HTTP server, kernel, model store.
+"""``llmasos serve``: start the OS — HTTP server, kernel, model store — in this process.
 
-The default model loads in the background at start-up (``/health`` answers 503 until it is
-resident). SIGINT/SIGTERM stop accepting connections, let in-flight streams finish (up to
-a grace period), then unload every model.
+The CLI only parses the settings flags: what runs is the server the plugin registry names
+(`llmasos.server.main.serve` unless a plugin registers another), so the CLI never imports
+the server's code.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 from typing import Any
 
-from llmasos.cli.app import app, console, settings_options, state
-from llmasos.config import Settings
-from llmasos.errors import ConfigError, LLMasOSError
-from llmasos.net import is_loopback, uvicorn_server
-
-logger = logging.getLogger("llmasos.serve")
-
-GRACEFUL_SHUTDOWN_SECONDS = 30
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line, with the request id when the record has one."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None)
-        if request_id:
-            entry["request_id"] = request_id
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(settings: Settings) -> None:
-    from llmasos.server.ops import install_request_id_logging
-
-    install_request_id_logging()
-    level = getattr(logging, settings.log_level.upper())
-    if settings.log_format == "json":
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonLogFormatter())
-        logging.basicConfig(level=level, handlers=[handler], force=True)
-    else:
-        logging.basicConfig(
-            level=level,
-            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
-            force=True,
-        )
+from llmasos.cli.root import app, console, settings_options, state
+from llmasos.plugins import get_registry
 
 
 @app.command()
 @settings_options
 def serve(*, settings_flags: dict[str, Any]) -> None:
     """Start the LLMasOS server (OpenAI- and Ollama-compatible API) on the default model."""
-
-    from llmasos.kernel.client import InProcessEngineClient
-    from llmasos.server.app import create_app
-
     state.override(settings_flags)
-    settings = state.settings
-    if not settings.auth and not is_loopback(settings.host):
-        raise ConfigError(
-            f"refusing to serve on {settings.host} without authentication: anyone who can "
-            "reach it could use it. Add --auth (and create API keys with `llmasos keys "
-            "create`), or bind to 127.0.0.1"
-        )
-    configure_logging(settings)
-    store = state.store
-    keys = None
-    if settings.auth:
-        from llmasos.access.keys import KeyManager
-        from llmasos.storage.database import open_database
-
-        keys = KeyManager(open_database(settings))
-    engine = InProcessEngineClient(settings, store)
-    api = create_app(settings, engine, store, keys=keys)
-    server = uvicorn_server(
-        api,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        log_config=None,
+    run_server = get_registry().server()
+    run_server(
+        state.settings,
+        state.store,
+        announce=lambda line: console.print(line, highlight=False),
     )
-
-    async def warm_up() -> None:
-        try:
-            await engine.warm_up(settings.default_model)
-            logger.info("default model %s is loaded", settings.default_model)
-        except LLMasOSError as error:
-            logger.warning("default model %s not loaded: %s", settings.default_model, error)
-
-    async def run() -> None:
-        warming = asyncio.create_task(warm_up())
-        try:
-            await server.serve()
-        finally:
-            warming.cancel()
-            await engine.close()
-
-    console.print(
-        f"LLMasOS listening on http://{settings.host}:{settings.port} "
-        f"(default model {settings.default_model})",
-        highlight=False,
-    )
-    asyncio.run(run())
-    if not server.started:
-        raise LLMasOSError(
-            f"could not start the server on {settings.host}:{settings.port} (is the port in use?)"
-        )

@@ -24,18 +24,18 @@ from llmasos.errors import (
     QueueFullError,
     UnsupportedError,
 )
-from llmasos.kernel.metrics import KernelMetrics
-from llmasos.kernel.protocol import (
+from llmasos.kernel.interface import (
     EmbedResult,
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
     ResidentModel,
 )
+from llmasos.kernel.metrics import KernelMetrics
 from llmasos.kernel.request import Request, RequestDelta
-from llmasos.kernel.residency import LoadedModel, ModelManager
+from llmasos.kernel.residency import ModelInstance, ModelManager
+from llmasos.models import ModelStoreInterface, open_model_store
 from llmasos.models.manifest import Manifest
-from llmasos.models.store import ModelStore
 from llmasos.types import OLLAMA_PARAMETER_FIELDS, ChatMessage, SamplingParams
 
 
@@ -68,16 +68,16 @@ class InProcessEngineClient(EngineClientInterface):
     def __init__(
         self,
         settings: Settings,
-        store: ModelStore | None = None,
+        store: ModelStoreInterface | None = None,
         *,
         metrics: KernelMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store or ModelStore.open(settings)
+        self.store: ModelStoreInterface = store or open_model_store(settings)
         self.metrics = metrics or KernelMetrics()
         self.models = ModelManager(settings, self.metrics)
         self._seq_ids = itertools.count(1)
-        self._engines_by_request: dict[str, LoadedModel] = {}
+        self._engines_by_request: dict[str, ModelInstance] = {}
         self._ready = True
 
     @property
@@ -151,7 +151,7 @@ class InProcessEngineClient(EngineClientInterface):
                 model.engine.abort(request.request_id)
             self.models.release(model, request.keep_alive)
 
-    def _render(self, model: LoadedModel, request: GenerateRequest) -> str:
+    def _render(self, model: ModelInstance, request: GenerateRequest) -> str:
         manifest = model.resolved.manifest
         if request.messages is not None:
             messages: list[ChatMessage] = list(request.messages)
@@ -171,7 +171,7 @@ class InProcessEngineClient(EngineClientInterface):
         prefix.extend(dict(m) for m in manifest.messages)
         return model.backend.render_chat(prefix + messages, tools=request.tools)
 
-    def _admit(self, model: LoadedModel, tokens: list[int], sampling: SamplingParams) -> int:
+    def _admit(self, model: ModelInstance, tokens: list[int], sampling: SamplingParams) -> int:
         """Context-window and queue checks; returns the output-token allowance."""
         name = model.name
         context = model.backend.context_length

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from llmasos.backends.interface import BackendInterface, SampledToken, SequenceWork
 from llmasos.errors import RequestTimeoutError
 from llmasos.kernel.detokenizer import IncrementalDetokenizer
+from llmasos.kernel.interface import TokenInfo
 from llmasos.kernel.metrics import KernelMetrics
-from llmasos.kernel.protocol import TokenInfo
 from llmasos.kernel.request import FINISH_REASONS, Request, RequestDelta, RequestStatus
 from llmasos.kernel.scheduler.interface import KVCacheInterface, SchedulerOutput
 from llmasos.kernel.scheduler.policies import make_policy

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llmasos.kernel.protocol import TokenInfo
+from llmasos.kernel.interface import TokenInfo
 from llmasos.types import SamplingParams
 
 

@@ -32,8 +32,9 @@ FOREVER = None
 
 
 @dataclass
-class LoadedModel:
-    """A resident model: its backend, and its engine loop when it generates."""
+class ModelInstance:
+    """One loaded model: its backend, and its engine loop when it generates (what
+    `ResidentModel` in the kernel interface reports about it)."""
 
     name: str
     resolved: ResolvedModel
@@ -73,8 +74,8 @@ class ModelManager:
     def __init__(self, settings: Settings, metrics: KernelMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.loaded: dict[str, LoadedModel] = {}
-        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        self.loaded: dict[str, ModelInstance] = {}
+        self._loading: dict[str, asyncio.Future[ModelInstance]] = {}
         self._changed = asyncio.Condition()
         budget = settings.max_memory
         self.max_memory = parse_size(budget) if budget else int(total_memory_bytes() * 0.75)
@@ -84,7 +85,7 @@ class ModelManager:
 
     async def acquire(
         self, resolved: ResolvedModel, keep_alive: float | str | None, timeout: float
-    ) -> LoadedModel:
+    ) -> ModelInstance:
         """The loaded model, loading it if needed; counts the caller as active."""
         self._ensure_reaper()
         name = resolved.manifest.name
@@ -102,7 +103,7 @@ class ModelManager:
                 await self._unload(model, "replaced")
             pending = self._loading.get(name)
             if pending is None:
-                future: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
+                future: asyncio.Future[ModelInstance] = asyncio.get_running_loop().create_future()
                 self._loading[name] = future
                 try:
                     loaded = await self._load(resolved, keep_alive, deadline)
@@ -117,7 +118,7 @@ class ModelManager:
                 return loaded
             await asyncio.shield(pending)
 
-    def release(self, model: LoadedModel, keep_alive: float | str | None = "") -> None:
+    def release(self, model: ModelInstance, keep_alive: float | str | None = "") -> None:
         """The caller is done; start the model's keep-alive clock when it goes idle."""
         model.active = max(0, model.active - 1)
         model.last_used = time.monotonic()
@@ -167,7 +168,7 @@ class ModelManager:
 
     async def _load(
         self, resolved: ResolvedModel, keep_alive: float | str | None, deadline: float
-    ) -> LoadedModel:
+    ) -> ModelInstance:
         manifest = resolved.manifest
         await self._make_room(self._estimate(resolved), deadline)
         backend_name = choose_backend(self.settings, manifest.format)
@@ -188,7 +189,7 @@ class ModelManager:
                 max_prefill_while_decoding=self.settings.max_prefill_while_decoding,
                 metrics=self.metrics,
             )
-        model = LoadedModel(
+        model = ModelInstance(
             name=manifest.name,
             resolved=resolved,
             backend_name=backend_name,
@@ -231,7 +232,7 @@ class ModelManager:
         await self._unload(model, "request")
         return True
 
-    async def _unload(self, model: LoadedModel, reason: str) -> None:
+    async def _unload(self, model: ModelInstance, reason: str) -> None:
         if self.loaded.get(model.name) is not model:
             return
         del self.loaded[model.name]

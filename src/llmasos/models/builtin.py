@@ -24,16 +24,13 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmasos.models.blobs import sha256_file, write_text_atomic
 from llmasos.models.gguf_info import ModelFacts
 from llmasos.models.names import parse_name
-from llmasos.models.store import manifest_from_facts, seal
+from llmasos.models.repository import ModelRepository, manifest_from_facts, seal
 from llmasos.models.templates import CHATML_STOP, CHATML_TEMPLATE
-
-if TYPE_CHECKING:
-    from llmasos.models.store import ModelStore
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +105,11 @@ def _cached_digest(path: Path) -> str | None:
     return _digest_cache[key]
 
 
-def _record_path(store: ModelStore) -> Path:
+def _record_path(store: ModelRepository) -> Path:
     return store.root / "builtin.json"
 
 
-def _read_record(store: ModelStore) -> dict[str, Any]:
+def _read_record(store: ModelRepository) -> dict[str, Any]:
     try:
         data = json.loads(_record_path(store).read_text())
     except (OSError, ValueError):
@@ -120,14 +117,14 @@ def _read_record(store: ModelStore) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def register_builtins(store: ModelStore) -> list[str]:
+def register_builtins(store: ModelRepository) -> list[str]:
     """Register every built-in not yet registered in ``store``; return the names added."""
     wanted = [(b, p, _stamp(b, p)) for b in BUILTINS if (p := package_path(b)) is not None]
     record = _read_record(store)
     if all(record.get(b.key, {}).get("stamp") == stamp for b, _, stamp in wanted):
         return []
     added: list[str] = []
-    with store._transaction() as tx:
+    with store.transaction() as tx:
         record = _read_record(store)
         for builtin, path, stamp in wanted:
             if record.get(builtin.key, {}).get("stamp") == stamp:
@@ -144,7 +141,7 @@ def register_builtins(store: ModelStore) -> list[str]:
             base = manifest_from_facts(str(first), facts, files, f"package:{builtin.package}")
             manifest = seal(replace(base, **builtin.overrides))
             for name in builtin.names:
-                store._commit(tx, parse_name(name), manifest)
+                store.commit(tx, parse_name(name), manifest)
                 added.append(name)
             record[builtin.key] = {"stamp": stamp, "source": str(path), "names": builtin.names}
         write_text_atomic(_record_path(store), json.dumps(record, indent=2, sort_keys=True))

@@ -1,4 +1,4 @@
-"""``ModelStore.create``: build a new model version from a Modelfile.
+"""Build a new model version from a Modelfile (`ModelStore.create`, `llmasos create`).
 
 FROM is a store name, or a path to a .gguf file or model directory relative to the
 Modelfile's directory (a path that exists wins over a name). The new manifest inherits the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmasos.errors import ModelfileError, ModelFormatError, ModelNotFoundError
 from llmasos.models.blobs import Transaction
@@ -18,10 +18,13 @@ from llmasos.models.gguf_info import is_gguf, read_gguf
 from llmasos.models.manifest import BlobRef, Manifest
 from llmasos.models.modelfile import Modelfile, parse_modelfile
 from llmasos.models.names import parse_name
-from llmasos.models.store import manifest_from_facts, model_dir_files, now_iso, seal
-
-if TYPE_CHECKING:
-    from llmasos.models.store import ModelStore
+from llmasos.models.repository import (
+    ModelRepository,
+    manifest_from_facts,
+    model_dir_files,
+    now_iso,
+    seal,
+)
 
 
 def _as_path(reference: str, base_dir: Path) -> Path | None:
@@ -36,7 +39,7 @@ def _looks_like_path(reference: str) -> bool:
     return reference.startswith((".", "/", "~")) or reference.lower().endswith(".gguf")
 
 
-def create_model(store: ModelStore, name: str, text: str, *, base_dir: Path) -> Manifest:
+def create_model(store: ModelRepository, name: str, text: str, *, base_dir: Path) -> Manifest:
     """Parse ``text``, resolve FROM/ADAPTER, and commit the result as ``name``."""
     target = parse_name(name)
     spec = parse_modelfile(text)
@@ -54,7 +57,7 @@ def create_model(store: ModelStore, name: str, text: str, *, base_dir: Path) -> 
         adapter_path = _as_path(spec.adapter, base_dir)
         if adapter_path is None:
             raise ModelfileError(f"ADAPTER {spec.adapter}: no such file or directory")
-    with store._transaction() as tx:
+    with store.transaction() as tx:
         if base is None:
             assert base_path is not None
             files, facts = store.add_model_files(tx, base_path)
@@ -65,7 +68,7 @@ def create_model(store: ModelStore, name: str, text: str, *, base_dir: Path) -> 
         manifest = _apply(base, spec, str(target), source)
         if adapter_path is not None:
             manifest = _with_adapter(store, tx, manifest, adapter_path)
-        return store._commit(tx, target, seal(manifest))
+        return store.commit(tx, target, seal(manifest))
 
 
 def _apply(base: Manifest, spec: Modelfile, name: str, source: str) -> Manifest:
@@ -87,7 +90,9 @@ def _apply(base: Manifest, spec: Modelfile, name: str, source: str) -> Manifest:
     return replace(base, **changes)
 
 
-def _with_adapter(store: ModelStore, tx: Transaction, manifest: Manifest, path: Path) -> Manifest:
+def _with_adapter(
+    store: ModelRepository, tx: Transaction, manifest: Manifest, path: Path
+) -> Manifest:
     """Store a LoRA adapter: a GGUF file for GGUF models, a PEFT directory for HF models."""
     if path.is_file():
         if manifest.format != "gguf":

@@ -15,21 +15,11 @@ from typing import Any
 from llmasos.errors import InvalidRequestError, ModelfileError
 from llmasos.models.manifest import Manifest
 from llmasos.models.templates import check_template
+from llmasos.types import OLLAMA_PARAMETERS
 
 #: Ollama parameter names and the Python type of their values.
 PARAMETER_TYPES: dict[str, type] = {
-    "temperature": float,
-    "top_k": int,
-    "top_p": float,
-    "min_p": float,
-    "num_ctx": int,
-    "num_predict": int,
-    "repeat_penalty": float,
-    "repeat_last_n": int,
-    "presence_penalty": float,
-    "frequency_penalty": float,
-    "seed": int,
-    "stop": str,
+    name: parameter.value_type for name, parameter in OLLAMA_PARAMETERS.items()
 }
 REPEATABLE_PARAMETERS = {"stop"}
 MESSAGE_ROLES = ("system", "user", "assistant")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -28,10 +28,12 @@ from llmasos.models.blobs import CHUNK, storage_error, write_chunk
 from llmasos.models.gguf_info import read_gguf, read_hf_dir
 from llmasos.models.manifest import BlobRef, Manifest
 from llmasos.models.names import parse_name
-from llmasos.models.store import SKIPPED_DIRS, SKIPPED_SUFFIXES, manifest_from_facts
-
-if TYPE_CHECKING:
-    from llmasos.models.store import ModelStore
+from llmasos.models.repository import (
+    SKIPPED_DIRS,
+    SKIPPED_SUFFIXES,
+    ModelRepository,
+    manifest_from_facts,
+)
 
 Progress = Callable[[str, int, int], None]
 
@@ -172,7 +174,11 @@ def default_pull_name(repo: str, file: str | None) -> str:
 
 
 def pull_model(
-    store: ModelStore, source: str, *, name: str | None = None, progress: Progress | None = None
+    store: ModelRepository,
+    source: str,
+    *,
+    name: str | None = None,
+    progress: Progress | None = None,
 ) -> Manifest:
     """Download ``source`` and commit it as ``name`` (default ``owner/repo:QUANT|latest``)."""
     repo, wanted = parse_source(source)
@@ -186,7 +192,7 @@ def pull_model(
             for item in files:
                 path, digest = _fetch(store, client, repo, item, progress)
                 downloads.append((item, path, digest))
-            with store._transaction() as tx:
+            with store.transaction() as tx:
                 refs: list[BlobRef] = []
                 for item, path, digest in downloads:
                     if path != store.blobs.path(digest):
@@ -196,7 +202,7 @@ def pull_model(
                 facts = read_gguf(blob_paths[single]) if single else read_hf_dir(blob_paths, repo)
                 label = f"hf:{repo}" + (f":{single}" if single else "")
                 manifest = manifest_from_facts(str(model), facts, tuple(refs), label)
-                return store._commit(tx, model, manifest)
+                return store.commit(tx, model, manifest)
         finally:
             for _, path, digest in downloads:
                 if path != store.blobs.path(digest):
@@ -205,13 +211,13 @@ def pull_model(
         client.close()
 
 
-def _partial_path(store: ModelStore, repo: str, item: HubFile) -> Path:
+def _partial_path(store: ModelRepository, repo: str, item: HubFile) -> Path:
     key = item.sha256 or hashlib.sha256(f"{repo}/{item.path}".encode()).hexdigest()
     return store.blobs.root / f"sha256-{key}.partial"
 
 
 def _fetch(
-    store: ModelStore, client: HubClient, repo: str, item: HubFile, progress: Progress | None
+    store: ModelRepository, client: HubClient, repo: str, item: HubFile, progress: Progress | None
 ) -> tuple[Path, str]:
     """Download one file (resuming) and verify it; returns (verified file, digest)."""
     if item.sha256 and store.blobs.has(f"sha256:{item.sha256}"):

@@ -1,269 +1,38 @@
-"""The model store: named, versioned, content-addressed models under ``settings.models_dir``.
+"""The model store: `ModelRepository` plus Modelfiles, hub pulls and the built-in models.
 
-Layout (see docs/design/models.md)::
-
-    blobs/sha256-<hex>                          file contents, by sha256
-    manifests/<namespace>/<name>/<tag>          the current manifest of a name (JSON)
-    versions/<namespace>/<name>/<tag>/<hex>     older manifests of that name
-    dirs/<manifest hex>/...                     HF layouts made of links to blobs, on resolve
-    builtin.json                                which built-in models were registered
-
-Every change is written to temp files in the target directory and moved into place with
-``os.replace`` under an exclusive lock; on any failure the temp files and the blobs the
-operation added are removed, so the store is left exactly as it was. Disk errors become
-`StorageError`; unknown names become `ModelNotFoundError` with close names suggested.
+`ModelStore` is the concrete `ModelStoreInterface` for ``settings.models_dir``: everything a
+repository does, and `create` (from Modelfile text, `llmasos.models.create`), `pull` (from
+the Hugging Face hub, `llmasos.models.pull`), and the models shipped in Python packages,
+registered on first use (`llmasos.models.builtin`). Those modules use only the repository's
+public writer API, so this is the one module that knows all of them. Other layers reach the
+store through `ModelStoreInterface` and `open_model_store`.
 """
 
 from __future__ import annotations
 
-import builtins
-import contextlib
-import fcntl
-import hashlib
-import json
-import os
-import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from llmasos.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError, StorageError
-from llmasos.models.blobs import (
-    TEMP_PREFIX,
-    BlobStore,
-    Transaction,
-    storage_error,
-    write_text_atomic,
-)
-from llmasos.models.gguf_info import ModelFacts, read_gguf, read_hf_dir
-from llmasos.models.manifest import BlobRef, Manifest, ModelName, ResolvedModel
-from llmasos.models.names import not_found_message, parse_name, split_digest
+from llmasos.models.builtin import register_builtins
+from llmasos.models.create import create_model
+from llmasos.models.manifest import Manifest
+from llmasos.models.pull import pull_model
+from llmasos.models.repository import ModelRepository
 
 if TYPE_CHECKING:
     from llmasos.config import Settings
-
-#: Files in a model directory that are never stored (other weight formats, VCS noise).
-SKIPPED_SUFFIXES = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".onnx", ".ckpt", ".tflite")
-SKIPPED_DIRS = {"onnx", "openvino", "coreml", "flax_model", "tf_model"}
+    from llmasos.models.interface import ModelStoreInterface
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+class ModelStore(ModelRepository):
+    """Named, versioned models on disk, with the built-ins registered on first use."""
 
-
-def seal(manifest: Manifest) -> Manifest:
-    """The manifest with ``digest`` set to the sha256 of its canonical JSON (minus digest)."""
-    data = asdict(manifest)
-    data.pop("digest")
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return replace(manifest, digest=f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}")
-
-
-def manifest_from_facts(
-    name: str, facts: ModelFacts, files: tuple[BlobRef, ...], source: str
-) -> Manifest:
-    return seal(
-        Manifest(
-            name=name,
-            format=facts.format,
-            kind=facts.kind,
-            files=files,
-            family=facts.family,
-            parameter_count=facts.parameter_count,
-            quantization=facts.quantization,
-            context_length=facts.context_length,
-            embedding_length=facts.embedding_length,
-            chat_template=facts.chat_template,
-            license=facts.license,
-            source=source,
-            created_at=now_iso(),
-        )
-    )
-
-
-def default_name(path: Path) -> str:
-    """The name ``import`` gives a path: its stem, lowercased, odd characters as ``-``."""
-    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
-    cleaned = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._")
-    return cleaned or "model"
-
-
-def model_dir_files(directory: Path) -> dict[str, Path]:
-    """The files of a model directory to store (relative path -> path)."""
-    files: dict[str, Path] = {}
-    for path in sorted(directory.rglob("*")):
-        relative = path.relative_to(directory)
-        if any(p.startswith(".") or p in SKIPPED_DIRS for p in relative.parts):
-            continue
-        if path.is_file() and not path.name.endswith(SKIPPED_SUFFIXES):
-            files[relative.as_posix()] = path
-    return files
-
-
-class ModelStore:
-    """Named, versioned models on disk. Safe to share between processes (file lock)."""
-
-    def __init__(self, root: Path, *, builtins: bool = True) -> None:
-        self.root = root
-        self.blobs = BlobStore(root / "blobs")
-        self._builtins = builtins
-        self._builtins_checked = False
-
-    @classmethod
-    def open(cls, settings: Settings, *, builtins: bool = True) -> ModelStore:
-        """The store of ``settings.models_dir``; directories are created on first write."""
-        return cls(settings.models_dir, builtins=builtins)
-
-    # -- reading -------------------------------------------------------------------------
-
-    def list(self) -> builtins.list[tuple[str, Manifest]]:
-        """``(canonical name, current manifest)`` for every name, sorted by name."""
-        self._ensure_builtins()
-        return [(str(n), self._read(self._manifest_path(n))) for n in self._all_names()]
-
-    def canonical_name(self, name: str) -> str:
-        """``"smollm2"`` -> ``"smollm2:latest"`` (an ``@digest`` suffix is dropped)."""
-        return str(parse_name(split_digest(name)[0]))
-
-    def manifest(self, name: str) -> Manifest:
-        """The current manifest of ``name``, or the version ``name@DIGEST_PREFIX``."""
-        self._ensure_builtins()
-        text, digest = split_digest(name)
-        model = parse_name(text)
-        current = self._current(model, name)
-        if digest is None:
-            return current
-        matches = [
-            m
-            for m in self._versions(model, current)
-            if m.digest.removeprefix("sha256:").startswith(digest)
-        ]
-        if not matches:
-            raise ModelNotFoundError(
-                f"model {str(model)!r} has no version {digest!r} "
-                f"(see `llmasos show {model} --versions`)"
-            )
-        if len({m.digest for m in matches}) > 1:
-            ids = ", ".join(m.short_id for m in matches)
-            raise InvalidRequestError(
-                f"version prefix {digest!r} of {str(model)!r} is ambiguous: matches {ids}"
-            )
-        return matches[0]
-
-    def versions(self, name: str) -> builtins.list[Manifest]:
-        """The current manifest first, then older versions newest first."""
-        self._ensure_builtins()
-        model = parse_name(split_digest(name)[0])
-        return self._versions(model, self._current(model, name))
-
-    def resolve(self, name: str) -> ResolvedModel:
-        """The files of ``name`` on disk, ready for a backend to load."""
-        manifest = self.manifest(name)
-        for ref in (*manifest.files, *([manifest.adapter] if manifest.adapter else [])):
-            if not self.blobs.has(ref.digest):
-                raise StorageError(
-                    f"model {manifest.name!r} is damaged: blob {ref.digest} ({ref.path}) is "
-                    "missing; import or pull it again"
-                )
-        adapter: Path | None = None
-        if manifest.format == "gguf":
-            main = next((f for f in manifest.files if f.path.endswith(".gguf")), manifest.files[0])
-            path = self.blobs.path(main.digest)
-            if manifest.adapter is not None:
-                adapter = self.blobs.path(manifest.adapter.digest)
-        else:
-            path = self._materialize(manifest)
-            if manifest.adapter is not None:
-                adapter = path / Path(manifest.adapter.path).parent
-        return ResolvedModel(manifest=manifest, path=path, adapter_path=adapter)
-
-    # -- writing -------------------------------------------------------------------------
-
-    def import_path(self, path: Path, name: str | None = None) -> Manifest:
-        """Import a .gguf file or an HF model directory under ``name`` (default: its stem)."""
-        path = Path(path).expanduser()
-        model = parse_name(name if name is not None else default_name(path))
-        self._ensure_builtins()
-        with self._transaction() as tx:
-            files, facts = self.add_model_files(tx, path)
-            manifest = manifest_from_facts(str(model), facts, files, str(path.resolve()))
-            return self._commit(tx, model, manifest)
-
-    def add_model_files(
-        self,
-        tx: Transaction,
-        path: Path,
-        *,
-        link: bool = False,
-        known: Callable[[Path], str | None] | None = None,
-        facts: ModelFacts | None = None,
-    ) -> tuple[tuple[BlobRef, ...], ModelFacts]:
-        """Read a model's facts (raising before any write), then add its files as blobs.
-
-        ``known`` may give a file's digest without hashing; ``facts`` skips reading them.
-        """
-        if path.is_file():
-            facts = facts or read_gguf(path)
-            ref = self._add_blob(tx, path, link, known)
-            return (replace(ref, path=path.name if path.suffix else "model.gguf"),), facts
-        if path.is_dir():
-            if not (path / "config.json").is_file():
-                read_hf_dir({}, path.name)  # raises: not a model directory
-            entries = model_dir_files(path)
-            facts = facts or read_hf_dir(entries, path.name)
-            refs = [
-                replace(self._add_blob(tx, source, link, known), path=relative)
-                for relative, source in entries.items()
-            ]
-            return tuple(refs), facts
-        if path.exists():
-            raise ModelFormatError(f"{path} is neither a .gguf file nor a model directory")
-        raise ModelNotFoundError(f"no such file or directory: {path}")
-
-    def _add_blob(
-        self, tx: Transaction, source: Path, link: bool, known: Callable[[Path], str | None] | None
-    ) -> BlobRef:
-        digest = known(source) if known else None
-        if not self.blobs.root.exists():
-            tx.new_paths[:0] = self._missing_dirs(self.blobs.root)
-        if digest and self.blobs.has(digest):
-            return BlobRef("", digest, source.stat().st_size)
-        ref, new = self.blobs.add_file(source, link=link)
-        tx.added(ref.digest, new)
-        return ref
-
-    def copy(self, source: str, destination: str) -> Manifest:
-        """Give the model ``source`` (or one version of it) a second name."""
-        target = parse_name(destination)
-        manifest = self.manifest(source)
-        with self._transaction() as tx:
-            copied = seal(replace(manifest, name=str(target), created_at=now_iso()))
-            return self._commit(tx, target, copied)
-
-    def remove(self, name: str) -> None:
-        """Remove a name with all its versions (or just ``name@DIGEST`` if it is an old one)."""
-        text, digest = split_digest(name)
-        model = parse_name(text)
-        target = self.manifest(name)
-        current = self._current(model, name)
-        with self._locked():
-            if digest is not None and target.digest != current.digest:
-                self._version_path(model, target).unlink(missing_ok=True)
-            else:
-                self._manifest_path(model).unlink(missing_ok=True)
-                shutil.rmtree(self._version_dir(model), ignore_errors=True)
-                self._prune_empty(self._manifest_path(model).parent, self.root / "manifests")
-                self._prune_empty(self._version_dir(model), self.root / "versions")
-            self.collect_garbage()
+    def register_builtins(self) -> None:
+        register_builtins(self)
 
     def create(self, name: str, modelfile: str, *, base_dir: Path) -> Manifest:
         """Build a model from Modelfile text; relative paths resolve against ``base_dir``."""
-        from llmasos.models.create import create_model
-
         return create_model(self, name, modelfile, base_dir=base_dir)
 
     def pull(
@@ -274,180 +43,9 @@ class ModelStore:
         progress: Callable[[str, int, int], None] | None = None,
     ) -> Manifest:
         """Download ``HF_REPO_ID[:FILE]`` from the Hugging Face hub into the store."""
-        from llmasos.models.pull import pull_model
-
         return pull_model(self, source, name=name, progress=progress)
 
-    def collect_garbage(self) -> None:
-        """Delete blobs and link directories no manifest refers to."""
-        manifests = [self._read(p) for p in self._manifest_files()]
-        used = {f.digest for m in manifests for f in m.files}
-        used |= {m.adapter.digest for m in manifests if m.adapter}
-        for digest in self.blobs.digests() - used:
-            self.blobs.remove(digest)
-        live = {m.digest.removeprefix("sha256:") for m in manifests}
-        dirs = self.root / "dirs"
-        if dirs.is_dir():
-            for entry in dirs.iterdir():
-                if entry.name not in live:
-                    shutil.rmtree(entry, ignore_errors=True)
 
-    # -- internals -----------------------------------------------------------------------
-
-    def _ensure_builtins(self) -> None:
-        if self._builtins and not self._builtins_checked:
-            self._builtins_checked = True
-            from llmasos.models.builtin import register_builtins
-
-            register_builtins(self)
-
-    def _manifest_path(self, model: ModelName) -> Path:
-        return self.root / "manifests" / model.namespace / model.name / model.tag
-
-    def _version_dir(self, model: ModelName) -> Path:
-        return self.root / "versions" / model.namespace / model.name / model.tag
-
-    def _version_path(self, model: ModelName, manifest: Manifest) -> Path:
-        return self._version_dir(model) / manifest.digest.removeprefix("sha256:")
-
-    def _all_names(self) -> builtins.list[ModelName]:
-        base = self.root / "manifests"
-        if not base.is_dir():
-            return []
-        names = []
-        for path in base.glob("*/*/*"):
-            if path.is_file() and not path.name.startswith(TEMP_PREFIX):
-                namespace, name, tag = path.relative_to(base).parts
-                names.append(ModelName(namespace, name, tag))
-        return sorted(names, key=str)
-
-    def _manifest_files(self) -> Iterator[Path]:
-        for top, pattern in (("manifests", "*/*/*"), ("versions", "*/*/*/*")):
-            base = self.root / top
-            if base.is_dir():
-                for path in base.glob(pattern):
-                    if path.is_file() and not path.name.startswith(TEMP_PREFIX):
-                        yield path
-
-    def _read(self, path: Path) -> Manifest:
-        try:
-            manifest: Manifest = Manifest.from_json(path.read_text(encoding="utf-8"))
-            return manifest
-        except OSError as error:
-            raise storage_error(error, f"read {path}") from None
-        except (ValueError, TypeError, KeyError) as error:
-            raise StorageError(f"manifest {path} is corrupt: {error}") from None
-
-    def _current(self, model: ModelName, asked: str) -> Manifest:
-        path = self._manifest_path(model)
-        if not path.is_file():
-            known = [str(n) for n in self._all_names()]
-            raise ModelNotFoundError(not_found_message(split_digest(asked)[0], known))
-        return self._read(path)
-
-    def _versions(self, model: ModelName, current: Manifest) -> builtins.list[Manifest]:
-        directory = self._version_dir(model)
-        older = []
-        if directory.is_dir():
-            older = [
-                self._read(p)
-                for p in directory.iterdir()
-                if p.is_file() and not p.name.startswith(TEMP_PREFIX)
-            ]
-        older = [m for m in older if m.digest != current.digest]
-        older.sort(key=lambda m: m.created_at, reverse=True)
-        return [current, *older]
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            handle = (self.root / ".lock").open("a")
-        except OSError as error:
-            raise storage_error(error, f"write to {self.root}") from None
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Transaction]:
-        """Hold the lock; on any failure delete what the operation added."""
-        with self._locked():
-            tx = Transaction(self.blobs)
-            try:
-                yield tx
-            except OSError as error:
-                tx.rollback()
-                raise storage_error(error, "update the model store") from None
-            except BaseException:
-                tx.rollback()
-                raise
-
-    def _commit(self, tx: Transaction, model: ModelName, manifest: Manifest) -> Manifest:
-        """Make ``manifest`` the current version of ``model``; the old one becomes a version."""
-        path = self._manifest_path(model)
-        if path.is_file():
-            old = self._read(path)
-            if _same_content(old, manifest):
-                return old
-            version = self._version_path(model, old)
-            if not version.exists():
-                tx.new_paths[:0] = self._missing_dirs(version.parent)
-                write_text_atomic(version, old.to_json())
-                tx.new_paths.append(version)
-        tx.new_paths[:0] = self._missing_dirs(path.parent)
-        write_text_atomic(path, manifest.to_json())
-        return manifest
-
-    def _missing_dirs(self, directory: Path) -> builtins.list[Path]:
-        """The ancestors of ``directory`` below the root that do not exist, outermost first."""
-        missing: builtins.list[Path] = []
-        while directory != self.root and not directory.exists():
-            missing.append(directory)
-            directory = directory.parent
-        return missing[::-1]
-
-    def _materialize(self, manifest: Manifest) -> Path:
-        """``dirs/<hex>/`` with each file linked to its blob under its relative path."""
-        target = self.root / "dirs" / manifest.digest.removeprefix("sha256:")
-        refs = [*manifest.files, *([manifest.adapter] if manifest.adapter else [])]
-        if target.is_dir() and all((target / r.path).exists() for r in refs):
-            return target
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=target.parent))
-            try:
-                for ref in refs:
-                    link = temp / ref.path
-                    link.parent.mkdir(parents=True, exist_ok=True)
-                    try:
-                        os.link(self.blobs.path(ref.digest), link)
-                    except OSError:
-                        link.symlink_to(self.blobs.path(ref.digest).resolve())
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(temp, target)
-            except BaseException:
-                shutil.rmtree(temp, ignore_errors=True)
-                raise
-        except OSError as error:
-            raise storage_error(error, f"lay out {manifest.name} in {target}") from None
-        return target
-
-    @staticmethod
-    def _prune_empty(directory: Path, stop: Path) -> None:
-        while directory != stop and directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
-            directory = directory.parent
-
-
-def _same_content(a: Manifest, b: Manifest) -> bool:
-    def strip(m: Manifest) -> dict[str, Any]:
-        data = asdict(m)
-        for key in ("digest", "created_at", "source"):
-            data.pop(key)
-        return data
-
-    return strip(a) == strip(b)
+def open_model_store(settings: Settings, *, builtins: bool = True) -> ModelStoreInterface:
+    """The model store of ``settings.models_dir`` (created on first write)."""
+    return ModelStore.open(settings, builtins=builtins)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from llmasos.backends.chat_template import compile_chat_template
+from llmasos.chat_template import compile_chat_template
 from llmasos.errors import InvalidRequestError
 
 CHATML_TEMPLATE = """\

@@ -1,11 +1,36 @@
-"""The Python SDK: the same API over HTTP (`Client`, `AsyncClient`) or in-process (`LLM`).
+"""The Python SDK, the library programs use: `Client`, `AsyncClient`, `LLM`, `pipeline` and
+the application framework `Application`.
 
-``llmasos.Client``, ``llmasos.AsyncClient``, ``llmasos.LLM`` and ``llmasos.pipeline`` are
-these, imported lazily. The application framework (``Application``) builds on `LLM`.
+``llmasos.Client``, ``llmasos.AsyncClient``, ``llmasos.LLM``, ``llmasos.pipeline`` and
+``llmasos.Application`` are these, imported lazily. The clients speak HTTP to a server;
+`LLM` runs over a server or an in-process kernel; `Application` turns typed functions into
+HTTP routes around a model (an app's code, which the process manager `llmasos.apps` runs).
+
+May import: the kernel's client, services, models (through `ModelStoreInterface`), config,
+errors and types — never server, cli or webui.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from llmasos.sdk.client import AsyncClient, Client
 from llmasos.sdk.llm import LLM
 from llmasos.sdk.pipeline import pipeline
 
-__all__ = ["LLM", "AsyncClient", "Client", "pipeline"]
+if TYPE_CHECKING:
+    from llmasos.sdk.application import Application, Route
+    from llmasos.sdk.params import ParameterError
+
+__all__ = ["LLM", "Application", "AsyncClient", "Client", "ParameterError", "Route", "pipeline"]
+
+
+def __getattr__(name: str) -> Any:
+    # The application framework pulls in FastAPI: load it only for programs that use it.
+    if name in ("Application", "Route"):
+        from llmasos.sdk import application
+
+        return getattr(application, name)
+    if name == "ParameterError":
+        from llmasos.sdk.params import ParameterError
+
+        return ParameterError
+    raise AttributeError(f"module 'llmasos.sdk' has no attribute {name!r}")

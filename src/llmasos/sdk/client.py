@@ -18,6 +18,7 @@ from typing import Any, Literal, overload
 import httpx
 
 from llmasos.errors import InvalidRequestError
+from llmasos.net import DEFAULT_BASE_URL
 from llmasos.sdk.errors import APIConnectionError, error_from_body, error_from_response
 from llmasos.sdk.types import (
     ChatChunk,
@@ -31,7 +32,6 @@ from llmasos.sdk.types import (
     service_result_from_dict,
 )
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 600.0
 SAMPLING_KEYWORDS = frozenset(
     {

@@ -18,8 +18,8 @@ import httpx
 
 from llmasos.config import Settings, load_settings
 from llmasos.errors import InvalidRequestError, ModelNotFoundError
-from llmasos.kernel.protocol import GenerateRequest
-from llmasos.models.store import ModelStore
+from llmasos.kernel.interface import GenerateRequest
+from llmasos.models import ModelStoreInterface, open_model_store
 from llmasos.sdk.client import Client, Messages, as_messages, check_sampling, default_base_url
 from llmasos.sdk.local import LocalKernel
 from llmasos.sdk.types import ServiceResult
@@ -39,7 +39,7 @@ def server_answers(base_url: str) -> bool:
     return "LLMasOS" in response.text
 
 
-def import_or_pull(store: ModelStore, name: str) -> str:
+def import_or_pull(store: ModelStoreInterface, name: str) -> str:
     """The store name for ``name``: a store name, a local model path, or an HF repo id."""
     path = Path(name).expanduser()
     if path.suffix == ".gguf" or path.is_dir():
@@ -83,7 +83,7 @@ class LLM:
             client = Client(url, api_key=api_key)
             if Path(name).expanduser().exists():
                 settings = settings or load_settings()
-                name = import_or_pull(ModelStore.open(settings), name)
+                name = import_or_pull(open_model_store(settings), name)
             return cls(name, client=client)
         kernel = LocalKernel.shared(settings)
         return cls(import_or_pull(kernel.store, name), kernel=kernel)

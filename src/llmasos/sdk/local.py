@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from llmasos.config import Settings, load_settings
 from llmasos.errors import LLMasOSError
 from llmasos.kernel.client import InProcessEngineClient
-from llmasos.models.store import ModelStore
+from llmasos.models import ModelStoreInterface, open_model_store
 from llmasos.services.runner import ServiceRunner, runner_for
 
 T = TypeVar("T")
@@ -33,7 +33,7 @@ class LocalKernel:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
-        self.store = ModelStore.open(self.settings)
+        self.store: ModelStoreInterface = open_model_store(self.settings)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="llmasos-sdk-kernel", daemon=True

@@ -2,23 +2,29 @@
 
 `create_app` wires the OpenAI-compatible ``/v1`` routes, the Ollama-compatible ``/api``
 routes and the operational routes onto one FastAPI app that talks only to the kernel's
-`EngineClientInterface` and to the model store. It owns neither: the caller starts and
-closes them (``llmasos serve`` does).
+`EngineClientInterface` and to a `ModelStoreInterface`. It owns neither: the caller starts
+and closes them (``llmasos serve`` does). `middleware_stack` lists, outermost first, what
+every request passes through before a route.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware import Middleware
 
 from llmasos import __version__
+from llmasos.access.keys import KeyManager
 from llmasos.config import Settings
 from llmasos.errors import ConfigError
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.models import ModelStoreInterface
 from llmasos.server.admin.router import admin_router
 from llmasos.server.apps.router import apps_router
+from llmasos.server.auth import AuthMiddleware
+from llmasos.server.context import install_request_id_logging
 from llmasos.server.errors import install_exception_handlers
+from llmasos.server.metering import QuotaMiddleware
 from llmasos.server.ollama.embed.router import embed_router
 from llmasos.server.ollama.generate.router import generate_router
 from llmasos.server.ollama.models.router import ollama_models_router
@@ -26,18 +32,47 @@ from llmasos.server.openai.chat.router import chat_router
 from llmasos.server.openai.completions.router import completions_router
 from llmasos.server.openai.embeddings.router import embeddings_router
 from llmasos.server.openai.models.router import models_router
-from llmasos.server.ops import DEFAULT_MAX_BODY_BYTES, install_ops
+from llmasos.server.ops import (
+    DEFAULT_MAX_BODY_BYTES,
+    REQUEST_ID_HEADER,
+    BodySizeLimitMiddleware,
+    JsonBodyMiddleware,
+    RequestIdMiddleware,
+    ops_router,
+)
 from llmasos.server.services.router import services_router
 
-if TYPE_CHECKING:
-    from llmasos.access.keys import KeyManager
-    from llmasos.models.store import ModelStore
+
+def middleware_stack(
+    settings: Settings, keys: KeyManager | None, max_body_bytes: int
+) -> list[Middleware]:
+    """What every request passes through, outermost first: its id (echoed and on every log
+    line), CORS (only for the configured origins), the body-size limit (413), then with
+    authentication on the API key check and quotas with usage metering, and last the
+    JSON-body rule for ``/api`` and ``/v1``."""
+    stack = [Middleware(RequestIdMiddleware)]
+    if settings.cors_origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=[REQUEST_ID_HEADER],
+            )
+        )
+    stack.append(Middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes))
+    if keys is not None:
+        stack.append(Middleware(AuthMiddleware, keys=keys, default_model=settings.default_model))
+        stack.append(Middleware(QuotaMiddleware, database=keys.database))
+    stack.append(Middleware(JsonBodyMiddleware))
+    return stack
 
 
 def create_app(
     settings: Settings,
     engine: EngineClientInterface,
-    store: ModelStore,
+    store: ModelStoreInterface,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     keys: KeyManager | None = None,
@@ -46,23 +81,19 @@ def create_app(
     request but ``/health`` must carry an API key that ``keys`` verifies."""
     if settings.auth and keys is None:
         raise ConfigError("authentication is on but no key store was given to the server")
+    install_request_id_logging()
     app = FastAPI(
         title="LLMasOS",
         version=__version__,
         description="OpenAI-compatible (/v1) and Ollama-compatible (/api) APIs over the "
         "LLMasOS kernel.",
+        middleware=middleware_stack(settings, keys if settings.auth else None, max_body_bytes),
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.store = store
     install_exception_handlers(app)
-    install_ops(
-        app,
-        settings,
-        engine,
-        max_body_bytes=max_body_bytes,
-        keys=keys if settings.auth else None,
-    )
+    app.include_router(ops_router(engine))
     app.include_router(chat_router(engine))
     app.include_router(completions_router(engine))
     app.include_router(embeddings_router(engine))

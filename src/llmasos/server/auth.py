@@ -5,33 +5,24 @@ the machine's owner and the OpenAI ``user`` field names the tenant. With ``auth`
 endpoint but ``/health`` needs ``Authorization: Bearer llmos-…``: the key is verified for the
 scope the endpoint needs and for the model the body names, and the key's user becomes the
 tenant the kernel schedules fairly. A refusal is 401 or 403 in the endpoint family's error
-shape, and lands in the audit log. Authenticated requests then pass through
-`llmasos.server.metering.QuotaMiddleware` (quotas, usage metering, model-change audit).
+shape, and lands in the audit log. The principal and the models the body names go into the
+request's context (`llmasos.server.context`); the app factory stacks
+`llmasos.server.metering.QuotaMiddleware` right inside this one.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
-from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmasos.access.keys import KeyManager
 from llmasos.errors import LLMasOSError
+from llmasos.server.context import REQUESTED_MODELS_STATE, principal_var
 from llmasos.server.errors import llmasos_error_response
-from llmasos.server.metering import REQUESTED_MODELS_STATE
-
-if TYPE_CHECKING:
-    from llmasos.access.keys import KeyManager
-    from llmasos.access.principal import Principal
 
 logger = logging.getLogger(__name__)
-
-principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "principal", default=None
-)
-"""The authenticated principal of the request being served (None with auth off)."""
 
 OPEN_PATHS = frozenset({"/health"})
 
@@ -53,14 +44,6 @@ SCOPE_RULES: tuple[tuple[str, str, str], ...] = (
     ("*", "/admin", "admin"),
 )
 MODEL_FIELDS = ("model", "name", "source")
-
-
-def tenant_for(user_field: str | None) -> str:
-    """The tenant of the current request: the key's user, else the OpenAI ``user`` field."""
-    principal = principal_var.get()
-    if principal is not None:
-        return principal.tenant
-    return user_field or "anonymous"
 
 
 def scope_for(method: str, path: str) -> str:
@@ -98,9 +81,7 @@ class AuthMiddleware:
     """Verifies the API key of every request but the open paths (only when auth is on)."""
 
     def __init__(self, app: ASGIApp, keys: KeyManager, default_model: str) -> None:
-        from llmasos.server.metering import QuotaMiddleware
-
-        self.app = QuotaMiddleware(app, keys.database)
+        self.app = app
         self.keys = keys
         self.default_model = default_model
 

@@ -1,13 +1,12 @@
 """Quotas, usage metering and model-change auditing at the HTTP boundary.
 
-`QuotaMiddleware` runs right inside `AuthMiddleware` (which builds it), so it only sees
-authenticated requests. For a generation or embedding request it takes a slot under the
-principal's quotas (`QuotaManager.admit`; past a limit: 429 in the endpoint family's error
-shape with ``Retry-After``), sets a `UsageRecorder` in `usage_recorder_var`, and, when the
-response has finished (or the client went away), gives the concurrent slot back, charges
-the tokens the serving code reported and writes one usage row. The serving code reports
-through `report_usage`, which does nothing outside a metered request, so the kernel and
-the serving layers stay unaware of users. Model pulls, creations, copies and deletions are
+`QuotaMiddleware` runs right inside `AuthMiddleware` (the app factory stacks them), so it
+only acts on authenticated requests. For a generation or embedding request it takes a slot
+under the principal's quotas (`QuotaManager.admit`; past a limit: 429 in the endpoint
+family's error shape with ``Retry-After``), sets a `UsageRecorder`
+(`llmasos.server.context`), and, when the response has finished (or the client went away),
+gives the concurrent slot back, charges the tokens the serving code reported
+(`report_usage`) and writes one usage row. Model pulls, creations, copies and deletions are
 written to the audit log with the principal and the outcome.
 
 Database work runs in worker threads so a slow write never stalls the event loop; the
@@ -16,25 +15,26 @@ release and the usage write are shielded from cancellation.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmasos.access.audit import AuditLog
+from llmasos.access.principal import Principal
+from llmasos.access.quotas import Admission, QuotaManager
+from llmasos.access.usage import UsageLog
 from llmasos.errors import LLMasOSError
-from llmasos.kernel.protocol import GenerateOutput
+from llmasos.server.context import (
+    UsageRecorder,
+    current_principal,
+    requested_models,
+    usage_recorder_var,
+)
 from llmasos.server.errors import llmasos_error_response
-
-if TYPE_CHECKING:
-    from llmasos.access.principal import Principal
-    from llmasos.access.quotas import Admission, QuotaManager
-    from llmasos.access.usage import UsageLog
-    from llmasos.storage.database import Database
+from llmasos.storage.database import Database
 
 logger = logging.getLogger(__name__)
 
@@ -53,52 +53,7 @@ MODEL_ACTIONS = {
     "/api/copy": "model.copy",
     "/api/delete": "model.delete",
 }
-REQUESTED_MODELS_STATE = "llmasos.requested_models"
-"""Key in ``scope["state"]`` where `AuthMiddleware` leaves the models the body names."""
 CLIENT_GONE = 499
-
-
-@dataclass
-class UsageRecorder:
-    """Token counts reported by the serving code for the request being served."""
-
-    model: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reports: int = 0
-
-    def add(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        self.model = self.model or model
-        self.prompt_tokens += max(0, prompt_tokens)
-        self.completion_tokens += max(0, completion_tokens)
-        self.reports += 1
-
-
-usage_recorder_var: contextvars.ContextVar[UsageRecorder | None] = contextvars.ContextVar(
-    "usage_recorder", default=None
-)
-
-
-def report_usage(model: str, prompt_tokens: int, completion_tokens: int) -> None:
-    """Called by the serving code once per finished generation or embedding."""
-    recorder = usage_recorder_var.get()
-    if recorder is not None:
-        recorder.add(model, prompt_tokens, completion_tokens)
-
-
-def report_finals(finals: Sequence[GenerateOutput]) -> None:
-    """`report_usage` for the final outputs of one request's generations."""
-    if finals:
-        report_usage(
-            finals[0].model,
-            sum(o.prompt_tokens for o in finals),
-            sum(o.completion_tokens for o in finals),
-        )
-
-
-def _requested_models(scope: Scope) -> list[str]:
-    models = scope.get("state", {}).get(REQUESTED_MODELS_STATE) or []
-    return [str(m) for m in models]
 
 
 def is_metered(path: str) -> bool:
@@ -109,19 +64,13 @@ class QuotaMiddleware:
     """Enforces quotas and meters usage of authenticated inference requests."""
 
     def __init__(self, app: ASGIApp, database: Database) -> None:
-        from llmasos.access.audit import AuditLog
-        from llmasos.access.quotas import QuotaManager
-        from llmasos.access.usage import UsageLog
-
         self.app = app
-        self.quotas: QuotaManager = QuotaManager(database)
-        self.usage: UsageLog = UsageLog(database)
+        self.quotas = QuotaManager(database)
+        self.usage = UsageLog(database)
         self.audit = AuditLog(database)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from llmasos.server.auth import principal_var
-
-        principal = principal_var.get()
+        principal = current_principal()
         path = scope.get("path", "")
         if scope["type"] != "http" or principal is None:
             await self.app(scope, receive, send)
@@ -147,7 +96,7 @@ class QuotaMiddleware:
         status = CLIENT_GONE
         settled = False
         started = time.monotonic()
-        requested = next(iter(_requested_models(scope)), "")
+        requested = next(iter(requested_models(scope)), "")
 
         async def settle(final_status: int) -> None:
             nonlocal settled
@@ -212,7 +161,7 @@ class QuotaMiddleware:
         self, scope: Scope, receive: Receive, send: Send, principal: Principal, action: str
     ) -> None:
         recorded = False
-        target = " -> ".join(_requested_models(scope)) or "-"
+        target = " -> ".join(requested_models(scope)) or "-"
 
         async def record(status: int) -> None:
             nonlocal recorded

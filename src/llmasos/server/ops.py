@@ -1,62 +1,29 @@
-"""Operational plumbing: health, root, metrics, request ids, body-size limit and CORS.
+"""Operational plumbing: health, root, metrics, and the request-id, body-size and JSON-body
+middlewares (the app factory stacks them).
 
 ``GET /health`` answers 200 ``{"status": "ok"}`` once the kernel is ready and 503 before;
 ``GET /`` answers ``LLMasOS is running`` (as Ollama's root does, so clients probing for a
 server find one); ``GET /metrics`` is the kernel's Prometheus registry in text format.
 Every response carries ``X-Request-ID`` (the client's, or a new one), and log records made
 while serving a request carry it as ``record.request_id``. Bodies over the size limit are
-refused with 413 before they reach a route; CORS is on only for the configured origins.
+refused with 413 before they reach a route.
 """
 
 from __future__ import annotations
 
-import contextvars
-import logging
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmasos.config import Settings
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.server.context import request_id_var
 from llmasos.server.errors import error_response
-
-if TYPE_CHECKING:
-    from llmasos.access.keys import KeyManager
 
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
 REQUEST_ID_HEADER = "X-Request-ID"
-
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-"""The id of the HTTP request being served in this context ("-" outside one)."""
-
-
-def current_request_id() -> str:
-    return request_id_var.get()
-
-
-_factory_installed = False
-
-
-def install_request_id_logging() -> None:
-    """Make every log record carry ``request_id`` (idempotent, process-wide)."""
-    global _factory_installed
-    if _factory_installed:
-        return
-    previous: Callable[..., logging.LogRecord] = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        record.request_id = request_id_var.get()
-        return record
-
-    logging.setLogRecordFactory(factory)
-    _factory_installed = True
 
 
 def _valid_request_id(value: str) -> bool:
@@ -200,32 +167,3 @@ def ops_router(engine: EngineClientInterface) -> APIRouter:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
-
-
-def install_ops(
-    app: FastAPI,
-    settings: Settings,
-    engine: EngineClientInterface,
-    *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    keys: KeyManager | None = None,
-) -> None:
-    """Add the operational routes and middleware (outermost: request id, then CORS, size,
-    then authentication when ``keys`` is given)."""
-    install_request_id_logging()
-    app.include_router(ops_router(engine))
-    app.add_middleware(JsonBodyMiddleware)
-    if keys is not None:
-        from llmasos.server.auth import AuthMiddleware
-
-        app.add_middleware(AuthMiddleware, keys=keys, default_model=settings.default_model)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=[REQUEST_ID_HEADER],
-        )
-    app.add_middleware(RequestIdMiddleware)

@@ -1,39 +1,21 @@
-"""How the server reaches the model store: typing, thread offloading and manifest facts.
+"""How the server reaches the model store: thread offloading and manifest facts.
 
-The store is synchronous (it reads and writes files), so routes call it through
-`in_thread`. Helpers here turn manifest facts into the small values both API dialects show.
+The server holds the store as a `llmasos.models.ModelStoreInterface`, which is synchronous
+(it reads and writes files), so routes call it through `in_thread`. Helpers here turn
+manifest facts into the small values both API dialects show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from llmasos.models.manifest import Manifest, ResolvedModel
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
+from llmasos.models.manifest import Manifest
 
 T = TypeVar("T")
-
-
-class ModelStoreLike(Protocol):
-    """The part of `llmasos.models.store.ModelStore` the server uses."""
-
-    def list(self) -> Sequence[tuple[str, Manifest]]: ...
-    def resolve(self, name: str, /) -> ResolvedModel: ...
-    def manifest(self, name: str, /) -> Manifest: ...
-    def canonical_name(self, name: str, /) -> str: ...
-    def copy(self, source: str, destination: str, /) -> Any: ...
-    def remove(self, name: str, /) -> Any: ...
-    def create(self, name: str, modelfile: str, /, *, base_dir: Path) -> Any: ...
-    def pull(
-        self, source: str, /, *, progress: Callable[[str, int, int], None] | None = None
-    ) -> Any: ...
 
 
 async def in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

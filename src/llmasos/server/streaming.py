@@ -18,7 +18,7 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from llmasos.kernel.protocol import EngineClientInterface, GenerateOutput, GenerateRequest
+from llmasos.kernel.interface import EngineClientInterface, GenerateOutput, GenerateRequest
 
 
 class OutputStream:

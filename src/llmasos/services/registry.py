@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from llmasos.errors import LLMasOSError, NotFoundError
+from llmasos.plugins import get_registry
 from llmasos.services.interface import ServiceDefinition, ServiceDefinitionError
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,6 @@ class ServiceRegistry:
         """Built-ins, then plugin services, then ``home/services/*.yaml``."""
         registry = cls(builtin_definitions())
         if plugins:
-            from llmasos.plugins import get_registry
-
             for name, item in get_registry().services():
                 registry._add_safely(lambda item=item, name=name: _from_plugin(item, name))
         if home is not None:

@@ -20,14 +20,15 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llmasos.errors import ContextLengthExceededError, InvalidRequestError, LLMasOSError
-from llmasos.kernel.protocol import EngineClientInterface, GenerateRequest
+from llmasos.kernel.interface import EngineClientInterface, GenerateRequest
+from llmasos.models import ModelStoreInterface
 from llmasos.services.interface import (
     ServiceDefinition,
     ServiceResult,
@@ -36,9 +37,6 @@ from llmasos.services.interface import (
 )
 from llmasos.services.registry import ServiceRegistry
 from llmasos.types import ChatMessage, SamplingParams, StructuredOutput
-
-if TYPE_CHECKING:
-    from llmasos.models.store import ModelStore
 
 TEMPLATE_MARGIN_TOKENS = 64
 """Tokens reserved for the chat template's markup around the rendered messages."""
@@ -334,7 +332,7 @@ class ServiceRunner:
 
 
 def runner_for(
-    engine: EngineClientInterface, home: Path | None, store: ModelStore, default_model: str
+    engine: EngineClientInterface, home: Path | None, store: ModelStoreInterface, default_model: str
 ) -> ServiceRunner:
     """A runner over the services of ``home`` (reloaded per call) and models of ``store``."""
     return ServiceRunner(

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from llmasos.config import Settings
 from llmasos.errors import InvalidRequestError, StorageError
-from llmasos.storage.database import BUSY_TIMEOUT_MS, Database, open_database
-from llmasos.storage.migrate import upgrade_database
+from llmasos.storage.database import BUSY_TIMEOUT_MS, Database
+from llmasos.storage.migrate import open_database, upgrade_database
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PG_DUMP_MAGIC = b"PGDMP"

@@ -111,20 +111,6 @@ class Database:
         self.close()
 
 
-def open_database(settings: Settings, *, upgrade: bool = True) -> Database:
-    """Open the database the settings name and, by default, migrate it to the newest schema."""
-    database = Database(database_url(settings))
-    if upgrade:
-        from llmasos.storage.migrate import upgrade_database
-
-        try:
-            upgrade_database(database)
-        except BaseException:
-            database.close()
-            raise
-    return database
-
-
 @contextmanager
 def translate_storage_errors(where: str) -> Iterator[None]:
     """Turn driver-level failures an operator can fix into one-line `StorageError`s."""

@@ -1,5 +1,7 @@
-"""Run the Alembic migrations that live inside the package, programmatically.
+"""Run the Alembic migrations that live inside the package, programmatically, and open
+databases migrated.
 
+`open_database` opens the database the settings name and brings it to the newest schema.
 `upgrade_database` brings a database (empty or older) to the newest revision in one
 transaction and is a no-op when it is already there, so every process may call it at start.
 A database written by a newer LLMasOS (an unknown revision) is refused with a clear error.
@@ -17,7 +19,7 @@ from alembic.util.exc import CommandError
 
 from llmasos.config import Settings
 from llmasos.errors import StorageError
-from llmasos.storage.database import Database, open_database, translate_storage_errors
+from llmasos.storage.database import Database, database_url, translate_storage_errors
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -44,7 +46,7 @@ def current_revision(database: Database) -> str | None:
 def upgrade_database(target: Database | Settings) -> str:
     """Migrate to the newest revision; return it. Idempotent and all-or-nothing."""
     if isinstance(target, Settings):
-        with open_database(target, upgrade=False) as database:
+        with Database(database_url(target)) as database:
             return upgrade_database(database)
     database = target
     head = head_revision()
@@ -70,3 +72,15 @@ def upgrade_database(target: Database | Settings) -> str:
             except CommandError as error:
                 raise StorageError(f"migrating {database.display_url} failed: {error}") from None
     return head
+
+
+def open_database(settings: Settings, *, upgrade: bool = True) -> Database:
+    """Open the database the settings name and, by default, migrate it to the newest schema."""
+    database = Database(database_url(settings))
+    if upgrade:
+        try:
+            upgrade_database(database)
+        except BaseException:
+            database.close()
+            raise
+    return database

@@ -29,7 +29,7 @@ from llmasos.server.admin.protocol import (
     UserPatch,
 )
 from llmasos.server.admin.serving import AdminService
-from llmasos.server.auth import principal_var
+from llmasos.server.context import principal_var
 
 if TYPE_CHECKING:
     from llmasos.access.keys import KeyManager

@@ -36,49 +36,26 @@ from llmasos.server.admin.protocol import (
     UserOut,
     UserPatch,
 )
-from llmasos.storage.database import Database, open_database
+from llmasos.storage import open_database
+from llmasos.storage.database import Database
 
 MAX_AUDIT_ROWS = 10_000
 
 
 def user_out(user: UserInfo) -> UserOut:
-    return UserOut(
-        name=user.name,
-        role=user.role,
-        disabled=not user.active,
-        has_password=user.has_password,
-        created_at=user.created_at,
-    )
+    return UserOut.model_validate(user.public())
 
 
 def key_out(key: KeyInfo) -> KeyOut:
-    return KeyOut(
-        key_id=key.key_id,
-        user=key.user,
-        name=key.name,
-        scopes=key.scopes,
-        models=key.models,
-        status=key.status(),
-        created_at=key.created_at,
-        expires_at=key.expires_at,
-        revoked_at=key.revoked_at,
-        last_used_at=key.last_used_at,
-    )
+    return KeyOut.model_validate(key.public())
 
 
 def quota_out(quota: QuotaInfo) -> QuotaOut:
-    return QuotaOut(
-        user=quota.user, key_id=quota.key_id, updated_at=quota.updated_at, **quota.limits()
-    )
+    return QuotaOut.model_validate(quota.public())
 
 
 def price_out(price: Price) -> PriceOut:
-    return PriceOut(
-        model=price.model,
-        prompt_per_1k=price.prompt_per_1k,
-        completion_per_1k=price.completion_per_1k,
-        updated_at=price.updated_at,
-    )
+    return PriceOut.model_validate(price.public())
 
 
 def require_admin_scope(actor: Principal) -> None:
@@ -144,7 +121,7 @@ class AdminService:
         created = KeyManager(self.database).create(
             owner, body.name, expires_in=body.expires_in, scopes=scopes, models=models, actor=actor
         )
-        return KeyCreated(**key_out(created.info).model_dump(), key=created.secret)
+        return KeyCreated(**created.info.public(), key=created.secret)
 
     def revoke_key(self, actor: Principal, key_id: str) -> KeyOut:
         return key_out(KeyManager(self.database).revoke(key_id, actor=actor))
@@ -208,19 +185,7 @@ class AdminService:
         require_admin_scope(actor)
         moment = _since(since)
         rows = UsageLog(self.database).report(by=by, since=moment, user=user, actor=actor)
-        data = [
-            UsageOut(
-                group=r.group,
-                requests=r.requests,
-                prompt_tokens=r.prompt_tokens,
-                completion_tokens=r.completion_tokens,
-                total_tokens=r.total_tokens,
-                average_latency_ms=round(r.average_latency_ms, 1),
-                cost=r.cost,
-                priced=r.priced,
-            )
-            for r in rows
-        ]
+        data = [UsageOut.model_validate(r.public()) for r in rows]
         return UsageReport(by=by, since=moment, data=data)
 
     def audit(
@@ -230,4 +195,4 @@ class AdminService:
         if not 1 <= limit <= MAX_AUDIT_ROWS:
             raise InvalidRequestError(f"limit must be 1 to {MAX_AUDIT_ROWS}", param="limit")
         events = AuditLog(self.database).list(since=_since(since), actor=who, limit=limit)
-        return [AuditOut(**vars(e)) for e in events]
+        return [AuditOut.model_validate(e.public()) for e in events]

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmasos.config import parse_duration
 from llmasos.errors import ConfigError, InvalidRequestError
-from llmasos.kernel.protocol import GenerateOutput
+from llmasos.kernel.interface import GenerateOutput
 from llmasos.server.sampling import build_sampling
 from llmasos.types import OLLAMA_PARAMETER_FIELDS, SamplingParams, StructuredOutput
 
@@ -22,7 +22,8 @@ class OllamaModel(BaseModel):
 
 class Options(OllamaModel):
     """The runtime ``options`` LLMasOS honours (others, e.g. ``num_gpu``, are accepted and
-    ignored; ``num_ctx`` is the server's ``context_length`` setting)."""
+    ignored; ``num_ctx`` is the server's ``context_length`` setting). The fields are the
+    parameters of `llmasos.types.OLLAMA_PARAMETERS` (a test holds them equal)."""
 
     model_config = ConfigDict(extra="allow")
 

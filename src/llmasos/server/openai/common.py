@@ -6,8 +6,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmasos.kernel.protocol import GenerateOutput, GenerateRequest, TokenInfo
-from llmasos.server.auth import tenant_for
+from llmasos.kernel.interface import GenerateOutput, GenerateRequest, TokenInfo
+from llmasos.server.context import tenant_for
 from llmasos.server.sampling import logit_bias_by_token, stop_sequences
 from llmasos.types import SamplingParams
 

@@ -7,14 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Body
 
 from llmasos.config import Settings
-from llmasos.kernel.protocol import EngineClientInterface
-from llmasos.models.store import ModelStore
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.models import ModelStoreInterface
 from llmasos.server.services.protocol import ServiceInfo, ServiceList, ServiceResponse
 from llmasos.server.services.serving import ServicesService
 
 
 def services_router(
-    engine: EngineClientInterface, settings: Settings, store: ModelStore
+    engine: EngineClientInterface, settings: Settings, store: ModelStoreInterface
 ) -> APIRouter:
     router = APIRouter(tags=["services"])
     service = ServicesService(engine, settings.home, store, settings.default_model)

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from llmasos.errors import InvalidRequestError
-from llmasos.kernel.protocol import EngineClientInterface
-from llmasos.models.store import ModelStore
-from llmasos.server.auth import tenant_for
-from llmasos.server.metering import report_usage
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.models import ModelStoreInterface
+from llmasos.server.context import report_usage, tenant_for
 from llmasos.server.services.protocol import (
     ServiceInfo,
     ServiceList,
@@ -30,7 +29,11 @@ RESERVED_KEYS = ("model", "parameters")
 
 class ServicesService:
     def __init__(
-        self, engine: EngineClientInterface, home: Path, store: ModelStore, default_model: str
+        self,
+        engine: EngineClientInterface,
+        home: Path,
+        store: ModelStoreInterface,
+        default_model: str,
     ) -> None:
         self.home = home
         self.runner = runner_for(engine, home, store, default_model)

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from llmasos.kernel.protocol import EngineClientInterface
-from llmasos.server.metering import report_usage
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.server.context import report_usage
 from llmasos.server.ollama.common import nanoseconds
 from llmasos.server.ollama.embed.protocol import EmbedBody, LegacyEmbeddingsBody
 from llmasos.server.openai.embeddings.serving import texts_of, truncate_vector

@@ -7,11 +7,11 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.server.context import current_request_id
 from llmasos.server.ollama.common import now_rfc3339
 from llmasos.server.ollama.generate.protocol import ChatBody, GenerateBody
 from llmasos.server.ollama.generate.serving import OllamaGenerateService
-from llmasos.server.ops import current_request_id
 from llmasos.server.streaming import StreamingBody
 
 NDJSON = "application/x-ndjson"

@@ -13,14 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from llmasos.errors import LLMasOSError, UnsupportedError
-from llmasos.kernel.protocol import (
+from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
     TokenInfo,
 )
-from llmasos.server.auth import tenant_for
-from llmasos.server.metering import report_finals
+from llmasos.server.context import report_finals, tenant_for
 from llmasos.server.ollama.common import (
     KeepAlive,
     done_reason,

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.models import ModelStoreInterface
 from llmasos.server.ollama.generate.router import NDJSON, NDJSON_RESPONSE
 from llmasos.server.ollama.models.protocol import (
     CopyBody,
@@ -17,11 +18,10 @@ from llmasos.server.ollama.models.protocol import (
     ShowBody,
 )
 from llmasos.server.ollama.models.serving import OllamaModelsService, pull_lines, version
-from llmasos.server.store_access import ModelStoreLike
 from llmasos.server.streaming import StreamingBody, ndjson_line
 
 
-def ollama_models_router(engine: EngineClientInterface, store: ModelStoreLike) -> APIRouter:
+def ollama_models_router(engine: EngineClientInterface, store: ModelStoreInterface) -> APIRouter:
     router = APIRouter(tags=["ollama"])
     service = OllamaModelsService(engine, store)
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from llmasos import __version__
 from llmasos.errors import LLMasOSError, UnsupportedError
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.models import ModelStoreInterface
 from llmasos.models.manifest import Manifest
 from llmasos.server.ollama.models.protocol import CreateBody
 from llmasos.server.store_access import (
-    ModelStoreLike,
     created_at,
     in_thread,
     parameter_size,
@@ -140,7 +140,7 @@ def show_response(name: str, manifest: Manifest) -> dict[str, Any]:
 
 
 class OllamaModelsService:
-    def __init__(self, engine: EngineClientInterface, store: ModelStoreLike) -> None:
+    def __init__(self, engine: EngineClientInterface, store: ModelStoreInterface) -> None:
         self.engine = engine
         self.store = store
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.server.context import current_request_id
 from llmasos.server.openai.chat.protocol import ChatCompletion, ChatCompletionRequest
 from llmasos.server.openai.chat.serving import ChatCompletionService
-from llmasos.server.ops import current_request_id
 from llmasos.server.streaming import StreamingBody
 
 SSE_RESPONSE = {

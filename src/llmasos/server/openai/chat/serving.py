@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmasos.errors import LLMasOSError, UnsupportedError
-from llmasos.kernel.protocol import EngineClientInterface, GenerateOutput, GenerateRequest
-from llmasos.server.metering import report_finals
+from llmasos.kernel.interface import EngineClientInterface, GenerateOutput, GenerateRequest
+from llmasos.server.context import report_finals
 from llmasos.server.openai.chat.protocol import (
     ChatChoice,
     ChatCompletion,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.server.context import current_request_id
 from llmasos.server.openai.chat.router import SSE_RESPONSE
 from llmasos.server.openai.completions.protocol import Completion, CompletionRequest
 from llmasos.server.openai.completions.serving import CompletionService
-from llmasos.server.ops import current_request_id
 from llmasos.server.streaming import StreamingBody
 
 

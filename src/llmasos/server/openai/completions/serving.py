@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from llmasos.errors import InvalidRequestError, LLMasOSError
-from llmasos.kernel.protocol import (
+from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
     TokenInfo,
 )
-from llmasos.server.metering import report_finals
+from llmasos.server.context import report_finals
 from llmasos.server.openai.common import (
     choice_requests,
     finish_reason,

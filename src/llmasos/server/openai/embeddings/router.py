@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from llmasos.kernel.protocol import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.server.openai.embeddings.protocol import EmbeddingRequest, EmbeddingResponse
 from llmasos.server.openai.embeddings.serving import EmbeddingService
 

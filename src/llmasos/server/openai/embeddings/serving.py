@@ -8,8 +8,8 @@ import math
 import numpy as np
 
 from llmasos.errors import InvalidRequestError
-from llmasos.kernel.protocol import EngineClientInterface
-from llmasos.server.metering import report_usage
+from llmasos.kernel.interface import EngineClientInterface
+from llmasos.server.context import report_usage
 from llmasos.server.openai.embeddings.protocol import (
     Embedding,
     EmbeddingRequest,

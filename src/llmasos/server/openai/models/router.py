@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from llmasos.models import ModelStoreInterface
 from llmasos.server.openai.models.protocol import ModelCard, ModelList
 from llmasos.server.openai.models.serving import ModelsService
-from llmasos.server.store_access import ModelStoreLike
 
 
-def models_router(store: ModelStoreLike) -> APIRouter:
+def models_router(store: ModelStoreInterface) -> APIRouter:
     router = APIRouter(tags=["openai"])
     service = ModelsService(store)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from llmasos.models import ModelStoreInterface
 from llmasos.models.manifest import Manifest
 from llmasos.server.openai.models.protocol import ModelCard, ModelList
-from llmasos.server.store_access import ModelStoreLike, created_at, in_thread, name_aliases
+from llmasos.server.store_access import created_at, in_thread, name_aliases
 
 
 def card(name: str, manifest: Manifest) -> ModelCard:
@@ -13,7 +14,7 @@ def card(name: str, manifest: Manifest) -> ModelCard:
 
 
 class ModelsService:
-    def __init__(self, store: ModelStoreLike) -> None:
+    def __init__(self, store: ModelStoreInterface) -> None:
         self.store = store
 
     async def list(self) -> ModelList:

@@ -10,24 +10,22 @@ given. Failures are `LLMasOSError` lines.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from llmasos.apps.builtin import BUILTIN_PREFIX, builtin_names, builtin_path
+from llmasos.apps.catalog import BUILTIN_PREFIX, builtin_names, builtin_path
 from llmasos.apps.confinement import AppConfinement, app_plan, describe
 from llmasos.apps.manifest import AppManifest, load_manifest
 from llmasos.apps.sandbox import MB
+from llmasos.apps.scaffold import TEMPLATES, scaffold
 from llmasos.apps.store import AppStore, Confirm, InstalledApp
-from llmasos.apps.templates import TEMPLATES, scaffold
-from llmasos.cli.app import app, console, err_console, state
+from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
 from llmasos.cli.remote import base_url
+from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import LLMasOSError
 from llmasos.sandbox import ConfinementReport
 
@@ -157,19 +155,62 @@ def upgrade(
     console.print(f"upgraded {installed.name} {old} -> {installed.version}", highlight=False)
 
 
+def _permissions(manifest: AppManifest) -> dict[str, Any]:
+    permissions = manifest.permissions
+    return {
+        "calls": list(permissions.calls),
+        "models": list(permissions.models),
+        "network": permissions.network,
+        "storage_mb": permissions.storage_mb,
+    }
+
+
+def _run_record(supervisor: AppSupervisor, name: str) -> dict[str, Any]:
+    """Whether an app runs, for ``--json``: state, url, pid, restarts, last exit."""
+    running = supervisor.status(name)
+    monitor = supervisor.monitor(name)
+    failed = running is None and monitor is not None and monitor.state == "failed"
+    return {
+        "state": "running" if running is not None else ("failed" if failed else "stopped"),
+        "url": running.url if running is not None else None,
+        "pid": running.pid if running is not None else None,
+        "restarts": monitor.restarts if monitor is not None else 0,
+        "last_exit": monitor.last_exit if monitor is not None else None,
+    }
+
+
 @apps_app.command("list")
-def list_apps() -> None:
-    """Installed apps, their versions and whether they run."""
+def list_apps(
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """Installed apps, their versions and whether they run.
+
+    --json fields: name, version, description, state, url, pid, restarts, last_exit.
+    """
     with _supervisor() as supervisor:
-        table = Table("NAME", "VERSION", "STATUS", "DESCRIPTION", box=None)
-        for installed in supervisor.store.list():
-            table.add_row(
+        installed_apps = supervisor.store.list()
+        if as_json:
+            print_json(
+                [
+                    {
+                        "name": installed.name,
+                        "version": installed.version,
+                        "description": installed.manifest.description,
+                        **_run_record(supervisor, installed.name),
+                    }
+                    for installed in installed_apps
+                ]
+            )
+            return
+        rows = table(Column("NAME", key=True), "VERSION", "STATUS", "DESCRIPTION", plain=True)
+        for installed in installed_apps:
+            rows.add_row(
                 installed.name,
                 installed.version,
                 _run_status(supervisor, installed.name, with_pid=False),
                 installed.manifest.description,
             )
-        console.print(table)
+        print_table(rows)
 
 
 def _run_status(supervisor: AppSupervisor, name: str, *, with_pid: bool) -> str:
@@ -188,51 +229,70 @@ def _run_status(supervisor: AppSupervisor, name: str, *, with_pid: bool) -> str:
 
 
 @apps_app.command("builtins")
-def list_builtins() -> None:
-    """The apps shipped with LLMasOS; install one with `app install builtin:NAME`."""
-    table = Table("NAME", "VERSION", "PERMISSIONS", "DESCRIPTION", box=None)
-    for name in builtin_names():
-        manifest = load_manifest(builtin_path(name))
+def list_builtins(
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """The apps shipped with LLMasOS; install one with `app install builtin:NAME`.
+
+    --json fields: source, name, version, description, permissions.
+    """
+    manifests = [(BUILTIN_PREFIX + n, load_manifest(builtin_path(n))) for n in builtin_names()]
+    if as_json:
+        print_json(
+            [
+                {
+                    "source": source,
+                    "name": manifest.name,
+                    "version": manifest.version,
+                    "description": manifest.description,
+                    "permissions": _permissions(manifest),
+                }
+                for source, manifest in manifests
+            ]
+        )
+        return
+    rows = table(Column("NAME", key=True), "VERSION", "PERMISSIONS", "DESCRIPTION", plain=True)
+    for source, manifest in manifests:
         calls = ", ".join(manifest.permissions.calls) or "-"
-        table.add_row(BUILTIN_PREFIX + name, manifest.version, calls, manifest.description)
-    console.print(table)
+        rows.add_row(source, manifest.version, calls, manifest.description)
+    print_table(rows)
 
 
 @apps_app.command("info")
 def info(
     name: Annotated[str, typer.Argument(help="An installed app.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """An installed app's manifest, permissions, source, state and OS confinement."""
+    """An installed app's manifest, permissions, source, state and OS confinement.
+
+    --json fields: name, version, description, entry, installed_at, source, sha256, directory,
+    state, url, pid, restarts, last_exit, storage_used_bytes, storage_quota_bytes, permissions,
+    confinement. The confinement has source (running or planned), mode, complete and layers
+    (each: name, active, detail, required).
+    """
     with _supervisor() as supervisor:
         installed = supervisor.store.get(name)
         used, quota = supervisor.storage(name)
         manifest = installed.manifest
-        running = supervisor.status(name)
-        monitor = supervisor.monitor(name)
-        if running is not None and monitor is not None and monitor.confinement is not None:
-            report, source = ConfinementReport.from_json(monitor.confinement), "running"
-        else:
-            report, source = supervisor.confinement_plan(name), "planned"
+        report, source = _confinement(supervisor, name)
         if as_json:
-            data = {
-                "name": manifest.name,
-                "version": manifest.version,
-                "description": manifest.description,
-                "entry": manifest.entry,
-                "installed_at": installed.installed_at,
-                "source": installed.source,
-                "sha256": installed.sha256,
-                "directory": str(installed.directory),
-                "running": running is not None,
-                "pid": running.pid if running else None,
-                "url": running.url if running else None,
-                "monitor": asdict(monitor) if monitor is not None else None,
-                "storage": {"used_bytes": used, "quota_bytes": quota},
-                "permissions": asdict(manifest.permissions),
-                "confinement": {"source": source, **report.to_json()},
-            }
-            console.print_json(json.dumps(data))
+            print_json(
+                {
+                    "name": manifest.name,
+                    "version": manifest.version,
+                    "description": manifest.description,
+                    "entry": manifest.entry,
+                    "installed_at": installed.installed_at,
+                    "source": installed.source,
+                    "sha256": installed.sha256,
+                    "directory": str(installed.directory),
+                    **_run_record(supervisor, name),
+                    "storage_used_bytes": used,
+                    "storage_quota_bytes": quota,
+                    "permissions": _permissions(manifest),
+                    "confinement": {"source": source, **report.to_json()},
+                }
+            )
             return
         lines = [
             f"name:        {manifest.name}",
@@ -251,6 +311,15 @@ def info(
             *(f"  - {line}" for line in describe(report)),
         ]
         console.print("\n".join(lines), highlight=False, markup=False)
+
+
+def _confinement(supervisor: AppSupervisor, name: str) -> tuple[ConfinementReport, str]:
+    """The layers a running app's monitor reported (``running``), else the plan for this
+    machine (``planned``)."""
+    monitor = supervisor.monitor(name)
+    if supervisor.status(name) is not None and monitor is not None and monitor.confinement:
+        return ConfinementReport.from_json(monitor.confinement), "running"
+    return supervisor.confinement_plan(name), "planned"
 
 
 @apps_app.command("remove")

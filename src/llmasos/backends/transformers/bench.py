@@ -1,6 +1,6 @@
 """Decode-throughput measurement for the transformers backend (a tool, not a test).
 
-``python -m llmasos.backends.hf_bench MODEL.gguf [--batch 1 8] [--tokens 64]`` loads the
+``python -m llmasos.backends.transformers.bench MODEL.gguf [--batch 1 8] [--tokens 64]`` loads the
 model through `TransformersBackend` (GGUF de-quantized, cached), prefills one short prompt
 per sequence, then times greedy decode steps and prints tokens per second for each batch
 size. Every sequence in a batch decodes in the same forward step.
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from llmasos.backends.interface import LoadSpec, SequenceWork
-from llmasos.backends.transformers import TransformersBackend
+from llmasos.backends.transformers.backend import TransformersBackend
 from llmasos.types import SamplingParams
 
 PROMPTS = (

@@ -13,11 +13,11 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from llmasos.cli.access_cmd import _database, _when, keys_app
-from llmasos.cli.app import app, console, err_console, state
+from llmasos.cli.access import _database, _when, keys_app
+from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
+from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import InvalidRequestError
 
 quota_app = typer.Typer(help="Set and show quotas and rate limits.", no_args_is_help=True)
@@ -84,8 +84,15 @@ def quota_clear(
 
 
 @quota_app.command("show")
-def quota_show(user: Annotated[str, typer.Option("--user", help="The user.")]) -> None:
-    """Show a user's limits and those of their keys, with this window's usage."""
+def quota_show(
+    user: Annotated[str, typer.Option("--user", help="The user.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """Show a user's limits and those of their keys, with this window's usage.
+
+    --json fields: user, key_id, requests_per_minute, tokens_per_day, tokens_per_month,
+    concurrent_requests, updated_at, used.
+    """
     from llmasos.access.quotas import QuotaManager, key_subject, user_subject
     from llmasos.access.users import UserManager
 
@@ -93,26 +100,42 @@ def quota_show(user: Annotated[str, typer.Option("--user", help="The user.")]) -
         manager = QuotaManager(database)
         quotas = manager.show(user)
         user_id = UserManager(database).get(user).id
-        table = Table("applies to", "requests/min", "tokens/day", "tokens/month", "concurrent")
+        rows = table(
+            Column("applies to", key=True), "requests/min", "tokens/day", "tokens/month",
+            "concurrent",
+        )  # fmt: skip
+        records = []
         for quota in quotas:
             subject = key_subject(quota.key_id) if quota.key_id else user_subject(user_id)
+            records.append(
+                {
+                    **quota.public(),
+                    "used": {
+                        period: manager.counter(subject, period)
+                        for period in ("minute", "day", "month", "concurrent")
+                    },
+                }
+            )
 
             def used(period: str, limit: int | None, subject: str = subject) -> str:
                 if limit is None:
                     return "-"
                 return f"{manager.counter(subject, period):,} / {limit:,}"
 
-            table.add_row(
+            rows.add_row(
                 f"key {quota.key_id}" if quota.key_id else f"user {user}",
                 used("minute", quota.requests_per_minute),
                 used("day", quota.tokens_per_day),
                 used("month", quota.tokens_per_month),
                 used("concurrent", quota.concurrent_requests),
             )
+    if as_json:
+        print_json(records)
+        return
     if not quotas:
         console.print(f"{user} has no limits", highlight=False)
         return
-    console.print(table, highlight=False)
+    print_table(rows, highlight=False)
 
 
 @app.command("usage")
@@ -122,17 +145,28 @@ def usage(
         str | None, typer.Option("--since", help="From this date on (e.g. 2025-01-31 or 7d).")
     ] = None,
     user: Annotated[str | None, typer.Option("--user", help="Only this user's usage.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """Report usage (requests, tokens, latency, cost) grouped by user, model or app."""
+    """Report usage (requests, tokens, latency, cost) grouped by user, model or app.
+
+    --json fields: group, requests, prompt_tokens, completion_tokens, total_tokens,
+    average_latency_ms, cost, priced.
+    """
     from llmasos.access.usage import UsageLog, parse_since
 
     moment = parse_since(since) if since else None
     with _database() as database:
         rows = UsageLog(database).report(by=by, since=moment, user=user)
-    table = Table(by, "requests", "prompt tokens", "completion tokens", "avg latency", "cost")
+    if as_json:
+        print_json([row.public() for row in rows])
+        return
+    report = table(
+        Column(by, key=True), "requests", "prompt tokens", "completion tokens", "avg latency",
+        "cost",
+    )  # fmt: skip
     for row in rows:
         cost = f"{row.cost:,.4f}" + ("" if row.priced else " (unpriced models)")
-        table.add_row(
+        report.add_row(
             Text(row.group),
             f"{row.requests:,}",
             f"{row.prompt_tokens:,}",
@@ -140,7 +174,7 @@ def usage(
             f"{row.average_latency_ms:,.0f} ms",
             cost,
         )
-    console.print(table, highlight=False)
+    print_table(report, highlight=False)
 
 
 @price_app.command("set")
@@ -168,21 +202,29 @@ def price_set(
 
 
 @price_app.command("list")
-def price_list() -> None:
-    """Show the price table."""
+def price_list(
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """Show the price table.
+
+    --json fields: model, prompt_per_1k, completion_per_1k, updated_at.
+    """
     from llmasos.access.usage import PriceTable
 
     with _database() as database:
         prices = PriceTable(database).list()
-    table = Table("model", "prompt / 1k", "completion / 1k", "updated")
+    if as_json:
+        print_json([price.public() for price in prices])
+        return
+    rows = table(Column("model", key=True), "prompt / 1k", "completion / 1k", "updated")
     for price in prices:
-        table.add_row(
+        rows.add_row(
             Text(price.model),
             f"{price.prompt_per_1k:g}",
             f"{price.completion_per_1k:g}",
             _when(price.updated_at),
         )
-    console.print(table, highlight=False)
+    print_table(rows, highlight=False)
 
 
 @app.command("audit")
@@ -192,24 +234,34 @@ def audit(
     ] = None,
     actor: Annotated[str | None, typer.Option("--actor", help="Only this actor's events.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """Show the audit log, oldest first."""
+    """Show the audit log, oldest first.
+
+    --json fields: id, created_at, actor, key_id, action, target, outcome, detail.
+    """
     from llmasos.access.audit import AuditLog
     from llmasos.access.usage import parse_since
 
     moment = parse_since(since) if since else None
     with _database() as database:
         events = AuditLog(database).list(since=moment, actor=actor, limit=limit)
-    table = Table("time", "actor", "key", "action", "target", "outcome", "detail")
+    if as_json:
+        print_json([event.public() for event in events])
+        return
+    rows = table(
+        "time", Column("actor", key=True), Column("key", key=True), "action",
+        Column("target", key=True), "outcome", "detail",
+    )  # fmt: skip
     for event in events:
         cells = (event.actor or "-", event.key_id or "-", event.action, event.target or "-")
-        table.add_row(
+        rows.add_row(
             event.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             *(Text(cell) for cell in cells),  # stored text is never read as markup
             event.outcome,
             Text(event.detail or ""),
         )
-    console.print(table, highlight=False)
+    print_table(rows, highlight=False)
 
 
 @keys_app.command("rotate-master")

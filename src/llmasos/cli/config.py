@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from llmasos.cli.app import app, console, state
+from llmasos.cli.output import print_json
+from llmasos.cli.root import app, console, state
 from llmasos.config import Settings, setting_sources
 
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
@@ -25,7 +26,7 @@ def show(
     values = settings.model_dump(mode="json")
     if as_json:
         rows = {k: {"value": values[k], "source": sources[k]} for k in Settings.model_fields}
-        console.print_json(json.dumps(rows))
+        print_json(rows)
         return
     table = Table("setting", "value", "source", title=f"config file: {settings.config_file}")
     for name in Settings.model_fields:

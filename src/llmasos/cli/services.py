@@ -17,8 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
-from llmasos.cli.app import app, console, state
+from llmasos.cli.output import print_json
 from llmasos.cli.remote import call_server, server_url
+from llmasos.cli.root import app, console, state
 from llmasos.errors import InvalidRequestError
 from llmasos.services.interface import ServiceDefinition, coerce_input_value
 from llmasos.services.registry import ServiceRegistry
@@ -117,7 +118,7 @@ def call(
     else:
         result = run_local(service, data, model, parameters)
     if as_json:
-        console.print_json(json.dumps(result, ensure_ascii=False))
+        print_json(result)
         return
     output = result["output"]
     if isinstance(output, str):
@@ -133,7 +134,7 @@ def services(
     """List the named services (built-in, plugins, $LLMASOS_HOME/services)."""
     registry = ServiceRegistry.load(state.settings.home)
     if as_json:
-        console.print_json(json.dumps([d.to_dict() for d in registry.list()]))
+        print_json([d.to_dict() for d in registry.list()])
         return
     width = max((len(name) for name in registry.names()), default=4)
     for definition in registry.list():

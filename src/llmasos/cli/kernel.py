@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from llmasos.cli.app import app, console, state
 from llmasos.cli.models import human_size
+from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
 from llmasos.cli.remote import call_server
+from llmasos.cli.root import app, console, state
 
 
 def _until(expires_at: str | None) -> str:
@@ -29,37 +29,60 @@ def _until(expires_at: str | None) -> str:
     return f"{minutes} minutes from now" if minutes else f"{secs} seconds from now"
 
 
+def resident_model(model: dict[str, Any]) -> dict[str, Any]:
+    """One model of ``llmasos ps --json``, from the server's ``/api/ps`` entry."""
+    details = model.get("llmasos", {})
+    return {
+        "name": model["name"],
+        "id": model.get("digest", "")[:12],
+        "digest": model.get("digest", ""),
+        "size": model.get("size", 0),
+        "processor": details.get("processor", "cpu"),
+        "backend": details.get("backend", ""),
+        "context_length": model.get("context_length"),
+        "running": details.get("running", 0),
+        "waiting": details.get("waiting", 0),
+        "expires_at": model.get("expires_at"),
+    }
+
+
 @app.command()
-def ps() -> None:
-    """List the models the running server has loaded; REQUESTS is running/waiting."""
+def ps(
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """List the models the running server has loaded; REQUESTS is running/waiting.
+
+    --json fields: name, id, digest, size, processor, backend, context_length, running, waiting,
+    expires_at.
+    """
     data = call_server(state.settings, "GET", "/api/ps")
-    table = Table(
-        "NAME",
-        "ID",
+    models = [resident_model(model) for model in data.get("models", [])]
+    if as_json:
+        print_json(models)
+        return
+    rows = table(
+        Column("NAME", key=True),
+        Column("ID", key=True),
         "SIZE",
         "PROCESSOR",
         "BACKEND",
         "CONTEXT",
         "REQUESTS",
         "UNTIL",
-        box=None,
-        pad_edge=False,
+        plain=True,
     )
-    for column in table.columns:
-        column.no_wrap = True
-    for model in data.get("models", []):
-        details = model.get("llmasos", {})
-        table.add_row(
+    for model in models:
+        rows.add_row(
             model["name"],
-            model.get("digest", "")[:12],
-            human_size(model.get("size", 0)),
-            f"100% {details.get('processor', 'CPU').upper()}",
-            details.get("backend", ""),
-            str(model.get("context_length", "")),
-            f"{details.get('running', 0)}/{details.get('waiting', 0)}",
-            _until(model.get("expires_at")),
+            model["id"],
+            human_size(model["size"]),
+            f"100% {str(model['processor']).upper()}",
+            model["backend"],
+            str(model["context_length"] or ""),
+            f"{model['running']}/{model['waiting']}",
+            _until(model["expires_at"]),
         )
-    console.print(table)
+    print_table(rows)
 
 
 @app.command()

@@ -1,11 +1,9 @@
-"""The built-in apps shipped with LLMasOS: assistant, summarizer, translator, writer, tutor.
+"""The catalogue of built-in apps: their names and where their directories are.
 
-Each is a directory here with ``llmasos-app.toml`` and ``app.py``, an ordinary app written
-with `llmasos.Application` that reaches the kernel only through `llmasos.Client` (so only
-with the capability key its manifest earns), and a template to copy. ``llmasos app install
-builtin:NAME`` installs one (`llmasos.apps.store` resolves the name with `builtin_path`);
-``llmasos app builtins`` lists them. The directories are packages only so that their files
-ship in the wheel; nothing here imports the apps.
+The apps themselves live in `llmasos.userland.apps` (assistant, summarizer, translator,
+writer, tutor), each a directory with ``llmasos-app.toml`` and ``app.py``. ``llmasos app
+install builtin:NAME`` installs one (`llmasos.apps.store` resolves the name with
+`resolve_builtin`); ``llmasos app builtins`` lists them. Nothing here imports the apps.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from llmasos.apps.manifest import MANIFEST_NAME
 from llmasos.errors import NotFoundError
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_DIR = Path(__file__).resolve().parent
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "userland" / "apps"
 
 
 def builtin_names() -> list[str]:

@@ -5,7 +5,8 @@ Templates come from model files and Modelfiles, so they are untrusted: they run 
 ``bos_token`` and ``eos_token``, plus the helpers templates in the wild call:
 ``raise_exception(message)`` and ``strftime_now(format)``; ``tojson`` behaves like Python's
 ``json.dumps`` (no HTML escaping), as in transformers. A template that does not compile, or
-that raises while rendering, gives `InvalidRequestError`. Shared by every backend.
+that raises while rendering, gives `InvalidRequestError`. Shared by every backend and by the
+model store, which checks a Modelfile's TEMPLATE before storing it.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 @dataclass
-class LoadedModel:
+class LoadedCausalLM:
     model: Any
     tokenizer: Any
     device: torch.device
@@ -131,7 +131,7 @@ def _write_cache(model: Any, tokenizer: Any, cache_dir: Path, source: Path) -> N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_causal_lm(spec: LoadSpec) -> LoadedModel:
+def load_causal_lm(spec: LoadSpec) -> LoadedCausalLM:
     """Load ``spec``'s model and tokenizer; raise `ModelFormatError` if they cannot be read."""
     device, dtype = choose_device_and_dtype(spec.options)
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -176,4 +176,4 @@ def load_causal_lm(spec: LoadSpec) -> LoadedModel:
     model.eval()
     seconds = time.perf_counter() - started
     logger.info("loaded %s (%s) in %.2fs on %s as %s", path, source, seconds, device, dtype)
-    return LoadedModel(model, tokenizer, device, dtype, seconds, source, cache_dir)
+    return LoadedCausalLM(model, tokenizer, device, dtype, seconds, source, cache_dir)

@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 
 import llama_cpp
 
-from llmasos.backends.chat_template import render_chat_template
 from llmasos.backends.interface import BackendInterface, LoadSpec, SampledToken, SequenceWork
-from llmasos.backends.llamacpp_sampler import SamplerChain, token_logprobs
+from llmasos.backends.llamacpp.sampler import SamplerChain, token_logprobs
+from llmasos.chat_template import render_chat_template
 from llmasos.errors import (
     BackendError,
     ContextLengthExceededError,

@@ -1,7 +1,7 @@
 """`Application`: typed HTTP routes around a model, served by uvicorn.
 
 ``@app.route(path)`` registers a handler; its parameters are typed by its signature and
-filled from the query string (GET) or a JSON object body (POST) — see `apps.params`. A
+filled from the query string (GET) or a JSON object body (POST) — see `llmasos.sdk.params`. A
 missing, unknown or invalid parameter answers 422 with a JSON body naming it and why. Sync
 handlers run in a thread pool (the `LLM` methods block), async handlers are awaited.
 Return values become: ``str`` -> text/plain; ``bytes`` -> application/octet-stream;
@@ -34,9 +34,9 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from llmasos.apps.params import HandlerParameters, ParameterError
 from llmasos.errors import ConfigError, InvalidRequestError, LLMasOSError
 from llmasos.net import is_loopback, uvicorn_server
+from llmasos.sdk.params import HandlerParameters, ParameterError
 
 if TYPE_CHECKING:
     from llmasos.sdk.llm import LLM

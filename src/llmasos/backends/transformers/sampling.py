@@ -30,7 +30,7 @@ from llmasos.errors import InvalidRequestError
 from llmasos.types import SamplingParams
 
 if TYPE_CHECKING:
-    from llmasos.backends.hf_structured import TokenConstraint
+    from llmasos.backends.transformers.structured import TokenConstraint
 
 
 def _window(tokens: Sequence[int], last_n: int) -> Sequence[int]:

@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from starlette.testclient import TestClient
 
 import llmasos
-from llmasos.apps import Application
 from llmasos.errors import ConfigError, InvalidRequestError, LLMasOSError, ModelNotFoundError
+from llmasos.sdk import Application
 from tests.apps.conftest import Served, free_port
 
 # The code block, verbatim: the test only defines `text` before it.

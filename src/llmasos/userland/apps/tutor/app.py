@@ -17,8 +17,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from llmasos import Application, Client
-from llmasos.errors import BackendError, InvalidRequestError, NotFoundError
+from llmasos import Application, BackendError, Client, InvalidRequestError, NotFoundError
 
 client = Client()
 app = Application(name="tutor")

@@ -23,7 +23,7 @@ from rich.console import Console
 from llmasos.config import Settings, load_settings
 
 if TYPE_CHECKING:
-    from llmasos.models.store import ModelStore
+    from llmasos.models import ModelStoreInterface
 
 app = typer.Typer(
     name="llmasos",
@@ -43,7 +43,7 @@ class CLIState:
 
     overrides: dict[str, Any] = field(default_factory=dict)
     _settings: Settings | None = None
-    _store: ModelStore | None = None
+    _store: ModelStoreInterface | None = None
 
     @property
     def settings(self) -> Settings:
@@ -65,11 +65,11 @@ class CLIState:
         self._store = None
 
     @property
-    def store(self) -> ModelStore:
+    def store(self) -> ModelStoreInterface:
         if self._store is None:
-            from llmasos.models.store import ModelStore
+            from llmasos.models import open_model_store
 
-            self._store = ModelStore.open(self.settings)
+            self._store = open_model_store(self.settings)
         return self._store
 
 
@@ -138,7 +138,7 @@ def audited(action: str, target: str) -> Iterator[None]:
     finally:
         try:
             from llmasos.access.audit import AuditLog
-            from llmasos.storage.database import open_database
+            from llmasos.storage import open_database
 
             database = open_database(state.settings)
             try:

@@ -6,8 +6,7 @@ with the rewrite service, keeping its meaning. Both answer plain text. The manif
 declares ``chat`` and ``services.rewrite``.
 """
 
-from llmasos import Application, Client
-from llmasos.errors import InvalidRequestError
+from llmasos import Application, Client, InvalidRequestError
 
 client = Client()
 app = Application(name="writer")

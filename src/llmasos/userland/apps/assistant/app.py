@@ -12,8 +12,7 @@ exchanges of each, so memory and prompt length stay bounded. The manifest declar
 import threading
 from collections import OrderedDict
 
-from llmasos import Application, Client
-from llmasos.errors import InvalidRequestError
+from llmasos import Application, Client, InvalidRequestError
 
 client = Client()
 app = Application(name="assistant")

@@ -27,12 +27,13 @@ from typing import Any
 
 import torch
 
-from llmasos.backends.hf_cache import SlotKVCache, SlotTable, StepLayout, build_step
-from llmasos.backends.hf_loading import LoadedModel, load_causal_lm
-from llmasos.backends.hf_sampling import SequenceSampler
-from llmasos.backends.hf_structured import ConstraintCompiler, TokenConstraint
-from llmasos.backends.hf_tokens import end_of_generation_ids, token_byte_table
 from llmasos.backends.interface import BackendInterface, LoadSpec, SampledToken, SequenceWork
+from llmasos.backends.transformers.cache import SlotKVCache, SlotTable, StepLayout, build_step
+from llmasos.backends.transformers.loading import LoadedCausalLM, load_causal_lm
+from llmasos.backends.transformers.sampling import SequenceSampler
+from llmasos.backends.transformers.structured import ConstraintCompiler, TokenConstraint
+from llmasos.backends.transformers.tokens import end_of_generation_ids, token_byte_table
+from llmasos.chat_template import render_chat_template
 from llmasos.errors import (
     BackendError,
     ContextLengthExceededError,
@@ -56,7 +57,7 @@ class TransformersBackend(BackendInterface):
 
     name = "transformers"
 
-    def __init__(self, spec: LoadSpec, loaded: LoadedModel) -> None:
+    def __init__(self, spec: LoadSpec, loaded: LoadedCausalLM) -> None:
         self._spec = spec
         self._loaded = loaded
         self._model = loaded.model
@@ -164,8 +165,6 @@ class TransformersBackend(BackendInterface):
         add_generation_prompt: bool = True,
         tools: Sequence[dict[str, Any]] | None = None,
     ) -> str:
-        from llmasos.backends.chat_template import render_chat_template
-
         template = self._spec.chat_template or getattr(self._tokenizer, "chat_template", None)
         if not isinstance(template, str) or not template:
             raise UnsupportedError(

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from llmasos.cli.app import app, console, err_console, state
+from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
+from llmasos.cli.root import app, console, err_console, state
 from llmasos.config import parse_duration
 from llmasos.errors import InvalidRequestError
 
@@ -101,23 +101,31 @@ def users_create(
 
 
 @users_app.command("list")
-def users_list() -> None:
-    """List users."""
+def users_list(
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """List users.
+
+    --json fields: name, role, disabled, has_password, created_at.
+    """
     from llmasos.access import UserManager
 
     with _database() as database:
         users = UserManager(database).list()
-    table = Table("name", "role", "status", "password", "created")
+    if as_json:
+        print_json([user.public() for user in users])
+        return
+    rows = table(Column("name", key=True), "role", "status", "password", "created")
     for user in users:
         status = "active" if user.active else "disabled"
-        table.add_row(
+        rows.add_row(
             user.name,
             user.role,
             status,
             "yes" if user.has_password else "no",
             _when(user.created_at),
         )
-    console.print(table)
+    print_table(rows)
 
 
 @users_app.command("set-role")
@@ -189,15 +197,32 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(
     user: Annotated[str | None, typer.Option("--user", help="Only this user's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """List API keys (never their secrets)."""
+    """List API keys (never their secrets).
+
+    --json fields: key_id, user, name, scopes, models, status, created_at, expires_at, revoked_at,
+    last_used_at.
+    """
     from llmasos.access import KeyManager
 
     with _database() as database:
         keys = KeyManager(database).list(user)
-    table = Table("key id", "user", "name", "scopes", "models", "status", "created", "expires")
+    if as_json:
+        print_json([key.public() for key in keys])
+        return
+    rows = table(
+        Column("key id", key=True),
+        Column("user", key=True),
+        "name",
+        "scopes",
+        "models",
+        "status",
+        "created",
+        "expires",
+    )
     for key in keys:
-        table.add_row(
+        rows.add_row(
             key.key_id,
             key.user,
             key.name,
@@ -207,7 +232,7 @@ def keys_list(
             _when(key.created_at),
             _when(key.expires_at),
         )
-    console.print(table, highlight=False)
+    print_table(rows, highlight=False)
 
 
 @keys_app.command("revoke")

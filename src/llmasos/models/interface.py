@@ -1,0 +1,65 @@
+"""What the model store is, for everything above it: `ModelStoreInterface`.
+
+The kernel, services, SDK and server hold a store through this protocol, never through the
+concrete class, so a store on another machine (the cluster path) or a fake in a test plugs in
+at the same seam. `llmasos.models.store.ModelStore` is the implementation on local disk.
+Every method is synchronous (it reads and writes files): async callers run it in a thread.
+Unknown names raise `ModelNotFoundError`; disk failures raise `StorageError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from llmasos.models.manifest import Manifest, ResolvedModel
+
+PullProgress = Callable[[str, int, int], None]
+"""``progress(file, bytes_done, bytes_total)`` while a pull downloads."""
+
+
+class ModelStoreInterface(Protocol):
+    """Named, versioned models: read them, resolve them to files, and change the names."""
+
+    def list(self) -> Sequence[tuple[str, Manifest]]:
+        """``(canonical name, current manifest)`` for every name, sorted by name."""
+        ...
+
+    def manifest(self, name: str, /) -> Manifest:
+        """The current manifest of ``name``, or the version ``name@DIGEST_PREFIX``."""
+        ...
+
+    def versions(self, name: str, /) -> Sequence[Manifest]:
+        """The current manifest first, then older versions newest first."""
+        ...
+
+    def resolve(self, name: str, /) -> ResolvedModel:
+        """The files of ``name`` on disk, ready for a backend to load."""
+        ...
+
+    def canonical_name(self, name: str, /) -> str:
+        """``"smollm2"`` -> ``"smollm2:latest"``."""
+        ...
+
+    def import_path(self, path: Path, /, name: str | None = None) -> Manifest:
+        """Import a .gguf file or a model directory under ``name`` (default: its stem)."""
+        ...
+
+    def copy(self, source: str, destination: str, /) -> Manifest:
+        """Give ``source`` (or one version of it) a second name."""
+        ...
+
+    def remove(self, name: str, /) -> None:
+        """Remove a name with all its versions (or one old version ``name@DIGEST``)."""
+        ...
+
+    def create(self, name: str, modelfile: str, /, *, base_dir: Path) -> Manifest:
+        """Build a model from Modelfile text; relative paths resolve against ``base_dir``."""
+        ...
+
+    def pull(
+        self, source: str, /, *, name: str | None = None, progress: PullProgress | None = None
+    ) -> Manifest:
+        """Download ``HF_REPO_ID[:FILE]`` from the Hugging Face hub into the store."""
+        ...

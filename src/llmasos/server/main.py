@@ -1,0 +1,111 @@
+"""Run the OS as one process — HTTP server, kernel, model store — until SIGINT/SIGTERM.
+
+`serve` is what ``llmasos serve`` runs (the CLI finds it through the plugin registry, as it
+would a replacement face). The default model loads in the background at start-up
+(``/health`` answers 503 until it is resident). SIGINT/SIGTERM stop accepting connections,
+let in-flight streams finish (up to a grace period), then unload every model. A non-loopback
+address without authentication is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from llmasos.access.keys import KeyManager
+from llmasos.config import Settings
+from llmasos.errors import ConfigError, LLMasOSError
+from llmasos.kernel.client import InProcessEngineClient
+from llmasos.models import ModelStoreInterface
+from llmasos.net import is_loopback, uvicorn_server
+from llmasos.server.app import create_app
+from llmasos.server.context import install_request_id_logging
+from llmasos.storage import open_database
+
+logger = logging.getLogger("llmasos.serve")
+
+GRACEFUL_SHUTDOWN_SECONDS = 30
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, with the request id when the record has one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            entry["request_id"] = request_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(settings: Settings) -> None:
+    install_request_id_logging()
+    level = getattr(logging, settings.log_level.upper())
+    if settings.log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLogFormatter())
+        logging.basicConfig(level=level, handlers=[handler], force=True)
+    else:
+        logging.basicConfig(
+            level=level,
+            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+            force=True,
+        )
+
+
+def serve(
+    settings: Settings, store: ModelStoreInterface, *, announce: Callable[[str], None]
+) -> None:
+    """Serve until stopped; ``announce`` gets the one line that says where it listens."""
+    if not settings.auth and not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to serve on {settings.host} without authentication: anyone who can "
+            "reach it could use it. Add --auth (and create API keys with `llmasos keys "
+            "create`), or bind to 127.0.0.1"
+        )
+    configure_logging(settings)
+    keys = KeyManager(open_database(settings)) if settings.auth else None
+    engine = InProcessEngineClient(settings, store)
+    api = create_app(settings, engine, store, keys=keys)
+    server = uvicorn_server(
+        api,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        log_config=None,
+    )
+
+    async def warm_up() -> None:
+        try:
+            await engine.warm_up(settings.default_model)
+            logger.info("default model %s is loaded", settings.default_model)
+        except LLMasOSError as error:
+            logger.warning("default model %s not loaded: %s", settings.default_model, error)
+
+    async def run() -> None:
+        warming = asyncio.create_task(warm_up())
+        try:
+            await server.serve()
+        finally:
+            warming.cancel()
+            await engine.close()
+
+    announce(
+        f"LLMasOS listening on http://{settings.host}:{settings.port} "
+        f"(default model {settings.default_model})"
+    )
+    asyncio.run(run())
+    if not server.started:
+        raise LLMasOSError(
+            f"could not start the server on {settings.host}:{settings.port} (is the port in use?)"
+        )
