@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 from collections.abc import Iterable
 
 CREATE_RULESET = 444
@@ -69,6 +70,8 @@ def _libc() -> ctypes.CDLL:
 
 def abi_version() -> int:
     """The kernel's Landlock ABI (0: none)."""
+    if sys.platform != "linux":
+        return 0
     try:
         version = int(_libc().syscall(CREATE_RULESET, None, 0, CREATE_RULESET_VERSION))
     except (OSError, AttributeError):

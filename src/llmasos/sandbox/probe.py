@@ -9,18 +9,14 @@ controllers and asks the kernel for its Landlock ABI. The answer is cached for t
 
 from __future__ import annotations
 
-import ctypes
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import cache
 
-from llmasos.sandbox import cgroups, seccomp
+from llmasos.sandbox import cgroups, landlock, seccomp
 
 PROBE_TIMEOUT = 10.0
-LANDLOCK_CREATE_RULESET = 444
-LANDLOCK_CREATE_RULESET_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -68,18 +64,6 @@ def _try_bwrap(bwrap: str, *, user: bool) -> str | None:
     return result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
 
 
-def landlock_abi() -> int:
-    """The kernel's Landlock ABI version (0: none)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        version = int(
-            libc.syscall(LANDLOCK_CREATE_RULESET, None, 0, LANDLOCK_CREATE_RULESET_VERSION)
-        )
-    except (OSError, AttributeError):
-        return 0
-    return max(version, 0)
-
-
 def _probe_namespaces() -> tuple[str | None, bool, bool, str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -104,7 +88,7 @@ def _cached() -> MachineSupport:
         seccomp=seccomp_error is None,
         seccomp_detail=seccomp_error or "libseccomp filter",
         cgroup=cgroups.detect(),
-        landlock_abi=landlock_abi() if os.uname().sysname == "Linux" else 0,
+        landlock_abi=landlock.abi_version(),
     )
 
 
