@@ -47,6 +47,8 @@ def programs() -> list[tuple[str, str]]:
     found = []
     for name in builtin_names():
         for path in sorted(Path(builtin_path(name)).rglob("*.py")):
+            if path.name == "__init__.py":  # empty: the directory ships as a package
+                continue
             found.append((f"builtin:{name}/{path.name}", path.read_text(encoding="utf-8")))
     for template in TEMPLATES:
         for relative, text in template_files(template, "demo").items():
