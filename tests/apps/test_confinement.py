@@ -229,5 +229,7 @@ def test_app_info_shows_the_confinement_in_force(
     layers = {layer["name"]: layer for layer in confinement["layers"]}
     assert layers["network"]["active"] and "only way out" in layers["network"]["detail"]
     assert layers["seccomp"]["active"] and layers["filesystem"]["active"]
+    planned = apps.supervisor.confinement_plan("closed").layer("filesystem")
+    assert planned is not None and str(apps.home / "apps" / "closed" / "data") in planned.detail
     assert "confinement (in force, strict):" in text.stdout
     assert "network: yes - own network namespace" in text.stdout

@@ -100,13 +100,20 @@ def app_spec(
 
 
 def app_plan(
-    manifest: AppManifest, app_dir: Path, home: Path, confinement: AppConfinement
+    manifest: AppManifest,
+    *,
+    directory: Path,
+    app_dir: Path,
+    home: Path,
+    confinement: AppConfinement,
 ) -> ConfinementReport:
-    """The confinement the app would get on this machine, in weaker mode's terms (never
-    raises): `ConfinementReport.complete` False means strict mode refuses to start it."""
+    """The confinement the app installed in ``directory`` (its version's files; ``app_dir``
+    holds its data and temp directories) would get on this machine, in weaker mode's terms
+    (never raises): `ConfinementReport.complete` False means strict mode refuses to start
+    it."""
     spec = app_spec(
         manifest,
-        directory=app_dir,
+        directory=directory,
         storage=StorageDirs.of(app_dir),
         base_url="http://127.0.0.1:8000",
         port=None,

@@ -155,7 +155,13 @@ class AppSupervisor:
     def confinement_plan(self, name: str) -> ConfinementReport:
         """The OS confinement the app gets on this machine (see `app_plan`)."""
         installed = self.store.get(name)
-        return app_plan(installed.manifest, installed.directory, self.home, self.confinement)
+        return app_plan(
+            installed.manifest,
+            directory=installed.directory,
+            app_dir=self.store.app_dir(name),
+            home=self.home,
+            confinement=self.confinement,
+        )
 
     def log_path(self, name: str) -> Path:
         return self.store.app_dir(name) / "logs" / LOG_NAME

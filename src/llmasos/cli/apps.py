@@ -74,11 +74,13 @@ def _confirm(yes: bool, verb: str) -> Confirm:
         for line in manifest.permissions.describe():
             err_console.print(f"  - {line}", highlight=False)
         home = state.settings.home
+        app_dir = home / "apps" / manifest.name
         report = app_plan(
             manifest,
-            home / "apps" / manifest.name,
-            home,
-            AppConfinement.from_settings(state.settings),
+            directory=app_dir / manifest.version,
+            app_dir=app_dir,
+            home=home,
+            confinement=AppConfinement.from_settings(state.settings),
         )
         err_console.print(f"Confinement on this machine: {report.summary()}", highlight=False)
         if not report.complete:
