@@ -69,6 +69,13 @@ class NotFoundError(LLMasOSError):
     error_type = "not_found_error"
 
 
+class PayloadTooLargeError(InvalidRequestError):
+    """One piece of a request is bigger than the limit for it (HTTP 413)."""
+
+    status_code = 413
+    default_code = "payload_too_large"
+
+
 class ModelFormatError(InvalidRequestError):
     """A file or directory is not a model we can read (corrupt, truncated, wrong kind)."""
 
@@ -87,6 +94,14 @@ class StorageError(LLMasOSError):
     status_code = 507
     error_type = "server_error"
     default_code = "storage_error"
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database cannot be reached right now (server down, connection lost); retry
+    later (HTTP 503). The unit of work it interrupted was rolled back."""
+
+    status_code = 503
+    default_code = "database_unavailable"
 
 
 class DownloadError(LLMasOSError):

@@ -34,7 +34,10 @@ from llmasos.storage import open_database
 from tests.apps.conftest import Served
 
 EXPECTED = {
-    "assistant": (["chat"], {"/chat", "/history", "/reset"}),
+    "assistant": (
+        ["chat", "memory"],
+        {"/chat", "/history", "/reset", "/remember", "/memories", "/forget"},
+    ),
     "summarizer": (["services.summarize"], {"/summarize"}),
     "translator": (["services.translate"], {"/translate"}),
     "writer": (["services.rewrite", "chat"], {"/draft", "/rewrite"}),
@@ -168,3 +171,27 @@ def test_assistant_remembers_a_session(wired: Client) -> None:
         assert history[0]["content"] == "My name is Ada."
         assert http.post("/reset", json={"session": "t1"}).json() == {"forgotten": True}
         assert http.get("/history", params={"session": "t1"}).json() == []
+
+
+@pytest.mark.model
+def test_assistant_remembers_facts_across_restarts(wired: Client) -> None:
+    module = app_module("assistant")
+    wired.memories.clear()
+    with TestClient(module.app.asgi) as http:
+        stored = http.post("/remember", json={"text": "The user's cat is called Miso."}).json()
+        assert stored["status"] == "created" and stored["id"].startswith("mem_")
+        again = http.post("/remember", json={"text": "the user's cat is called Miso"}).json()
+        assert again == {"id": stored["id"], "status": "existing"}
+        reply = http.post("/chat", json={"session": "m", "message": "My cat?", "max_tokens": 8})
+        assert reply.status_code == 200, reply.text
+    restarted = importlib.reload(module)  # as a new process: nothing kept in memory
+    restarted.client.close()
+    restarted.client = wired
+    with TestClient(restarted.app.asgi) as http:
+        assert http.get("/history", params={"session": "m"}).json() == []
+        remembered = http.get("/memories").json()
+        assert [m["id"] for m in remembered] == [stored["id"]]
+        found = http.get("/memories", params={"query": "pet name"}).json()
+        assert found[0]["id"] == stored["id"] and found[0]["score"] > 0
+        assert http.post("/forget", json={"id": stored["id"]}).json() == {"forgotten": True}
+        assert http.get("/memories").json() == []

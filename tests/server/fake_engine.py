@@ -21,6 +21,7 @@ from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
+    PromptCount,
     ResidentModel,
     TokenInfo,
 )
@@ -120,6 +121,14 @@ class FakeEngineClient(EngineClientInterface):
 
     async def tokenize(self, model: str | None, text: str) -> list[int]:
         return [ord(c) for c in text]
+
+    async def count_prompt(self, request: GenerateRequest) -> PromptCount:
+        """One token per word of the messages, plus 3 per message; a 4096-token window."""
+        if request.model == "missing":
+            raise ModelNotFoundError("model 'missing' not found", param="model")
+        messages = request.messages or []
+        words = sum(3 + len(str(m.get("content") or "").split()) for m in messages)
+        return PromptCount(request.model or "smollm2:135m", words, 4096)
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         if model == "missing":

@@ -12,6 +12,8 @@ ENDPOINTS = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
+    "/v1/responses",
+    "/v1/conversations",
     "/api/generate",
     "/api/chat",
     "/api/embed",
@@ -74,6 +76,14 @@ known_fields = st.fixed_dictionaries(
         "source": st.text(max_size=8),
         "destination": st.text(max_size=8),
         "encoding_format": st.sampled_from(["float", "base64", "hex"]),
+        "items": st.lists(json_values, max_size=3) | json_values,
+        "metadata": json_values,
+        "conversation": st.sampled_from(["conv_missing", ""]) | json_values,
+        "previous_response_id": st.sampled_from(["resp_missing", ""]) | json_values,
+        "instructions": json_values,
+        "text": json_values,
+        "max_output_tokens": st.integers(-5, 10**6),
+        "store": json_values,
     },
 )
 bodies = known_fields | json_values

@@ -16,8 +16,10 @@ import pytest
 
 from llmasos.config import Settings
 from llmasos.kernel.client import InProcessEngineClient
+from llmasos.memory.memories import MemoryStore
 from llmasos.models.store import ModelStore
 from llmasos.server.app import create_app
+from llmasos.storage import open_database
 from tests.server.conftest import ServerThread
 
 pytestmark = pytest.mark.model
@@ -29,12 +31,15 @@ def real_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = Settings(home=tmp_path_factory.mktemp("real-home"), threads=2)
     store = ModelStore.open(settings)
     engine = InProcessEngineClient(settings, store)
-    app = create_app(settings, engine, store)
+    database = open_database(settings)
+    memory = MemoryStore.open(settings, database, engine)
+    app = create_app(settings, engine, store, memory=memory)
     try:
         with ServerThread(app) as url:
             yield url
     finally:
         asyncio.run(engine.close())
+        database.close()
 
 
 @pytest.fixture

@@ -25,13 +25,14 @@ SCOPES: Final = {
     "tokenize": "tokenize and detokenize",
     "models:read": "list and show models",
     "models:write": "pull, create, copy and delete models",
+    "memory": "the key's user's long-term memory and recommendations (/v1/memories ...)",
     "admin": "users, keys of others, quotas, usage and audit of everyone",
 }
 ALL_SCOPES: Final = "*"
 ROLE_SCOPES: Final[dict[str, frozenset[str]]] = {
     "admin": frozenset(SCOPES),
     "developer": frozenset(SCOPES) - {"admin"},
-    "user": frozenset({"chat", "generate", "embed", "tokenize", "models:read"}),
+    "user": frozenset({"chat", "generate", "embed", "tokenize", "models:read", "memory"}),
     "pending": frozenset(),
 }
 LOCAL_OWNER = "local"

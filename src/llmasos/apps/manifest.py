@@ -45,6 +45,7 @@ SYSCALLS = {
     "embed": "embed",
     "tokenize": "tokenize",
     "models.read": "models:read",
+    "memory": "memory",
 }
 """Permission name in a manifest -> API key scope."""
 APP_FIELDS = frozenset({"name", "version", "description", "entry"})

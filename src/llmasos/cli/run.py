@@ -39,14 +39,41 @@ Use \"\"\" to begin and end a multi-line message."""
 class ChatSession:
     """A conversation with one model, through a server or an in-process kernel."""
 
-    def __init__(self, model: str, options: dict[str, Any], system: str | None) -> None:
+    def __init__(
+        self,
+        model: str,
+        options: dict[str, Any],
+        system: str | None,
+        conversation: str | None = None,
+    ) -> None:
         self.model = model
         self.options = options
         self.system = system
         self.messages: list[ChatMessage] = []
         self.url = server_url(state.settings)
+        self.conversation: str | None = None
+        """A stored conversation the turns are read from and appended to."""
+        if conversation is not None:
+            self.conversation = self.open_conversation(conversation)
+            err_console.print(f"conversation {self.conversation}", highlight=False)
         self._loop = asyncio.new_event_loop()
         self._engine: Any = None
+
+    def open_conversation(self, conversation: str) -> str:
+        """The id of the stored conversation (a new one for ``new``); unknown ids fail."""
+        if self.url is not None:
+            from llmasos.cli.remote import call_server
+
+            if conversation == "new":
+                return str(call_server(state.settings, "POST", "/v1/conversations", json={})["id"])
+            call_server(state.settings, "GET", f"/v1/conversations/{conversation}")
+            return conversation
+        from llmasos.cli.conversations import conversation_store
+
+        with conversation_store(None) as (store, owner):
+            if conversation == "new":
+                return store.create(owner, {}).id
+            return store.get(owner, conversation).id
 
     def close(self) -> None:
         if self._engine is not None:
@@ -55,18 +82,21 @@ class ChatSession:
 
     def ask(self, text: str) -> str:
         """Send a user message, stream the answer to the console, return it."""
-        self.messages.append({"role": "user", "content": text})
+        if self.conversation is None:
+            self.messages.append({"role": "user", "content": text})
         chunks = []
         try:
-            for piece in self._stream():
+            for piece in self._stream(text):
                 chunks.append(piece)
                 console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
         except BaseException:
-            self.messages.pop()
+            if self.conversation is None:
+                self.messages.pop()
             raise
         console.print()
         answer = "".join(chunks)
-        self.messages.append({"role": "assistant", "content": answer})
+        if self.conversation is None:
+            self.messages.append({"role": "assistant", "content": answer})
         return answer
 
     def _conversation(self) -> list[ChatMessage]:
@@ -74,11 +104,17 @@ class ChatSession:
             return list(self.messages)
         return [{"role": "system", "content": self.system}, *self.messages]
 
-    def _stream(self) -> Iterator[str]:
+    def _stream(self, text: str) -> Iterator[str]:
         if self.url is not None:
-            yield from self._stream_http()
+            if self.conversation is not None:
+                yield from self._stream_response(text)
+            else:
+                yield from self._stream_http()
             return
-        iterator = self._stream_local()
+        if self.conversation is not None:
+            iterator = self._stream_local_conversation(text)
+        else:
+            iterator = self._stream_local()
         while True:
             try:
                 yield self._loop.run_until_complete(iterator.__anext__())
@@ -112,6 +148,102 @@ class ChatSession:
                 if content:
                     yield content
 
+    def _stream_response(self, text: str) -> Iterator[str]:
+        """One turn of the stored conversation through the server's ``/v1/responses``."""
+        import httpx
+
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": text,
+            "conversation": self.conversation,
+            "instructions": self.system,
+            "stream": True,
+            "store": False,
+        }
+        sampling, _ = sampling_from_parameters(self.options)
+        if "temperature" in self.options:
+            body["temperature"] = sampling.temperature
+        if "num_predict" in self.options and sampling.max_tokens:
+            body["max_output_tokens"] = sampling.max_tokens
+        url = f"{self.url}/v1/responses"
+        with httpx.stream("POST", url, json=body, timeout=None) as response:
+            if response.status_code != 200:
+                response.read()
+                try:
+                    error = response.json().get("error", {})
+                    message = error.get("message", response.text)
+                except (ValueError, AttributeError):
+                    message = response.text
+                raise LLMasOSError(str(message))
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[len("data: ") :])
+                if event.get("type") == "error":
+                    raise LLMasOSError(str(event.get("message")))
+                if event.get("type") == "response.output_text.delta":
+                    yield event.get("delta", "")
+                elif event.get("type") == "response.completed":
+                    compaction = event["response"].get("compaction")
+                    if compaction:
+                        err_console.print(
+                            f"(compacted {compaction['summarized_items']} earlier items "
+                            "into a summary)",
+                            style="dim",
+                        )
+
+    async def _stream_local_conversation(self, text: str) -> AsyncIterator[str]:
+        """One turn of the stored conversation on an in-process kernel."""
+        from llmasos.cli.conversations import conversation_store
+        from llmasos.kernel.client import InProcessEngineClient
+        from llmasos.kernel.interface import GenerateRequest
+        from llmasos.memory import fit_context, input_items
+        from llmasos.memory.conversations import NewItem
+        from llmasos.memory.items import message_item
+
+        assert self.conversation is not None
+        if self._engine is None:
+            self._engine = InProcessEngineClient(state.settings, state.store)
+        sampling, explicit = sampling_from_parameters(self.options)
+        new_items = input_items(text)
+        with conversation_store(None) as (store, owner):
+            history = store.items(owner, self.conversation)
+            plan = await fit_context(
+                self._engine,
+                model=self.model,
+                tenant="local",
+                history=history,
+                new_items=new_items,
+                instructions=self.system,
+                max_output_tokens=sampling.max_tokens,
+                label=self.conversation,
+            )
+            if plan.compaction is not None:
+                err_console.print(
+                    f"(compacted {plan.compaction.summarized_items} earlier items into a summary)",
+                    style="dim",
+                )
+            request = GenerateRequest(
+                model=self.model, messages=plan.messages, sampling=sampling, explicit=explicit
+            )
+            pieces = []
+            async for output in self._engine.generate(request):
+                if output.text:
+                    pieces.append(output.text)
+                    yield output.text
+            inputs = [NewItem(item) for item in new_items]
+            if plan.new_summary is not None:
+                inputs.insert(0, plan.new_summary)
+            response = {"id": new_response_id(), "model": plan.model}
+            store.save_response(
+                owner,
+                response,
+                inputs=inputs,
+                outputs=[NewItem(message_item("assistant", "".join(pieces)))],
+                conversation_id=self.conversation,
+                store=False,
+            )
+
     async def _stream_local(self) -> AsyncIterator[str]:
         from llmasos.kernel.client import InProcessEngineClient
         from llmasos.kernel.interface import GenerateRequest
@@ -128,6 +260,12 @@ class ChatSession:
         async for output in self._engine.generate(request):
             if output.text:
                 yield output.text
+
+
+def new_response_id() -> str:
+    from llmasos.memory.items import new_id
+
+    return new_id("resp")
 
 
 def sampling_from_parameters(options: dict[str, Any]) -> tuple[SamplingParams, frozenset[str]]:
@@ -207,7 +345,11 @@ def repl(session: ChatSession) -> None:
                 console.print(HELP, markup=False)
             elif command == "/clear":
                 session.messages.clear()
-                console.print("Cleared the conversation.")
+                if session.conversation is not None:
+                    session.conversation = session.open_conversation("new")
+                    console.print(f"Started a new conversation {session.conversation}.")
+                else:
+                    console.print("Cleared the conversation.")
             elif command == "/show info":
                 show_info(session.model)
             elif command.startswith("/set system "):
@@ -242,6 +384,15 @@ def run(
         list[str] | None,
         typer.Option("--parameter", "-p", help="NAME=VALUE sampling parameter (repeatable)."),
     ] = None,
+    conversation: Annotated[
+        str | None,
+        typer.Option(
+            "--conversation",
+            "-c",
+            help="Continue a stored conversation (an id, or 'new' to start one); the turns "
+            "are stored, and compacted into a summary when they outgrow the context.",
+        ),
+    ] = None,
 ) -> None:
     """Run a model: answer PROMPT, or open an interactive chat."""
     options: dict[str, Any] = {}
@@ -251,7 +402,7 @@ def run(
             raise InvalidRequestError(f"--parameter takes NAME=VALUE, not {item!r}")
         parse_parameter(name.strip(), value.strip(), options)
     state.store.manifest(model)  # unknown names fail here, with suggestions
-    session = ChatSession(model, options, system)
+    session = ChatSession(model, options, system, conversation)
     try:
         if prompt is None and not sys.stdin.isatty():
             prompt = sys.stdin.read()

@@ -275,6 +275,7 @@ def keys_rotate_master(
     ] = False,
 ) -> None:
     """Re-encrypt all encrypted content with a new master key and install it."""
+    from llmasos.memory.memories import reindex_after_rotation  # registers memories.text
     from llmasos.storage.rotation import rotate_master_key
 
     new_key = None
@@ -286,6 +287,8 @@ def keys_rotate_master(
             raise InvalidRequestError("--new-key-stdin: not base64") from None
     with _database() as database:
         result = rotate_master_key(state.settings, database, new_key=new_key)
+        if not new_key_stdin:  # with LLMASOS_SECRET_KEY the next start re-indexes
+            reindex_after_rotation(state.settings, database)
     total = sum(result.reencrypted.values())
     err_console.print(
         f"re-encrypted {total} value(s) in {len(result.reencrypted)} column(s); "

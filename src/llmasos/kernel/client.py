@@ -29,6 +29,7 @@ from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
+    PromptCount,
     ResidentModel,
 )
 from llmasos.kernel.metrics import KernelMetrics
@@ -250,6 +251,22 @@ class InProcessEngineClient(EngineClientInterface):
             return loaded.backend.tokenize(text)
         finally:
             self.models.release(loaded)
+
+    async def count_prompt(self, request: GenerateRequest) -> PromptCount:
+        resolved = self.store.resolve(request.model or self.settings.default_model)
+        if resolved.manifest.kind != "generate":
+            raise UnsupportedError(
+                f"{resolved.manifest.name} is an embedding model; it has no chat prompt",
+                param="model",
+            )
+        loaded = await self.models.acquire(
+            resolved, request.keep_alive, self.settings.request_timeout
+        )
+        try:
+            tokens = loaded.backend.tokenize(self._render(loaded, request), add_special=True)
+            return PromptCount(loaded.name, len(tokens), loaded.backend.context_length)
+        finally:
+            self.models.release(loaded, request.keep_alive)
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         resolved = self.store.resolve(model or self.settings.default_model)

@@ -99,6 +99,17 @@ class EmbedResult:
 
 
 @dataclass(frozen=True)
+class PromptCount:
+    """What a request's prompt costs: exact tokens, counted with the model's tokenizer."""
+
+    model: str
+    prompt_tokens: int
+    """Tokens of the rendered prompt (chat template, system prompt and tools included)."""
+    context_length: int
+    """The model's context window as loaded."""
+
+
+@dataclass(frozen=True)
 class ResidentModel:
     """A loaded model, as ``llmasos ps`` / ``/api/ps`` show it."""
 
@@ -133,6 +144,13 @@ class EngineClientInterface(ABC):
     @abstractmethod
     async def tokenize(self, model: str | None, text: str) -> list[int]:
         """Tokenize text with the model's tokenizer (loading the model if needed)."""
+
+    async def count_prompt(self, request: GenerateRequest) -> PromptCount:
+        """Render and tokenize ``request``'s prompt exactly as `generate` would, without
+        running it (loading the model if needed)."""
+        from llmasos.errors import UnsupportedError
+
+        raise UnsupportedError("this kernel cannot count prompt tokens")
 
     @abstractmethod
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:

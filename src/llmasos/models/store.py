@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from llmasos.models.builtin import register_builtins
 from llmasos.models.create import create_model
+from llmasos.models.interface import ModelStoreInterface
 from llmasos.models.manifest import Manifest
 from llmasos.models.pull import pull_model
 from llmasos.models.repository import ModelRepository
 
 if TYPE_CHECKING:
     from llmasos.config import Settings
-    from llmasos.models.interface import ModelStoreInterface
 
 
 class ModelStore(ModelRepository):

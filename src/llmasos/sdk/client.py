@@ -20,6 +20,7 @@ import httpx
 from llmasos.errors import InvalidRequestError
 from llmasos.net import DEFAULT_BASE_URL
 from llmasos.sdk.errors import APIConnectionError, error_from_body, error_from_response
+from llmasos.sdk.memories import Memories, Recommendation, recommendations_from
 from llmasos.sdk.types import (
     ChatChunk,
     ChatResponse,
@@ -52,6 +53,7 @@ SAMPLING_KEYWORDS = frozenset(
         "user",
         "priority",
         "keep_alive",
+        "metadata",
     }
 )
 Messages = str | Sequence[Mapping[str, Any]]
@@ -88,6 +90,7 @@ def _chat_response(data: dict[str, Any]) -> ChatResponse:
         usage=Usage.from_dict(data.get("usage")),
         tool_calls=list(message.get("tool_calls") or []),
         raw=data,
+        memory_ids=list(data.get("memory_ids") or []),
     )
 
 
@@ -188,6 +191,8 @@ class Client(_ClientBase):
     ) -> None:
         super().__init__(base_url, api_key, timeout)
         self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
+        self.memories = Memories(self._request)
+        """The calling user's long-term memory (``/v1/memories``)."""
 
     def __enter__(self) -> Client:
         return self
@@ -275,6 +280,10 @@ class Client(_ClientBase):
 
     def services(self) -> list[ServiceInfo]:
         return [_service_info(s) for s in self._request("GET", "/v1/services")["data"]]
+
+    def recommendations(self, limit: int = 10) -> list[Recommendation]:
+        """Suggested services, apps and next steps for the calling user, best first."""
+        return recommendations_from(self._request("GET", f"/v1/recommendations?limit={limit}"))
 
     def service(self, name: str) -> ServiceInfo:
         if name not in self._service_infos:

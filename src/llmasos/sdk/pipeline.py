@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from llmasos.config import load_settings
 from llmasos.errors import InvalidRequestError
 from llmasos.sdk.llm import LLM
 
@@ -187,8 +188,6 @@ def pipeline(task: str, model: str | LLM | None = None, **kwargs: Any) -> Pipeli
     base_url = kwargs.pop("base_url", None)
     mode = kwargs.pop("mode", "auto")
     if task == "feature-extraction":
-        from llmasos.config import load_settings
-
         name = model if isinstance(model, str) else None
         if isinstance(model, LLM):
             return FeatureExtractionPipeline(model, model.name, **kwargs)
@@ -199,8 +198,6 @@ def pipeline(task: str, model: str | LLM | None = None, **kwargs: Any) -> Pipeli
     if isinstance(model, LLM):
         llm = model
     else:
-        from llmasos.config import load_settings
-
         llm = LLM.from_pretrained(
             model or load_settings().default_model, base_url=base_url, mode=mode
         )

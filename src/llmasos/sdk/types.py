@@ -50,6 +50,8 @@ class ChatResponse:
     usage: Usage
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    memory_ids: list[str] = field(default_factory=list)
+    """The memories put into the prompt (when memory is on for the request)."""
 
 
 @dataclass(frozen=True)

@@ -15,23 +15,30 @@ from starlette.middleware import Middleware
 
 from llmasos import __version__
 from llmasos.access.keys import KeyManager
+from llmasos.apps.offer import recommendation_candidates
 from llmasos.config import Settings
 from llmasos.errors import ConfigError
 from llmasos.kernel.interface import EngineClientInterface
+from llmasos.memory.memories import MemoryStore
 from llmasos.models import ModelStoreInterface
 from llmasos.server.admin.router import admin_router
 from llmasos.server.apps.router import apps_router
 from llmasos.server.auth import AuthMiddleware
 from llmasos.server.context import install_request_id_logging
 from llmasos.server.errors import install_exception_handlers
+from llmasos.server.memory.router import memory_router
+from llmasos.server.memory.serving import MemoryService
 from llmasos.server.metering import QuotaMiddleware
 from llmasos.server.ollama.embed.router import embed_router
 from llmasos.server.ollama.generate.router import generate_router
 from llmasos.server.ollama.models.router import ollama_models_router
 from llmasos.server.openai.chat.router import chat_router
 from llmasos.server.openai.completions.router import completions_router
+from llmasos.server.openai.conversations.router import conversations_router
+from llmasos.server.openai.conversations.serving import ConversationStoreProvider
 from llmasos.server.openai.embeddings.router import embeddings_router
 from llmasos.server.openai.models.router import models_router
+from llmasos.server.openai.responses.router import responses_router
 from llmasos.server.ops import (
     DEFAULT_MAX_BODY_BYTES,
     REQUEST_ID_HEADER,
@@ -41,6 +48,7 @@ from llmasos.server.ops import (
     ops_router,
 )
 from llmasos.server.services.router import services_router
+from llmasos.storage.database import Database
 
 
 def middleware_stack(
@@ -76,9 +84,14 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     keys: KeyManager | None = None,
+    database: Database | None = None,
+    memory: MemoryStore | None = None,
 ) -> FastAPI:
     """The LLMasOS HTTP API over ``engine`` and ``store``; with ``settings.auth`` every
-    request but ``/health`` must carry an API key that ``keys`` verifies."""
+    request but ``/health`` must carry an API key that ``keys`` verifies. Conversations and
+    stored responses live in ``database`` (default: the keys' database, else the one the
+    settings name, opened on first use). ``memory`` adds ``/v1/memories``,
+    ``/v1/recommendations`` and memory in chat completions."""
     if settings.auth and keys is None:
         raise ConfigError("authentication is on but no key store was given to the server")
     install_request_id_logging()
@@ -94,9 +107,20 @@ def create_app(
     app.state.store = store
     install_exception_handlers(app)
     app.include_router(ops_router(engine))
-    app.include_router(chat_router(engine))
+    memory_service = None
+    if memory is not None:
+        memory_service = MemoryService(memory)
+        app.include_router(
+            memory_router(memory_service, lambda: recommendation_candidates(settings))
+        )
+    app.include_router(chat_router(engine, memory_service))
     app.include_router(completions_router(engine))
     app.include_router(embeddings_router(engine))
+    stores = ConversationStoreProvider(
+        settings, database or (keys.database if keys is not None else None)
+    )
+    app.include_router(conversations_router(stores))
+    app.include_router(responses_router(engine, stores))
     app.include_router(models_router(store))
     app.include_router(generate_router(engine))
     app.include_router(embed_router(engine))

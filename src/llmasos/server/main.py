@@ -18,6 +18,7 @@ from llmasos.access.keys import KeyManager
 from llmasos.config import Settings
 from llmasos.errors import ConfigError, LLMasOSError
 from llmasos.kernel.client import InProcessEngineClient
+from llmasos.memory.memories import MemoryStore
 from llmasos.models import ModelStoreInterface
 from llmasos.net import is_loopback, uvicorn_server
 from llmasos.server.app import create_app
@@ -73,9 +74,11 @@ def serve(
             "create`), or bind to 127.0.0.1"
         )
     configure_logging(settings)
-    keys = KeyManager(open_database(settings)) if settings.auth else None
+    database = open_database(settings)  # users and keys, usage, conversations, memory
+    keys = KeyManager(database) if settings.auth else None
     engine = InProcessEngineClient(settings, store)
-    api = create_app(settings, engine, store, keys=keys)
+    memory = MemoryStore.open(settings, database, engine)
+    api = create_app(settings, engine, store, keys=keys, database=database, memory=memory)
     server = uvicorn_server(
         api,
         host=settings.host,
@@ -99,6 +102,7 @@ def serve(
         finally:
             warming.cancel()
             await engine.close()
+            database.close()
 
     announce(
         f"LLMasOS listening on http://{settings.host}:{settings.port} "

@@ -43,6 +43,8 @@ METERED_PREFIXES = (
     "/v1/completions",
     "/v1/embeddings",
     "/v1/services",
+    "/v1/responses",
+    "/v1/memories",
     "/api/generate",
     "/api/chat",
     "/api/embed",
@@ -57,7 +59,8 @@ CLIENT_GONE = 499
 
 
 def is_metered(path: str) -> bool:
-    return path.startswith(METERED_PREFIXES)
+    # Reading or deleting a stored response (/v1/responses/{id}) generates nothing.
+    return path.startswith(METERED_PREFIXES) and not path.startswith("/v1/responses/")
 
 
 class QuotaMiddleware:

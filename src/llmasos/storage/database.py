@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from llmasos.config import Settings
-from llmasos.errors import ConfigError, StorageError
+from llmasos.errors import ConfigError, DatabaseUnavailableError, StorageError
 
 SQLITE_FILENAME = "llmasos.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -117,14 +117,47 @@ def translate_storage_errors(where: str) -> Iterator[None]:
     try:
         yield
     except OperationalError as error:
+        if _is_unavailable(error):
+            raise DatabaseUnavailableError(
+                f"the database is unavailable ({where}): {_first_line(error)}; "
+                "nothing was written, retry later"
+            ) from error
         raise StorageError(_describe(error, where)) from error
     except OSError as error:
         raise StorageError(_describe_os_error(error, where)) from error
 
 
+_UNAVAILABLE_TEXTS = (
+    "connection refused",
+    "connection failed",
+    "server closed the connection",
+    "terminating connection",
+    "not currently accepting connections",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "could not connect",
+    "consuming input failed",
+)
+
+
+def _first_line(error: OperationalError) -> str:
+    original = error.orig
+    text = str(original).strip() if original is not None else str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _is_unavailable(error: OperationalError) -> bool:
+    """A lost or refused connection (the server is down), as opposed to a refused write."""
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    if error.connection_invalidated or sqlstate.startswith(("08", "57P")):
+        return True
+    lowered = _first_line(error).lower()
+    return any(text in lowered for text in _UNAVAILABLE_TEXTS)
+
+
 def _describe(error: OperationalError, where: str) -> str:
     original = error.orig
-    text = str(original).strip().splitlines()[0] if original is not None else str(error)
+    text = _first_line(error)
     lowered = text.lower()
     sqlstate = getattr(original, "sqlstate", None) or ""
     if "disk is full" in lowered or "disk full" in lowered or sqlstate == "53100":

@@ -1,6 +1,7 @@
 """Master-key rotation: re-encrypt every registered encrypted column with a new key.
 
-A table that stores `ContentCipher` tokens registers each such column with
+The schema's own encrypted columns (conversation items, stored responses) are registered
+here; another table that stores `ContentCipher` tokens registers each such column with
 `register_encrypted_column` (the table, the column, its primary-key column, and the
 ``context`` template bound into each token, e.g. ``"conversation:{id}"``). `rotate_master_key`
 then works in an order that never loses content:
@@ -36,6 +37,12 @@ from llmasos.storage.crypto import (
     load_master_key,
 )
 from llmasos.storage.database import Database
+from llmasos.storage.schema import (
+    ITEM_CONTENT_CONTEXT,
+    RESPONSE_BODY_CONTEXT,
+    ConversationItem,
+    StoredResponse,
+)
 
 PENDING_SUFFIX = ".new"
 
@@ -67,6 +74,11 @@ def register_encrypted_column(
 
 def unregister_encrypted_column(name: str) -> None:
     ENCRYPTED_COLUMNS.pop(name, None)
+
+
+# The encrypted columns of the schema itself.
+register_encrypted_column(ConversationItem.__table__, "content", context=ITEM_CONTENT_CONTEXT)  # type: ignore[arg-type]
+register_encrypted_column(StoredResponse.__table__, "body", context=RESPONSE_BODY_CONTEXT)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

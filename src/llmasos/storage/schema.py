@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -22,10 +23,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -191,4 +194,164 @@ class ModelPrice(Base):
     model: Mapped[str] = mapped_column(String(255), unique=True)
     prompt_per_1k: Mapped[float] = mapped_column(Float)
     completion_per_1k: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+ITEM_CONTENT_CONTEXT = "conversation_item:{id}"
+"""The ``ContentCipher`` context of `ConversationItem.content` (bound to the row's id)."""
+RESPONSE_BODY_CONTEXT = "response:{id}"
+"""The ``ContentCipher`` context of `StoredResponse.body`."""
+
+
+class Conversation(Base):
+    """A stored conversation (OpenAI's Conversations API); its items hold the content."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """``conv_`` and 24 hex digits."""
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    """The owner; None is the machine's owner when authentication is off."""
+    metadata_json: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
+    """Up to 16 string pairs the client attaches (OpenAI's ``metadata``); not content."""
+    next_position: Mapped[int] = mapped_column(Integer, default=0)
+    """The position the next item gets; items are ordered by position."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class RetrievalEntry(Base):
+    """One searchable text of the shared hybrid index (`llmasos.retrieval`).
+
+    ``terms`` holds the text's index terms, blinded with a key derived from the master key
+    (so the index does not reveal the words); ``embedding`` the float32 vector. The text
+    itself lives, encrypted, in the table of the collection that owns the entry.
+    """
+
+    __tablename__ = "retrieval_entries"
+    __table_args__ = (
+        UniqueConstraint("collection", "ref_id", name="uq_retrieval_entries_collection"),
+        Index("ix_retrieval_entries_namespace", "collection", "namespace", "created_at"),
+        Index("ix_retrieval_entries_user_id", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection: Mapped[str] = mapped_column(String(32))
+    """Who owns the entries: ``memory``, later ``knowledge`` ..."""
+    namespace: Mapped[str] = mapped_column(String(64))
+    """The search scope inside a collection, e.g. one user's memories."""
+    ref_id: Mapped[int] = mapped_column(Integer)
+    """The id of the owning row in the collection's table."""
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    terms: Mapped[str] = mapped_column(Text)
+    terms_key: Mapped[str] = mapped_column(String(8))
+    """Fingerprint of the key that blinded ``terms``; stale entries are re-indexed."""
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class RetrievalNamespace(Base):
+    """Per-namespace counters of the retrieval index: a search checks them (one key lookup)
+    to know whether its cached vectors are current."""
+
+    __tablename__ = "retrieval_namespaces"
+
+    collection: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    entries: Mapped[int] = mapped_column(Integer)
+    max_entry_id: Mapped[int] = mapped_column(Integer)
+
+
+class Memory(Base):
+    """One long-term memory item of a user; ``text`` is a `ContentCipher` token."""
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        UniqueConstraint("owner", "text_key", name="uq_memories_owner"),
+        Index("ix_memories_owner_created_at", "owner", "created_at"),
+        Index("ix_memories_user_id", "user_id"),
+        CheckConstraint("kind IN ('fact', 'preference', 'event', 'document_note')", name="kind"),
+        CheckConstraint("source IN ('conversation', 'app', 'user')", name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    """``user:<id>``, or ``local`` for the machine's owner when authentication is off."""
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    source_ref: Mapped[str | None] = mapped_column(String(128))
+    """The conversation item or app the memory came from, when known."""
+    text: Mapped[bytes] = mapped_column(LargeBinary)
+    text_key: Mapped[str] = mapped_column(String(64))
+    """A keyed hash of the normalised text: the same fact twice is one item."""
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ConversationItem(Base):
+    """One item of a conversation or of a stored response: a message, a function call, a
+    function call's output, or a running summary made by compaction."""
+
+    __tablename__ = "conversation_items"
+    __table_args__ = (
+        Index("ix_conversation_items_conversation_id", "conversation_id", "position"),
+        Index("ix_conversation_items_response_id", "response_id"),
+        Index("ix_conversation_items_user_id", "user_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    response_id: Mapped[str | None] = mapped_column(String(64))
+    """The response that added it (as its input or its output), if any."""
+    direction: Mapped[str | None] = mapped_column(String(8))
+    """``input`` or ``output`` of ``response_id``."""
+    position: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    """``message``, ``function_call``, ``function_call_output`` or ``summary``."""
+    role: Mapped[str | None] = mapped_column(String(16))
+    summary_through: Mapped[int | None] = mapped_column(Integer)
+    """For a summary: the position of the last item it summarizes."""
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    """The item's body as JSON, sealed by `ContentCipher` with context
+    ``conversation_item:{id}``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class StoredResponse(Base):
+    """A response created with ``store: true`` (OpenAI's Responses API)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    previous_response_id: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    """The response object as JSON, sealed with context ``response:{id}``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MemorySetting(Base):
+    """Per-owner memory preferences (a missing row means the defaults)."""
+
+    __tablename__ = "memory_settings"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    chat_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Inject relevant memories into this owner's chat requests."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

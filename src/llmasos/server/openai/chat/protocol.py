@@ -84,6 +84,11 @@ class ChatCompletionRequest(OpenAISamplingRequest):
     ignore_eos: bool | None = Field(
         None, description="vLLM extension: keep generating past end-of-sequence (benchmarks)."
     )
+    metadata: dict[str, str | bool] | None = Field(
+        None,
+        description='Key-value pairs; "memory": "true"/"false" turns recall of the user\'s '
+        "memories on or off for this request.",
+    )
 
 
 class FunctionCall(BaseModel):
@@ -118,3 +123,5 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+    memory_ids: list[str] | None = None
+    """LLMasOS: the memory items put into the prompt (when memory is on)."""

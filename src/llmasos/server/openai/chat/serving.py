@@ -217,7 +217,12 @@ class ChatCompletionService:
         )
 
     async def stream(
-        self, body: ChatCompletionRequest, plan: ToolPlan, streams: list[OutputStream]
+        self,
+        body: ChatCompletionRequest,
+        plan: ToolPlan,
+        streams: list[OutputStream],
+        *,
+        memory_ids: list[str] | None = None,
     ) -> AsyncIterator[str]:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -225,12 +230,14 @@ class ChatCompletionService:
         states = [_ChoiceStream(index=i, plan=plan) for i in range(len(streams))]
         finals: list[GenerateOutput] = []
 
-        head = {
+        head: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
         }
+        if memory_ids:
+            head["memory_ids"] = memory_ids
         chunk = functools.partial(chunk_event, head)
 
         for state in states:

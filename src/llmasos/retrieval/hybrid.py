@@ -1,0 +1,446 @@
+"""The hybrid index over ``retrieval_entries``: BM25 by words, cosine by meaning, fused.
+
+Words: on SQLite an FTS5 table ``retrieval_fts`` (rowid = entry id, ranked with FTS5's
+``bm25``); on PostgreSQL a GIN index over ``to_tsvector('simple', terms)`` ranked with
+``ts_rank``. Both are derived data: `HybridIndex` creates them at start and rebuilds the
+FTS5 table when it disagrees with the entries (a crash between two statements cannot
+happen — they share a transaction — but an old backup or a user deleted by cascade can).
+Meaning: `llmasos.retrieval.vectors.VectorCache`, exact cosine over the namespace.
+Filters (kind, time, metadata) are SQL conditions on the entries, applied to both sides
+before ranking, so a filter never hides a better match behind worse ones. Results are
+fused with reciprocal rank fusion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    case,
+    column,
+    delete,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from llmasos.retrieval.interface import (
+    IndexEntry,
+    MetadataValue,
+    RetrievalIndexInterface,
+    RetrievalMode,
+    SearchFilters,
+    SearchHit,
+    reciprocal_rank_fusion,
+)
+from llmasos.retrieval.terms import TermBlinder
+from llmasos.retrieval.vectors import VectorCache, encode_vector
+from llmasos.storage.database import Database
+from llmasos.storage.schema import RetrievalEntry, RetrievalNamespace
+
+FTS_TABLE = "retrieval_fts"
+PG_TERMS_INDEX = "ix_retrieval_entries_terms_tsv"
+_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+_prepared: set[str] = set()
+_prepared_lock = threading.Lock()
+
+
+def scope_token(collection: str, namespace: str) -> str:
+    """The one FTS5 token that marks a namespace's rows (letters only)."""
+    digest = hashlib.sha256(f"{collection}\0{namespace}".encode()).hexdigest()[:20]
+    return "s" + digest.translate(_LETTERS)
+
+
+def metadata_equals(column: Any, key: str, value: MetadataValue) -> ColumnElement[bool]:
+    """``column[key] == value`` for a JSON column, typed by the value (both engines)."""
+    field = column[key]
+    if isinstance(value, bool):
+        return field.as_boolean() == value  # type: ignore[no-any-return]
+    if isinstance(value, int):
+        return field.as_integer() == value  # type: ignore[no-any-return]
+    if isinstance(value, float):
+        return field.as_float() == value  # type: ignore[no-any-return]
+    return field.as_string() == value  # type: ignore[no-any-return]
+
+
+class HybridIndex(RetrievalIndexInterface):
+    """One collection of the shared index in one database."""
+
+    def __init__(
+        self,
+        database: Database,
+        collection: str,
+        blinder: TermBlinder,
+        *,
+        vectors: VectorCache | None = None,
+        candidates: int = 50,
+    ) -> None:
+        self.database = database
+        self.collection = collection
+        self.blinder = blinder
+        self.vectors = vectors or VectorCache()
+        self.candidates = candidates
+        """Each side ranks at least this many before fusion (more when ``k`` is larger)."""
+        self.prepare()
+
+    # --- the derived text index ----------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the text index if missing and, on SQLite, refill it if it drifted."""
+        key = f"{self.database.display_url}#{id(self.database)}"
+        with _prepared_lock:
+            if key in _prepared:
+                return
+            with self.database.session(write=True) as session:
+                if self.database.is_sqlite:
+                    create = (
+                        f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(scope, terms)"
+                    )
+                    session.execute(text(create))
+                    self._resync_fts(session)
+                else:
+                    session.execute(text("SELECT pg_advisory_xact_lock(7311001)"))
+                    session.execute(
+                        text(
+                            f"CREATE INDEX IF NOT EXISTS {PG_TERMS_INDEX} ON retrieval_entries "
+                            "USING gin (to_tsvector('simple', terms))"
+                        )
+                    )
+            _prepared.add(key)
+
+    def _resync_fts(self, session: Session) -> None:
+        indexed = session.scalar(text(f"SELECT count(*) FROM {FTS_TABLE}"))
+        entries = session.scalar(select(func.count()).select_from(RetrievalEntry))
+        if indexed == entries:
+            return
+        session.execute(text(f"DELETE FROM {FTS_TABLE}"))
+        rows = session.execute(
+            select(
+                RetrievalEntry.id,
+                RetrievalEntry.collection,
+                RetrievalEntry.namespace,
+                RetrievalEntry.terms,
+            )
+        ).all()
+        self._fts_insert(
+            session, [(r.id, scope_token(r.collection, r.namespace), r.terms) for r in rows]
+        )
+
+    @staticmethod
+    def _fts_insert(session: Session, rows: list[tuple[int, str, str]]) -> None:
+        if rows:
+            session.execute(
+                text(f"INSERT INTO {FTS_TABLE}(rowid, scope, terms) VALUES (:id, :scope, :terms)"),
+                [{"id": i, "scope": s, "terms": t} for i, s, t in rows],
+            )
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def add(self, session: Session, entries: Sequence[IndexEntry]) -> None:
+        rows = [
+            RetrievalEntry(
+                collection=self.collection,
+                namespace=entry.namespace,
+                ref_id=entry.ref_id,
+                user_id=entry.user_id,
+                kind=entry.kind,
+                created_at=entry.created_at,
+                meta=dict(entry.metadata),
+                terms=self.blinder.document_terms(entry.text),
+                terms_key=self.blinder.fingerprint,
+                embedding=None if entry.embedding is None else encode_vector(entry.embedding),
+            )
+            for entry in entries
+        ]
+        session.add_all(rows)
+        session.flush()
+        if self.database.is_sqlite:
+            self._fts_insert(
+                session,
+                [(r.id, scope_token(self.collection, r.namespace), r.terms) for r in rows],
+            )
+        for namespace in {r.namespace for r in rows}:
+            mine = [r for r in rows if r.namespace == namespace]
+            self._count(session, namespace, len(mine), max(r.id for r in mine), mine[0].user_id)
+
+    def update(self, session: Session, entry: IndexEntry) -> None:
+        # A new row (new id) rather than an in-place change: vector caches of other processes
+        # see the namespace change and reload.
+        self.remove(session, [entry.ref_id])
+        self.add(session, [entry])
+
+    def remove(self, session: Session, ref_ids: Sequence[int]) -> None:
+        if not ref_ids:
+            return
+        where = (RetrievalEntry.collection == self.collection) & RetrievalEntry.ref_id.in_(
+            list(ref_ids)
+        )
+        found = session.execute(
+            select(RetrievalEntry.id, RetrievalEntry.namespace).where(where)
+        ).all()
+        if self.database.is_sqlite:
+            self._fts_delete(session, [entry_id for entry_id, _ in found])
+        session.execute(delete(RetrievalEntry).where(where))
+        for namespace in {n for _, n in found}:
+            self._count(session, namespace, -sum(1 for _, n in found if n == namespace), 0, None)
+
+    def remove_namespace(self, session: Session, namespace: str) -> int:
+        where = (RetrievalEntry.collection == self.collection) & (
+            RetrievalEntry.namespace == namespace
+        )
+        ids = list(session.scalars(select(RetrievalEntry.id).where(where)))
+        if self.database.is_sqlite:
+            self._fts_delete(session, ids)
+        session.execute(delete(RetrievalEntry).where(where))
+        session.execute(
+            delete(RetrievalNamespace).where(
+                RetrievalNamespace.collection == self.collection,
+                RetrievalNamespace.namespace == namespace,
+            )
+        )
+        self.vectors.invalidate(f"{self.collection}\0{namespace}")
+        return len(ids)
+
+    def _count(
+        self, session: Session, namespace: str, delta: int, max_id: int, user_id: int | None
+    ) -> None:
+        """Keep the namespace's counters in step, in the writer's transaction."""
+        insert = sqlite_insert if self.database.is_sqlite else postgresql_insert
+        table = RetrievalNamespace
+        statement = insert(table).values(
+            collection=self.collection,
+            namespace=namespace,
+            user_id=user_id,
+            entries=max(delta, 0),
+            max_entry_id=max_id,
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["collection", "namespace"],
+            set_={
+                "entries": table.entries + delta,
+                "max_entry_id": case(
+                    (table.max_entry_id > max_id, table.max_entry_id), else_=max_id
+                ),
+            },
+        )
+        session.execute(statement)
+
+    @staticmethod
+    def _fts_delete(session: Session, ids: list[int]) -> None:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            session.execute(
+                text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({','.join(map(str, chunk))})")
+            )
+
+    def reblind(self, session: Session, ref_id: int, text_: str) -> None:
+        """Recompute an entry's terms from its text under the current key (embedding kept)."""
+        row = session.scalar(
+            select(RetrievalEntry).where(
+                RetrievalEntry.collection == self.collection, RetrievalEntry.ref_id == ref_id
+            )
+        )
+        if row is None:
+            return
+        row.terms = self.blinder.document_terms(text_)
+        row.terms_key = self.blinder.fingerprint
+        session.flush()
+        if self.database.is_sqlite:
+            self._fts_delete(session, [row.id])
+            self._fts_insert(
+                session, [(row.id, scope_token(self.collection, row.namespace), row.terms)]
+            )
+
+    def stale_ref_ids(self, session: Session) -> list[int]:
+        """Rows whose terms were blinded under another key (the master key was rotated)."""
+        return list(
+            session.scalars(
+                select(RetrievalEntry.ref_id).where(
+                    RetrievalEntry.collection == self.collection,
+                    RetrievalEntry.terms_key != self.blinder.fingerprint,
+                )
+            )
+        )
+
+    # --- search ----------------------------------------------------------------------------
+
+    def search(
+        self,
+        namespace: str,
+        query: str,
+        embedding: Sequence[float] | None,
+        *,
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        mode: RetrievalMode = "hybrid",
+    ) -> list[SearchHit]:
+        filters = filters or SearchFilters()
+        depth = max(self.candidates, 4 * k)
+        lexical: list[tuple[int, float]] = []
+        semantic: list[tuple[int, float]] = []
+        if mode in ("hybrid", "bm25"):
+            lexical = self._lexical(namespace, query, filters, depth)
+        if mode in ("hybrid", "vector") and embedding is not None:
+            semantic = self._semantic(namespace, embedding, filters, depth)
+        lexical_rank = {ref: rank for rank, (ref, _) in enumerate(lexical, start=1)}
+        semantic_rank = {ref: rank for rank, (ref, _) in enumerate(semantic, start=1)}
+        similarity = dict(semantic)
+        if mode == "bm25":
+            ranked = lexical
+        elif mode == "vector":
+            ranked = semantic
+        else:
+            ranked = reciprocal_rank_fusion([[r for r, _ in lexical], [r for r, _ in semantic]])
+        return [
+            SearchHit(
+                ref_id=ref,
+                score=score,
+                bm25_rank=lexical_rank.get(ref),
+                vector_rank=semantic_rank.get(ref),
+                similarity=similarity.get(ref),
+            )
+            for ref, score in ranked[:k]
+        ]
+
+    def _conditions(self, namespace: str, filters: SearchFilters) -> list[ColumnElement[bool]]:
+        entry = RetrievalEntry
+        conditions: list[ColumnElement[bool]] = [
+            entry.collection == self.collection,
+            entry.namespace == namespace,
+        ]
+        if filters.kind is not None:
+            conditions.append(entry.kind == filters.kind)
+        if filters.since is not None:
+            conditions.append(entry.created_at >= filters.since)
+        if filters.until is not None:
+            conditions.append(entry.created_at <= filters.until)
+        conditions.extend(metadata_equals(entry.meta, k, v) for k, v in filters.metadata.items())
+        return conditions
+
+    def _lexical(
+        self, namespace: str, query: str, filters: SearchFilters, depth: int
+    ) -> list[tuple[int, float]]:
+        terms = self.blinder.query_terms(query)
+        if not terms:
+            return []
+        conditions = self._conditions(namespace, filters)
+        if self.database.is_sqlite:
+            match = (
+                f'scope : "{scope_token(self.collection, namespace)}" AND terms : ('
+                + " OR ".join(f'"{t}"' for t in terms)
+                + ")"
+            )
+            if filters.empty:  # the scope token already limits the match: no join needed
+                return self._fts_only(match, depth)
+            fts = table(FTS_TABLE, column("rowid"))
+            rank: ColumnElement[float] = literal_column(f"bm25({FTS_TABLE}, 0.0, 1.0)")
+            fts_statement = (
+                select(RetrievalEntry.ref_id, rank)
+                .select_from(fts)
+                .join(RetrievalEntry, RetrievalEntry.id == fts.c.rowid)
+                .where(text(f"{FTS_TABLE} MATCH :match").bindparams(match=match), *conditions)
+                .order_by(rank)
+                .limit(depth)
+            )
+            with self.database.session() as session:
+                return [(ref, -float(score)) for ref, score in session.execute(fts_statement)]
+        vector = func.to_tsvector(literal_column("'simple'"), RetrievalEntry.terms)
+        tsquery = func.to_tsquery(literal_column("'simple'"), " | ".join(terms))
+        ts_rank = func.ts_rank(vector, tsquery)
+        statement = (
+            select(RetrievalEntry.ref_id, ts_rank)
+            .where(vector.op("@@")(tsquery), *conditions)
+            .order_by(ts_rank.desc(), RetrievalEntry.id)
+            .limit(depth)
+        )
+        with self.database.session() as session:
+            return [(ref, float(score)) for ref, score in session.execute(statement)]
+
+    def _fts_only(self, match: str, depth: int) -> list[tuple[int, float]]:
+        with self.database.session() as session:
+            ranked = session.execute(
+                text(
+                    f"SELECT rowid, bm25({FTS_TABLE}, 0.0, 1.0) AS score FROM {FTS_TABLE} "
+                    f"WHERE {FTS_TABLE} MATCH :match ORDER BY score LIMIT :depth"
+                ),
+                {"match": match, "depth": depth},
+            ).all()
+            refs = dict(
+                session.execute(
+                    select(RetrievalEntry.id, RetrievalEntry.ref_id).where(
+                        RetrievalEntry.id.in_([row_id for row_id, _ in ranked])
+                    )
+                ).all()
+            )
+        return [(refs[row_id], -float(score)) for row_id, score in ranked if row_id in refs]
+
+    def _semantic(
+        self, namespace: str, embedding: Sequence[float], filters: SearchFilters, depth: int
+    ) -> list[tuple[int, float]]:
+        allowed: set[int] | None = None
+        if not filters.empty:
+            with self.database.session() as session:
+                allowed = set(
+                    session.scalars(
+                        select(RetrievalEntry.ref_id).where(*self._conditions(namespace, filters))
+                    )
+                )
+            if not allowed:
+                return []
+        return self.vectors.search(
+            f"{self.collection}\0{namespace}",
+            embedding,
+            depth,
+            census=lambda _key: self._census(namespace),
+            load=lambda _key, after: self._load(namespace, after),
+            allowed=allowed,
+        )
+
+    def _census(self, namespace: str) -> tuple[int, int]:
+        with self.database.session() as session:
+            row = session.get(RetrievalNamespace, (self.collection, namespace))
+            return (row.entries, row.max_entry_id) if row is not None else (0, 0)
+
+    def _load(self, namespace: str, after: int) -> list[tuple[int, int, bytes | None]]:
+        with self.database.session() as session:
+            rows = session.execute(
+                select(RetrievalEntry.id, RetrievalEntry.ref_id, RetrievalEntry.embedding)
+                .where(
+                    RetrievalEntry.collection == self.collection,
+                    RetrievalEntry.namespace == namespace,
+                    RetrievalEntry.id > after,
+                )
+                .order_by(RetrievalEntry.id)
+            ).all()
+        if after == 0:
+            self._repair_counts(namespace, rows)
+        return [(int(i), int(r), None if e is None else bytes(e)) for i, r, e in rows]
+
+    def _repair_counts(self, namespace: str, rows: Sequence[Any]) -> None:
+        """After a full load: if the counters drifted (rows deleted by a cascade, a restored
+        backup), set them to what is there, so the next search does not reload again."""
+        entries, max_id = len(rows), max((int(r[0]) for r in rows), default=0)
+        if self._census(namespace) == (entries, max_id):
+            return
+        with self.database.session(write=True) as session:
+            row = session.get(RetrievalNamespace, (self.collection, namespace))
+            if row is None and entries:
+                session.add(
+                    RetrievalNamespace(
+                        collection=self.collection,
+                        namespace=namespace,
+                        entries=entries,
+                        max_entry_id=max_id,
+                    )
+                )
+            elif row is not None:
+                row.entries, row.max_entry_id = entries, max_id

@@ -1,0 +1,1 @@
+"""``/v1/memories`` and ``/v1/recommendations``: a user's long-term memory over HTTP."""

@@ -1,0 +1,1 @@
+"""OpenAI-compatible ``/v1/conversations``: stored conversations and their items."""

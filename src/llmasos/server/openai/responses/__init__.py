@@ -1,0 +1,1 @@
+"""OpenAI-compatible ``/v1/responses``: the Responses API over stored conversations."""
