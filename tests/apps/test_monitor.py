@@ -24,15 +24,17 @@ from tests.apps.conftest import AppHome
 
 CRASHY = """
 import os
+import uuid
 
 import llmasos
 
 app = llmasos.Application()
+RUN = uuid.uuid4().hex  # one per process (its pid is the same in every fresh PID namespace)
 
 
-@app.route("/pid")
-def pid() -> int:
-    return os.getpid()
+@app.route("/run")
+def run() -> str:
+    return RUN
 
 
 @app.route("/crash")
@@ -97,13 +99,13 @@ def test_a_crashed_app_comes_back_on_its_port_and_stop_ends_it(
     supervisor = app_home.supervisor
     app_home.install("crashy", CRASHY)
     started = supervisor.start("crashy", timeout=30)
-    first_pid = httpx.get(f"{started.url}/pid", timeout=10).json()
+    first_run = httpx.get(f"{started.url}/run", timeout=10).text
 
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{started.url}/crash", timeout=10)
     took = wait_for("the restart", lambda: answers(started.url))
     assert took < 6
-    assert httpx.get(f"{started.url}/pid", timeout=10).json() != first_pid
+    assert httpx.get(f"{started.url}/run", timeout=10).text != first_run
 
     running = supervisor.status("crashy")
     assert running is not None and (running.pid, running.port) == (started.pid, started.port)

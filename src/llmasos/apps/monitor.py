@@ -3,14 +3,18 @@
 `llmasos.apps.supervisor` starts it in a new session, so its pid is the process group
 ``app stop`` signals. It reads the manifest once, then runs the app's code in a child
 (``python -m llmasos.apps.runner APP_DIR --network on|off --storage-mb N``, which installs
-the sandbox guard before importing the app) in the same process group, and copies the
-child's output into its own — the app's log — with a ``---`` line for every start, crash,
-restart and stop. The child keeps the environment, and so the port, across restarts.
+the sandbox guard before importing the app) in an OS sandbox (`llmasos.sandbox.spawn`,
+built from the manifest by `llmasos.apps.confinement`), and copies the child's output into
+its own — the app's log — with a ``---`` line for every start, crash, restart and stop, and
+the confinement in force at each start. The child keeps the environment, and so the port,
+across restarts. In strict mode a machine that cannot confine the app is one ``error:``
+line and exit status 1 before anything runs.
 
 * The child answering ``/health`` for the first time is the successful start. A child that
   exits before that is a start failure: the monitor exits with the child's status and
   restarts nothing (`AppSupervisor.start` then reports the log's tail).
-* After that, any exit is a crash: the child is started again after 1, 2, 4 ... s (capped
+* After that, any exit is a crash (with the sandbox's reason when a limit ended it: out of
+  memory, the process limit): the child is started again after 1, 2, 4 ... s (capped
   at 30 s, doubling with each crash within the last 60 s); the fifth crash within 60 s
   gives up (exit status 1).
 * Every 2 s the monitor adds up the app's storage (``LLMASOS_APP_DATA`` and
@@ -39,11 +43,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
+from llmasos.apps.confinement import AppConfinement, app_spec
 from llmasos.apps.manifest import AppManifest, load_manifest
-from llmasos.apps.sandbox import MB, app_environment, directory_usage, quota_bytes
+from llmasos.apps.sandbox import (
+    MB,
+    StorageDirs,
+    app_environment,
+    directory_usage,
+    quota_bytes,
+)
 from llmasos.errors import LLMasOSError
+from llmasos.sandbox import SandboxedProcess, plan, spawn
 
 RUNNER_MODULE = "llmasos.apps.runner"
 CHILD_STOP_TIMEOUT = 5.0
@@ -85,6 +97,8 @@ class MonitorStatus:
     restarts: int = 0
     last_exit: str | None = None
     updated_at: str = ""
+    confinement: dict[str, Any] | None = None
+    """The sandbox's `ConfinementReport` as JSON (None: not started yet)."""
 
 
 def read_status(path: Path) -> MonitorStatus | None:
@@ -114,6 +128,7 @@ class Monitor:
         *,
         status_path: Path | None = None,
         policy: RestartPolicy | None = None,
+        hidden: tuple[Path, ...] = (),
     ) -> None:
         permissions = manifest.permissions
         self.name = manifest.name
@@ -136,11 +151,29 @@ class Monitor:
             str(permissions.storage_mb),
         ]
         self.env = app_environment(environ, network=permissions.network)
+        confinement = AppConfinement.from_environment(environ)
+        base_url = environ.get("LLMASOS_BASE_URL", "http://127.0.0.1:8000")
+        self.spec = app_spec(
+            manifest,
+            directory=directory,
+            storage=StorageDirs(data=self.storage[0], tmp=self.tmp or self.storage[0]),
+            base_url=base_url,
+            port=self.port,
+            hidden=hidden,
+            confinement=confinement,
+        )
+        self.mode = confinement.mode
+        self.report = plan(self.spec, self.mode)  # strict and unconfinable: ConfinementError
+        namespaces = self.report.layer("namespaces")
+        if not permissions.network and namespaces is not None and namespaces.active:
+            # inside its own network namespace the kernel is at 127.0.0.1:PORT
+            scheme = "https" if base_url.startswith("https") else "http"
+            self.env["LLMASOS_BASE_URL"] = f"{scheme}://127.0.0.1:{self.spec.kernel_port_inside}"
         self.stop_requested = threading.Event()
         self.restarts = 0
         self.last_exit: str | None = None
         self._lock = threading.Lock()
-        self._child: subprocess.Popen[bytes] | None = None
+        self._child: SandboxedProcess | None = None
         self._copier: threading.Thread | None = None
 
     # --- the loop ---------------------------------------------------------------------------
@@ -163,6 +196,9 @@ class Monitor:
                 if self.stop_requested.is_set():
                     continue
                 self.last_exit = describe_exit(code)
+                reason = child.exit_reason()
+                if reason:
+                    self.last_exit += f" ({reason})"
                 if not ever_healthy:
                     self.note(f"{self.last_exit} before answering /health; not restarting")
                     self._save("failed")
@@ -206,12 +242,16 @@ class Monitor:
 
     # --- the child --------------------------------------------------------------------------
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> SandboxedProcess:
         if self.tmp is not None:  # a fresh temp directory for every run
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp.mkdir(parents=True, exist_ok=True)
-        child = subprocess.Popen(
+        for directory in self.storage:
+            directory.mkdir(parents=True, exist_ok=True)
+        child = spawn(
             self.command,
+            self.spec,
+            mode=self.mode,
             cwd=self.directory,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -219,6 +259,8 @@ class Monitor:
             stderr=subprocess.STDOUT,
         )
         self._child = child
+        self.report = child.report
+        self.note(f"confinement: {child.report.summary()}")
         self._copier = threading.Thread(
             target=self._copy_output, args=(child.stdout,), name="app-output", daemon=True
         )
@@ -289,6 +331,7 @@ class Monitor:
             restarts=self.restarts,
             last_exit=self.last_exit,
             updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            confinement=self.report.to_json(),
         )
         partial = self.status_path.with_name(self.status_path.name + ".partial")
         try:
@@ -305,11 +348,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("directory", type=Path, help="the app's directory")
     parser.add_argument("--status", type=Path, help="keep the monitor's state in this file")
+    parser.add_argument(
+        "--hide", type=Path, action="append", default=[], help="a directory the app must not see"
+    )
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
     directory = arguments.directory.resolve()
     try:
         manifest = load_manifest(directory)
-        monitor = Monitor(directory, manifest, dict(os.environ), status_path=arguments.status)
+        monitor = Monitor(
+            directory,
+            manifest,
+            dict(os.environ),
+            status_path=arguments.status,
+            hidden=tuple(path.resolve() for path in arguments.hide),
+        )
     except (LLMasOSError, KeyError, ValueError) as error:
         detail = f"missing {error} in the environment" if isinstance(error, KeyError) else error
         print(f"error: {detail}", file=sys.stderr, flush=True)

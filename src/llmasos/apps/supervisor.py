@@ -34,11 +34,13 @@ from pathlib import Path
 
 from llmasos.access.keys import KeyManager
 from llmasos.access.users import UserManager
+from llmasos.apps.confinement import AppConfinement, app_plan
 from llmasos.apps.monitor import MonitorStatus, read_status
 from llmasos.apps.sandbox import StorageDirs, quota_bytes
 from llmasos.apps.store import AppStore, InstalledApp
 from llmasos.errors import InvalidRequestError, LLMasOSError, NotFoundError, StorageError
 from llmasos.net import free_port
+from llmasos.sandbox import ConfinementMode, ConfinementReport, refusal
 from llmasos.storage.database import Database
 
 STATE_NAME = "run.json"
@@ -133,11 +135,33 @@ def running_state(store: AppStore, name: str) -> RunState | None:
 class AppSupervisor:
     """Start, stop and watch installed apps of one home."""
 
-    def __init__(self, store: AppStore, database: Database, base_url: str) -> None:
+    def __init__(
+        self,
+        store: AppStore,
+        database: Database,
+        base_url: str,
+        confinement: AppConfinement | None = None,
+    ) -> None:
         self.store = store
         self.database = database
         self.base_url = base_url
+        self.confinement = confinement or AppConfinement.from_environment(os.environ)
         self.keys = KeyManager(database)
+
+    @property
+    def home(self) -> Path:
+        return self.store.root.parent
+
+    def confinement_plan(self, name: str) -> ConfinementReport:
+        """The OS confinement the app gets on this machine (see `app_plan`)."""
+        installed = self.store.get(name)
+        return app_plan(
+            installed.manifest,
+            directory=installed.directory,
+            app_dir=self.store.app_dir(name),
+            home=self.home,
+            confinement=self.confinement,
+        )
 
     def log_path(self, name: str) -> Path:
         return self.store.app_dir(name) / "logs" / LOG_NAME
@@ -173,6 +197,9 @@ class AppSupervisor:
                 f"{name} is already running (pid {running.pid}, {running.url})",
                 code="already_running",
             )
+        report = self.confinement_plan(name)
+        if not report.complete and self.confinement.mode is ConfinementMode.STRICT:
+            raise refusal(name, report)
         key_id, secret = self._capability(installed)
         port = free_port()
         storage = StorageDirs.of(self.store.app_dir(name))
@@ -191,6 +218,7 @@ class AppSupervisor:
             LLMASOS_APP_TMP=str(storage.tmp),
             TMPDIR=str(storage.tmp),
             PYTHONUNBUFFERED="1",
+            **self.confinement.environment(),
         )
         if secret is not None:
             env["LLMASOS_API_KEY"] = secret
@@ -211,6 +239,8 @@ class AppSupervisor:
                         str(installed.directory),
                         "--status",
                         str(status_path),
+                        "--hide",
+                        str(self.home),
                     ],
                     cwd=installed.directory,
                     env=env,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from llmasos.apps.catalog import BUILTIN_PREFIX, builtin_names, builtin_path
+from llmasos.apps.confinement import AppConfinement, app_plan, describe
 from llmasos.apps.manifest import AppManifest, load_manifest
 from llmasos.apps.sandbox import MB
 from llmasos.apps.scaffold import TEMPLATES, scaffold
@@ -26,6 +27,7 @@ from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table
 from llmasos.cli.remote import base_url
 from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import LLMasOSError
+from llmasos.sandbox import ConfinementReport
 
 if TYPE_CHECKING:
     from llmasos.apps.supervisor import AppSupervisor
@@ -53,7 +55,12 @@ def _supervisor(server: str | None = None) -> Iterator[AppSupervisor]:
     from llmasos.storage import open_database
 
     with open_database(state.settings) as database:
-        yield AppSupervisor(_store(), database, server or base_url(state.settings))
+        yield AppSupervisor(
+            _store(),
+            database,
+            server or base_url(state.settings),
+            AppConfinement.from_settings(state.settings),
+        )
 
 
 def _confirm(yes: bool, verb: str) -> Confirm:
@@ -66,6 +73,19 @@ def _confirm(yes: bool, verb: str) -> Confirm:
         err_console.print("It asks for:", highlight=False)
         for line in manifest.permissions.describe():
             err_console.print(f"  - {line}", highlight=False)
+        home = state.settings.home
+        app_dir = home / "apps" / manifest.name
+        report = app_plan(
+            manifest,
+            directory=app_dir / manifest.version,
+            app_dir=app_dir,
+            home=home,
+            confinement=AppConfinement.from_settings(state.settings),
+        )
+        err_console.print(f"Confinement on this machine: {report.summary()}", highlight=False)
+        if not report.complete:
+            for line in describe(report):
+                err_console.print(f"  - {line}", highlight=False, markup=False)
         return yes or typer.confirm("Proceed?", default=False, err=True)
 
     return confirm
@@ -245,15 +265,18 @@ def info(
     name: Annotated[str, typer.Argument(help="An installed app.")],
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """An installed app's manifest, permissions, source and state.
+    """An installed app's manifest, permissions, source, state and OS confinement.
 
     --json fields: name, version, description, entry, installed_at, source, sha256, directory,
-    state, url, pid, restarts, last_exit, storage_used_bytes, storage_quota_bytes, permissions.
+    state, url, pid, restarts, last_exit, storage_used_bytes, storage_quota_bytes, permissions,
+    confinement. The confinement has source (running or planned), mode, complete and layers
+    (each: name, active, detail, required).
     """
     with _supervisor() as supervisor:
         installed = supervisor.store.get(name)
         used, quota = supervisor.storage(name)
         manifest = installed.manifest
+        report, source = _confinement(supervisor, name)
         if as_json:
             print_json(
                 {
@@ -269,6 +292,7 @@ def info(
                     "storage_used_bytes": used,
                     "storage_quota_bytes": quota,
                     "permissions": _permissions(manifest),
+                    "confinement": {"source": source, **report.to_json()},
                 }
             )
             return
@@ -284,8 +308,20 @@ def info(
             f"storage:     {used / MB:.2f} MB used of {quota / MB:g} MB (data and temp)",
             "permissions:",
             *(f"  - {line}" for line in manifest.permissions.describe()),
+            f"confinement ({'in force' if source == 'running' else 'on this machine'}, "
+            f"{report.mode}):",
+            *(f"  - {line}" for line in describe(report)),
         ]
         console.print("\n".join(lines), highlight=False, markup=False)
+
+
+def _confinement(supervisor: AppSupervisor, name: str) -> tuple[ConfinementReport, str]:
+    """The layers a running app's monitor reported (``running``), else the plan for this
+    machine (``planned``)."""
+    monitor = supervisor.monitor(name)
+    if supervisor.status(name) is not None and monitor is not None and monitor.confinement:
+        return ConfinementReport.from_json(monitor.confinement), "running"
+    return supervisor.confinement_plan(name), "planned"
 
 
 @apps_app.command("remove")
@@ -305,9 +341,13 @@ def start(
     """Run an app as its own process, with a key limited to its permissions."""
     with _supervisor(server) as supervisor:
         running = supervisor.start(name)
+        monitor = supervisor.monitor(name)
     console.print(
         f"started {name} {running.version}: {running.url} (pid {running.pid})", highlight=False
     )
+    if monitor is not None and monitor.confinement is not None:
+        summary = ConfinementReport.from_json(monitor.confinement).summary()
+        console.print(f"confinement: {summary}", highlight=False, markup=False)
 
 
 @apps_app.command("stop")
