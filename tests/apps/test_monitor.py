@@ -146,7 +146,8 @@ def test_sigterm_to_the_monitor_stops_the_app_without_a_restart(app_home: AppHom
 
     os.kill(started.pid, signal.SIGTERM)  # the monitor only, not its process group
     wait_for("the monitor's exit", lambda: supervisor.status("steady") is None)
-    assert not process_group_exists(started.pid)
+    # The sandbox's own processes (bwrap, the kernel relay) leave right after the monitor.
+    wait_for("the app's processes' exit", lambda: not process_group_exists(started.pid))
     with pytest.raises(ProcessLookupError):
         os.kill(monitor.child_pid, 0)
     last = supervisor.monitor("steady")
