@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from llmasos.errors import ContextLengthExceededError
 from llmasos.kernel.interface import EngineClientInterface, GenerateRequest
 from llmasos.memory.conversations import NewItem, StoredItem
 from llmasos.memory.items import item_text, items_to_messages, summary_item, transcript_line
+from llmasos.retrieval.terms import words
 from llmasos.types import ChatMessage, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -47,63 +47,6 @@ SUMMARIZER_INSTRUCTIONS = (
     "You keep notes of a conversation for later. Write a short summary of it that keeps "
     "every fact, name, number, date and preference the user stated and every decision made. "
     "Write plain sentences, no preamble."
-)
-_WORD = re.compile(r"[\w']+")
-_STOPWORDS = frozenset(
-    {
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "do",
-        "does",
-        "did",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "i",
-        "in",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "so",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    }
 )
 
 
@@ -273,10 +216,10 @@ class ContextFitter:
 
 def recall(query: str, candidates: list[StoredItem], limit: int = RECALL_LIMIT) -> list[StoredItem]:
     """The compacted items sharing the rarest words with ``query`` (BM25-like), in order."""
-    terms = {w for w in _words(query) if w not in _STOPWORDS}
+    terms = set(words(query))
     if not terms or not candidates:
         return []
-    documents = [Counter(_words(item_text(item.body))) for item in candidates]
+    documents = [Counter(words(item_text(item.body))) for item in candidates]
     total = len(documents)
     average = sum(sum(d.values()) for d in documents) / total or 1.0
     scores: list[tuple[float, int]] = []
@@ -294,10 +237,6 @@ def recall(query: str, candidates: list[StoredItem], limit: int = RECALL_LIMIT) 
             scores.append((score, index))
     best = sorted(scores, reverse=True)[:limit]
     return [candidates[index] for _, index in sorted(best, key=lambda pair: pair[1])]
-
-
-def _words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
 
 
 def _query_text(new_items: list[dict[str, Any]]) -> str:
