@@ -26,6 +26,8 @@ app.add_typer(quota_app, name="quota")
 app.add_typer(price_app, name="price")
 
 _LIMIT_HELP = "Omit to keep the current value."
+PERIODS = ("minute", "day", "month", "concurrent")
+"""The windows `quota show` reports usage in, one per limit."""
 
 
 def _limit(value: int | None) -> str:
@@ -107,20 +109,11 @@ def quota_show(
         records = []
         for quota in quotas:
             subject = key_subject(quota.key_id) if quota.key_id else user_subject(user_id)
-            records.append(
-                {
-                    **quota.public(),
-                    "used": {
-                        period: manager.counter(subject, period)
-                        for period in ("minute", "day", "month", "concurrent")
-                    },
-                }
-            )
+            counts = {period: manager.counter(subject, period) for period in PERIODS}
+            records.append({**quota.public(), "used": counts})
 
-            def used(period: str, limit: int | None, subject: str = subject) -> str:
-                if limit is None:
-                    return "-"
-                return f"{manager.counter(subject, period):,} / {limit:,}"
+            def used(period: str, limit: int | None, counts: dict[str, int] = counts) -> str:
+                return "-" if limit is None else f"{counts[period]:,} / {limit:,}"
 
             rows.add_row(
                 f"key {quota.key_id}" if quota.key_id else f"user {user}",
