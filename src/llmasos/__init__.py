@@ -1,7 +1,7 @@
 """LLMasOS: a self-hosted operating system whose kernel is an LLM runtime.
 
 The public names a program uses are here: the SDK (`Client`, `AsyncClient`, `LLM`,
-`pipeline`, `Application`) and the errors every layer raises (`LLMasOSError` and its
+`pipeline`, `Application`, `Workflow`) and the errors every layer raises (`LLMasOSError` and its
 subclasses, also in `llmasos.errors`). User programs (the built-in apps, the app templates)
 import only these names, like any third-party app.
 
@@ -34,9 +34,9 @@ from llmasos.errors import (
 )
 
 if TYPE_CHECKING:
-    from llmasos.sdk import LLM, Application, AsyncClient, Client, pipeline
+    from llmasos.sdk import LLM, Application, AsyncClient, Client, Workflow, pipeline
 
-_SDK_NAMES = ("LLM", "Application", "AsyncClient", "Client", "pipeline")
+_SDK_NAMES = ("LLM", "Application", "AsyncClient", "Client", "Workflow", "pipeline")
 __all__ = [
     "LLM",
     "Application",
@@ -55,6 +55,7 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "UnsupportedError",
+    "Workflow",
     "__version__",
     "pipeline",
 ]

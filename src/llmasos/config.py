@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     context_length: int = Field(
         4096, ge=256, description="Context window per sequence, in tokens (Ollama's num_ctx)."
     )
+    default_max_tokens: int = Field(
+        2048,
+        ge=0,
+        description=(
+            "Output tokens a reply may take when neither the request (max_tokens, num_predict) "
+            "nor the model sets a limit; 0 means up to the context window."
+        ),
+    )
     max_batch_size: int = Field(
         8, ge=1, le=256, description="Sequences decoded together in one step per model."
     )
@@ -92,6 +100,13 @@ class Settings(BaseSettings):
     backend: Literal["auto", "llama.cpp", "transformers"] = Field(
         "auto", description="Backend for generation: auto picks llama.cpp for GGUF files."
     )
+    cluster_address: str | None = Field(
+        None,
+        description=(
+            "Ray cluster (HOST:PORT, or 'auto' for the one on this machine) whose deployed "
+            "models the server routes to; unset serves everything in this process."
+        ),
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the database; default SQLite in the home directory.",
@@ -104,6 +119,12 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty means CORS off."
     )
+    max_upload_bytes: int = Field(
+        512 * 2**20,
+        ge=1,
+        description="Largest file /v1/files accepts, in bytes; a larger upload is refused "
+        "with 413 before it is read whole.",
+    )
     app_confinement: Literal["strict", "allow-weaker"] = Field(
         "strict",
         description="Apps on a machine that lacks a sandbox layer (namespaces, seccomp): "
@@ -112,8 +133,66 @@ class Settings(BaseSettings):
     app_memory_mb: int = Field(
         512, ge=64, description="Memory limit of each app's sandbox (all its processes), MB."
     )
+    fs_quota_mb: int = Field(
+        1024,
+        ge=0,
+        description="Each user's semantic file space, in MB of distinct contents (every "
+        "version's content counts once).",
+    )
     app_processes: int = Field(
         64, ge=8, description="Processes and threads an app's sandbox may hold at once."
+    )
+    max_audio_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest recording /v1/audio/transcriptions accepts, in seconds (413 past it).",
+    )
+    perception_workers: int = Field(
+        1, ge=1, description="Speech and OCR jobs run at once; the rest wait, fairly by tenant."
+    )
+    fetch_image_urls: bool = Field(
+        False,
+        description="Fetch http(s) image URLs in chat and /v1/ocr (public addresses only); "
+        "off accepts only data: URLs.",
+    )
+
+    smtp_host: str | None = Field(
+        None, description="SMTP server that sends mail for the mail tools; unset: mail is off."
+    )
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP server port.")
+    smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        "starttls",
+        description="SMTP transport security: starttls (port 587), ssl (implicit TLS, port "
+        "465) or none (a relay on this machine only).",
+    )
+    smtp_user: str | None = Field(None, description="SMTP login; unset: no authentication.")
+    smtp_password: str | None = Field(None, description="SMTP password.")
+    mail_from: str | None = Field(
+        None, description="The From address of mail the OS sends; default: smtp_user."
+    )
+    imap_host: str | None = Field(
+        None, description="IMAP server the mail_inbox tool reads; unset: no inbox tool."
+    )
+    imap_port: int = Field(993, ge=1, le=65535, description="IMAP server port.")
+    imap_ssl: bool = Field(True, description="Connect to IMAP over TLS (IMAPS).")
+    imap_user: str | None = Field(None, description="IMAP login.")
+    imap_password: str | None = Field(None, description="IMAP password.")
+    webhook_private_addresses: bool = Field(
+        False,
+        description="Let users' notification webhooks reach private and loopback addresses "
+        "(off: only public addresses, so a webhook cannot probe the local network).",
+    )
+    tools_http_fetch: bool = Field(
+        False,
+        description="Offer agent tasks the http_fetch tool (public addresses only; private, "
+        "loopback and link-local ones are refused).",
+    )
+    task_priority: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="Kernel priority of agent task steps; interactive requests run at 0, "
+        "lower runs first, so a long task cannot starve a short chat.",
     )
 
     @field_validator("home", mode="before")

@@ -146,6 +146,15 @@ class QueueFullError(LLMasOSError):
     default_code = "queue_full"
 
 
+class ClusterError(LLMasOSError):
+    """The cluster cannot do what was asked: no cluster at an address, Ray missing, no live
+    replica of a model, no node that fits one (HTTP 503)."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "cluster_unavailable"
+
+
 class RequestTimeoutError(LLMasOSError):
     """A request ran past its deadline (HTTP 504)."""
 

@@ -19,23 +19,35 @@ from llmasos.errors import BackendUnavailableError, InvalidRequestError
 if TYPE_CHECKING:
     from llmasos.backends.interface import BackendInterface
     from llmasos.services.interface import ServiceDefinition
+    from llmasos.tools.interface import Tool, ToolProvider
 
 ENTRY_POINT_GROUP = "llmasos.plugins"
+PERCEPTION_KINDS = ("speech", "voice", "ocr")
 logger = logging.getLogger(__name__)
 
 
 ServerEntry = Callable[..., None]
 """``serve(settings, store, *, announce)``: runs the OS's server until it is stopped."""
 
+ConsoleFactory = Callable[..., Any]
+"""``create_console(api, settings) -> ASGI app``: the web console, mounted by the server on
+every path outside the API's (`llmasos.server.console`)."""
+
 
 class PluginRegistry:
-    """Named extension points: backends, services, and the server ``llmasos serve`` runs."""
+    """Named extension points: backends, services, tools, perception engines, and the server
+    (with its web console) ``llmasos serve`` runs."""
 
     def __init__(self) -> None:
         self._backends: dict[str, str | type[BackendInterface]] = {}
         self._backend_formats: dict[str, tuple[str, ...]] = {}
         self._services: list[tuple[str, ServiceDefinition | Mapping[str, Any] | str]] = []
         self._server: str | ServerEntry | None = None
+        self._console: str | ConsoleFactory | None = None
+        self._tools: list[str | Tool | ToolProvider] = []
+        self._perception: dict[str, dict[str, str | type[Any]]] = {
+            kind: {} for kind in PERCEPTION_KINDS
+        }
 
     def register_server(self, target: str | ServerEntry) -> None:
         """Register what ``llmasos serve`` runs, or ``"module:function"`` to import then.
@@ -51,6 +63,23 @@ class PluginRegistry:
         if isinstance(target, str):
             target = _load(target, "the server")
             self._server = target
+        return target
+
+    def register_console(self, target: str | ConsoleFactory) -> None:
+        """Register the web console's factory, or ``"module:function"`` to import then.
+
+        The last registration wins, so a plugin can replace the built-in console."""
+        self._console = target
+
+    def console(self) -> ConsoleFactory:
+        """The console factory, importing it now; a clear error if none is registered or a
+        package it needs is missing."""
+        target = self._console
+        if target is None:
+            raise BackendUnavailableError("no web console is registered")
+        if isinstance(target, str):
+            target = _load(target, "the web console")
+            self._console = target
         return target
 
     def register_backend(
@@ -103,6 +132,61 @@ class PluginRegistry:
             self._backends[name] = target
         return target
 
+    def register_tool(self, target: str | Tool | ToolProvider) -> None:
+        """Register a tool (a `Tool`), a `ToolProvider` (tools that depend on the caller), or
+        ``"module:attribute"`` naming either, or a class of either that takes no arguments,
+        to import when tools are first listed."""
+        self._tools.append(target)
+
+    def tools(self) -> list[Tool | ToolProvider]:
+        """Every registered tool and provider, imported now; one that fails to import is
+        logged and left out."""
+        loaded: list[Tool | ToolProvider] = []
+        for index, target in enumerate(self._tools):
+            if isinstance(target, str):
+                try:
+                    found = _load(target, f"the tool {target}")
+                    target = found() if isinstance(found, type) else found
+                except Exception as error:  # one broken tool must not hide the others
+                    logger.warning("tool %s failed to load: %s", self._tools[index], error)
+                    continue
+                self._tools[index] = target
+            loaded.append(target)
+        return loaded
+
+    def register_perception_engine(self, kind: str, name: str, target: str | type[Any]) -> None:
+        """Register a perception engine: ``kind`` is ``speech`` (speech to text, a
+        `SpeechToTextInterface`), ``voice`` (text to speech, `TextToSpeechInterface`) or
+        ``ocr`` (`OcrInterface`); ``target`` the class or ``"module:Class"``. The first
+        engine registered for a kind is its default."""
+        if kind not in PERCEPTION_KINDS:
+            raise InvalidRequestError(
+                f"unknown perception kind {kind!r} (one of: {', '.join(PERCEPTION_KINDS)})"
+            )
+        self._perception[kind][name] = target
+
+    def perception_engine_names(self, kind: str) -> list[str]:
+        return list(self._perception.get(kind, {}))
+
+    def perception_engine(self, kind: str, name: str | None = None) -> type[Any]:
+        """The engine class for ``kind`` named ``name`` (None: the default), imported now."""
+        engines = self._perception.get(kind, {})
+        if name is None:
+            if not engines:
+                raise BackendUnavailableError(f"no {kind} engine is registered")
+            name = next(iter(engines))
+        try:
+            target = engines[name]
+        except KeyError:
+            known = ", ".join(engines) or "none"
+            raise InvalidRequestError(
+                f"unknown {kind} engine {name!r} (known: {known})", param="model"
+            ) from None
+        if isinstance(target, str):
+            target = _load(target, f"the {name} {kind} engine")
+            engines[name] = target
+        return target
+
 
 def _load(target: str, what: str) -> Any:
     """The object a ``"module:attribute"`` path names; a clear error if a package is missing."""
@@ -134,9 +218,32 @@ def get_registry() -> PluginRegistry:
     return _registry
 
 
+BUILTIN_TOOLS: dict[str, tuple[str, ...]] = {
+    "builtin": (
+        "NotesCreate", "NotesSearch", "NotesUpdate", "NotesDelete",
+        "CalendarCreateEvent", "CalendarListEvents", "CalendarDeleteEvent",
+        "ReminderCreate", "ReminderList", "ReminderDelete",
+        "MailSend", "MailInbox",
+    ),
+    "knowledge_graph": ("KnowledgeGraphSearchTool",),
+    "calculator": ("calculator",),
+    "clock": ("time_now", "time_convert"),
+    "recall": ("memory_search_tool", "memory_add_tool", "file_search", "fs_find"),
+    "web": ("http_fetch", "service_call"),
+    "ostools": (
+        "OsModels", "OsResidentModels", "OsServices", "OsApps", "OsTasks", "OsStatus",
+        "AppLaunch",
+    ),
+    "mcp.client": ("McpToolProvider",),  # the tools of each user's MCP servers (design/mcp.md)
+}  # fmt: skip
+"""Built-in tools (`Tool` classes or instances) by module of ``llmasos.tools``: imported when
+tools are first listed."""
+
+
 def register_builtins(registry: PluginRegistry) -> None:
     """Entry point of the built-in plugin: the backends and the server that ship with LLMasOS."""
     registry.register_server("llmasos.server.main:serve")
+    registry.register_console("llmasos.webui.app:create_console")
     registry.register_backend(
         "llama.cpp", "llmasos.backends.llamacpp.backend:LlamaCppBackend", formats=("gguf",)
     )
@@ -150,3 +257,15 @@ def register_builtins(registry: PluginRegistry) -> None:
         "llmasos.backends.sentence_transformers:SentenceTransformersBackend",
         formats=("sentence-transformers",),
     )
+    registry.register_perception_engine(
+        "speech", "pocketsphinx", "llmasos.perception.pocketsphinx:PocketSphinxEngine"
+    )
+    registry.register_perception_engine(
+        "voice", "espeak-ng", "llmasos.perception.espeak:EspeakEngine"
+    )
+    registry.register_perception_engine(
+        "ocr", "tesseract", "llmasos.perception.tesseract:TesseractEngine"
+    )
+    for module, names in BUILTIN_TOOLS.items():
+        for name in names:
+            registry.register_tool(f"llmasos.tools.{module}:{name}")

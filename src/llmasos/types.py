@@ -36,9 +36,27 @@ OLLAMA_PARAMETERS: dict[str, OllamaParameter] = {
     "frequency_penalty": OllamaParameter(float, "frequency_penalty"),
     "seed": OllamaParameter(int, "seed"),
     "stop": OllamaParameter(str, "stop"),
+    "repetition_guard": OllamaParameter(bool, "repetition_guard"),
 }
 """The one table of Ollama's parameters: the Modelfile parser, the ``options`` of the
-Ollama API, the REPL's ``/set parameter`` and the services read it."""
+Ollama API, the REPL's ``/set parameter`` and the services read it. ``repetition_guard`` is
+LLMasOS's own (Ollama ignores unknown options)."""
+
+
+def parse_parameter_value(kind: type, raw: str) -> object:
+    """One parameter value from text (a Modelfile, the REPL): ``ValueError`` if malformed.
+
+    Booleans read ``true/false``, ``yes/no``, ``on/off`` or ``1/0``; ``bool("false")`` would
+    be True."""
+    if kind is bool:
+        word = raw.strip().lower()
+        if word in {"true", "yes", "on", "1"}:
+            return True
+        if word in {"false", "no", "off", "0"}:
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
+    return kind(raw)
+
 
 OLLAMA_PARAMETER_FIELDS: dict[str, str] = {
     name: parameter.sampling_field
@@ -90,6 +108,9 @@ class SamplingParams:
     logprobs: int | None = None
     """Return the chosen token's log-probability and this many top alternatives (0-20)."""
     structured: StructuredOutput | None = None
+    repetition_guard: bool = True
+    """Stop the generation when its output falls into a loop (`llmasos.kernel.repetition`);
+    it never applies with ``ignore_eos``."""
 
     def __post_init__(self) -> None:
         self.validate()

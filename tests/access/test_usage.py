@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from llmasos.access.principal import Principal
 from llmasos.access.usage import PriceTable, UsageLog, parse_since
 from llmasos.access.users import UserManager
 from llmasos.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from llmasos.storage import Database
+from llmasos.storage.schema import UsageRecord
 
 EVIL = "x'); DROP TABLE usage_records; --"
 
@@ -40,6 +42,26 @@ def test_report_groups_and_prices(database: Database) -> None:
     assert set(by_model) == {"smollm2:135m", EVIL}
     assert {row.group for row in usage.report(by="app")} == {EVIL}
     assert usage.report(since=datetime.now(UTC) + timedelta(hours=1)) == []
+
+
+def test_report_by_day_is_a_series_of_utc_dates(database: Database) -> None:
+    users = UserManager(database)
+    alice = users.create("alice")
+    usage = UsageLog(database)
+    principal = Principal(user_id=alice.id, name="alice", role="user")
+    for tokens in (3, 4):
+        usage.record(
+            principal, model="m", endpoint="/x",
+            prompt_tokens=tokens, completion_tokens=1, latency_ms=1, status=200,
+        )  # fmt: skip
+    with database.session() as session:  # move the first row to yesterday
+        first = session.scalars(select(UsageRecord).order_by(UsageRecord.id)).first()
+        assert first is not None
+        first.created_at = first.created_at - timedelta(days=1)
+    rows = usage.report(by="day")
+    today = datetime.now(UTC).date()
+    assert [row.group for row in rows] == [str(today - timedelta(days=1)), str(today)]
+    assert [row.prompt_tokens for row in rows] == [3, 4]
 
 
 def test_a_non_admin_sees_only_their_own_usage(database: Database) -> None:

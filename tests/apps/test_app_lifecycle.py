@@ -173,6 +173,68 @@ def test_an_app_calls_its_declared_service(probe: str) -> None:
     assert response.status_code == 200 and response.text.strip()
 
 
+FILER_MANIFEST = """[app]
+name = "filer"
+version = "1.0.0"
+entry = "app:app"
+
+[permissions]
+files = ["/notes"]
+"""
+
+FILER_APP = """
+import llmasos
+from llmasos.errors import LLMasOSError
+
+client = llmasos.Client()
+app = llmasos.Application(name="filer")
+
+
+@app.route("/run")
+def run() -> dict:
+    report = {}
+    written = client.files.write("/notes/groceries.md", "Buy apples and oat milk.")
+    report["version"] = written["version"]
+    report["read"] = client.files.read("/notes/groceries.md").decode()
+    report["found"] = [hit["path"] for hit in client.files.find("apples")]
+    for name, call in (
+        ("outside", lambda: client.files.write("/taxes/2025.txt", "numbers")),
+        ("read_outside", lambda: client.files.read("/taxes/2025.txt")),
+        ("chat", lambda: client.chat("hi", max_tokens=2)),
+    ):
+        try:
+            call()
+            report[name] = 200
+        except LLMasOSError as error:
+            report[name] = error.status_code
+    return report
+"""
+
+
+def test_an_app_reaches_only_the_directories_its_files_permission_names(
+    auth_server: AuthServer, tmp_path: Path
+) -> None:
+    store = AppStore(auth_server.home)
+    store.install(str(write_app(tmp_path / "filer", FILER_MANIFEST, FILER_APP)))
+    supervisor = AppSupervisor(store, auth_server.database, auth_server.url)
+    running = supervisor.start("filer")
+    try:
+        keys = KeyManager(auth_server.database).list(app_user("filer"))
+        assert [k.scopes for k in keys if k.status() == "active"] == [["files:/notes"]]
+        report = httpx.get(f"{running.url}/run", timeout=60).json()
+    finally:
+        supervisor.stop("filer")
+        store.remove("filer")
+    assert report == {
+        "version": 1,
+        "read": "Buy apples and oat milk.",
+        "found": ["/notes/groceries.md"],
+        "outside": 403,
+        "read_outside": 403,
+        "chat": 403,
+    }
+
+
 def test_stop_revokes_the_key_and_a_crash_on_start_shows_the_log(
     auth_server: AuthServer, tmp_path: Path
 ) -> None:

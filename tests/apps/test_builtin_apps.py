@@ -41,7 +41,7 @@ EXPECTED = {
     "summarizer": (["services.summarize"], {"/summarize"}),
     "translator": (["services.translate"], {"/translate"}),
     "writer": (["services.rewrite", "chat"], {"/draft", "/rewrite"}),
-    "tutor": (["chat"], {"/question", "/grade"}),
+    "tutor": (["chat", "memory"], {"/question", "/grade"}),
 }
 
 
@@ -147,7 +147,8 @@ def test_tutor_asks_and_grades_with_a_structured_verdict(wired: Client) -> None:
         asked = http.post("/question", json={"topic": "the capital of France"})
         assert asked.status_code == 200, asked.text
         question = asked.json()
-        assert set(question) == {"id", "topic", "question"}  # the answer is kept back
+        assert set(question) == {"id", "topic", "question", "level", "level_reason"}
+        assert "expected" not in question  # the answer is kept back
         assert question["question"] and len(question["id"]) == 12
         expected = tutor._questions[question["id"]]["expected"]
         graded = http.post("/grade", json={"id": question["id"], "answer": expected.upper()})
@@ -158,6 +159,31 @@ def test_tutor_asks_and_grades_with_a_structured_verdict(wired: Client) -> None:
     assert isinstance(verdict["feedback"], str) and verdict["expected"] == expected
     assert verdict["question"] == question["question"]
     assert isinstance(other["correct"], bool) and isinstance(other["feedback"], str)
+
+
+@pytest.mark.model
+def test_tutor_level_follows_the_recorded_results(wired: Client) -> None:
+    tutor = app_module("tutor")
+    topic = "Roman numerals (level test)"
+    try:
+        with TestClient(tutor.app.asgi) as http:
+            levels = []
+            for _ in range(2):
+                asked = http.post("/question", json={"topic": topic}).json()
+                levels.append(asked["level"])
+                expected = tutor._questions[asked["id"]]["expected"]
+                assert http.post("/grade", json={"id": asked["id"], "answer": expected}).json()[
+                    "correct"
+                ]
+            after = http.post("/question", json={"topic": topic}).json()
+        assert levels[0] == tutor.START  # nothing recorded yet
+        assert after["level"] > levels[-1] and "2 of your last 2" in after["level_reason"]
+        mine = {"app": "tutor", "topic": "roman numerals level test"}
+        recorded = wired.memories.list(kind="event", metadata=mine)
+        assert len(recorded) == 2 and all(m.metadata["correct"] is True for m in recorded)
+    finally:
+        for item in wired.memories.list(kind="event", metadata={"app": "tutor"}):
+            wired.memories.delete(item.id)
 
 
 @pytest.mark.model

@@ -44,6 +44,15 @@ def test_a_good_manifest_and_its_scopes(tmp_path: Path) -> None:
     assert "call services.summarize" in manifest.permissions.describe()
 
 
+def test_the_files_permission_becomes_directory_scopes(tmp_path: Path) -> None:
+    text = GOOD.replace("storage_mb = 5", 'storage_mb = 5\nfiles = ["notes/", "/inbox"]')
+    manifest = load_manifest(write_app(tmp_path, text))
+    assert manifest.permissions.files == ("/notes", "/inbox")
+    assert manifest.scopes[-2:] == ["files:/notes", "files:/inbox"]
+    assert "files: /notes, /inbox" in manifest.permissions.describe()
+    assert manifest.to_dict()["permissions"]["files"] == ["/notes", "/inbox"]
+
+
 def test_versions_compare_numerically() -> None:
     assert parse_version("1.10") > parse_version("1.9.9")
     assert parse_version("2") == (2, 0, 0)
@@ -60,6 +69,9 @@ def test_versions_compare_numerically() -> None:
         (("network = true", "network = 1"), "permissions.network", "true or false"),
         (("storage_mb = 5", "storage_mb = -1"), "permissions.storage_mb", "whole number"),
         (("storage_mb = 5", "storage_mb = 5\ncolour = 1"), "permissions.colour", "unknown field"),
+        (("storage_mb = 5", 'storage_mb = 5\nfiles = ["../up"]'), "permissions.files[0]", "out"),
+        (("storage_mb = 5", 'storage_mb = 5\nfiles = ["/"]'), "permissions.files[0]", "whole"),
+        (("storage_mb = 5", 'storage_mb = 5\nfiles = "/a"'), "permissions.files", "a list"),
     ],
 )
 def test_bad_manifests_name_the_field(

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from llmasos.backends.grammar import grammar_schema
 from llmasos.backends.interface import LoadSpec, SequenceWork
 from llmasos.backends.llamacpp.backend import LlamaCppBackend
 from llmasos.errors import BackendError, InvalidRequestError, ModelFormatError
+from llmasos.kernel.structured import plan_tools
+from llmasos.tools.builtin import MailSend, NotesCreate
 from llmasos.types import SamplingParams, StructuredOutput
 
 pytestmark = pytest.mark.model
@@ -248,7 +251,12 @@ def test_json_object_output_parses(backend: LlamaCppBackend) -> None:
 def test_json_schema_output_validates(backend: LlamaCppBackend) -> None:
     schema = {
         "type": "object",
-        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        # a bounded name: the grammar then closes the string whatever the model would write
+        # (unbounded, this CPU's greedy output stays inside it: "Paris, France}\n\nThe ...")
+        "properties": {
+            "city": {"type": "string", "maxLength": 24},
+            "population": {"type": "integer", "maximum": 10**9},
+        },
         "required": ["city", "population"],
         "additionalProperties": False,
     }
@@ -257,6 +265,37 @@ def test_json_schema_output_validates(backend: LlamaCppBackend) -> None:
     value = json.loads(text)
     assert set(value) == {"city", "population"}
     assert isinstance(value["city"], str) and isinstance(value["population"], int)
+
+
+def test_wide_length_bounds_build_a_grammar(backend: LlamaCppBackend) -> None:
+    """A note's 20,000-character body bound, and the auto tool grammar of the notes and mail
+    tools: once nested twenty thousand rules deep, which overflowed llama.cpp's recursive
+    grammar parser (a segfault of the server). The wide bounds are now left to the schema
+    check after parsing; a narrow one stays in the grammar."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 8},
+            "body": {"type": "string", "maxLength": 20_000},
+        },
+        "required": ["title", "body"],
+        "additionalProperties": False,
+    }
+    assert grammar_schema(schema)["properties"]["title"]["maxLength"] == 8
+    assert "maxLength" not in grammar_schema(schema)["properties"]["body"]
+    tools = [NotesCreate.spec.function(), MailSend.spec.function()]
+    constraints = [
+        StructuredOutput(kind="json_schema", schema=schema),
+        plan_tools(tools, "auto").structured,
+        plan_tools(tools, "required").structured,
+    ]
+    tokens = backend.tokenize(chat_prompt(backend, "Write a note about milk."))
+    for number, structured in enumerate(constraints):
+        seq_id = 800 + number
+        backend.add_sequence(seq_id, GREEDY.with_changes(structured=structured), tokens)
+        (result,) = backend.execute([SequenceWork(seq_id, tokens, True)])
+        assert isinstance(backend.detokenize([result.token]), str)
+        backend.remove_sequence(seq_id)
 
 
 def test_invalid_grammar_and_schema_are_rejected(backend: LlamaCppBackend) -> None:

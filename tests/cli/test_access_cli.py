@@ -12,6 +12,7 @@ from llmasos.access import KeyManager
 from llmasos.cli.main import app
 from llmasos.cli.root import state
 from llmasos.config import Settings
+from llmasos.errors import NotFoundError
 from llmasos.storage import open_database
 
 runner = CliRunner()
@@ -92,3 +93,19 @@ def test_db_upgrade_backup_restore(home: Path, tmp_path: Path) -> None:
     assert code == 0 and "restored" in out
     users = run("users", "list")[1]
     assert "owner" in users and "later" not in users
+
+
+def test_passwd_sets_the_password_and_ends_console_sessions(home: Path) -> None:
+    from llmasos.access.sessions import SessionManager
+    from llmasos.config import load_settings
+    from llmasos.storage import open_database
+
+    assert run("users", "create", "owner", "--password-stdin", stdin="first password\n")[0] == 0
+    with open_database(load_settings(home=home)) as database:
+        SessionManager(database).sign_in("owner", "first password")
+    code, out, _ = run("users", "passwd", "owner", "--password-stdin", stdin="second password\n")
+    assert code == 0 and "ended 1 console session" in out
+    with open_database(load_settings(home=home)) as database:
+        SessionManager(database).sign_in("owner", "second password")
+    with pytest.raises(NotFoundError, match="no user named 'nobody'"):
+        run("users", "passwd", "nobody", "--password-stdin", stdin="x password\n")

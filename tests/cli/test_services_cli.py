@@ -62,7 +62,7 @@ def test_call_in_process_from_a_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["output"] in ("complaint", "praise") and data["usage"]["calls"] == 1
+    assert data["output"] in ("complaint", "praise") and data["usage"]["calls"] >= 1
 
 
 @pytest.mark.model

@@ -3,6 +3,8 @@
 Tokens are small integers; "text" is one letter per token. The next token is a pure function
 of the sequence's tokens so far, so batched and one-at-a-time runs must agree exactly.
 Token 0 is end-of-generation, and is produced when the sequence's length hits ``stop_at``.
+With ``loop_period=p`` it generates the letters ``a, b, ...`` cyclically with period ``p``
+(a reply that loops, for the repetition guard).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class FakeBackend(BackendInterface):
         self.cache: list[list[int]] = []
         self.steps: list[list[tuple[int, int, bool]]] = []
         self.stop_at: int | None = spec.options.get("stop_at")
+        self.loop_period: int | None = spec.options.get("loop_period")
         self.closed = False
 
     @classmethod
@@ -101,6 +104,8 @@ class FakeBackend(BackendInterface):
     def next_token(self, tokens: Sequence[int]) -> int:
         if self.stop_at is not None and len(tokens) >= self.stop_at:
             return 0
+        if self.loop_period is not None:
+            return 1 + len(tokens) % self.loop_period
         return 1 + (sum(tokens) * 7 + len(tokens)) % 26
 
     def execute(self, work: Sequence[SequenceWork]) -> list[SampledToken]:

@@ -15,7 +15,7 @@ from llmasos.errors import RequestTimeoutError
 from llmasos.kernel.engine import Engine
 from llmasos.kernel.metrics import KernelMetrics
 from llmasos.kernel.request import Request, RequestDelta
-from llmasos.types import SamplingParams
+from llmasos.types import SamplingParams, StructuredOutput
 from tests.kernel.fake_backend import FakeBackend
 
 _ids = itertools.count(1)
@@ -118,3 +118,21 @@ def test_stop_closes_the_backend() -> None:
     engine, backend = make_engine()
     engine.stop()
     assert backend.closed
+
+
+def test_the_repetition_guard_stops_a_looping_reply_and_says_so() -> None:
+    engine, _ = make_engine(loop_period=5)
+    try:
+        text, last = drain(submit(engine, "abc", max_tokens=400))
+        assert last.finish_reason == "length" and last.stopped_by == "repetition_guard"
+        assert last.num_output_tokens < 400
+        assert set(text) <= set("abcdef")
+        text, last = drain(submit(engine, "abc", max_tokens=150, repetition_guard=False))
+        assert last.finish_reason == "length" and last.stopped_by is None
+        assert last.num_output_tokens == 150
+        # grammar-constrained output is bounded by max_tokens, never cut into invalid JSON
+        structured = StructuredOutput(kind="json_object")
+        text, last = drain(submit(engine, "abc", max_tokens=150, structured=structured))
+        assert last.stopped_by is None and last.num_output_tokens == 150
+    finally:
+        engine.stop()

@@ -68,3 +68,37 @@ def test_extraction_returns_schema_valid_items(
         assert result.item.text.strip() and result.item.kind in KINDS
         assert result.item.source == "conversation"
     assert store.count(OWNER) == len({r.item.id for r in extraction.results})
+
+
+def test_compaction_recall_finds_a_paraphrase_by_meaning(
+    kernel_store: tuple[MemoryStore, InProcessEngineClient], tmp_path: Path
+) -> None:
+    """Words alone miss "what do I do for a living?" for "I work as a pediatric nurse";
+    the conversation index finds it by meaning."""
+    from llmasos.memory import ConversationStore
+    from llmasos.memory.compaction import recall as recall_by_words
+    from llmasos.memory.items import message_item
+    from llmasos.memory.recall import ConversationIndex
+    from llmasos.storage import ContentCipher
+
+    store, engine = kernel_store
+    settings = load_settings(home=tmp_path / "home", threads=2, context_length=1024)
+    conversations = ConversationStore(store.database, ContentCipher.from_settings(settings))
+    index = ConversationIndex.open(settings, store.database, engine)
+    conversation = conversations.create(None)
+    texts = [
+        "I work as a pediatric nurse at the city hospital.",
+        "That sounds demanding.",
+        "The weather was lovely on Sunday.",
+        "Good to hear.",
+        "My sister plays the cello in an orchestra.",
+    ]
+    turns = conversations.add_items(
+        None,
+        conversation.id,
+        [message_item("user" if n % 2 == 0 else "assistant", t) for n, t in enumerate(texts)],
+    )
+    question = "What do I do for a living?"
+    assert turns[0] not in recall_by_words(question, turns)
+    found = asyncio.run(index.recall(None, conversation.id, question, turns, 1))
+    assert [item.id for item in found] == [turns[0].id]

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from llmasos.config import Settings
+from llmasos.memory import ConversationStore
+from llmasos.memory.items import message_item
 from llmasos.memory.memories import MemoryOwner, MemoryStore
+from llmasos.memory.recall import ConversationIndex
 from llmasos.memory.recommend import Candidate, Recommender
-from llmasos.storage import Database
+from llmasos.storage import ContentCipher, Database
 from llmasos.storage.schema import UsageRecord, User
+from tests.memory.conftest import WordEngine
 
 CANDIDATES = [
     Candidate("service", "summarize", "Summarize a text in a few sentences."),
@@ -76,3 +81,35 @@ def test_nothing_used_by_anyone_still_offers_something(store: MemoryStore) -> No
     result = asyncio.run(Recommender(store).recommend(MemoryOwner.for_user(None), CANDIDATES))
     assert result.cold_start and [r.name for r in result.items] == [c.name for c in CANDIDATES]
     assert all(r.reason for r in result.items)
+
+
+def test_what_a_user_talks_about_is_a_signal(
+    settings: Settings, database: Database, store: MemoryStore, engine: WordEngine
+) -> None:
+    with database.session(write=True) as session:
+        user = User(name="dee", role="user")
+        session.add(user)
+        session.flush()
+        owner = MemoryOwner.for_user(user.id)
+    conversations = ConversationStore(database, ContentCipher.from_settings(settings))
+    index = ConversationIndex.open(settings, database, engine)
+    conversation = conversations.create(owner.user_id)
+    turns = conversations.add_items(
+        owner.user_id,
+        conversation.id,
+        [
+            message_item("user", "please translate a text into a target language for me"),
+            message_item("assistant", "Quiz questions on a topic, graded."),  # not the user's
+        ],
+    )
+    asyncio.run(index.index_items(owner.user_id, conversation.id, turns))
+    result = asyncio.run(Recommender(store, index).recommend(owner, CANDIDATES))
+    top = result.items[0]
+    assert (top.name, top.reason) == (
+        "translate",
+        "related to what you talked about: 'please translate a text into a target language for me'",
+    )
+    assert top.detail["item_id"] == turns[0].id and not result.cold_start
+    assert all(r.name != "tutor" for r in result.items)  # the assistant's words are not signal
+    other = MemoryOwner.for_user(None)  # another owner sees nothing of it
+    assert asyncio.run(Recommender(store, index).recommend(other, CANDIDATES)).cold_start

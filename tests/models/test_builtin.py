@@ -6,7 +6,8 @@ import pytest
 
 from llmasos.config import Settings
 from llmasos.models import builtin
-from llmasos.models.builtin import BUILTINS, SMOLLM2_DEFAULT_TEMPERATURE, package_path
+from llmasos.models.builtin import BUILTINS, package_path
+from llmasos.models.known import SMOLLM2_DEFAULT_TEMPERATURE
 from llmasos.models.store import ModelStore
 from llmasos.models.templates import CHATML_TEMPLATE
 

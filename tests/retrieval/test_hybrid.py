@@ -185,7 +185,7 @@ def test_sqlite_text_index_is_rebuilt_when_it_drifted(database: Database) -> Non
     index = HybridIndex(database, "test", TermBlinder(KEY))
     with database.session(write=True) as session:
         index.add(session, [entry(1, "Dave collects stamps", [1, 0, 0, 0], namespace="dave")])
-        session.execute(text("DELETE FROM retrieval_fts"))
+        session.execute(text("DELETE FROM retrieval_fts_ns"))
     assert index.search("dave", "stamps", None, mode="bm25") == []
     from llmasos.retrieval import hybrid
 
@@ -198,3 +198,55 @@ def test_reciprocal_rank_fusion() -> None:
     fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1]])
     assert [ref for ref, _ in fused] == [1, 3, 2]
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+
+
+def test_replacing_the_newest_entry_is_seen_by_a_warm_vector_cache(database: Database) -> None:
+    """SQLite reuses the largest rowid once deleted: a remove + add must still change the
+    namespace's census, or a cached matrix would keep the removed embedding."""
+    index = HybridIndex(database, "reuse", TermBlinder(KEY))
+    with database.session(write=True) as session:
+        index.add(session, [entry(1, "first", [1, 0, 0, 0]), entry(2, "second", [0, 1, 0, 0])])
+    assert index.search("alice", "", [0, 1, 0, 0], k=1, mode="vector")[0].ref_id == 2
+    with database.session(write=True) as session:
+        index.remove(session, [2])
+        index.add(session, [entry(3, "third", [0, 0, 1, 0])])
+    hits = index.search("alice", "", [0, 1, 0, 0], k=5, mode="vector")
+    assert {h.ref_id for h in hits} == {1, 3}
+    assert index.search("alice", "", [0, 0, 1, 0], k=1, mode="vector")[0].ref_id == 3
+
+
+def test_range_filters_bound_numeric_metadata(index: HybridIndex) -> None:
+    hits = index.search(
+        "alice", "Alice", None, k=10, filters=SearchFilters(ranges={"level": (2, None)})
+    )
+    assert hits and all(h.ref_id == 1 for h in hits)
+    assert not SearchFilters(ranges={"level": (None, 1)}).empty
+    with pytest.raises(InvalidRequestError):
+        SearchFilters(ranges={"bad key!": (1, 2)})
+
+
+def test_terms_common_in_a_large_namespace_are_dropped_from_the_query(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database.is_sqlite:
+        pytest.skip("the FTS5 vocabulary exists on SQLite only")
+    from llmasos.retrieval import hybrid
+
+    monkeypatch.setattr(hybrid, "COMMON_TERM_MIN_ROWS", 20)
+    index = HybridIndex(database, "common", TermBlinder(KEY))
+    bodies = [f"weather report number {n}" for n in range(40)] + ["weather over the glacier"]
+    with database.session(write=True) as session:
+        index.add(session, [entry(n + 1, b, [1, 0, 0, 0], "big") for n, b in enumerate(bodies)])
+        index.add(
+            session, [entry(100 + n, b, [1, 0, 0, 0], "tiny") for n, b in enumerate(bodies[:5])]
+        )
+    blinder = TermBlinder(KEY)
+    scope = hybrid.scope_token("common", "big")
+    scoped = [scope + blinder.term(w) for w in ("weather", "glacier")]
+    assert index._without_common(scoped, "big") == scoped[1:]  # "weather" is in every row
+    only_common = [scope + blinder.term("weather")] * 1 + [scope + blinder.term("report")]
+    assert len(index._without_common(only_common, "big")) == 1  # the rarest term stays
+    hits = index.search("big", "weather glacier", None, k=3, mode="bm25")
+    assert [h.ref_id for h in hits] == [41]
+    tiny = index.search("tiny", "weather", None, k=10, mode="bm25")
+    assert len(tiny) == 5  # small namespaces keep every term

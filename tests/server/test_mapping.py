@@ -213,3 +213,21 @@ def test_ollama_options_are_the_parameter_table() -> None:
     for name, parameter in OLLAMA_PARAMETERS.items():
         annotation = str(Options.model_fields[name].annotation)
         assert parameter.value_type.__name__ in annotation, name
+
+
+def test_the_repetition_guard_is_an_option_in_both_dialects() -> None:
+    (request,) = chat_requests(repetition_guard=False)
+    assert request.sampling.repetition_guard is False and "repetition_guard" in request.explicit
+    (request,) = chat_requests()
+    assert request.sampling.repetition_guard and "repetition_guard" not in request.explicit
+    sampling, explicit = sampling_from_options(Options(repetition_guard=False))
+    assert sampling.repetition_guard is False and "repetition_guard" in explicit
+
+
+def test_a_modelfile_parameter_reads_booleans_as_words() -> None:
+    from llmasos.models.modelfile import parse_parameter
+
+    assert parse_parameter("repetition_guard", "false") is False
+    assert parse_parameter("REPETITION_GUARD", "on") is True
+    with pytest.raises(InvalidRequestError, match="true or false"):
+        parse_parameter("repetition_guard", "maybe")

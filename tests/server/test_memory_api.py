@@ -7,6 +7,7 @@ is checked is the API's contract: shapes, ownership, permissions, errors and inj
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,10 @@ import pytest
 from llmasos.access.keys import KeyManager
 from llmasos.access.users import UserManager
 from llmasos.config import load_settings
+from llmasos.errors import NotFoundError
 from llmasos.memory.memories import MAX_TEXT_CHARS, MemoryStore
 from llmasos.models import open_model_store
+from llmasos.sdk import AsyncClient, Client
 from llmasos.server.app import create_app
 from llmasos.storage import open_database
 from tests.memory.conftest import WordEngine
@@ -220,6 +223,42 @@ def test_chat_injects_memories_and_lists_their_ids(
     assert_error(bad, 400, "metadata.memory")
 
 
+def test_responses_inject_memories_and_list_their_ids(
+    server: MemoryServer, alice: httpx.Client
+) -> None:
+    cat = add(alice, "Alice's cat is called Miso")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.alice)
+    server.engine.reset()
+    response = client.responses.create(
+        model="smollm2",
+        instructions="Be brief.",
+        input="What is my cat called?",
+        metadata={"memory": "true"},
+    )
+    assert (response.model_extra or {})["memory_ids"] == [cat["id"]]
+    assert response.instructions == "Be brief."  # the caller's instructions, as given
+    system = (server.engine.requests[-1].messages or [])[0]
+    assert system["role"] == "system" and system["content"].startswith("Be brief.")
+    assert cat["id"] in system["content"] and "Miso" in system["content"]
+    events = list(
+        client.responses.create(
+            model="smollm2", input="my cat?", metadata={"memory": "true"}, stream=True
+        )
+    )
+    completed = [e for e in events if e.type == "response.completed"]
+    assert (completed[0].response.model_extra or {})["memory_ids"] == [cat["id"]]
+    off = client.responses.create(
+        model="smollm2", input="What is my cat called?", metadata={"memory": "false"}
+    )
+    assert "memory_ids" not in (off.model_extra or {})
+    with server.client(server.alice_app) as app:
+        refused = app.post(
+            "/v1/responses",
+            json={"model": "smollm2", "input": "my cat?", "metadata": {"memory": "true"}},
+        )
+        assert_error(refused, 403)
+
+
 def test_recommendations(alice: httpx.Client, bob: httpx.Client) -> None:
     cold = bob.get("/v1/recommendations").json()
     assert cold["object"] == "list" and cold["cold_start"] is True and cold["data"]
@@ -233,3 +272,33 @@ def test_recommendations(alice: httpx.Client, bob: httpx.Client) -> None:
     scores = [r["score"] for r in warm["data"]]
     assert scores == sorted(scores, reverse=True)
     assert_error(alice.get("/v1/recommendations", params={"limit": 0}), 400, "limit")
+
+
+def test_sdk_memories_sync_and_async(server: MemoryServer, alice: httpx.Client) -> None:
+    with Client(server.url, api_key=server.alice) as client:
+        [added] = client.memories.add("Alice plays the cello", metadata={"topic": "music"})
+        assert added.status == "created"
+        assert client.memories.add("Alice plays the cello")[0].id == added.id
+        assert [m.id for m in client.memories.list(metadata={"topic": "music"})] == [added.id]
+        hits = client.memories.search("cello", k=3)
+        assert hits[0].id == added.id and hits[0].score is not None
+        edited = client.memories.update(added.id, text="Alice plays the viola")
+        assert client.memories.get(added.id).text == edited.text == "Alice plays the viola"
+        client.memories.delete(added.id)
+        with pytest.raises(NotFoundError):
+            client.memories.get(added.id)
+
+    async def asynchronous() -> None:
+        async with AsyncClient(server.url, api_key=server.alice) as client:
+            [added] = await client.memories.add("Alice runs on Sundays", kind="event")
+            assert [m.id for m in await client.memories.list(kind="event")] == [added.id]
+            assert (await client.memories.search("runs Sundays"))[0].id == added.id
+            updated = await client.memories.update(added.id, metadata={"day": "sunday"})
+            assert (await client.memories.get(added.id)).metadata == updated.metadata
+            await client.memories.use_in_chat(True)
+            assert await client.recommendations(limit=3)
+            assert await client.memories.clear() == 1
+            with pytest.raises(NotFoundError):
+                await client.memories.get(added.id)
+
+    asyncio.run(asynchronous())

@@ -14,12 +14,18 @@ import ollama
 import openai
 import pytest
 
+from llmasos.agents import AgentRuntime, TaskStore
 from llmasos.config import Settings
 from llmasos.kernel.client import InProcessEngineClient
+from llmasos.knowledge.filesystem import FileSystem
+from llmasos.knowledge.stores import KnowledgeBase
 from llmasos.memory.memories import MemoryStore
 from llmasos.models.store import ModelStore
 from llmasos.server.app import create_app
-from llmasos.storage import open_database
+from llmasos.storage import ContentCipher, open_database
+from llmasos.tools import ToolSystem
+from llmasos.tools.personal import personal_of
+from llmasos.workflows.system import open_workflows
 from tests.server.conftest import ServerThread
 
 pytestmark = pytest.mark.model
@@ -33,7 +39,26 @@ def real_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     engine = InProcessEngineClient(settings, store)
     database = open_database(settings)
     memory = MemoryStore.open(settings, database, engine)
-    app = create_app(settings, engine, store, memory=memory)
+    files = FileSystem.open(settings, database, engine)
+    knowledge = KnowledgeBase.open(settings, database, engine)
+    agents = AgentRuntime(
+        TaskStore(database, ContentCipher.from_settings(settings)),
+        ToolSystem(settings, database, engine, memory=memory, knowledge=knowledge, files=files),
+    )
+    workflows = open_workflows(
+        settings, database, engine, store, memory=memory, knowledge=knowledge, files=files
+    )
+    app = create_app(
+        settings,
+        engine,
+        store,
+        memory=memory,
+        files=files,
+        knowledge=knowledge,
+        agents=agents,
+        workflows=workflows,
+        personal=personal_of(settings, database, engine),
+    )
     try:
         with ServerThread(app) as url:
             yield url
@@ -140,6 +165,7 @@ def test_docs_curl_examples_run(real_url: str) -> None:
             text=True,
             timeout=120,
             check=False,
+            cwd=DOCS.parents[1],  # examples name files in the checkout (docs/images/...)
         )
         status = result.stdout.rstrip().rsplit("\n", 1)[-1]
         assert result.returncode == 0 and status.startswith("2"), (example, result.stdout)

@@ -13,6 +13,7 @@ from llmasos.config import Settings
 from llmasos.kernel.client import InProcessEngineClient
 from llmasos.models.store import ModelStore
 from llmasos.server.app import create_app
+from llmasos.services.quality import quality_path, record_quality
 from tests.server.conftest import LiveServer, ServerThread
 
 USER_SERVICE = """
@@ -69,6 +70,28 @@ def test_bad_input_is_400_naming_the_field(live: LiveServer) -> None:
     assert reply.status_code == 400
 
 
+def test_info_reports_the_last_measured_quality(live: LiveServer) -> None:
+    assert httpx.get(f"{live.url}/v1/services/translate").json()["quality"] is None
+    entry = {
+        "dataset": "translate.jsonl",
+        "items": 40,
+        "metric": "chrF",
+        "value": 30.5,
+        "baseline": 20.1,
+        "plain_chat": 25.0,
+        "model": "smollm2:135m",
+        "date": "2026-12-02T08:00:00Z",
+    }
+    record_quality(live.settings.home, "translate", entry)
+    try:
+        info = httpx.get(f"{live.url}/v1/services/translate").json()
+        assert info["quality"] == entry and info["split"] == "sentences"
+        listed = {s["name"]: s for s in httpx.get(f"{live.url}/v1/services").json()["data"]}
+        assert listed["translate"]["quality"] == entry and listed["summarize"]["quality"] is None
+    finally:
+        quality_path(live.settings.home).unlink()
+
+
 def test_unknown_service_is_404(live: LiveServer) -> None:
     reply = httpx.post(f"{live.url}/v1/services/nope", json={"text": "x"})
     assert reply.status_code == 404 and "summarize" in reply.json()["error"]["message"]
@@ -99,7 +122,10 @@ def test_real_classify_and_user_service(real_url: tuple[str, Path]) -> None:
         timeout=120,
     )
     assert reply.status_code == 200, reply.text
-    assert reply.json()["output"] in labels
+    body = reply.json()
+    assert body["output"] in labels
+    assert set(body["details"]["probabilities"]) == set(labels)
+    assert sum(body["details"]["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     (home / "services").mkdir(exist_ok=True)
     (home / "services" / "shout.yaml").write_text(USER_SERVICE)
     reply = httpx.post(f"{url}/v1/services/shout", json={"text": "hello"}, timeout=120)

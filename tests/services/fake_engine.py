@@ -3,6 +3,9 @@
 One word is one token; a prompt plus ``max_tokens`` over ``context`` tokens raises
 `ContextLengthExceededError` as the real kernel does. The "model" replies with the first
 ``reply_words`` words of the last user message, or ``json_reply`` under a JSON schema.
+Scoring: a continuation costs -1 per word, -4 for its last, plus 1.5 for each time the last
+user message contains it (the label a text names is the likeliest; a prompt that lists every
+label once favours none).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from llmasos.errors import ContextLengthExceededError
 from llmasos.kernel.interface import (
+    ContinuationScores,
     EmbedResult,
     EngineClientInterface,
     GenerateOutput,
@@ -49,6 +53,17 @@ class WordEngine(EngineClientInterface):
             prompt_tokens=prompt,
             completion_tokens=len(text.split()),
         )
+
+    async def score(
+        self, request: GenerateRequest, continuations: Sequence[str]
+    ) -> ContinuationScores:
+        self.requests.append(request)
+        last = str(list(request.messages or [])[-1]["content"]).lower()
+        values = [
+            [-1.0] * (len(c.split()) - 1) + [-4.0 + 1.5 * last.count(c.lower())]
+            for c in continuations
+        ]
+        return ContinuationScores("fake:latest", values, len(last.split()))
 
     async def abort(self, request_id: str) -> None:
         return None

@@ -45,7 +45,9 @@ def test_builtins_load_with_text_inputs() -> None:
     assert set(definitions) == BUILTINS
     assert definitions["summarize"].long_input == "map_reduce"
     assert definitions["translate"].long_input == "chunked"
-    assert definitions["classify"].output_schema is not None
+    assert definitions["classify"].choose_from == "labels"
+    assert definitions["translate"].split == "sentences"
+    assert definitions["answer"].grounding == "context"
     assert definitions["code"].text_input == "description"
 
 
@@ -107,3 +109,30 @@ def test_cli_values_are_typed_by_the_schema() -> None:
     assert coerce_input_value(definitions["summarize"], "max_sentences", "2") == 2
     with pytest.raises(Exception, match="no input 'colour'"):
         coerce_input_value(definitions["summarize"], "colour", "red")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"choose_from": "text"}, "choose_from must name an array input"),
+        ({"output_field": "x"}, "output_field needs an output_schema"),
+        ({"sentence_limit": "text"}, "sentence_limit must name an integer input"),
+        ({"split": "words"}, "split must be sentences"),
+        ({"grounding": "labels"}, "grounding must name a string input"),
+        ({"examples": [{"output": "a"}]}, "examples must be a list"),
+    ],
+)
+def test_strategy_keys_are_checked(extra: dict[str, object], message: str) -> None:
+    data = {
+        "name": "s",
+        "description": "S.",
+        "text_input": "text",
+        "input_schema": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}, "labels": {"type": "array"}},
+        },
+        "prompt": "{{ text }}",
+        **extra,
+    }
+    with pytest.raises(ServiceDefinitionError, match=message):
+        ServiceDefinition.from_dict(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 
 import jsonschema
 import pytest
@@ -16,6 +17,7 @@ from llmasos.config import Settings
 from llmasos.errors import ContextLengthExceededError, InvalidRequestError
 from llmasos.kernel.client import InProcessEngineClient
 from llmasos.models.store import ModelStore
+from llmasos.services.interface import ServiceDefinition
 from llmasos.services.registry import ServiceRegistry, builtin_definitions
 from llmasos.services.runner import ServiceRunner, runner_for
 from tests.services.fake_engine import WordEngine
@@ -56,11 +58,88 @@ def test_template_defaults_and_per_call_parameters() -> None:
 
 
 def test_output_schema_is_rendered_from_the_input_and_parsed() -> None:
-    engine = WordEngine(json_reply='"spam"')
-    result = run_fake(engine, "classify", {"text": "buy now", "labels": ["spam", "ham"]})
-    assert result.output == "spam"
+    engine = WordEngine(context=400, json_reply='{"name": "Ann"}')
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    result = run_fake(engine, "extract", {"text": "Ann is here", "schema": schema})
+    assert result.output == {"name": "Ann"}
     structured = engine.requests[0].sampling.structured
-    assert structured is not None and structured.schema == {"enum": ["spam", "ham"]}
+    assert structured is not None and structured.schema == schema
+
+
+def test_classify_scores_every_label_and_calibrates() -> None:
+    engine = WordEngine()
+    labels = ["spam", "ham", "eggs"]
+    result = run_fake(engine, "classify", {"text": "this is ham, surely", "labels": labels})
+    probabilities = result.details["probabilities"]
+    assert result.output == "ham" and list(probabilities) == labels
+    assert abs(sum(probabilities.values()) - 1) < 1e-3
+    assert probabilities["ham"] > probabilities["spam"] == probabilities["eggs"]
+    # one scoring of the text, one of the content-free text (then cached)
+    assert result.usage.calls == 2 and "N/A" in str(engine.requests[1].messages[-1]["content"])  # type: ignore[index]
+    runner = ServiceRunner(engine, ServiceRegistry(builtin_definitions()))
+    again = asyncio.run(runner.call("classify", {"text": "spam!", "labels": labels}))
+    assert again.output == "spam" and again.usage.calls == 2  # a new runner: a new cache
+
+
+def test_answer_quotes_the_matching_sentence_and_never_returns_an_ungrounded_reply() -> None:
+    engine = WordEngine(context=2000, reply_words=3)  # replies "a few words."
+    data = {"question": "Is Paris old?", "context": "Rome is big. Paris is old. Oslo is cold."}
+    result = run_fake(engine, "answer", data)
+    assert result.details == {"quote": "Paris is old.", "grounded": False}
+    assert result.output == "Paris is old."  # the reply is not in the context: the quote
+    prompt = str(engine.requests[0].messages[-1]["content"])  # type: ignore[index]
+    assert prompt.startswith("Paris is old.") and "Rome" not in prompt
+    plain = run_fake(WordEngine(context=2000, reply_words=1), "answer", {"question": "Where?"})
+    assert plain.output == "Where?" and plain.details is None  # no context: free text
+
+
+def test_output_field_returns_one_field_and_the_rest_as_details() -> None:
+    definition = ServiceDefinition.from_dict(
+        {
+            "name": "pick",
+            "description": "Pick.",
+            "input_schema": {"type": "object", "properties": {"text": {"type": "string"}}},
+            "prompt": "{{ text }}",
+            "output_schema": {
+                "type": "object",
+                "properties": {"why": {"type": "string"}, "label": {"type": "string"}},
+            },
+            "output_field": "label",
+        }
+    )
+    engine = WordEngine(json_reply='{"why": "it says so", "label": "a"}')
+    result = asyncio.run(
+        ServiceRunner(engine, ServiceRegistry([definition])).call("pick", {"text": "x"})
+    )
+    assert result.output == "a" and result.details == {"why": "it says so"}
+
+
+def test_summary_keeps_at_most_the_requested_sentences() -> None:
+    engine = WordEngine(context=2000, reply_words=8)
+    text = "A b. C d. E f. G h."
+    result = run_fake(engine, "summarize", {"text": text, "max_sentences": 2})
+    assert result.output == "A b. C d."  # the fake echoed all four sentences
+
+
+def test_translation_runs_sentence_by_sentence_and_keeps_paragraphs() -> None:
+    engine = WordEngine(context=2000, reply_words=2)
+    text = "One red apple. Two green pears!\n\nThree blue plums?"
+    result = run_fake(engine, "translate", {"text": text, "target_language": "French"})
+    assert result.output == "red apple. green pears!\n\nblue plums?"
+    assert result.usage.chunks == 3 and result.usage.calls == 3
+
+
+def test_services_use_the_largest_resident_model() -> None:
+    class TwoModels(WordEngine):
+        def resident_models(self):  # type: ignore[no-untyped-def]
+            small = super().resident_models()[0]
+            return [small, replace(small, name="big:latest", size_bytes=10)]
+
+    engine = TwoModels(context=2000)
+    run_fake(engine, "summarize", {"text": "x"})
+    assert engine.requests[0].model == "big:latest"
+    run_fake(engine, "summarize", {"text": "x"}, model="fake")
+    assert engine.requests[-1].model == "fake"
 
 
 def test_map_reduce_splits_then_reduces() -> None:
@@ -75,7 +154,7 @@ def test_map_reduce_splits_then_reduces() -> None:
 
 def test_chunked_translation_keeps_every_chunk() -> None:
     engine = WordEngine(context=300, reply_words=2)
-    data = {"text": LONG_TEXT, "target_language": "French"}
+    data = {"text": LONG_TEXT.replace(".", ";"), "target_language": "French"}  # one sentence
     result = run_fake(engine, "translate", data, parameters={"max_tokens": 100})
     assert result.usage.chunks > 1
     assert len(result.output.split("\n\n")) == result.usage.chunks
@@ -109,6 +188,10 @@ def test_classify_returns_one_of_the_labels(real_runner) -> None:  # type: ignor
     data = {"text": "Whisk the eggs and bake the cake for 20 minutes.", "labels": labels}
     result = loop.run_until_complete(runner.call("classify", data))
     assert result.output in labels
+    probabilities = result.details["probabilities"]
+    assert list(probabilities) == labels and abs(sum(probabilities.values()) - 1) < 1e-3
+    assert all(0 <= p <= 1 for p in probabilities.values())
+    assert probabilities[result.output] == max(probabilities.values())
 
 
 @pytest.mark.model
@@ -133,3 +216,22 @@ def test_long_summary_goes_through_map_reduce(real_runner) -> None:  # type: ign
     )
     assert result.usage.chunks > 1 and result.usage.calls > result.usage.chunks
     assert isinstance(result.output, str) and result.output.strip()
+
+
+def test_examples_are_rendered_as_earlier_turns() -> None:
+    definition = ServiceDefinition.from_dict(
+        {
+            "name": "upper",
+            "description": "Upper.",
+            "input_schema": {"type": "object", "properties": {"text": {"type": "string"}}},
+            "prompt": "Upper: {{ text }}",
+            "examples": [{"input": {"text": "ab"}, "output": "AB"}],
+        }
+    )
+    engine = WordEngine()
+    asyncio.run(ServiceRunner(engine, ServiceRegistry([definition])).call("upper", {"text": "x"}))
+    assert [(m["role"], m["content"]) for m in engine.requests[0].messages or []] == [
+        ("user", "Upper: ab"),
+        ("assistant", "AB"),
+        ("user", "Upper: x"),
+    ]

@@ -26,13 +26,42 @@ SCOPES: Final = {
     "models:read": "list and show models",
     "models:write": "pull, create, copy and delete models",
     "memory": "the key's user's long-term memory and recommendations (/v1/memories ...)",
+    "perception": "speech to text, text to speech and OCR (/v1/audio/*, /v1/ocr)",
+    "files": "the key's user's file space (/v1/fs ...); files:/DIR reaches one directory only",
+    "knowledge": "the key's user's files and vector stores (/v1/files, /v1/vector_stores)",
+    "tasks": "agent tasks of the key's user (/v1/tasks): run, watch, approve, kill",
+    "notes": "the key's user's notes (/v1/notes) and the notes tools",
+    "calendar": "the key's user's calendar events and reminders and their tools",
+    "mail": "send mail as the key's user and read their outbox (/v1/outbox) and inbox",
+    "notifications": "the key's user's notification inbox (/v1/notifications)",
+    "workflows": "the key's user's workflows and their runs (/v1/workflows)",
+    "mcp": "the key's user's MCP servers, and LLMasOS as an MCP server (/mcp)",
     "admin": "users, keys of others, quotas, usage and audit of everyone",
 }
 ALL_SCOPES: Final = "*"
 ROLE_SCOPES: Final[dict[str, frozenset[str]]] = {
     "admin": frozenset(SCOPES),
     "developer": frozenset(SCOPES) - {"admin"},
-    "user": frozenset({"chat", "generate", "embed", "tokenize", "models:read", "memory"}),
+    "user": frozenset(
+        {
+            "chat",
+            "generate",
+            "embed",
+            "tokenize",
+            "models:read",
+            "memory",
+            "perception",
+            "files",
+            "knowledge",
+            "tasks",
+            "notes",
+            "calendar",
+            "mail",
+            "notifications",
+            "mcp",
+            "workflows",
+        }
+    ),
     "pending": frozenset(),
 }
 LOCAL_OWNER = "local"
@@ -41,11 +70,26 @@ SERVICE_SCOPE_PREFIX: Final = "services:"
 services ran under before these scopes existed) allows them all too. Roles that may chat
 may hold them."""
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}|\*")
+FILES_SCOPE_PREFIX: Final = "files:"
+"""``files:/DIR`` reaches one directory of the user's file space (apps get these from their
+manifest's ``files`` permission); ``files`` reaches all of it."""
+_FILES_DIR = re.compile(r"/([^/\x00-\x1f\x7f]{1,255}(/[^/\x00-\x1f\x7f]{1,255})*)?")
 
 
 def is_service_scope(scope: str) -> bool:
     return scope.startswith(SERVICE_SCOPE_PREFIX) and bool(
         _SERVICE_NAME.fullmatch(scope[len(SERVICE_SCOPE_PREFIX) :])
+    )
+
+
+def is_files_scope(scope: str) -> bool:
+    if not scope.startswith(FILES_SCOPE_PREFIX):
+        return False
+    directory = scope[len(FILES_SCOPE_PREFIX) :]
+    return (
+        bool(_FILES_DIR.fullmatch(directory))
+        and ".." not in directory.split("/")
+        and len(directory) <= 1024
     )
 
 
@@ -59,9 +103,15 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
     """Validate scope names; ``*`` means everything the role allows."""
     result: list[str] = []
     for scope in scopes:
-        if scope != ALL_SCOPES and scope not in SCOPES and not is_service_scope(scope):
+        if (
+            scope != ALL_SCOPES
+            and scope not in SCOPES
+            and not is_service_scope(scope)
+            and not is_files_scope(scope)
+        ):
             raise InvalidRequestError(
-                f"unknown scope {scope[:80]!r}; use *, services:NAME or one of {', '.join(SCOPES)}",
+                f"unknown scope {scope[:80]!r}; use *, services:NAME, files:/DIR or one of "
+                f"{', '.join(SCOPES)}",
                 param="scopes",
             )
         if scope not in result:
@@ -75,7 +125,8 @@ def effective_scopes(role: str, key_scopes: Iterable[str]) -> frozenset[str]:
     if ALL_SCOPES in wanted:
         return allowed
     services = {s for s in wanted if is_service_scope(s)} if "chat" in allowed else set()
-    return (allowed & wanted) | services
+    directories = {s for s in wanted if is_files_scope(s)} if "files" in allowed else set()
+    return (allowed & wanted) | services | directories
 
 
 def model_allowed(model: str, patterns: Iterable[str]) -> bool:
@@ -118,6 +169,8 @@ class Principal:
     def allows_scope(self, scope: str) -> bool:
         if scope in self.scopes:
             return True
+        if scope == "files":  # directory scopes reach the endpoints; the paths are checked there
+            return any(s.startswith(FILES_SCOPE_PREFIX) for s in self.scopes)
         wildcard = {"chat", "services:*"} & self.scopes
         return scope.startswith(SERVICE_SCOPE_PREFIX) and bool(wildcard)
 

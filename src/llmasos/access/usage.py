@@ -26,7 +26,7 @@ from llmasos.errors import InvalidRequestError, NotFoundError
 from llmasos.storage.database import Database
 from llmasos.storage.schema import ModelPrice, UsageRecord, utcnow
 
-GROUPS = ("user", "model", "app", "key")
+GROUPS = ("user", "model", "app", "key", "day")
 MAX_MODEL_NAME = 255
 MAX_PRICE = 1e9
 
@@ -199,7 +199,8 @@ class UsageLog:
         user: str | None = None,
         actor: Principal | None = None,
     ) -> list[UsageRow]:
-        """Usage since ``since`` grouped ``by`` user, model, app or key, largest first."""
+        """Usage since ``since`` grouped ``by`` user, model, app or key, largest first, or
+        by ``day`` (UTC dates, oldest first)."""
         if by not in GROUPS:
             raise InvalidRequestError(f"group usage by one of {', '.join(GROUPS)}", param="by")
         if actor is not None and not actor.is_admin:
@@ -211,6 +212,7 @@ class UsageLog:
             "model": UsageRecord.model,
             "app": UsageRecord.app,
             "key": UsageRecord.key_id,
+            "day": func.date(UsageRecord.created_at),
         }[by]
         query = select(
             column,
@@ -228,7 +230,7 @@ class UsageLog:
         totals: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0, 1])
         with self.database.session() as session:
             for group, model, count, prompt, completion, latency in session.execute(query):
-                entry = totals[group if group is not None else "-"]
+                entry = totals[str(group) if group is not None else "-"]
                 entry[0] += count
                 entry[1] += int(prompt or 0)
                 entry[2] += int(completion or 0)
@@ -250,6 +252,8 @@ class UsageLog:
             )
             for group, entry in totals.items()
         ]
+        if by == "day":  # a series, oldest day first
+            return sorted(rows, key=lambda r: r.group)
         return sorted(rows, key=lambda r: (-r.total_tokens, -r.requests, r.group))
 
 

@@ -19,6 +19,7 @@ reach exactly the syscalls and services it declares and nothing else; ``network`
     models = ["smollm2"]              # model names or globs; empty: any model
     network = false                   # only the kernel's server; no processes either
     storage_mb = 50                   # quota of the app's data and temp directories
+    files = ["/notes"]                # directories of the app user's file space it reaches
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ SYSCALLS = {
     "tokenize": "tokenize",
     "models.read": "models:read",
     "memory": "memory",
+    "files": "files",
 }
 """Permission name in a manifest -> API key scope."""
 APP_FIELDS = frozenset({"name", "version", "description", "entry"})
-PERMISSION_FIELDS = frozenset({"calls", "models", "network", "storage_mb"})
+PERMISSION_FIELDS = frozenset({"calls", "models", "network", "storage_mb", "files"})
 
 
 class ManifestError(InvalidRequestError):
@@ -101,6 +103,8 @@ class Permissions:
     models: tuple[str, ...] = ()
     network: bool = False
     storage_mb: int = 100
+    files: tuple[str, ...] = ()
+    """Directories of the file space the app reaches (``calls = ["files"]``: all of it)."""
 
     def describe(self) -> list[str]:
         """One line per permission, for the install prompt and ``app info``."""
@@ -111,6 +115,8 @@ class Permissions:
             + ("yes (and may start processes)" if self.network else "no (only the kernel)")
         )
         lines.append(f"storage: {self.storage_mb} MB")
+        if self.files:
+            lines.append("files: " + ", ".join(self.files))
         return lines
 
 
@@ -140,7 +146,7 @@ class AppManifest:
         return [
             permission_scope(call, f"permissions.calls[{index}]")
             for index, call in enumerate(self.permissions.calls)
-        ]
+        ] + [f"files:{directory}" for directory in self.permissions.files]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -153,6 +159,7 @@ class AppManifest:
                 "models": list(self.permissions.models),
                 "network": self.permissions.network,
                 "storage_mb": self.permissions.storage_mb,
+                "files": list(self.permissions.files),
             },
         }
 
@@ -235,6 +242,10 @@ def manifest_from_dict(data: dict[str, Any]) -> AppManifest:
             f"permissions.storage_mb: must be a whole number of MB from 0 to {MAX_STORAGE_MB}",
             param="permissions.storage_mb",
         )
+    files = tuple(
+        _directory(directory, f"permissions.files[{index}]")
+        for index, directory in enumerate(_strings(permissions, "files"))
+    )
     return AppManifest(
         name=name,
         version=version,
@@ -245,8 +256,25 @@ def manifest_from_dict(data: dict[str, Any]) -> AppManifest:
             models=_strings(permissions, "models"),
             network=network,
             storage_mb=storage,
+            files=files,
         ),
     )
+
+
+def _directory(value: str, field_name: str) -> str:
+    """A ``files`` entry in normal form (``/notes``); a bad one names its field."""
+    from llmasos.knowledge.fspaths import check_path
+
+    try:
+        directory = check_path(value, field_name, directory=True)
+    except InvalidRequestError as error:
+        raise ManifestError(error.message, param=field_name) from None
+    if directory == "/":
+        raise ManifestError(
+            f'{field_name}: "/" is the whole file space; use calls = ["files"] for that',
+            param=field_name,
+        )
+    return directory
 
 
 def load_manifest(directory: Path) -> AppManifest:

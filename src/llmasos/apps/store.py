@@ -212,6 +212,16 @@ class AppStore:
             if (path / RECORD_NAME).is_file()
         ]
 
+    def review(self, source: str, *, index: str | None = None) -> AppManifest:
+        """The manifest of what `install` would install from ``source``, read from a
+        staged copy (the same checks: digest, archive layout, manifest); nothing is
+        installed. Whether it is already installed is `installed`'s question."""
+        with self._staged(source, index) as (staged, _origin, _digest):
+            return load_manifest(staged)
+
+    def installed(self, name: str) -> bool:
+        return (self.app_dir(name) / RECORD_NAME).is_file()
+
     # --- changing ---------------------------------------------------------------------------
 
     def install(

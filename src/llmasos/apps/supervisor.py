@@ -273,6 +273,21 @@ class AppSupervisor:
             return monitor_status(self.store, state)
         return read_status(self.store.app_dir(name) / MONITOR_STATUS_NAME)
 
+    def run_record(self, name: str) -> dict[str, object]:
+        """Whether an app runs, as data: ``state`` (running, failed or stopped), ``url``,
+        ``pid``, ``restarts`` and ``last_exit`` (what ``app list --json`` and ``/v1/apps``
+        show)."""
+        running = self.status(name)
+        monitor = self.monitor(name)
+        failed = running is None and monitor is not None and monitor.state == "failed"
+        return {
+            "state": "running" if running is not None else ("failed" if failed else "stopped"),
+            "url": running.url if running is not None else None,
+            "pid": running.pid if running is not None else None,
+            "restarts": monitor.restarts if monitor is not None else 0,
+            "last_exit": monitor.last_exit if monitor is not None else None,
+        }
+
     def storage(self, name: str) -> tuple[int, int]:
         """``(bytes used, quota in bytes)`` of an installed app's data and temp directories."""
         installed = self.store.get(name)

@@ -10,6 +10,14 @@ parses is only known when llama.cpp builds its sampler (the backend checks that)
 The JSON grammars allow at most one space between tokens and nothing after the closing
 brace, so that a small model cannot wander into endless whitespace and, once the object is
 closed, the only token left is end-of-generation.
+
+Length bounds are kept in the grammar only when narrow (`grammar_schema`): the converter
+writes ``maxLength: 20000`` as twenty thousand nested optional rules, and llama.cpp's
+recursive grammar parser overflows the C stack on it (a segfault of the whole server, from
+one tool definition or ``response_format``; measured here: 512 nested rules sample fine,
+2000 crash). Bounds up to `GRAMMAR_MAX_SPAN` (256) stay in the grammar, so a short field
+(a calculator expression) always closes; a wider bound is left to the JSON-schema check
+that every caller runs on the parsed output.
 """
 
 from __future__ import annotations
@@ -67,20 +75,53 @@ def _converter(*, raw_pattern: bool) -> Any:
     )
 
 
+GRAMMAR_MAX_SPAN = 256
+"""The widest ``maxLength - minLength`` (``maxItems - minItems``) a grammar enforces."""
+_BOUNDS = (("minLength", "maxLength"), ("minItems", "maxItems"))
+
+
+def grammar_schema(schema: Any) -> Any:
+    """``schema`` without the length and item bounds too wide to put in a grammar (see the
+    module's docstring); everything else as it is."""
+    if isinstance(schema, list):
+        return [grammar_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: grammar_schema(value) for key, value in schema.items()}
+    for low_key, high_key in _BOUNDS:
+        high, low = bounded.get(high_key), bounded.get(low_key, 0)
+        if isinstance(high, int) and isinstance(low, int) and high - low > GRAMMAR_MAX_SPAN:
+            del bounded[high_key]
+        if isinstance(low, int) and low > GRAMMAR_MAX_SPAN:
+            bounded[low_key] = GRAMMAR_MAX_SPAN
+    return bounded
+
+
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def strict_strings(grammar: str) -> str:
+    """The converter's grammar with JSON's own string characters: its ``char`` rule lets a
+    raw newline or other control character into a string (invalid JSON, which a small
+    model's greedy output does produce); JSON wants those escaped."""
+    return grammar.replace(_LOOSE_CHAR, _JSON_CHAR)
+
+
 def json_schema_to_gbnf(schema: dict[str, Any]) -> str:
     """A grammar for JSON documents valid against ``schema`` (remote ``$ref`` not fetched)."""
     if not isinstance(schema, dict):
         raise InvalidRequestError("a JSON schema must be an object", param="schema")
     try:
         # Round-trip through JSON: the converter expects plain JSON data.
-        plain = json.loads(json.dumps(schema))
+        plain = grammar_schema(json.loads(json.dumps(schema)))
         converter = _converter(raw_pattern=False)
         resolved = converter.resolve_refs(plain, "schema")
         converter.visit(resolved, "")
         grammar: str = converter.format_grammar()
     except Exception as error:  # the converter raises ValueError, KeyError, bare Exception ...
         raise InvalidRequestError(f"invalid JSON schema: {error}", param="schema") from None
-    return grammar
+    return strict_strings(grammar)
 
 
 def regex_to_gbnf(pattern: str) -> str:

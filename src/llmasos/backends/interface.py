@@ -178,6 +178,26 @@ class BackendInterface(ABC):
     def remove_sequence(self, seq_id: int) -> None:
         """Free the sequence (its KV may be kept as a prefix cache until space is needed)."""
 
+    # --- scoring -----------------------------------------------------------------------
+
+    def score(self, tokens: Sequence[int]) -> list[float]:
+        """The natural-log probability of each of ``tokens[1:]`` given the tokens before it
+        (teacher forcing, no sampling): what perplexity and evaluations measure. Needs no
+        free sequence beyond one slot; leaves no sequence behind."""
+        raise UnsupportedError(f"the {self.name} backend does not score tokens")
+
+    def score_continuations(
+        self, prefix: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """For each continuation, the log-probability of each of its tokens following
+        ``prefix`` and the continuation's earlier tokens (teacher forcing). Backends that can
+        keep the prefix's state compute it once; this default scores each sequence whole."""
+        prefix = list(prefix)
+        return [
+            self.score(prefix + list(continuation))[len(prefix) - 1 :]
+            for continuation in continuations
+        ]
+
     # --- embeddings --------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:

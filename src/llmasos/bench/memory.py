@@ -96,6 +96,9 @@ class MemoryBenchReport:
     search: list[LatencyResult] = field(default_factory=list)
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     quality_set: dict[str, int] = field(default_factory=dict)
+    compacted: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Evidence recall after compaction: recall label -> recall@k (k = 3, 5, 10)."""
+    compacted_window: int = 0
     nothing_lost: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
@@ -168,6 +171,8 @@ async def bench_search(
     ]
     texts = [f"{rng.choice(words)} {rng.choice(_WHEN)}" for _ in range(queries)]
     await store.search(OWNER, "warm-up query", k=10)  # loads the namespace's vectors
+    # large namespaces get an HNSW graph in the background: time the steady state
+    await asyncio.to_thread(store.index.vectors.wait_for_graphs)
     times = []
     for query in texts:
         started = time.perf_counter()
@@ -224,6 +229,67 @@ async def bench_quality(
             }
     sizes = {"sessions": len(data["sessions"]), "turns": len(turns), "questions": len(questions)}
     return result, sizes
+
+
+COMPACTED_WINDOW = 24
+"""Turns kept verbatim after compaction in the after-compaction measure: about what a 2k
+context holds of this set beside a summary."""
+
+
+async def bench_compacted_recall(
+    engine: EngineClientInterface,
+    settings: Settings,
+    embedding_model: str | None,
+    window: int = COMPACTED_WINDOW,
+) -> dict[str, dict[str, float]]:
+    """Evidence recall after compaction: the set's sessions as one stored conversation whose
+    newest ``window`` turns are still verbatim and the rest compacted. A question's evidence
+    is available when it is in the window or recalled among the compacted turns; recall@k
+    lets the recaller return k turns (`fit_context` asks for 3). Compared: words alone (what
+    `fit_context` does without an index) and the conversation index (hybrid)."""
+    from llmasos.memory.compaction import recall as recall_by_words
+    from llmasos.memory.conversations import ConversationStore
+    from llmasos.memory.items import message_item
+    from llmasos.memory.recall import ConversationIndex
+    from llmasos.storage.crypto import ContentCipher
+
+    data = load_quality_set()
+    turns = [t for s in data["sessions"] for t in s["turns"]]
+    with open_database(settings) as database:
+        store = ConversationStore(database, ContentCipher.from_settings(settings))
+        index = ConversationIndex(
+            database,
+            engine,
+            TermBlinder(b"c" * 32),
+            embedding_model=embedding_model,
+        )
+        conversation = store.create(None)
+        items = store.add_items(
+            None,
+            conversation.id,
+            [message_item(str(t.get("role", "user")), t["text"]) for t in turns],
+        )
+        id_of = {turn["id"]: item.id for turn, item in zip(turns, items, strict=True)}
+        compacted, verbatim = items[:-window], {item.id for item in items[-window:]}
+        await index.index_items(None, conversation.id, compacted)
+        result: dict[str, dict[str, float]] = {}
+        for label in ("words alone (no index)", "conversation index (hybrid)"):
+            recalls: dict[int, list[float]] = {3: [], 5: [], 10: []}
+            for question in data["questions"]:
+                wanted = {id_of[e] for e in question["evidence"]}
+                for k in recalls:
+                    if label.startswith("words"):
+                        found = recall_by_words(question["question"], compacted, k)
+                    else:
+                        found = await index.recall(
+                            None, conversation.id, question["question"], compacted, k
+                        )
+                    available = verbatim | {item.id for item in found}
+                    recalls[k].append(len(wanted & available) / len(wanted))
+            result[label] = {
+                f"recall@{k}": round(statistics.fmean(v), 4) for k, v in recalls.items()
+            }
+    return result
 
 
 async def bench_nothing_lost(
@@ -345,6 +411,11 @@ async def run_memory_bench(
                     report.quality, report.quality_set = await bench_quality(
                         engine, bench_settings, settings.default_embedding_model
                     )
+                    progress("evidence recall after compaction")
+                    report.compacted = await bench_compacted_recall(
+                        engine, bench_settings, settings.default_embedding_model
+                    )
+                    report.compacted_window = COMPACTED_WINDOW
                 if clients and seconds > 0:
                     report.nothing_lost = await bench_nothing_lost(
                         settings, clients, seconds, progress

@@ -100,6 +100,41 @@ def users_create(
     console.print(f"created user {user.name} with role {user.role}", highlight=False)
 
 
+@users_app.command("passwd")
+def users_passwd(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+) -> None:
+    """Set a user's console password (asked twice on a terminal); ends their sessions."""
+    from sqlalchemy import select
+
+    from llmasos.access import UserManager
+    from llmasos.access.sessions import SessionManager
+    from llmasos.storage.schema import User
+
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise InvalidRequestError("--password-stdin: no password on stdin")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"new password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            raise InvalidRequestError("the two passwords differ; nothing changed")
+    with _database() as database:
+        UserManager(database).set_password(name, password)
+        with database.session() as session:
+            user_id = session.scalar(select(User.id).where(User.name == name))
+        ended = SessionManager(database).sign_out_everywhere(int(user_id)) if user_id else 0
+    console.print(
+        f"set the password of {name}" + (f"; ended {ended} console session(s)" if ended else ""),
+        highlight=False,
+    )
+
+
 @users_app.command("list")
 def users_list(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,

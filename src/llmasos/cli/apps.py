@@ -167,20 +167,6 @@ def _permissions(manifest: AppManifest) -> dict[str, Any]:
     }
 
 
-def _run_record(supervisor: AppSupervisor, name: str) -> dict[str, Any]:
-    """Whether an app runs, for ``--json``: state, url, pid, restarts, last exit."""
-    running = supervisor.status(name)
-    monitor = supervisor.monitor(name)
-    failed = running is None and monitor is not None and monitor.state == "failed"
-    return {
-        "state": "running" if running is not None else ("failed" if failed else "stopped"),
-        "url": running.url if running is not None else None,
-        "pid": running.pid if running is not None else None,
-        "restarts": monitor.restarts if monitor is not None else 0,
-        "last_exit": monitor.last_exit if monitor is not None else None,
-    }
-
-
 @apps_app.command("list")
 def list_apps(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
@@ -198,7 +184,7 @@ def list_apps(
                         "name": installed.name,
                         "version": installed.version,
                         "description": installed.manifest.description,
-                        **_run_record(supervisor, installed.name),
+                        **supervisor.run_record(installed.name),
                     }
                     for installed in installed_apps
                 ]
@@ -288,7 +274,7 @@ def info(
                     "source": installed.source,
                     "sha256": installed.sha256,
                     "directory": str(installed.directory),
-                    **_run_record(supervisor, name),
+                    **supervisor.run_record(name),
                     "storage_used_bytes": used,
                     "storage_quota_bytes": quota,
                     "permissions": _permissions(manifest),

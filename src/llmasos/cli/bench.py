@@ -375,3 +375,123 @@ def _report_table(report: CampaignReport) -> Table:
         f"rate {plan.config.request_rate:g}/s"
     )
     return _serve_table(results, title)
+
+
+@bench_app.command("speech")
+def speech_bench(
+    speech: Annotated[bool, typer.Option(help="Measure the speech round trip.")] = True,
+    ocr: Annotated[bool, typer.Option(help="Measure OCR on rendered pages.")] = True,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+    ] = None,
+) -> None:
+    """Speech and OCR: round-trip WER, real-time factor, TTS speed, OCR CER and latency."""
+    from llmasos.bench.speech import run_perception_bench, table_rows
+
+    with console.status("speaking, recognizing and reading (about a minute)"):
+        report = run_perception_bench(speech=speech, ocr=ocr)
+    table = Table("measure", "figure", "detail", title="Perception on this machine")
+    for row in table_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    machine = report.machine
+    console.print(
+        f"{machine['cpus']} CPUs, load average {machine['load_average_1m_at_start']} at start, "
+        f"{machine['load_average_1m_at_end']} at end",
+        highlight=False,
+    )
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        console.print(f"wrote {json_path}", highlight=False)
+
+
+@bench_app.command("console")
+def console_bench(
+    url: Annotated[
+        str | None, typer.Option(help="A running server to measure (default: start one).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="User to sign in as (with --url).")] = "bench-admin",
+    password: Annotated[
+        str, typer.Option(help="That user's password (with --url).")
+    ] = "bench-console-password",
+    repeat: Annotated[int, typer.Option(min=1, help="Loads per page.")] = 20,
+    chats: Annotated[int, typer.Option(min=1, help="Streamed chat replies timed.")] = 10,
+    model: Annotated[str, typer.Option(help="Model the chat replies use.")] = "smollm2",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+    ] = None,
+) -> None:
+    """Web console: time to first byte and first-load weight per page, first streamed token."""
+    from llmasos.bench.console import run_console_bench, table
+
+    report = run_console_bench(
+        url=url,
+        name=name,
+        password=password,
+        repeat=repeat,
+        chats=chats,
+        model=model,
+        threads=state.settings.threads,
+        say=lambda message: console.print(message, style="dim", highlight=False),
+    )
+    console.print(table(report), highlight=False)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        console.print(f"wrote {json_path}", highlight=False)
+
+
+@bench_app.command("router")
+def router_bench(
+    replicas: Annotated[int, typer.Option("--replicas", min=2, help="Simulated replicas.")] = 100,
+    tenants: Annotated[int, typer.Option("--tenants", min=1, help="Simulated tenants.")] = 10_000,
+    requests: Annotated[
+        int, typer.Option("--requests", min=100, help="Requests in the synthetic trace.")
+    ] = 30_000,
+    load: Annotated[
+        float, typer.Option("--load", min=0.1, max=2.0, help="Offered load / capacity.")
+    ] = 0.9,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic trace.")] = 7,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+    ] = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Draw the results as a PNG to this file.")
+    ] = None,
+) -> None:
+    """The cluster router in simulation: prefix hits, queueing, fairness, overhead."""
+    from llmasos.bench.router import SimulationConfig, plot, run
+
+    config = SimulationConfig(
+        replicas=replicas, tenants=tenants, requests=requests, load=load, seed=seed
+    )
+    with console.status("simulating four routers on one trace"):
+        report = run(config)
+    result = Table(
+        "router",
+        "prefix hits",
+        "queue mean s",
+        "queue p95 s",
+        "light tenants s",
+        "10 heaviest s",
+        "fairness gap",
+        "overhead p50/p95 µs",
+        title=f"{replicas} replicas, {tenants} tenants, {requests} requests, load {load}",
+    )
+    for row in report["results"]:
+        result.add_row(
+            row["router"],
+            f"{100 * row['prefix_hit_rate']:.1f}%",
+            f"{row['queue_mean_s']:.2f}",
+            f"{row['queue_p95_s']:.2f}",
+            f"{row['light_queue_mean_s']:.2f}",
+            f"{row['heavy_queue_mean_s']:.2f}",
+            f"{row['fairness_gap']:.1f}",
+            f"{row['overhead_p50_us']:.1f} / {row['overhead_p95_us']:.1f}",
+        )
+    console.print(result)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {json_path}", highlight=False)
+    if plot_path is not None:
+        plot(report, str(plot_path))
+        console.print(f"wrote {plot_path}", highlight=False)

@@ -24,6 +24,9 @@ def show(
     settings = state.settings
     sources = setting_sources(settings, state.overrides)
     values = settings.model_dump(mode="json")
+    for name in values:  # passwords are set, never shown
+        if name.endswith("_password") and values[name]:
+            values[name] = "********"
     if as_json:
         rows = {k: {"value": values[k], "source": sources[k]} for k in Settings.model_fields}
         print_json(rows)

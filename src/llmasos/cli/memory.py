@@ -21,7 +21,7 @@ from rich.text import Text
 
 from llmasos.cli.bench import bench_app
 from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
-from llmasos.cli.remote import call_server, server_url
+from llmasos.cli.remote import call_server, in_process, server_url
 from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import InvalidRequestError
 
@@ -48,22 +48,14 @@ def parse_metadata(items: list[str] | None, option: str = "--meta") -> dict[str,
 
 def run_local(work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """Run ``work(memory_store, owner)`` against the database and an in-process kernel."""
-    from llmasos.kernel.client import InProcessEngineClient
     from llmasos.memory.memories import MemoryOwner, MemoryStore
-    from llmasos.storage import open_database
 
     settings = state.settings
 
-    async def go() -> T:
-        engine = InProcessEngineClient(settings, state.store)
-        try:
-            with open_database(settings) as database:
-                store = MemoryStore.open(settings, database, engine)
-                return await work(store, MemoryOwner.for_user(None))
-        finally:
-            await engine.close()
+    async def go(database: Any, engine: Any) -> T:
+        return await work(MemoryStore.open(settings, database, engine), MemoryOwner.for_user(None))
 
-    return asyncio.run(go())
+    return in_process(settings, state.store, go)
 
 
 def api(method: str, path: str, **kwargs: Any) -> Any | None:
@@ -409,6 +401,18 @@ def bench_memory(
         for mode, values in report.quality.items():
             quality_table.add_row(mode, f"{values['recall@5']:.3f}", f"{values['recall@10']:.3f}")
         console.print(quality_table, highlight=False)
+    if report.compacted:
+        compacted_table = Table(
+            "recall of compacted turns",
+            "recall@3",
+            "recall@5",
+            "recall@10",
+            title=f"evidence recall after compaction (newest {report.compacted_window} turns "
+            "verbatim)",
+        )
+        for label, values in report.compacted.items():
+            compacted_table.add_row(label, *(f"{values[f'recall@{k}']:.3f}" for k in (3, 5, 10)))
+        console.print(compacted_table, highlight=False)
     if report.nothing_lost:
         lost = report.nothing_lost
         console.print(

@@ -29,6 +29,11 @@ from llmasos.errors import ModelfileError
 from llmasos.models.manifest import Manifest
 from llmasos.models.modelfile import to_modelfile
 
+OPTIMIZE_HELP = (
+    "Then tune it (`llmasos tune`): serve it on this machine in the fastest weight format "
+    "that keeps its quality; what you imported stays the model's current version."
+)
+
 
 def human_size(size: int) -> str:
     """Decimal units like Ollama: ``98 MB``, ``1.2 GB``."""
@@ -208,17 +213,21 @@ def import_model(
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Name (default: the file stem).")
     ] = None,
+    optimize: Annotated[bool, typer.Option("--optimize", help=OPTIMIZE_HELP)] = False,
 ) -> None:
     """Import a local model file or directory into the store."""
     with console.status(f"importing {path} ..."), audited("model.import", str(path)):
         manifest = state.store.import_path(path, name)
     console.print(f"imported '{manifest.name}' ({manifest.short_id})", highlight=False)
+    if optimize:
+        print_tune(run_tune(manifest.name, None, 32, 2))
 
 
 @app.command("pull")
 def pull(
     source: Annotated[str, typer.Argument(help="HF_REPO_ID or HF_REPO_ID:FILE.gguf")],
     name: Annotated[str | None, typer.Option("--name", "-n", help="Store it as NAME.")] = None,
+    optimize: Annotated[bool, typer.Option("--optimize", help=OPTIMIZE_HELP)] = False,
 ) -> None:
     """Download a model from the Hugging Face hub (resumable, sha256-verified)."""
     columns = (
@@ -239,6 +248,8 @@ def pull(
         with audited("model.pull", source):
             manifest = state.store.pull(source, name=name, progress=report)
     console.print(f"pulled '{manifest.name}' ({manifest.short_id})", highlight=False)
+    if optimize:
+        print_tune(run_tune(manifest.name, None, 32, 2))
 
 
 @app.command("create")
@@ -256,3 +267,107 @@ def create(
     with audited("model.create", name):
         manifest = state.store.create(name, text, base_dir=file.resolve().parent)
     console.print(f"created '{manifest.name}' ({manifest.short_id})", highlight=False)
+
+
+def run_tune(name: str, formats: list[str] | None, tokens: int, rounds: int) -> dict[str, Any]:
+    """Tune ``name`` on this machine with progress on the console; the report as a dict."""
+    import tempfile
+
+    from llmasos.toolchain.tune import DEFAULT_FORMATS, tune_model
+
+    store = state.store
+    state.settings.models_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=".tune-", dir=state.settings.models_dir) as work,
+        console.status("tuning ...") as status,
+    ):
+        report = tune_model(
+            store,
+            name,
+            formats=formats or DEFAULT_FORMATS,
+            tokens=tokens,
+            rounds=rounds,
+            batch=state.settings.max_batch_size,
+            threads=state.settings.threads,
+            work_dir=Path(work),
+            progress=lambda line: status.update(f"tuning {name}: {line}"),
+        )
+    return report.to_dict()
+
+
+def print_tune(report: dict[str, Any]) -> None:
+    batch = report["batch"]
+    listing = table(
+        Column("FORMAT", key=True),
+        Column("ID", key=True),
+        "SIZE",
+        f"DECODE TOK/S (BATCH {batch})",
+        "PREFILL TOK/S",
+        "PERPLEXITY",
+        "FRANCE",
+        "",
+    )
+    for row in report["results"]:
+        note = "serving" if row["format"] == report["chosen"] else row["why_not"]
+        if row["reference"]:
+            note = f"reference; {note}" if note else "reference"
+        listing.add_row(
+            row["format"],
+            row["digest"].removeprefix("sha256:")[:12],
+            human_size(row["size_bytes"]),
+            f"{row['decode_tokens_per_second']:.1f}",
+            f"{row['prefill_tokens_per_second']:.1f}",
+            f"{row['perplexity']:.3f}",
+            "Paris" if row["says_paris"] else row["answer"][:30] or "-",
+            note,
+        )
+    print_table(listing)
+    console.print(
+        f"{report['model']} is served as {report['chosen']} on this machine ({report['machine']})",
+        highlight=False,
+    )
+
+
+@app.command("tune")
+def tune(
+    name: Annotated[str, typer.Argument(help="A GGUF model in the store.")],
+    weight_format: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            help="Candidate format (repeatable; default Q4_0 and Q8_0): F16, BF16, Q8_0, "
+            "Q6_K, Q5_K_M, Q5_0, Q4_K_M, Q4_K_S, Q4_1, Q4_0, IQ4_NL.",
+        ),
+    ] = None,
+    tokens: Annotated[int, typer.Option("--tokens", help="Decode steps per measurement.")] = 32,
+    rounds: Annotated[int, typer.Option("--rounds", help="Alternating measurement rounds.")] = 2,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Forget the choice: serve the model as it is.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """Serve a GGUF model in the weight format this machine runs fastest.
+
+    Derives each candidate format with llama.cpp's quantizer (stored as versions of the
+    model, with their provenance), measures batched prefill and decode speed, perplexity on a
+    public-domain text and the France question next to the current version, and serves the
+    fastest one whose perplexity is within 3% from now on, on this machine only. The model's
+    current version stays what it was; NAME@ID loads any version.
+
+    JSON fields: model, machine, batch, tokens, threads, chosen, results (format, digest,
+    size_bytes, reference, decode_tokens_per_second, prefill_tokens_per_second, perplexity,
+    answer, says_paris, eligible, why_not).
+    """
+    if reset:
+        forgotten = state.store.forget_tuning(name)
+        console.print(
+            f"'{state.store.canonical_name(name)}' is served as it is"
+            + ("" if forgotten else " (it was not tuned)"),
+            highlight=False,
+        )
+        return
+    report = run_tune(name, weight_format, tokens, rounds)
+    if as_json:
+        print_json(report)
+    else:
+        print_tune(report)

@@ -6,21 +6,28 @@ prefers one when it answers and falls back to an in-process kernel.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from llmasos.config import Settings
 from llmasos.errors import LLMasOSError
+from llmasos.net import local_url
+
+if TYPE_CHECKING:
+    from llmasos.kernel.interface import EngineClientInterface
+    from llmasos.models import ModelStoreInterface
+    from llmasos.storage.database import Database
+
+T = TypeVar("T")
 
 PROBE_TIMEOUT = 0.5
 
 
 def base_url(settings: Settings) -> str:
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{settings.port}"
+    return local_url(settings.host, settings.port)
 
 
 def server_url(settings: Settings) -> str | None:
@@ -50,3 +57,24 @@ def call_server(settings: Settings, method: str, path: str, **kwargs: Any) -> An
             message = message.get("message", message)
         raise LLMasOSError(str(message))
     return response.json()
+
+
+def in_process(
+    settings: Settings,
+    store: ModelStoreInterface,
+    work: Callable[[Database, EngineClientInterface], Awaitable[T]],
+) -> T:
+    """Run ``work(database, engine)`` on this machine's database and an in-process kernel:
+    what a command does when no server answers."""
+    from llmasos.kernel.client import InProcessEngineClient
+    from llmasos.storage import open_database
+
+    async def go() -> T:
+        engine = InProcessEngineClient(settings, store)
+        try:
+            with open_database(settings) as database:
+                return await work(database, engine)
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args, get_origin
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from llmasos.config import Settings, load_settings
 
@@ -150,6 +151,7 @@ def audited(action: str, target: str) -> Iterator[None]:
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print one error line and exit."""
-    err_console.print(f"[red]Error:[/red] {message}", highlight=False, soft_wrap=True)
+    """Print one error line and exit (the message is text, not Rich markup: a hint such as
+    ``pip install 'llmasos[cluster]'`` keeps its brackets)."""
+    err_console.print(f"[red]Error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)

@@ -14,6 +14,7 @@ import json
 import shlex
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,7 +23,12 @@ from llmasos.cli.remote import server_url
 from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import InvalidRequestError, LLMasOSError
 from llmasos.models.modelfile import PARAMETER_TYPES
-from llmasos.types import OLLAMA_PARAMETER_FIELDS, ChatMessage, SamplingParams
+from llmasos.types import (
+    OLLAMA_PARAMETER_FIELDS,
+    ChatMessage,
+    SamplingParams,
+    parse_parameter_value,
+)
 
 # `/set parameter` takes the Modelfile's sampling parameters (not num_ctx, fixed at load).
 REPL_PARAMETERS: dict[str, type] = {name: PARAMETER_TYPES[name] for name in OLLAMA_PARAMETER_FIELDS}
@@ -34,6 +40,15 @@ HELP = """Commands:
   /clear                      forget the conversation
   /bye                        exit
 Use \"\"\" to begin and end a multi-line message."""
+
+
+STOPPED_NOTES = {
+    "repetition_guard": "(stopped: the answer was repeating itself; the parameter "
+    "repetition_guard=false lets it go on)",
+    "default_max_tokens": "(stopped at the server's default_max_tokens; the parameter "
+    "num_predict=N allows more)",
+}
+"""What the REPL says under an answer the kernel cut short, by ``stopped_by``."""
 
 
 class ChatSession:
@@ -58,6 +73,8 @@ class ChatSession:
             err_console.print(f"conversation {self.conversation}", highlight=False)
         self._loop = asyncio.new_event_loop()
         self._engine: Any = None
+        self.stopped_by: str | None = None
+        """What cut the last answer short (``repetition_guard`` ...), from the kernel."""
 
     def open_conversation(self, conversation: str) -> str:
         """The id of the stored conversation (a new one for ``new``); unknown ids fail."""
@@ -85,6 +102,7 @@ class ChatSession:
         if self.conversation is None:
             self.messages.append({"role": "user", "content": text})
         chunks = []
+        self.stopped_by = None
         try:
             for piece in self._stream(text):
                 chunks.append(piece)
@@ -94,6 +112,9 @@ class ChatSession:
                 self.messages.pop()
             raise
         console.print()
+        note = STOPPED_NOTES.get(self.stopped_by or "")
+        if note:
+            err_console.print(note, style="dim", highlight=False)
         answer = "".join(chunks)
         if self.conversation is None:
             self.messages.append({"role": "assistant", "content": answer})
@@ -144,6 +165,8 @@ class ChatSession:
                 event = json.loads(line)
                 if "error" in event:
                     raise LLMasOSError(str(event["error"]))
+                if event.get("done"):
+                    self.stopped_by = event.get("stopped_by")
                 content = event.get("message", {}).get("content", "")
                 if content:
                     yield content
@@ -200,6 +223,7 @@ class ChatSession:
         from llmasos.memory import fit_context, input_items
         from llmasos.memory.conversations import NewItem
         from llmasos.memory.items import message_item
+        from llmasos.memory.recall import ConversationIndex
 
         assert self.conversation is not None
         if self._engine is None:
@@ -208,6 +232,7 @@ class ChatSession:
         new_items = input_items(text)
         with conversation_store(None) as (store, owner):
             history = store.items(owner, self.conversation)
+            index = ConversationIndex.open(state.settings, store.database, self._engine)
             plan = await fit_context(
                 self._engine,
                 model=self.model,
@@ -217,6 +242,7 @@ class ChatSession:
                 instructions=self.system,
                 max_output_tokens=sampling.max_tokens,
                 label=self.conversation,
+                recaller=index.recaller(owner, self.conversation),
             )
             if plan.compaction is not None:
                 err_console.print(
@@ -228,6 +254,8 @@ class ChatSession:
             )
             pieces = []
             async for output in self._engine.generate(request):
+                if output.finished:
+                    self.stopped_by = output.stopped_by
                 if output.text:
                     pieces.append(output.text)
                     yield output.text
@@ -258,12 +286,14 @@ class ChatSession:
             explicit=explicit,
         )
         async for output in self._engine.generate(request):
+            if output.finished:
+                self.stopped_by = output.stopped_by
             if output.text:
                 yield output.text
 
 
 def new_response_id() -> str:
-    from llmasos.memory.items import new_id
+    from llmasos.storage.ids import new_id
 
     return new_id("resp")
 
@@ -288,7 +318,7 @@ def parse_parameter(name: str, value: str, options: dict[str, Any]) -> None:
             f"unknown parameter {name!r}; known: {', '.join(sorted(REPL_PARAMETERS))}"
         )
     try:
-        parsed = kind(value)
+        parsed = parse_parameter_value(kind, value)
     except ValueError:
         raise InvalidRequestError(f"{name} must be a {kind.__name__}, not {value!r}") from None
     if name == "stop":
@@ -393,6 +423,20 @@ def run(
             "are stored, and compacted into a summary when they outgrow the context.",
         ),
     ] = None,
+    voice: Annotated[
+        Path | None,
+        typer.Option(
+            "--voice",
+            help="A spoken turn: transcribe this recording, answer it, and speak the answer "
+            "into --voice-out.",
+        ),
+    ] = None,
+    voice_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--voice-out", help="Where the spoken answer goes (default: FILE.reply.wav beside it)."
+        ),
+    ] = None,
 ) -> None:
     """Run a model: answer PROMPT, or open an interactive chat."""
     options: dict[str, Any] = {}
@@ -404,6 +448,9 @@ def run(
     state.store.manifest(model)  # unknown names fail here, with suggestions
     session = ChatSession(model, options, system, conversation)
     try:
+        if voice is not None:
+            spoken_turn(session, voice, voice_out or voice.with_suffix(".reply.wav"))
+            return
         if prompt is None and not sys.stdin.isatty():
             prompt = sys.stdin.read()
         if prompt is not None:
@@ -412,3 +459,18 @@ def run(
             repl(session)
     finally:
         session.close()
+
+
+def spoken_turn(session: ChatSession, recording: Path, out: Path) -> None:
+    """Transcribe ``recording``, ask the model, speak its answer into ``out``."""
+    from llmasos.cli.perception import speak_to_file, transcribe_file
+
+    heard = transcribe_file(recording).text
+    if not heard.strip():
+        raise InvalidRequestError(f"no speech was recognized in {recording}")
+    err_console.print(f"you said: {heard}", highlight=False, markup=False)
+    answer = session.ask(heard)
+    if not answer.strip():
+        raise InvalidRequestError("the model gave an empty answer; nothing to speak")
+    speak_to_file(answer, out)
+    err_console.print(f"spoken answer: {out}", highlight=False, markup=False)

@@ -133,7 +133,12 @@ def quota_show(
 
 @app.command("usage")
 def usage(
-    by: Annotated[str, typer.Option("--by", help="Group by user, model, app or key.")] = "user",
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by", help="Group by user, model, app, key or day (UTC dates, oldest first)."
+        ),
+    ] = "user",
     since: Annotated[
         str | None, typer.Option("--since", help="From this date on (e.g. 2025-01-31 or 7d).")
     ] = None,
@@ -268,8 +273,17 @@ def keys_rotate_master(
     ] = False,
 ) -> None:
     """Re-encrypt all encrypted content with a new master key and install it."""
+    from llmasos.knowledge.filesystem import (  # registers fs_chunks.text, fs_summaries.text
+        reindex_after_rotation as reindex_files_after_rotation,
+    )
+    from llmasos.knowledge.stores import reindex_after_rotation as reindex_knowledge
     from llmasos.memory.memories import reindex_after_rotation  # registers memories.text
     from llmasos.storage.rotation import rotate_master_key
+    from llmasos.tools.personal import (  # registers the personal tools' sealed columns
+        reindex_after_rotation as reindex_notes,
+    )
+
+    # importing knowledge.stores registers kb_chunks.text, as memories registers its column
 
     new_key = None
     if new_key_stdin:
@@ -282,6 +296,9 @@ def keys_rotate_master(
         result = rotate_master_key(state.settings, database, new_key=new_key)
         if not new_key_stdin:  # with LLMASOS_SECRET_KEY the next start re-indexes
             reindex_after_rotation(state.settings, database)
+            reindex_files_after_rotation(state.settings, database)
+            reindex_knowledge(state.settings, database)
+            reindex_notes(state.settings, database)
     total = sum(result.reencrypted.values())
     err_console.print(
         f"re-encrypted {total} value(s) in {len(result.reencrypted)} column(s); "

@@ -5,7 +5,8 @@ renders and tokenizes, admits requests, and streams their outputs. Behind it `re
 loads and evicts models under a memory budget, `engine` runs one step loop per resident
 model (schedule -> execute -> update), `scheduler` picks what runs each step (continuous
 batching, chunked prefill, fair share, priorities, preemption), `request` is the ordered
-status enum, `metrics` the Prometheus counters; `interface` is the system-call contract.
+status enum, `metrics` the Prometheus counters, `structured` the output constraints (JSON schema,
+grammar-constrained tool calls); `interface` is the system-call contract.
 
 May import: backends (through the plugin registry), models (through `ModelStoreInterface`),
 plugins, config, errors, types — never server, access, apps, sdk or cli.

@@ -25,6 +25,7 @@ from llmasos.errors import (
     UnsupportedError,
 )
 from llmasos.kernel.interface import (
+    ContinuationScores,
     EmbedResult,
     EngineClientInterface,
     GenerateOutput,
@@ -119,7 +120,12 @@ class InProcessEngineClient(EngineClientInterface):
             sampling = request.sampling
             if request.apply_model_defaults:
                 sampling = apply_model_defaults(sampling, manifest, request.explicit)
+            default_cap = self._default_cap(request, manifest)
             max_tokens = self._admit(model, tokens, sampling)
+            capped = default_cap is not None and default_cap < max_tokens
+            if capped:
+                assert default_cap is not None
+                max_tokens = default_cap
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[RequestDelta] = asyncio.Queue()
             kernel_request = Request(
@@ -144,13 +150,28 @@ class InProcessEngineClient(EngineClientInterface):
                     if isinstance(error, LLMasOSError):
                         raise error
                     raise LLMasOSError(f"generation failed: {error}") from error
-                yield self._output(request, manifest.name, delta, prompt if first else None)
+                output = self._output(request, manifest.name, delta, prompt if first else None)
+                if capped and delta.finish_reason == "length" and not delta.stopped_by:
+                    output.stopped_by = "default_max_tokens"
+                yield output
                 first = False
         finally:
             self._engines_by_request.pop(request.request_id, None)
             if not finished and model.engine is not None:
                 model.engine.abort(request.request_id)
             self.models.release(model, request.keep_alive)
+
+    def _default_cap(self, request: GenerateRequest, manifest: Manifest) -> int | None:
+        """The server's ``default_max_tokens`` when neither the caller nor the model set a
+        limit (an explicit "no limit", ``num_predict: -1``, counts as set); else None."""
+        cap = self.settings.default_max_tokens
+        if cap <= 0 or request.sampling.max_tokens is not None:
+            return None
+        if "max_tokens" in request.explicit:
+            return None
+        if request.apply_model_defaults and "num_predict" in manifest.parameters:
+            return None
+        return cap
 
     def _render(self, model: ModelInstance, request: GenerateRequest) -> str:
         manifest = model.resolved.manifest
@@ -214,6 +235,7 @@ class InProcessEngineClient(EngineClientInterface):
             tokens=delta.tokens,
             finished=delta.finished,
             finish_reason=delta.finish_reason,
+            stopped_by=delta.stopped_by,
             prompt_tokens=delta.num_prompt_tokens,
             completion_tokens=delta.num_output_tokens,
             cached_tokens=delta.num_cached_tokens,
@@ -265,6 +287,51 @@ class InProcessEngineClient(EngineClientInterface):
         try:
             tokens = loaded.backend.tokenize(self._render(loaded, request), add_special=True)
             return PromptCount(loaded.name, len(tokens), loaded.backend.context_length)
+        finally:
+            self.models.release(loaded, request.keep_alive)
+
+    async def score(
+        self, request: GenerateRequest, continuations: Sequence[str]
+    ) -> ContinuationScores:
+        if not continuations or any(not c for c in continuations):
+            raise InvalidRequestError("scoring needs non-empty continuations")
+        resolved = self.store.resolve(request.model or self.settings.default_model)
+        if resolved.manifest.kind != "generate":
+            raise UnsupportedError(
+                f"{resolved.manifest.name} is an embedding model; it cannot score text",
+                param="model",
+            )
+        timeout = request.timeout or self.settings.request_timeout
+        loaded = await self.models.acquire(resolved, request.keep_alive, timeout)
+        try:
+            assert loaded.engine is not None
+            backend = loaded.backend
+            prefix = backend.tokenize(self._render(loaded, request), add_special=True)
+            options = [backend.tokenize(c, add_special=False) for c in continuations]
+            longest = len(prefix) + max(len(o) for o in options)
+            if longest > backend.context_length:
+                raise ContextLengthExceededError(
+                    f"the prompt and its longest continuation are {longest} tokens, more than "
+                    f"{loaded.name}'s context window of {backend.context_length} tokens",
+                    param="messages",
+                )
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[list[list[float]]] = loop.create_future()
+
+            def done(result: object, error: BaseException | None) -> None:
+                def settle() -> None:
+                    if future.done():
+                        return
+                    if error is not None:
+                        future.set_exception(error)
+                    else:
+                        future.set_result(result)  # type: ignore[arg-type]
+
+                loop.call_soon_threadsafe(settle)
+
+            loaded.engine.call(lambda b: b.score_continuations(prefix, options), done)
+            logprobs = await asyncio.wait_for(future, timeout)
+            return ContinuationScores(loaded.name, logprobs, len(prefix))
         finally:
             self.models.release(loaded, request.keep_alive)
 

@@ -2,8 +2,11 @@
 
 ``schedule()`` → ``backend.execute()`` → ``update()``: each step the scheduler picks work,
 the backend runs one batched forward pass, and the engine turns sampled tokens into text
-deltas (stop strings, end of generation, length, deadlines) sent to each request's `emit`.
-Submissions and aborts arrive through a locked inbox and take effect at the next step.
+deltas (stop strings, end of generation, length, deadlines, the repetition guard) sent to
+each request's `emit`. Every generated token of every backend passes `_on_token`, so the
+limits a reply obeys are enforced there and only there.
+Submissions, aborts and backend calls (scoring) arrive through a locked inbox and take
+effect at the next step.
 The backend is touched only from this thread (it is not thread-safe).
 """
 
@@ -13,14 +16,23 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from llmasos.backends.interface import BackendInterface, SampledToken, SequenceWork
 from llmasos.errors import RequestTimeoutError
 from llmasos.kernel.detokenizer import IncrementalDetokenizer
 from llmasos.kernel.interface import TokenInfo
 from llmasos.kernel.metrics import KernelMetrics
-from llmasos.kernel.request import FINISH_REASONS, Request, RequestDelta, RequestStatus
+from llmasos.kernel.repetition import RepetitionGuard
+from llmasos.kernel.request import (
+    FINISH_REASONS,
+    STOPPED_BY,
+    Request,
+    RequestDelta,
+    RequestStatus,
+)
 from llmasos.kernel.scheduler.interface import KVCacheInterface, SchedulerOutput
 from llmasos.kernel.scheduler.policies import make_policy
 from llmasos.kernel.scheduler.scheduler import Scheduler
@@ -62,10 +74,16 @@ class BackendKVCache(KVCacheInterface):
             self.backend.remove_sequence(request.seq_id)
 
 
+_BackendCall = tuple[
+    Callable[[BackendInterface], object], Callable[[object, BaseException | None], None]
+]
+
+
 @dataclass
 class _Tracked:
     request: Request
     detokenizer: IncrementalDetokenizer
+    guard: RepetitionGuard | None
 
 
 class Engine:
@@ -106,6 +124,15 @@ class Engine:
     def abort(self, request_id: str) -> None:
         self._post("abort", request_id)
 
+    def call(
+        self,
+        function: Callable[[BackendInterface], object],
+        done: Callable[[object, BaseException | None], None],
+    ) -> None:
+        """Run ``function(backend)`` on the loop thread between two steps (the backend is
+        not thread-safe); ``done(result, error)`` is called from that thread."""
+        self._post("call", (function, done))
+
     def stop(self, timeout: float = 30.0) -> None:
         """Abort everything, stop the loop, close the backend."""
         with self._wakeup:
@@ -133,6 +160,14 @@ class Engine:
                 if kind == "add":
                     assert isinstance(payload, Request)
                     self._add(payload)
+                elif kind == "call":
+                    function, done = cast(_BackendCall, payload)
+                    try:
+                        result = function(self.backend)
+                    except Exception as error:
+                        done(None, error)
+                    else:
+                        done(result, None)
                 else:
                     self._abort(str(payload), RequestStatus.FINISHED_ABORTED)
             if stopping:
@@ -156,9 +191,16 @@ class Engine:
                         )
 
     def _add(self, request: Request) -> None:
-        stop = request.sampling.stop
+        sampling = request.sampling
+        # The guard watches free text. Grammar-constrained output (a JSON schema, tool calls)
+        # is bounded by max_tokens instead: cut short by the guard it would be invalid JSON.
+        guarded = (
+            sampling.repetition_guard and not sampling.ignore_eos and sampling.structured is None
+        )
         self._tracked[request.request_id] = _Tracked(
-            request, IncrementalDetokenizer(self.backend.token_bytes, stop)
+            request,
+            IncrementalDetokenizer(self.backend.token_bytes, sampling.stop),
+            RepetitionGuard() if guarded else None,
         )
         self.scheduler.add_request(request)
 
@@ -249,14 +291,14 @@ class Engine:
                 for t in sampled.top_logprobs
             ),
         )
+        self._emit(request, RequestDelta(text=text, tokens=[info]))
         if tracked.detokenizer.stopped:
-            self._emit(request, RequestDelta(text=text, tokens=[info]))
             self._finish(tracked, RequestStatus.FINISHED_STOPPED)
+        elif tracked.guard is not None and tracked.guard.add(token):
+            self.metrics.repetition_stops.labels(self.model_name).inc()
+            self._finish(tracked, RequestStatus.FINISHED_REPETITION)
         elif len(request.output_tokens) >= request.max_tokens:
-            self._emit(request, RequestDelta(text=text, tokens=[info]))
             self._finish(tracked, RequestStatus.FINISHED_LENGTH)
-        else:
-            self._emit(request, RequestDelta(text=text, tokens=[info]))
 
     def _finish(
         self, tracked: _Tracked, status: RequestStatus, error: Exception | None = None
@@ -283,6 +325,7 @@ class Engine:
                 text=tail,
                 finished=True,
                 finish_reason=reason,
+                stopped_by=STOPPED_BY.get(status),
                 error=error,
                 num_prompt_tokens=len(request.prompt_tokens),
                 num_output_tokens=len(request.output_tokens),
@@ -295,8 +338,16 @@ class Engine:
         self._update_gauges()
 
     def _emit(self, request: Request, delta: RequestDelta) -> None:
-        if request.emit is not None:
+        if request.emit is None:
+            return
+        try:
             request.emit(delta)
+        except RuntimeError:
+            # the caller's event loop is closed (its server stopped mid-request): nobody can
+            # receive the rest, so the request is aborted instead of failing the loop
+            request.emit = None
+            if not delta.finished:
+                self.abort(request.request_id)
 
     def _update_gauges(self) -> None:
         name = self.model_name

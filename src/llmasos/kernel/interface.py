@@ -78,6 +78,10 @@ class GenerateOutput:
     finished: bool = False
     finish_reason: str | None = None
     """OpenAI's: ``stop``, ``length``, ``abort`` (cancelled), ``error``."""
+    stopped_by: str | None = None
+    """What cut the output short when ``finish_reason`` is ``length`` and the caller set no
+    limit: ``repetition_guard`` (the reply looped) or ``default_max_tokens`` (the server's
+    cap for requests that set none)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -107,6 +111,21 @@ class PromptCount:
     """Tokens of the rendered prompt (chat template, system prompt and tools included)."""
     context_length: int
     """The model's context window as loaded."""
+
+
+@dataclass(frozen=True)
+class ContinuationScores:
+    """How likely each continuation is after a prompt (teacher forcing, nothing sampled)."""
+
+    model: str
+    logprobs: list[list[float]]
+    """Per continuation, the natural-log probability of each of its tokens."""
+    prompt_tokens: int
+
+    @property
+    def totals(self) -> list[float]:
+        """Per continuation, the log-probability of the whole continuation."""
+        return [sum(values) for values in self.logprobs]
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,15 @@ class EngineClientInterface(ABC):
         from llmasos.errors import UnsupportedError
 
         raise UnsupportedError("this kernel cannot count prompt tokens")
+
+    async def score(
+        self, request: GenerateRequest, continuations: Sequence[str]
+    ) -> ContinuationScores:
+        """The log-probability of each continuation's tokens right after ``request``'s
+        rendered prompt (the start of the model's reply): how classifiers rank labels."""
+        from llmasos.errors import UnsupportedError
+
+        raise UnsupportedError("this kernel cannot score continuations")
 
     @abstractmethod
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:

@@ -111,6 +111,12 @@ class KernelMetrics:
             [*model, "reason"],
             registry=r,
         )
+        self.repetition_stops = Counter(
+            "llmasos:repetition_stops",
+            "Replies stopped by the repetition guard (they looped).",
+            model,
+            registry=r,
+        )
         self.resident_memory = Gauge(
             "llmasos:model_memory_bytes", "Memory held by a resident model.", model, registry=r
         )

@@ -26,6 +26,8 @@ class RequestStatus(enum.IntEnum):
     FINISHED_ABORTED = enum.auto()
     FINISHED_ERROR = enum.auto()
     FINISHED_TIMEOUT = enum.auto()
+    FINISHED_REPETITION = enum.auto()
+    """Stopped by the repetition guard (`llmasos.kernel.repetition`)."""
 
     @property
     def is_finished(self) -> bool:
@@ -38,7 +40,15 @@ FINISH_REASONS: dict[RequestStatus, str] = {
     RequestStatus.FINISHED_ABORTED: "abort",
     RequestStatus.FINISHED_ERROR: "error",
     RequestStatus.FINISHED_TIMEOUT: "abort",
+    RequestStatus.FINISHED_REPETITION: "length",
 }
+
+STOPPED_BY: dict[RequestStatus, str] = {
+    RequestStatus.FINISHED_REPETITION: "repetition_guard",
+}
+"""What cut a request short when ``finish_reason`` alone does not say it (``length`` is
+also the repetition guard's reason: the reply was cut, so clients that check for ``length``
+treat it as truncated)."""
 
 
 @dataclass
@@ -99,6 +109,7 @@ class RequestDelta:
     tokens: list[TokenInfo] = field(default_factory=list)
     finished: bool = False
     finish_reason: str | None = None
+    stopped_by: str | None = None
     error: Exception | None = None
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0

@@ -10,7 +10,9 @@ model itself: a kernel request under the user's tenant like any other (scheduled
 fair-shared; its token usage is returned so the caller meters it). Folding leaves half of
 the free room free, so compaction does not fire again on the very next turn. The compacted
 turns stay stored: the summary is a new item that says which position it covers, and
-`recall` brings back the compacted turns that share the most rare words with the new input.
+a recaller brings back the compacted turns most relevant to the new input: the shared hybrid
+index's (`llmasos.memory.recall`) where the conversation is indexed, else `recall`, which
+ranks by the rare words they share with it.
 A turn that does not fit even with everything before it compacted is a
 `ContextLengthExceededError` (400) that names both numbers.
 """
@@ -21,11 +23,11 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmasos.errors import ContextLengthExceededError
+from llmasos.errors import ContextLengthExceededError, LLMasOSError
 from llmasos.kernel.interface import EngineClientInterface, GenerateRequest
 from llmasos.memory.conversations import NewItem, StoredItem
 from llmasos.memory.items import item_text, items_to_messages, summary_item, transcript_line
@@ -39,6 +41,10 @@ SUMMARY_MAX_TOKENS = 128
 DEFAULT_OUTPUT_RESERVE = 256
 """Output tokens kept free when the request gives no ``max_output_tokens`` (at most a
 quarter of the window)."""
+Recaller = Callable[[str, list[StoredItem], int], Awaitable[list[StoredItem]]]
+"""``recall(query, compacted, limit)``: the compacted turns most relevant to ``query``, in
+conversation order (`llmasos.memory.recall.ConversationIndex.recaller` searches the shared
+index; without one, `recall` ranks by words alone)."""
 RECALL_LIMIT = 3
 RECALL_CHARS = 400
 SUMMARY_HEADER = "Summary of the earlier conversation:"
@@ -239,6 +245,17 @@ def recall(query: str, candidates: list[StoredItem], limit: int = RECALL_LIMIT) 
     return [candidates[index] for _, index in sorted(best, key=lambda pair: pair[1])]
 
 
+async def _recall(
+    recaller: Recaller | None, query: str, compacted: list[StoredItem]
+) -> list[StoredItem]:
+    if recaller is not None:
+        try:
+            return await recaller(query, compacted, RECALL_LIMIT)
+        except LLMasOSError as error:  # no embedding model, say: words alone still recall
+            logger.warning("recall through the shared index failed (%s); by words alone", error)
+    return recall(query, compacted)
+
+
 def _query_text(new_items: list[dict[str, Any]]) -> str:
     return " ".join(item_text(item) for item in new_items if item.get("role", "user") == "user")
 
@@ -255,6 +272,7 @@ async def fit_context(
     max_output_tokens: int | None = None,
     keep_alive: float | str | None = "",
     label: str = "",
+    recaller: Recaller | None = None,
 ) -> ContextPlan:
     """The messages for the next turn of ``history`` with ``new_items``, fitted to the window.
 
@@ -272,7 +290,7 @@ async def fit_context(
     turns = [item for item in history if not item.is_summary and item.position > covered]
     compacted = [item for item in history if not item.is_summary and item.position <= covered]
     query = _query_text(new_items)
-    recalled = recall(query, compacted)
+    recalled = await _recall(recaller, query, compacted)
 
     tokens, window, name = await fitter.count(
         fitter.assemble(summary_text, recalled, turns, new_items)
@@ -310,7 +328,7 @@ async def fit_context(
             folded += len(fold)
             folded_through = fold[-1].position
             compacted += fold
-        recalled = recall(query, compacted)
+        recalled = await _recall(recaller, query, compacted)
         while True:
             messages = fitter.assemble(summary_text, recalled, turns, new_items)
             tokens, _, _ = await fitter.count(messages)

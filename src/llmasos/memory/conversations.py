@@ -7,7 +7,8 @@ context ``conversation_item:{id}`` and each stored response with ``response:{id}
 ciphertext moved to another row does not open; `llmasos.storage.rotation` registers both
 columns for ``keys rotate-master``. A response and the items it adds (its input, a
 compaction summary, its output) are written in one transaction: a database that fails
-half-way writes nothing.
+half-way writes nothing. Deleting an item or a conversation removes it from the shared
+index (`llmasos.memory.recall`) in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,17 +23,23 @@ from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from llmasos.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
-from llmasos.memory.items import SUMMARY, item_id, new_id
+from llmasos.memory.items import SUMMARY, item_id
+from llmasos.retrieval.hybrid import remove_entries
 from llmasos.storage.crypto import ContentCipher
 from llmasos.storage.database import Database
+from llmasos.storage.ids import new_id
 from llmasos.storage.schema import (
     ITEM_CONTENT_CONTEXT,
     RESPONSE_BODY_CONTEXT,
     Conversation,
     ConversationItem,
+    ConversationSearchRef,
     StoredResponse,
+    owned_by,
 )
 
+SEARCH_COLLECTION = "conversation"
+"""The shared index's collection of conversation turns (`llmasos.memory.recall`)."""
 MAX_ITEM_BYTES = 1 << 20
 """The largest item body (its JSON, before encryption) the store accepts: 1 MiB."""
 MAX_METADATA_PAIRS = 16
@@ -113,10 +120,6 @@ class NewItem:
     body: dict[str, Any]
     summary_through: int | None = None
     id: str | None = None
-
-
-def _owned(column: Any, owner: int | None) -> ColumnElement[bool]:
-    return column.is_(None) if owner is None else column == owner  # type: ignore[no-any-return]
 
 
 def check_metadata(metadata: dict[str, Any] | None) -> dict[str, str]:
@@ -215,6 +218,7 @@ class ConversationStore:
     def delete(self, owner: int | None, conversation_id: str) -> None:
         with self.database.session(write=True) as session:
             row = self._conversation(session, owner, conversation_id)
+            forget_indexed(session, self.database, ConversationSearchRef.conversation_id == row.id)
             # Explicit deletes: SQLite enforces ON DELETE CASCADE too, but this keeps the
             # order obvious and does not depend on the connection's pragma.
             session.execute(
@@ -228,7 +232,7 @@ class ConversationStore:
     ) -> list[ConversationRecord]:
         """The owner's conversations, newest first."""
         with self.database.session() as session:
-            query = select(Conversation).where(_owned(Conversation.user_id, owner))
+            query = select(Conversation).where(owned_by(Conversation.user_id, owner))
             if after is not None:
                 anchor = self._conversation(session, owner, after)
                 query = query.where(
@@ -295,7 +299,9 @@ class ConversationStore:
     ) -> ConversationRecord:
         with self.database.session(write=True) as session:
             row = self._conversation(session, owner, conversation_id)
-            session.delete(self._item(session, conversation_id, item_id_))
+            item = self._item(session, conversation_id, item_id_)
+            forget_indexed(session, self.database, ConversationSearchRef.item_id == item.id)
+            session.delete(item)
             session.flush()
             return self._record(row, self._count(session, conversation_id))
 
@@ -311,10 +317,11 @@ class ConversationStore:
         conversation_id: str | None = None,
         previous_response_id: str | None = None,
         store: bool = True,
-    ) -> None:
+    ) -> list[StoredItem]:
         """Write a response's items (into its conversation, if any) and, with ``store``,
-        the response itself: all in one transaction."""
+        the response itself: all in one transaction. Returns the items written."""
         response_id = str(response["id"])
+        written: list[StoredItem] = []
         with self.database.session(write=True) as session:
             conversation = (
                 self._conversation(session, owner, conversation_id)
@@ -322,11 +329,11 @@ class ConversationStore:
                 else None
             )
             if conversation is not None or store:
-                self._append(
+                written += self._append(
                     session, conversation, owner, inputs, response_id=response_id,
                     direction="input",
                 )  # fmt: skip
-                self._append(
+                written += self._append(
                     session, conversation, owner, outputs, response_id=response_id,
                     direction="output", start=len(inputs),
                 )  # fmt: skip
@@ -345,6 +352,7 @@ class ConversationStore:
                         ),
                     )
                 )
+        return written
 
     def get_response(self, owner: int | None, response_id: str) -> dict[str, Any]:
         with self.database.session() as session:
@@ -539,3 +547,11 @@ class ConversationStore:
             updated_at=row.updated_at,
             items=items,
         )
+
+
+def forget_indexed(session: Session, database: Database, which: ColumnElement[bool]) -> None:
+    """Remove from the shared index the items ``which`` selects (a condition on
+    `ConversationSearchRef`), in the caller's transaction, before the items themselves go."""
+    refs = list(session.scalars(select(ConversationSearchRef.id).where(which)))
+    remove_entries(session, database, SEARCH_COLLECTION, refs)
+    session.execute(delete(ConversationSearchRef).where(which))

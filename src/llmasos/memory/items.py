@@ -11,21 +11,16 @@ item of type ``summary`` here and is shown to clients as a system message.
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from llmasos.errors import InvalidRequestError, UnsupportedError
+from llmasos.storage.ids import new_id
 from llmasos.types import ChatMessage
 
 ROLES = ("user", "assistant", "system", "developer")
 ITEM_TYPES = ("message", "function_call", "function_call_output")
 SUMMARY = "summary"
 _PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", SUMMARY: "msg"}
-
-
-def new_id(prefix: str) -> str:
-    """An OpenAI-style id: ``prefix_`` and 24 hex digits."""
-    return f"{prefix}_{secrets.token_hex(12)}"
 
 
 def item_id(item_type: str) -> str:

@@ -6,9 +6,10 @@ cipher, context ``memory:<id>``) and indexes each in the shared retrieval index 
 kernel's embed syscall. An owner is a user (``user:<id>``) or, with authentication off, the
 machine's owner (``local``); every read and write is scoped to one owner, so another
 owner's id is simply not found. Adding a fact that is already there (same normalised text,
-or an embedding at least `DUPLICATE_SIMILARITY` close with the same kind) returns the
-existing item — nothing is ever deleted or replaced by an add. `extract` asks the model for
-facts in a conversation under a JSON schema (grammar-constrained decoding) and adds them.
+or an embedding at least `DUPLICATE_SIMILARITY` close with the same kind, except for events,
+which happen again) returns the existing item — nothing is ever deleted or replaced by an
+add. `extract` asks the model for facts in a conversation under a JSON schema
+(grammar-constrained decoding) and adds them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -45,6 +46,9 @@ MAX_TEXT_CHARS: Final = 4000
 MAX_METADATA_BYTES: Final = 4096
 MAX_K: Final = 100
 DUPLICATE_SIMILARITY: Final = 0.95
+OCCURRENCE_KINDS: Final = frozenset({"event"})
+"""Kinds that record something that happened: two alike are two occurrences, so only the
+exact same text is recognised as a duplicate, never a merely similar one."""
 ID_PREFIX: Final = "mem_"
 _ID = re.compile(r"mem_([1-9][0-9]{0,17})")
 
@@ -300,6 +304,8 @@ class MemoryStore:
         return results
 
     def _similar(self, owner: MemoryOwner, kind: str, vector: Sequence[float]) -> int | None:
+        if kind in OCCURRENCE_KINDS:
+            return None
         hits = self.index.search(
             owner.key, "", vector, k=1, filters=SearchFilters(kind=kind), mode="vector"
         )
@@ -580,14 +586,14 @@ class MemoryStore:
 def reindex_stale(database: Database, index: HybridIndex, cipher: ContentCipher) -> int:
     """See `MemoryStore.reindex_stale`; usable without a kernel (``keys rotate-master``)."""
     with database.session(write=True) as session:
-        stale = index.stale_ref_ids(session)
-        for start in range(0, len(stale), 500):
-            rows = session.scalars(select(Memory).where(Memory.id.in_(stale[start : start + 500])))
-            for row in rows:
+
+        def texts_of(ids: list[int]) -> Iterator[tuple[int, str]]:
+            for row in session.scalars(select(Memory).where(Memory.id.in_(ids))):
                 text = cipher.decrypt_text(row.text, context=f"memory:{row.id}")
                 row.text_key = index.blinder.keyed_hash(text)
-                index.reblind(session, row.id, text)
-    return len(stale)
+                yield row.id, text
+
+        return index.reblind_stale(session, texts_of)
 
 
 def reindex_after_rotation(settings: Settings, database: Database) -> int:

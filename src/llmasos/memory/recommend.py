@@ -1,13 +1,16 @@
 """Personalization: rank what to suggest to a user from what they did and what they told us.
 
 `Recommender.recommend` scores every candidate (a named service, an installed app, a
-follow-up action) the caller offers, from three signals, and says which one carried each
+follow-up action) the caller offers, from four signals, and says which one carried each
 suggestion:
 
 * **use** — the user's own usage records of the last 30 days (``/v1/services/NAME`` calls,
   requests made through an app);
 * **memory** — the cosine similarity between the candidate's description and the user's
   closest memory item (through the shared retrieval index, so no extra embedding per item);
+* **talk** — the same against the user's own messages in their stored conversations (the
+  conversation collection of the shared index, `llmasos.memory.recall`): what they talk
+  about, even when they never asked the OS to remember it;
 * **popularity** — everyone's usage in the same window, the only signal at cold start.
 
 Follow-up actions come from the user's state (memories but memory off in chat, many items
@@ -18,6 +21,7 @@ the service registry and app store; this layer does not).
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -27,12 +31,14 @@ from typing import Any, Literal
 
 from sqlalchemy import func, select
 
+from llmasos.memory.items import item_text
 from llmasos.memory.memories import MemoryOwner, MemoryStore, memory_id
-from llmasos.storage.schema import Memory, UsageRecord
+from llmasos.memory.recall import ConversationIndex
+from llmasos.storage.schema import ITEM_CONTENT_CONTEXT, ConversationItem, Memory, UsageRecord
 
 WINDOW = timedelta(days=30)
 MIN_MEMORY_SIMILARITY = 0.3
-USE_WEIGHT, MEMORY_WEIGHT, POPULAR_WEIGHT = 0.5, 0.35, 0.15
+USE_WEIGHT, MEMORY_WEIGHT, TALK_WEIGHT, POPULAR_WEIGHT = 0.5, 0.35, 0.3, 0.15
 CandidateType = Literal["service", "app", "action"]
 
 
@@ -69,8 +75,9 @@ def usage_key(endpoint: str, app: str | None) -> list[tuple[CandidateType, str]]
 
 
 class Recommender:
-    def __init__(self, memory: MemoryStore) -> None:
+    def __init__(self, memory: MemoryStore, conversations: ConversationIndex | None = None) -> None:
         self.memory = memory
+        self.conversations = conversations
         self.database = memory.database
 
     async def recommend(
@@ -84,8 +91,12 @@ class Recommender:
         since = (now or datetime.now(UTC)) - WINDOW
         mine, everyone = await asyncio.to_thread(self._usage, owner, since)
         memory_count = await asyncio.to_thread(self.memory.count, owner)
-        closest = await self._closest_memories(owner, candidates) if memory_count else {}
-        cold = not mine and not closest
+        vectors: list[list[float]] = []
+        if candidates and (memory_count or self.conversations is not None):
+            vectors = await self.memory.embed([c.description or c.name for c in candidates])
+        closest = await self._closest_memories(owner, candidates, vectors) if memory_count else {}
+        talked = await self._closest_turns(owner, candidates, vectors)
+        cold = not mine and not closest and not talked
         top_use = max(mine.values(), default=0)
         top_popular = max(everyone.values(), default=0)
         scored: list[Recommendation] = []
@@ -94,9 +105,11 @@ class Recommender:
             used = mine.get(key, 0)
             popular = everyone.get(key, 0)
             memory_hit = closest.get(key)
+            talk_hit = talked.get(key)
             signals = {
                 "use": USE_WEIGHT * _log_share(used, top_use),
                 "memory": MEMORY_WEIGHT * (memory_hit[1] if memory_hit else 0.0),
+                "talk": TALK_WEIGHT * (talk_hit[1] if talk_hit else 0.0),
                 "popularity": POPULAR_WEIGHT * _log_share(popular, top_popular),
             }
             score = sum(signals.values())
@@ -109,6 +122,9 @@ class Recommender:
             elif strongest == "memory" and memory_hit:
                 reason = f"related to what you told me: {memory_hit[2]!r}"
                 detail["memory_id"] = memory_hit[0]
+            elif strongest == "talk" and talk_hit:
+                reason = f"related to what you talked about: {talk_hit[2]!r}"
+                detail["conversation_id"], detail["item_id"] = talk_hit[0].split("/", 1)
             else:
                 reason = f"popular: used {popular} times by everyone in the last 30 days"
             scored.append(Recommendation(candidate.type, candidate.name, score, reason, detail))
@@ -141,12 +157,50 @@ class Recommender:
                         mine[key] += count
         return mine, everyone
 
+    async def _closest_turns(
+        self, owner: MemoryOwner, candidates: Sequence[Candidate], vectors: list[list[float]]
+    ) -> dict[tuple[CandidateType, str], tuple[str, float, str]]:
+        """Per candidate: ("conversation/item", similarity, the message's opening) of the
+        user's own message closest to it, when close enough."""
+        index = self.conversations
+        if index is None or not candidates:
+            return {}
+
+        def run() -> dict[tuple[CandidateType, str], tuple[str, float, str]]:
+            found: dict[tuple[CandidateType, str], tuple[str, float, str]] = {}
+            for candidate, vector in zip(candidates, vectors, strict=True):
+                hit = index.closest_turn(
+                    owner.user_id, vector, min_similarity=MIN_MEMORY_SIMILARITY
+                )
+                if hit is None:
+                    continue
+                conversation_id, item_id, similarity = hit
+                text = self._message_text(item_id)
+                if text:
+                    found[(candidate.type, candidate.name)] = (
+                        f"{conversation_id}/{item_id}",
+                        similarity,
+                        text[:120],
+                    )
+            return found
+
+        return await asyncio.to_thread(run)
+
+    def _message_text(self, item_id: str) -> str:
+        with self.database.session() as session:
+            row = session.get(ConversationItem, item_id)
+            if row is None:
+                return ""
+            data = self.memory.cipher.decrypt(
+                row.content, context=ITEM_CONTENT_CONTEXT.format(id=row.id)
+            )
+            return item_text(json.loads(data))
+
     async def _closest_memories(
-        self, owner: MemoryOwner, candidates: Sequence[Candidate]
+        self, owner: MemoryOwner, candidates: Sequence[Candidate], vectors: list[list[float]]
     ) -> dict[tuple[CandidateType, str], tuple[str, float, str]]:
         if not candidates:
             return {}
-        vectors = await self.memory.embed([c.description or c.name for c in candidates])
 
         def run() -> dict[tuple[CandidateType, str], tuple[str, float, str]]:
             found: dict[tuple[CandidateType, str], tuple[int, float]] = {}

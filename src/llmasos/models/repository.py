@@ -7,6 +7,7 @@ Layout (see docs/design/models.md)::
     versions/<namespace>/<name>/<tag>/<hex>     older manifests of that name
     dirs/<manifest hex>/...                     HF layouts made of links to blobs, on resolve
     builtin.json                                which built-in models were registered
+    tuning.json                                 the fastest version per machine (`tuning`)
 
 Every change is written to temp files in the target directory and moved into place with
 ``os.replace`` under an exclusive lock; on any failure the temp files and the blobs the
@@ -31,7 +32,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,8 +47,10 @@ from llmasos.models.blobs import (
     write_text_atomic,
 )
 from llmasos.models.gguf_info import ModelFacts, read_gguf, read_hf_dir
+from llmasos.models.known import known_overrides
 from llmasos.models.manifest import BlobRef, Manifest, ModelName, ResolvedModel
 from llmasos.models.names import not_found_message, parse_name, split_digest
+from llmasos.models.tuning import TuningChoice, TuningRecord
 
 if TYPE_CHECKING:
     from llmasos.config import Settings
@@ -72,23 +75,24 @@ def seal(manifest: Manifest) -> Manifest:
 def manifest_from_facts(
     name: str, facts: ModelFacts, files: tuple[BlobRef, ...], source: str
 ) -> Manifest:
-    return seal(
-        Manifest(
-            name=name,
-            format=facts.format,
-            kind=facts.kind,
-            files=files,
-            family=facts.family,
-            parameter_count=facts.parameter_count,
-            quantization=facts.quantization,
-            context_length=facts.context_length,
-            embedding_length=facts.embedding_length,
-            chat_template=facts.chat_template,
-            license=facts.license,
-            source=source,
-            created_at=now_iso(),
-        )
+    """A new manifest from a model's facts; a model LLMasOS knows gets its settings
+    (`llmasos.models.known`)."""
+    manifest = Manifest(
+        name=name,
+        format=facts.format,
+        kind=facts.kind,
+        files=files,
+        family=facts.family,
+        parameter_count=facts.parameter_count,
+        quantization=facts.quantization,
+        context_length=facts.context_length,
+        embedding_length=facts.embedding_length,
+        chat_template=facts.chat_template,
+        license=facts.license,
+        source=source,
+        created_at=now_iso(),
     )
+    return seal(replace(manifest, **known_overrides(facts.chat_template)))
 
 
 def default_name(path: Path) -> str:
@@ -167,8 +171,13 @@ class ModelRepository:
         return self._versions(model, self._current(model, name))
 
     def resolve(self, name: str) -> ResolvedModel:
-        """The files of ``name`` on disk, ready for a backend to load."""
+        """The files of ``name`` on disk, ready for a backend to load.
+
+        Without an ``@DIGEST``, a name that ``llmasos tune`` tuned on this machine resolves
+        to the version it chose (same name, template and defaults; faster weights)."""
         manifest = self.manifest(name)
+        if split_digest(name)[1] is None:
+            manifest = self._tuned(name, manifest)
         for ref in (*manifest.files, *([manifest.adapter] if manifest.adapter else [])):
             if not self.blobs.has(ref.digest):
                 raise StorageError(
@@ -187,7 +196,91 @@ class ModelRepository:
                 adapter = path / Path(manifest.adapter.path).parent
         return ResolvedModel(manifest=manifest, path=path, adapter_path=adapter)
 
+    def _tuned(self, name: str, current: Manifest) -> Manifest:
+        choice = self.tuning.get(current.digest)
+        if choice is None or choice.digest == current.digest:
+            return current
+        model = parse_name(split_digest(name)[0])
+        for version in self._versions(model, current):
+            if version.digest == choice.digest:
+                return version
+        return current  # the chosen version was removed: serve what the user has
+
+    @property
+    def tuning(self) -> TuningRecord:
+        """Which version of each model this machine serves fastest (`llmasos.models.tuning`)."""
+        return TuningRecord(self.root / "tuning.json")
+
+    def tuning_choice(self, name: str) -> TuningChoice | None:
+        """What ``llmasos tune`` chose for ``name``'s current version on this machine."""
+        return self.tuning.get(self.manifest(name).digest)
+
+    def record_tuning(self, choice: TuningChoice) -> None:
+        """Serve ``choice.digest`` for ``choice.source`` on this machine from now on."""
+        with self._locked():
+            self.tuning.put(choice)
+
+    def forget_tuning(self, name: str) -> bool:
+        """Serve ``name`` as it is again on this machine; False if it was not tuned."""
+        with self._locked():
+            return self.tuning.forget(self.manifest(name).digest)
+
     # -- writing -------------------------------------------------------------------------
+
+    def add_version(self, name: str, path: Path, *, quantization: str, source: str) -> Manifest:
+        """Add the GGUF at ``path`` as a version of ``name`` derived from its current one,
+        without making it current: the same template, system prompt and defaults, other
+        weights. ``source`` is its provenance (what it was made from, and how)."""
+        model = parse_name(split_digest(name)[0])
+        current = self.manifest(name)
+        if current.format != "gguf":
+            raise InvalidRequestError(f"{current.name} is not a GGUF model; only GGUFs convert")
+        with self.transaction() as tx:
+            files, _ = self.add_model_files(tx, Path(path))
+            files = tuple(replace(f, path=current.files[0].path) for f in files)
+            derived = seal(
+                replace(
+                    current,
+                    files=files,
+                    quantization=quantization,
+                    source=source,
+                    created_at=now_iso(),
+                )
+            )
+            version = self._version_path(model, derived)
+            tx.new_paths[:0] = self._missing_dirs(version.parent)
+            write_text_atomic(version, derived.to_json())
+            tx.new_paths.append(version)
+            return derived
+
+    def add_derived(self, name: str, paths: Sequence[Path], *, like: str, source: str) -> Manifest:
+        """Store the models at ``paths`` (made from ``like``) as versions of ``name``, all or
+        none, the last one current, each with ``like``'s settings and ``source``."""
+        if not paths:
+            raise InvalidRequestError("nothing to store")
+        model = parse_name(name)
+        base = self.manifest(like)
+        self._ensure_builtins()
+        with self.transaction() as tx:
+            manifest = base
+            for path in paths:
+                files, facts = self.add_model_files(tx, Path(path))
+                made = manifest_from_facts(str(model), facts, files, source)
+                manifest = self.commit(
+                    tx,
+                    model,
+                    seal(
+                        replace(
+                            made,
+                            chat_template=base.chat_template or made.chat_template,
+                            system=base.system,
+                            parameters=dict(base.parameters),
+                            messages=base.messages,
+                            license=base.license or made.license,
+                        )
+                    ),
+                )
+            return manifest
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:

@@ -1,21 +1,27 @@
 """The hybrid index over ``retrieval_entries``: BM25 by words, cosine by meaning, fused.
 
-Words: on SQLite an FTS5 table ``retrieval_fts`` (rowid = entry id, ranked with FTS5's
-``bm25``); on PostgreSQL a GIN index over ``to_tsvector('simple', terms)`` ranked with
-``ts_rank``. Both are derived data: `HybridIndex` creates them at start and rebuilds the
-FTS5 table when it disagrees with the entries (a crash between two statements cannot
-happen — they share a transaction — but an old backup or a user deleted by cascade can).
-Meaning: `llmasos.retrieval.vectors.VectorCache`, exact cosine over the namespace.
-Filters (kind, time, metadata) are SQL conditions on the entries, applied to both sides
-before ranking, so a filter never hides a better match behind worse ones. Results are
-fused with reciprocal rank fusion.
+Words: on SQLite an FTS5 table ``retrieval_fts_ns`` (rowid = entry id, ranked with FTS5's
+``bm25``) whose tokens are each blinded term prefixed with its namespace's scope token, so a
+query touches only its own namespace's postings (no intersection with a posting list of the
+whole namespace, and document frequencies are per namespace); query terms held by more than
+a fifth of a large namespace are dropped (BM25 weighs them near zero, and scoring their rows
+is what made queries slow at 10^5 rows). On PostgreSQL a GIN index over
+``to_tsvector('simple', terms)`` ranked with ``ts_rank``. Both are derived data:
+`HybridIndex` creates them at start and rebuilds the FTS5 table when it disagrees with the
+entries (a crash between two statements cannot happen — they share a transaction — but an
+old backup or a user deleted by cascade can).
+Meaning: `llmasos.retrieval.vectors.VectorCache` (exact cosine, an HNSW graph for large
+namespaces). Filters (kind, time, metadata) are SQL conditions on the entries, applied to
+both sides before ranking, so a filter never hides a better match behind worse ones. Results
+are fused with reciprocal rank fusion.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -23,8 +29,10 @@ from sqlalchemy import (
     case,
     column,
     delete,
+    false,
     func,
     literal_column,
+    or_,
     select,
     table,
     text,
@@ -47,7 +55,16 @@ from llmasos.retrieval.vectors import VectorCache, encode_vector
 from llmasos.storage.database import Database
 from llmasos.storage.schema import RetrievalEntry, RetrievalNamespace
 
-FTS_TABLE = "retrieval_fts"
+FTS_TABLE = "retrieval_fts_ns"
+FTS_VOCAB = "retrieval_fts_vocab"
+"""FTS5's view of the text index's vocabulary: document frequency per token."""
+COMMON_TERM_SHARE = 0.2
+COMMON_TERM_MIN_ROWS = 5_000
+DF_CACHE_SECONDS = 300.0
+DF_CACHE_SIZE = 100_000
+OLD_FTS_TABLES = ("retrieval_fts",)
+"""Earlier layouts of the derived text index, dropped at start (it is rebuilt from the
+entries)."""
 PG_TERMS_INDEX = "ix_retrieval_entries_terms_tsv"
 _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 _prepared: set[str] = set()
@@ -72,6 +89,17 @@ def metadata_equals(column: Any, key: str, value: MetadataValue) -> ColumnElemen
     return field.as_string() == value  # type: ignore[no-any-return]
 
 
+def metadata_one_of(column: Any, key: str, values: Iterable[MetadataValue]) -> ColumnElement[bool]:
+    """``column[key]`` is one of ``values`` (strings compared with one IN; an empty set
+    matches nothing)."""
+    values = list(values)
+    strings = [v for v in values if isinstance(v, str)]
+    others = [metadata_equals(column, key, v) for v in values if not isinstance(v, str)]
+    if strings:
+        others.append(column[key].as_string().in_(strings))
+    return or_(false(), *others)
+
+
 class HybridIndex(RetrievalIndexInterface):
     """One collection of the shared index in one database."""
 
@@ -90,6 +118,7 @@ class HybridIndex(RetrievalIndexInterface):
         self.vectors = vectors or VectorCache()
         self.candidates = candidates
         """Each side ranks at least this many before fusion (more when ``k`` is larger)."""
+        self._df_cache: dict[str, tuple[int, float]] = {}
         self.prepare()
 
     # --- the derived text index ----------------------------------------------------------
@@ -102,10 +131,16 @@ class HybridIndex(RetrievalIndexInterface):
                 return
             with self.database.session(write=True) as session:
                 if self.database.is_sqlite:
-                    create = (
-                        f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(scope, terms)"
-                    )
+                    for old in OLD_FTS_TABLES:
+                        session.execute(text(f"DROP TABLE IF EXISTS {old}"))
+                    create = f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(terms)"
                     session.execute(text(create))
+                    session.execute(
+                        text(
+                            f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_VOCAB} "
+                            f"USING fts5vocab({FTS_TABLE}, 'row')"
+                        )
+                    )
                     self._resync_fts(session)
                 else:
                     session.execute(text("SELECT pg_advisory_xact_lock(7311001)"))
@@ -137,10 +172,14 @@ class HybridIndex(RetrievalIndexInterface):
 
     @staticmethod
     def _fts_insert(session: Session, rows: list[tuple[int, str, str]]) -> None:
+        """Index (entry id, scope token, blinded terms) rows, each term under its scope."""
         if rows:
             session.execute(
-                text(f"INSERT INTO {FTS_TABLE}(rowid, scope, terms) VALUES (:id, :scope, :terms)"),
-                [{"id": i, "scope": s, "terms": t} for i, s, t in rows],
+                text(f"INSERT INTO {FTS_TABLE}(rowid, terms) VALUES (:id, :terms)"),
+                [
+                    {"id": i, "terms": " ".join(f"{scope}{t}" for t in terms.split())}
+                    for i, scope, terms in rows
+                ],
             )
 
     # --- writes ----------------------------------------------------------------------------
@@ -161,6 +200,16 @@ class HybridIndex(RetrievalIndexInterface):
             )
             for entry in entries
         ]
+        if self.database.is_sqlite and rows:
+            # SQLite reuses the largest rowid once it is deleted; a reused id would leave the
+            # namespace's census (count, max id) unchanged after a remove + add, and vector
+            # caches would keep the removed embedding. Ids above every id ever counted avoid it.
+            floor = max(
+                session.scalar(select(func.max(RetrievalEntry.id))) or 0,
+                session.scalar(select(func.max(RetrievalNamespace.max_entry_id))) or 0,
+            )
+            for offset, row in enumerate(rows, start=1):
+                row.id = floor + offset
         session.add_all(rows)
         session.flush()
         if self.database.is_sqlite:
@@ -170,7 +219,10 @@ class HybridIndex(RetrievalIndexInterface):
             )
         for namespace in {r.namespace for r in rows}:
             mine = [r for r in rows if r.namespace == namespace]
-            self._count(session, namespace, len(mine), max(r.id for r in mine), mine[0].user_id)
+            count_entries(
+                session, self.database, self.collection, namespace,
+                len(mine), max(r.id for r in mine), mine[0].user_id,
+            )  # fmt: skip
 
     def update(self, session: Session, entry: IndexEntry) -> None:
         # A new row (new id) rather than an in-place change: vector caches of other processes
@@ -179,68 +231,12 @@ class HybridIndex(RetrievalIndexInterface):
         self.add(session, [entry])
 
     def remove(self, session: Session, ref_ids: Sequence[int]) -> None:
-        if not ref_ids:
-            return
-        where = (RetrievalEntry.collection == self.collection) & RetrievalEntry.ref_id.in_(
-            list(ref_ids)
-        )
-        found = session.execute(
-            select(RetrievalEntry.id, RetrievalEntry.namespace).where(where)
-        ).all()
-        if self.database.is_sqlite:
-            self._fts_delete(session, [entry_id for entry_id, _ in found])
-        session.execute(delete(RetrievalEntry).where(where))
-        for namespace in {n for _, n in found}:
-            self._count(session, namespace, -sum(1 for _, n in found if n == namespace), 0, None)
+        remove_entries(session, self.database, self.collection, ref_ids)
 
     def remove_namespace(self, session: Session, namespace: str) -> int:
-        where = (RetrievalEntry.collection == self.collection) & (
-            RetrievalEntry.namespace == namespace
-        )
-        ids = list(session.scalars(select(RetrievalEntry.id).where(where)))
-        if self.database.is_sqlite:
-            self._fts_delete(session, ids)
-        session.execute(delete(RetrievalEntry).where(where))
-        session.execute(
-            delete(RetrievalNamespace).where(
-                RetrievalNamespace.collection == self.collection,
-                RetrievalNamespace.namespace == namespace,
-            )
-        )
+        removed = remove_namespace(session, self.database, self.collection, namespace)
         self.vectors.invalidate(f"{self.collection}\0{namespace}")
-        return len(ids)
-
-    def _count(
-        self, session: Session, namespace: str, delta: int, max_id: int, user_id: int | None
-    ) -> None:
-        """Keep the namespace's counters in step, in the writer's transaction."""
-        insert = sqlite_insert if self.database.is_sqlite else postgresql_insert
-        table = RetrievalNamespace
-        statement = insert(table).values(
-            collection=self.collection,
-            namespace=namespace,
-            user_id=user_id,
-            entries=max(delta, 0),
-            max_entry_id=max_id,
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["collection", "namespace"],
-            set_={
-                "entries": table.entries + delta,
-                "max_entry_id": case(
-                    (table.max_entry_id > max_id, table.max_entry_id), else_=max_id
-                ),
-            },
-        )
-        session.execute(statement)
-
-    @staticmethod
-    def _fts_delete(session: Session, ids: list[int]) -> None:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            session.execute(
-                text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({','.join(map(str, chunk))})")
-            )
+        return removed
 
     def reblind(self, session: Session, ref_id: int, text_: str) -> None:
         """Recompute an entry's terms from its text under the current key (embedding kept)."""
@@ -255,7 +251,7 @@ class HybridIndex(RetrievalIndexInterface):
         row.terms_key = self.blinder.fingerprint
         session.flush()
         if self.database.is_sqlite:
-            self._fts_delete(session, [row.id])
+            _fts_delete(session, [row.id])
             self._fts_insert(
                 session, [(row.id, scope_token(self.collection, row.namespace), row.terms)]
             )
@@ -270,6 +266,17 @@ class HybridIndex(RetrievalIndexInterface):
                 )
             )
         )
+
+    def reblind_stale(
+        self, session: Session, texts_of: Callable[[list[int]], Iterable[tuple[int, str]]]
+    ) -> int:
+        """Re-blind every entry blinded under another key; how many. ``texts_of`` gives the
+        owning collection's decrypted (ref id, text) for a batch of at most 500 ref ids."""
+        stale = self.stale_ref_ids(session)
+        for start in range(0, len(stale), 500):
+            for ref_id, text_ in texts_of(stale[start : start + 500]):
+                self.reblind(session, ref_id, text_)
+        return len(stale)
 
     # --- search ----------------------------------------------------------------------------
 
@@ -324,6 +331,13 @@ class HybridIndex(RetrievalIndexInterface):
         if filters.until is not None:
             conditions.append(entry.created_at <= filters.until)
         conditions.extend(metadata_equals(entry.meta, k, v) for k, v in filters.metadata.items())
+        for key, (low, high) in filters.ranges.items():
+            if low is not None:
+                conditions.append(entry.meta[key].as_float() >= low)
+            if high is not None:
+                conditions.append(entry.meta[key].as_float() <= high)
+        for key, values in filters.metadata_in.items():
+            conditions.append(metadata_one_of(entry.meta, key, values))
         return conditions
 
     def _lexical(
@@ -334,15 +348,13 @@ class HybridIndex(RetrievalIndexInterface):
             return []
         conditions = self._conditions(namespace, filters)
         if self.database.is_sqlite:
-            match = (
-                f'scope : "{scope_token(self.collection, namespace)}" AND terms : ('
-                + " OR ".join(f'"{t}"' for t in terms)
-                + ")"
-            )
-            if filters.empty:  # the scope token already limits the match: no join needed
+            scope = scope_token(self.collection, namespace)
+            scoped = self._without_common([f"{scope}{t}" for t in dict.fromkeys(terms)], namespace)
+            match = " OR ".join(f'"{t}"' for t in scoped)
+            if filters.empty:  # the scoped terms already limit the match: no join needed
                 return self._fts_only(match, depth)
             fts = table(FTS_TABLE, column("rowid"))
-            rank: ColumnElement[float] = literal_column(f"bm25({FTS_TABLE}, 0.0, 1.0)")
+            rank: ColumnElement[float] = literal_column(f"bm25({FTS_TABLE})")
             fts_statement = (
                 select(RetrievalEntry.ref_id, rank)
                 .select_from(fts)
@@ -365,11 +377,52 @@ class HybridIndex(RetrievalIndexInterface):
         with self.database.session() as session:
             return [(ref, float(score)) for ref, score in session.execute(statement)]
 
+    def _without_common(self, scoped: list[str], namespace: str) -> list[str]:
+        """Drop query terms found in more than `COMMON_TERM_SHARE` of a large namespace.
+
+        BM25 gives such a term almost no weight (its IDF is near zero), yet scoring every row
+        that holds it is what makes a query slow at 10^5 rows. The rarest term is always kept.
+        Document frequencies come from FTS5's vocabulary table, cached for a few minutes.
+        """
+        if len(scoped) < 2:
+            return scoped
+        size, _ = self._census(namespace)
+        if size < COMMON_TERM_MIN_ROWS:
+            return scoped
+        frequencies = self._frequencies(scoped)
+        limit = COMMON_TERM_SHARE * size
+        kept = [t for t in scoped if frequencies[t] <= limit]
+        return kept or [min(scoped, key=lambda t: frequencies[t])]
+
+    def _frequencies(self, scoped: list[str]) -> dict[str, int]:
+        now = time.monotonic()
+        known = {
+            t: hit[0]
+            for t in scoped
+            if (hit := self._df_cache.get(t)) is not None and now - hit[1] < DF_CACHE_SECONDS
+        }
+        missing = [t for t in scoped if t not in known]
+        if missing:
+            marks = ", ".join(f":t{i}" for i in range(len(missing)))
+            with self.database.session() as session:
+                found: dict[str, int] = dict(
+                    session.execute(
+                        text(f"SELECT term, doc FROM {FTS_VOCAB} WHERE term IN ({marks})"),
+                        {f"t{i}": t for i, t in enumerate(missing)},
+                    ).all()
+                )
+            if len(self._df_cache) > DF_CACHE_SIZE:
+                self._df_cache.clear()
+            for t in missing:
+                known[t] = int(found.get(t, 0))
+                self._df_cache[t] = (known[t], now)
+        return known
+
     def _fts_only(self, match: str, depth: int) -> list[tuple[int, float]]:
         with self.database.session() as session:
             ranked = session.execute(
                 text(
-                    f"SELECT rowid, bm25({FTS_TABLE}, 0.0, 1.0) AS score FROM {FTS_TABLE} "
+                    f"SELECT rowid, bm25({FTS_TABLE}) AS score FROM {FTS_TABLE} "
                     f"WHERE {FTS_TABLE} MATCH :match ORDER BY score LIMIT :depth"
                 ),
                 {"match": match, "depth": depth},
@@ -444,3 +497,77 @@ class HybridIndex(RetrievalIndexInterface):
                 )
             elif row is not None:
                 row.entries, row.max_entry_id = entries, max_id
+
+
+# --- removal without a blinder: owners of a collection delete their rows' entries -------------
+
+
+def remove_entries(
+    session: Session, database: Database, collection: str, ref_ids: Sequence[int]
+) -> None:
+    """Remove the entries of these rows of ``collection`` (unknown ids are ignored), in the
+    caller's transaction. Needs no key, so a collection's owner can forget its rows
+    wherever it deletes them; vector caches see the namespace census change and reload."""
+    if not ref_ids:
+        return
+    where = (RetrievalEntry.collection == collection) & RetrievalEntry.ref_id.in_(list(ref_ids))
+    found = session.execute(select(RetrievalEntry.id, RetrievalEntry.namespace).where(where)).all()
+    if database.is_sqlite:
+        _fts_delete(session, [entry_id for entry_id, _ in found])
+    session.execute(delete(RetrievalEntry).where(where))
+    for namespace in {n for _, n in found}:
+        delta = -sum(1 for _, n in found if n == namespace)
+        count_entries(session, database, collection, namespace, delta, 0, None)
+
+
+def remove_namespace(session: Session, database: Database, collection: str, namespace: str) -> int:
+    """Remove every entry of one namespace and its counters; how many entries there were."""
+    where = (RetrievalEntry.collection == collection) & (RetrievalEntry.namespace == namespace)
+    ids = list(session.scalars(select(RetrievalEntry.id).where(where)))
+    if database.is_sqlite:
+        _fts_delete(session, ids)
+    session.execute(delete(RetrievalEntry).where(where))
+    session.execute(
+        delete(RetrievalNamespace).where(
+            RetrievalNamespace.collection == collection,
+            RetrievalNamespace.namespace == namespace,
+        )
+    )
+    return len(ids)
+
+
+def count_entries(
+    session: Session,
+    database: Database,
+    collection: str,
+    namespace: str,
+    delta: int,
+    max_id: int,
+    user_id: int | None,
+) -> None:
+    """Keep a namespace's counters (entries, largest id) in step, in the writer's transaction."""
+    insert = sqlite_insert if database.is_sqlite else postgresql_insert
+    table = RetrievalNamespace
+    statement = insert(table).values(
+        collection=collection,
+        namespace=namespace,
+        user_id=user_id,
+        entries=max(delta, 0),
+        max_entry_id=max_id,
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["collection", "namespace"],
+        set_={
+            "entries": table.entries + delta,
+            "max_entry_id": case((table.max_entry_id > max_id, table.max_entry_id), else_=max_id),
+        },
+    )
+    session.execute(statement)
+
+
+def _fts_delete(session: Session, ids: list[int]) -> None:
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        session.execute(
+            text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({','.join(map(str, chunk))})")
+        )

@@ -52,13 +52,28 @@ class SearchFilters:
     until: datetime | None = None
     metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
     """Metadata key -> value that must be equal (top-level keys)."""
+    ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    """Metadata key -> (lowest, highest) numeric value, both inclusive; None is unbounded."""
+    metadata_in: Mapping[str, frozenset[MetadataValue]] = field(default_factory=dict)
+    """Metadata key -> the values it may have (e.g. the files a knowledge search allows)."""
 
     def __post_init__(self) -> None:
         check_metadata_filters(self.metadata)
+        check_metadata_filters({key: 0 for key in self.ranges}, "ranges")
+        for key, values in self.metadata_in.items():
+            for value in values:
+                check_metadata_filters({key: value}, "filters")
 
     @property
     def empty(self) -> bool:
-        return self.kind is None and self.since is None and self.until is None and not self.metadata
+        return (
+            self.kind is None
+            and self.since is None
+            and self.until is None
+            and not self.metadata
+            and not self.ranges
+            and not self.metadata_in
+        )
 
 
 @dataclass(frozen=True)

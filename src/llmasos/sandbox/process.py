@@ -298,6 +298,7 @@ class SandboxedProcess:
         self.report = report
         self.spec = spec
         self.pid = popen.pid
+        self.stdin: IO[bytes] | None = popen.stdin
         self.stdout: IO[bytes] | None = popen.stdout
         self.stderr: IO[bytes] | None = popen.stderr
         self.args = popen.args

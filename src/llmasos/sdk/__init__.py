@@ -6,8 +6,12 @@ the application framework `Application`.
 `LLM` runs over a server or an in-process kernel; `Application` turns typed functions into
 HTTP routes around a model (an app's code, which the process manager `llmasos.apps` runs).
 
-May import: the kernel's client, services, models (through `ModelStoreInterface`), config,
-errors and types — never server, cli or webui.
+``llmasos.Workflow`` is the workflow definition (`llmasos.workflows.Workflow`): build one
+from Python data with ``Workflow.from_dict`` and post ``workflow.to_dict()`` to
+``/v1/workflows``; it is checked exactly as YAML is.
+
+May import: workflows (definitions), the kernel's client, services, models (through
+`ModelStoreInterface`), config, errors and types — never server, cli or webui.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -19,8 +23,18 @@ from llmasos.sdk.pipeline import pipeline
 if TYPE_CHECKING:
     from llmasos.sdk.application import Application, Route
     from llmasos.sdk.params import ParameterError
+    from llmasos.workflows.definition import Workflow
 
-__all__ = ["LLM", "Application", "AsyncClient", "Client", "ParameterError", "Route", "pipeline"]
+__all__ = [
+    "LLM",
+    "Application",
+    "AsyncClient",
+    "Client",
+    "ParameterError",
+    "Route",
+    "Workflow",
+    "pipeline",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -33,4 +47,8 @@ def __getattr__(name: str) -> Any:
         from llmasos.sdk.params import ParameterError
 
         return ParameterError
+    if name == "Workflow":
+        from llmasos.workflows.definition import Workflow
+
+        return Workflow
     raise AttributeError(f"module 'llmasos.sdk' has no attribute {name!r}")

@@ -20,7 +20,9 @@ import httpx
 from llmasos.errors import InvalidRequestError
 from llmasos.net import DEFAULT_BASE_URL
 from llmasos.sdk.errors import APIConnectionError, error_from_body, error_from_response
-from llmasos.sdk.memories import Memories, Recommendation, recommendations_from
+from llmasos.sdk.files import Files
+from llmasos.sdk.memories import AsyncMemories, Memories, Recommendation, recommendations_from
+from llmasos.sdk.tasks import AsyncTasks, Tasks
 from llmasos.sdk.types import (
     ChatChunk,
     ChatResponse,
@@ -193,6 +195,10 @@ class Client(_ClientBase):
         self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
         self.memories = Memories(self._request)
         """The calling user's long-term memory (``/v1/memories``)."""
+        self.tasks = Tasks(self._request)
+        """The calling user's agent tasks (``/v1/tasks``)."""
+        self.files = Files(self._http, self._unreachable)
+        """The calling user's file space (``/v1/fs``)."""
 
     def __enter__(self) -> Client:
         return self
@@ -320,6 +326,10 @@ class AsyncClient(_ClientBase):
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=self.headers, timeout=timeout
         )
+        self.memories = AsyncMemories(self._request)
+        """The calling user's long-term memory (``/v1/memories``)."""
+        self.tasks = AsyncTasks(self._request)
+        """The calling user's agent tasks (``/v1/tasks``)."""
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -407,6 +417,11 @@ class AsyncClient(_ClientBase):
 
     async def services(self) -> list[ServiceInfo]:
         return [_service_info(s) for s in (await self._request("GET", "/v1/services"))["data"]]
+
+    async def recommendations(self, limit: int = 10) -> list[Recommendation]:
+        """Suggested services, apps and next steps for the calling user, best first."""
+        data = await self._request("GET", f"/v1/recommendations?limit={limit}")
+        return recommendations_from(data)
 
     async def service(self, name: str) -> ServiceInfo:
         if name not in self._service_infos:

@@ -12,9 +12,9 @@ return, so code written for them reads the same:
 * ``question-answering``: ``{"answer": ...}`` (the ``answer`` service; generative, so
   there is no span ``start``/``end`` or ``score``);
 * ``text-classification`` / ``zero-shot-classification``: with ``candidate_labels``,
-  ``{"sequence", "labels", "scores"}``; the ``classify`` service decodes under a grammar
-  that only admits the labels, so the chosen label comes first with score 1.0 and the others
-  follow with 0.0 (a decision, not a probability). Without labels: the ``sentiment`` service,
+  ``{"sequence", "labels", "scores"}``: the ``classify`` service scores every label's
+  likelihood and calibrates it, so the scores are probabilities summing to 1, likeliest
+  first. Without labels: the ``sentiment`` service,
   ``[{"label": ..., "score": 1.0}]``;
 * ``feature-extraction``: one pooled sentence vector per input (``[[float, ...]]``), not
   transformers' per-token hidden states.
@@ -152,14 +152,15 @@ class ClassificationPipeline(Pipeline):
             return [{"label": result.output, "score": 1.0}]
         if isinstance(labels, str):
             labels = [label.strip() for label in labels.split(",") if label.strip()]
-        chosen = self.llm.call(
+        result = self.llm.call(
             "classify", {"text": str(item), "labels": list(labels)}, parameters=parameters
-        ).output
-        ordered = [chosen, *[label for label in labels if label != chosen]]
+        )
+        probabilities = (result.details or {}).get("probabilities") or {result.output: 1.0}
+        ordered = sorted(labels, key=lambda label: -float(probabilities.get(label, 0.0)))
         return {
             "sequence": str(item),
             "labels": ordered,
-            "scores": [1.0 if label == chosen else 0.0 for label in ordered],
+            "scores": [float(probabilities.get(label, 0.0)) for label in ordered],
         }
 
 

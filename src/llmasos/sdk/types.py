@@ -111,4 +111,5 @@ def service_result_from_dict(data: dict[str, Any]) -> ServiceResult:
             calls=int(usage.get("calls", 0)),
             chunks=int(usage.get("chunks", 1)),
         ),
+        details=data.get("details") if isinstance(data.get("details"), dict) else None,
     )

@@ -28,6 +28,7 @@ from llmasos.kernel.interface import GenerateOutput
 
 if TYPE_CHECKING:
     from llmasos.access.principal import Principal
+    from llmasos.tools.records import Owner
 
 # -- request id ------------------------------------------------------------------------------
 
@@ -65,6 +66,9 @@ principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar
 )
 """The authenticated principal of the request being served (None with auth off)."""
 
+PRINCIPAL_STATE = "llmasos.principal"
+"""Key in ``scope["state"]`` where `AuthMiddleware` leaves the verified principal, for code
+that runs outside the request's context (the MCP endpoint's handlers)."""
 REQUESTED_MODELS_STATE = "llmasos.requested_models"
 """Key in ``scope["state"]`` where `AuthMiddleware` leaves the models the body names."""
 
@@ -127,3 +131,12 @@ def report_finals(finals: Sequence[GenerateOutput]) -> None:
             sum(o.prompt_tokens for o in finals),
             sum(o.completion_tokens for o in finals),
         )
+
+
+def owner_of_request() -> Owner:
+    """Whose notes, calendar, reminders, notifications and mail the request touches: the
+    key's user, or the machine's owner with authentication off."""
+    from llmasos.tools.records import Owner
+
+    principal = principal_var.get()
+    return Owner.for_user(principal.user_id if principal is not None else None)

@@ -13,17 +13,28 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from llmasos.access.keys import KeyManager
+from llmasos.agents import AgentRuntime, TaskStore
 from llmasos.config import Settings
 from llmasos.errors import ConfigError, LLMasOSError
 from llmasos.kernel.client import InProcessEngineClient
+from llmasos.knowledge.filesystem import FileSystem
+from llmasos.knowledge.stores import KnowledgeBase
 from llmasos.memory.memories import MemoryStore
 from llmasos.models import ModelStoreInterface
 from llmasos.net import is_loopback, uvicorn_server
 from llmasos.server.app import create_app
 from llmasos.server.context import install_request_id_logging
-from llmasos.storage import open_database
+from llmasos.server.os_system import ServerOperatingSystem
+from llmasos.storage import ContentCipher, load_master_key, open_database
+from llmasos.tools import ToolSystem
+from llmasos.tools.personal import personal_of
+from llmasos.workflows.system import open_workflows
+
+if TYPE_CHECKING:
+    from llmasos.distributed.client import ClusterEngineClient
 
 logger = logging.getLogger("llmasos.serve")
 
@@ -63,6 +74,20 @@ def configure_logging(settings: Settings) -> None:
         )
 
 
+def engine_client(
+    settings: Settings, store: ModelStoreInterface
+) -> InProcessEngineClient | ClusterEngineClient:
+    """The in-process kernel, or the cluster client when ``cluster_address`` is set."""
+    if settings.cluster_address:
+        from llmasos.distributed.cluster import require_ray
+
+        require_ray()
+        from llmasos.distributed.client import ClusterEngineClient
+
+        return ClusterEngineClient(settings, store)
+    return InProcessEngineClient(settings, store)
+
+
 def serve(
     settings: Settings, store: ModelStoreInterface, *, announce: Callable[[str], None]
 ) -> None:
@@ -76,9 +101,41 @@ def serve(
     configure_logging(settings)
     database = open_database(settings)  # users and keys, usage, conversations, memory
     keys = KeyManager(database) if settings.auth else None
-    engine = InProcessEngineClient(settings, store)
+    engine = engine_client(settings, store)
     memory = MemoryStore.open(settings, database, engine)
-    api = create_app(settings, engine, store, keys=keys, database=database, memory=memory)
+    files = FileSystem.open(settings, database, engine)
+    knowledge = KnowledgeBase.open(settings, database, engine)
+    task_store = TaskStore(database, ContentCipher(load_master_key(settings)))
+    agents = AgentRuntime(
+        task_store,
+        ToolSystem(
+            settings,
+            database,
+            engine,
+            memory=memory,
+            knowledge=knowledge,
+            files=files,
+            os=ServerOperatingSystem(settings, database, task_store),
+        ),
+        priority=settings.task_priority,
+    )
+    workflows = open_workflows(
+        settings, database, engine, store, memory=memory, knowledge=knowledge, files=files
+    )
+    api = create_app(
+        settings,
+        engine,
+        store,
+        keys=keys,
+        database=database,
+        memory=memory,
+        files=files,
+        knowledge=knowledge,
+        personal=personal_of(settings, database, engine),  # its scheduler runs in the lifespan
+        agents=agents,
+        workflows=workflows,
+        console=True,
+    )
     server = uvicorn_server(
         api,
         host=settings.host,
@@ -97,10 +154,25 @@ def serve(
 
     async def run() -> None:
         warming = asyncio.create_task(warm_up())
+        resumed = await knowledge.worker.resume()
+        await asyncio.to_thread(knowledge.graph.mark_interrupted)
+        if resumed:
+            logger.info("resuming the indexing of %d vector store files", resumed)
+        resumed = await agents.resume()
+        if resumed:
+            logger.info("resuming %d agent tasks", resumed)
+        runs = await workflows.resume_unfinished()
+        if runs:
+            logger.info("resuming %d workflow runs", runs)
+        workflows.start_scheduler()
         try:
             await server.serve()
         finally:
             warming.cancel()
+            await agents.close()  # running tasks stay "running" and resume at the next start
+            await workflows.close()
+            await knowledge.worker.close()
+            await knowledge.graph.close()
             await engine.close()
             database.close()
 

@@ -3,7 +3,8 @@ middlewares (the app factory stacks them).
 
 ``GET /health`` answers 200 ``{"status": "ok"}`` once the kernel is ready and 503 before;
 ``GET /`` answers ``LLMasOS is running`` (as Ollama's root does, so clients probing for a
-server find one); ``GET /metrics`` is the kernel's Prometheus registry in text format.
+server find one), and sends a browser to the web console; ``GET /metrics`` is the kernel's
+Prometheus registry in text format.
 Every response carries ``X-Request-ID`` (the client's, or a new one), and log records made
 while serving a request carry it as ``record.request_id``. Bodies over the size limit are
 refused with 413 before they reach a route.
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmasos.kernel.interface import EngineClientInterface
+from llmasos.server.console import console_home, wants_console
 from llmasos.server.context import request_id_var
 from llmasos.server.errors import error_response
 
@@ -63,12 +65,29 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+def is_multipart(scope: Scope) -> bool:
+    """A ``multipart/form-data`` body (a file upload): it streams on to its route, never
+    buffered or rewritten by a middleware."""
+    return any(
+        name.lower() == b"content-type" and value.lower().startswith(b"multipart/form-data")
+        for name, value in scope.get("headers", [])
+    )
+
+
 class BodySizeLimitMiddleware:
     """Refuse request bodies larger than ``max_bytes`` with 413, before any route runs."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        streamed: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
+        """Exact paths whose route reads the body as a stream under its own limit (uploads):
+        passed through untouched."""
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
@@ -80,7 +99,7 @@ class BodySizeLimitMiddleware:
         await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in self.streamed:
             await self.app(scope, receive, send)
             return
         length = None
@@ -126,7 +145,8 @@ class BodySizeLimitMiddleware:
 class JsonBodyMiddleware:
     """Read request bodies under ``/api`` and ``/v1`` as JSON whatever their Content-Type.
 
-    Ollama does (``curl -d '{...}'`` sends form encoding), and clients rely on it."""
+    Ollama does (``curl -d '{...}'`` sends form encoding), and clients rely on it. A
+    ``multipart/form-data`` body (a file upload) keeps its type."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -134,6 +154,9 @@ class JsonBodyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] == "http" and (path.startswith("/api/") or path.startswith("/v1/")):
+            if is_multipart(scope):
+                await self.app(scope, receive, send)
+                return
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
             headers.append((b"content-type", b"application/json"))
             scope = {**scope, "headers": headers}
@@ -144,8 +167,10 @@ def ops_router(engine: EngineClientInterface) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/", response_class=PlainTextResponse, summary="Liveness")
-    async def root() -> str:
-        return "LLMasOS is running"
+    async def root(request: Request) -> Response:
+        if wants_console(request):  # a browser: the console's start page
+            return console_home()
+        return PlainTextResponse("LLMasOS is running")
 
     @router.head("/", include_in_schema=False)
     async def root_head() -> Response:

@@ -183,3 +183,17 @@ class StreamingBody(StreamingResponse):
                     await closer()
         if self.background is not None:
             await self.background()
+
+
+async def with_first_line_field(
+    lines: AsyncIterator[str], key: str, value: object
+) -> AsyncIterator[str]:
+    """An NDJSON stream with ``key: value`` added to its first object."""
+    first = True
+    async for line in lines:
+        if first and line.strip():
+            first = False
+            data = json.loads(line)
+            data[key] = value
+            line = json.dumps(data, ensure_ascii=False) + "\n"
+        yield line

@@ -34,6 +34,12 @@ _KEYS = {
     "parameters",
     "text_input",
     "long_input",
+    "choose_from",
+    "output_field",
+    "sentence_limit",
+    "split",
+    "examples",
+    "grounding",
 }
 
 
@@ -64,6 +70,27 @@ class ServiceDefinition:
     """The input field that holds the main text (the CLI's FILE, the chunked field)."""
     long_input: LongInputStrategy = "error"
     """What to do when the input does not fit the context window."""
+    choose_from: str | None = None
+    """An array input (classify's ``labels``): the output is the option the model finds most
+    likely as its reply, scored by the kernel and calibrated against a content-free input
+    (``details.probabilities``) instead of sampled."""
+    output_field: str | None = None
+    """With an object output schema: return this field as the output, the others as
+    ``details`` (answer's ``quote``, decoded before its ``answer``)."""
+    sentence_limit: str | None = None
+    """An integer input (summarize's ``max_sentences``): the text output keeps at most that
+    many sentences."""
+    split: Literal["sentences"] | None = None
+    """``sentences``: the ``text_input`` is run sentence by sentence (concurrently, batched by
+    the kernel) and the results joined in order, one per sentence (translate)."""
+    grounding: str | None = None
+    """A text input (answer's ``context``): when given, the sentence of it that best matches
+    the ``text_input`` (the question) is the template's ``quote`` and ``details.quote``, so
+    the model answers from the passage that holds the answer; a reply whose words are not in
+    the context is replaced by the quote (``details.grounded`` false)."""
+    examples: tuple[dict[str, Any], ...] = ()
+    """Few-shot examples, ``{input: {...}, output: ...}``: rendered with the same templates as
+    earlier user/assistant turns."""
     source: str = "builtin"
     """Where it came from: ``builtin``, a file path, or ``plugin:NAME``."""
 
@@ -122,6 +149,45 @@ class ServiceDefinition:
             raise ServiceDefinitionError(
                 f"{where}: long_input {long_input} joins text; it cannot have an output_schema"
             )
+        choose_from = data.get("choose_from")
+        if choose_from is not None:
+            if properties.get(choose_from, {}).get("type") != "array":
+                raise ServiceDefinitionError(f"{where}: choose_from must name an array input")
+            if output is not None or long_input != "error":
+                raise ServiceDefinitionError(
+                    f"{where}: choose_from picks the output itself; it takes no output_schema "
+                    "and no long_input"
+                )
+        output_field = data.get("output_field")
+        if output_field is not None and (output is None or not isinstance(output_field, str)):
+            raise ServiceDefinitionError(f"{where}: output_field needs an output_schema")
+        sentence_limit = data.get("sentence_limit")
+        if sentence_limit is not None and properties.get(sentence_limit, {}).get("type") != (
+            "integer"
+        ):
+            raise ServiceDefinitionError(f"{where}: sentence_limit must name an integer input")
+        split = data.get("split")
+        if split not in (None, "sentences"):
+            raise ServiceDefinitionError(f"{where}: split must be sentences")
+        if split is not None and (text_input is None or output is not None):
+            raise ServiceDefinitionError(
+                f"{where}: split needs a text_input and a text output (no output_schema)"
+            )
+        examples = data.get("examples") or []
+        if not isinstance(examples, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("input"), dict) and "output" in e
+            for e in examples
+        ):
+            raise ServiceDefinitionError(
+                f"{where}: examples must be a list of {{input: {{...}}, output: ...}}"
+            )
+        grounding = data.get("grounding")
+        if grounding is not None and (
+            properties.get(grounding, {}).get("type") != "string" or text_input is None
+        ):
+            raise ServiceDefinitionError(
+                f"{where}: grounding must name a string input, and the service a text_input"
+            )
         system, model = data.get("system"), data.get("model")
         return cls(
             name=name,
@@ -134,6 +200,12 @@ class ServiceDefinition:
             parameters=dict(parameters),
             text_input=text_input,
             long_input=long_input,
+            choose_from=choose_from,
+            output_field=output_field,
+            sentence_limit=sentence_limit,
+            split=split,
+            examples=tuple(examples),
+            grounding=grounding,
             source=source,
         )
 
@@ -148,6 +220,12 @@ class ServiceDefinition:
             "parameters": self.parameters,
             "text_input": self.text_input,
             "long_input": self.long_input,
+            "choose_from": self.choose_from,
+            "output_field": self.output_field,
+            "sentence_limit": self.sentence_limit,
+            "split": self.split,
+            "examples": len(self.examples),
+            "grounding": self.grounding,
             "source": self.source,
         }
 
@@ -205,14 +283,20 @@ class ServiceResult:
     model: str
     output: Any
     usage: ServiceUsage = field(default_factory=ServiceUsage)
+    details: dict[str, Any] | None = None
+    """What the service measured on the way (classify: ``probabilities`` per label; answer
+    with a context: the ``quote`` it grounded the answer on); None when nothing."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        result = {
             "service": self.service,
             "model": self.model,
             "output": self.output,
             "usage": self.usage.to_dict(),
         }
+        if self.details is not None:
+            result["details"] = self.details
+        return result
 
 
 def coerce_input_value(definition: ServiceDefinition, key: str, value: str) -> Any:

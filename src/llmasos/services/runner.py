@@ -15,6 +15,7 @@ service raises `ContextLengthExceededError` naming its text field.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -36,6 +37,15 @@ from llmasos.services.interface import (
     sampling_values,
 )
 from llmasos.services.registry import ServiceRegistry
+from llmasos.services.strategies import (
+    CONTENT_FREE_TEXT,
+    PriorCache,
+    best_sentences,
+    calibrate,
+    keep_sentences,
+    split_sentences,
+    supported,
+)
 from llmasos.types import ChatMessage, SamplingParams, StructuredOutput
 
 TEMPLATE_MARGIN_TOKENS = 64
@@ -44,6 +54,7 @@ DEFAULT_SUMMARY_TOKENS = 256
 MAX_REDUCE_LEVELS = 6
 _SENTENCE_END = re.compile(r"(?<=[.!?\n])\s+")
 _environment = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_environment.filters["best_sentences"] = best_sentences
 
 
 def validate_input(definition: ServiceDefinition, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,6 +94,12 @@ def render_messages(definition: ServiceDefinition, values: Mapping[str, Any]) ->
     if definition.system:
         system = render(definition.system, values, f"{definition.name} system")
         messages.append({"role": "system", "content": system})
+    for example in definition.examples:
+        shown = {**values, **example["input"]}
+        output = example["output"]
+        reply = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+        messages.append({"role": "user", "content": render(definition.prompt, shown, "example")})
+        messages.append({"role": "assistant", "content": reply})
     user = render(definition.prompt, values, f"{definition.name} prompt")
     messages.append({"role": "user", "content": user})
     return messages
@@ -96,6 +113,8 @@ def output_schema(
     if schema is None or isinstance(schema, dict):
         return schema
     text = render(schema, values, f"{definition.name} output_schema")
+    if text == "null":  # a conditional template: no schema for this input
+        return None
     try:
         parsed = json.loads(text)
         jsonschema.Draft202012Validator.check_schema(parsed)
@@ -143,6 +162,7 @@ class ServiceRunner:
         self.engine = engine
         self._registry = registry
         self.canonical_model = canonical_model
+        self._priors = PriorCache()
 
     @property
     def registry(self) -> ServiceRegistry:
@@ -162,20 +182,33 @@ class ServiceRunner:
         if not isinstance(data, Mapping):
             raise InvalidRequestError(f"service {service}: the input must be a JSON object")
         values = validate_input(definition, data)
+        details: dict[str, Any] | None = None
+        if definition.grounding is not None:
+            values["quote"] = None
+            context = values.get(definition.grounding)
+            if isinstance(context, str) and context.strip():
+                question = str(values.get(definition.text_input or "", ""))
+                values["quote"] = best_sentences(context, question, 1)
+                details = {"quote": values["quote"]}
         given = sampling_values({**definition.parameters, **(parameters or {})})
         schema = output_schema(definition, values)
         if schema is not None:
             given["structured"] = StructuredOutput(kind="json_schema", schema=schema)
         call = _Call(
             definition=definition,
-            model=model or definition.model,
+            model=model or definition.model or self.best_resident_model(),
             sampling=SamplingParams(**given),
             explicit=frozenset(given),
             tenant=tenant,
             usage=ServiceUsage(),
         )
+        if definition.choose_from is not None:
+            return await self._choose(call, values)
         try:
-            text, finish = await self._generate(call, values)
+            if definition.split == "sentences":
+                text, finish = await self._by_sentence(call, values), "stop"
+            else:
+                text, finish = await self._generate(call, values)
         except ContextLengthExceededError:
             if definition.long_input == "error":
                 field = definition.text_input or "input"
@@ -189,18 +222,95 @@ class ServiceRunner:
         output: Any = text.strip()
         if schema is not None:
             output = parse_output(definition, schema, text, finish, call.sampling.max_tokens)
-        return ServiceResult(service, call.model_name, output, call.usage)
+            keep = definition.output_field
+            if keep is not None and isinstance(output, dict) and keep in output:
+                details = {**(details or {}), **{k: v for k, v in output.items() if k != keep}}
+                output = output[keep]
+        if details and "quote" in details and isinstance(output, str):
+            context = str(values.get(definition.grounding or "", ""))
+            details["grounded"] = supported(output, context)
+            if not details["grounded"]:  # an answer not found in the context: quote instead
+                output = details["quote"]
+        if definition.sentence_limit is not None and isinstance(output, str):
+            limit = values.get(definition.sentence_limit)
+            if isinstance(limit, int) and limit > 0:
+                output = keep_sentences(output, limit)
+        return ServiceResult(service, call.model_name, output, call.usage, details)
 
-    async def _generate(
+    def best_resident_model(self) -> str | None:
+        """The largest loaded text model (None: the kernel's default): a model a user pulled
+        and loaded serves services without naming it."""
+        try:
+            resident = self.engine.resident_models()
+        except Exception:  # a kernel that cannot tell: use its default
+            return None
+        text_models = [m for m in resident if m.backend != "sentence-transformers"]
+        if len(text_models) < 2:
+            return None
+        return max(text_models, key=lambda m: (m.size_bytes, m.name)).name
+
+    async def _choose(self, call: _Call, values: Mapping[str, Any]) -> ServiceResult:
+        """The option (of the ``choose_from`` input) the model finds likeliest as its reply,
+        calibrated against the same prompt with a content-free text."""
+        definition = call.definition
+        assert definition.choose_from is not None
+        options = [str(o) for o in values[definition.choose_from]]
+        request = self._request(call, values)
+        scored = await self.engine.score(request, options)
+        call.model_name = scored.model
+        call.usage.prompt_tokens += scored.prompt_tokens
+        call.usage.calls += 1
+        field = definition.text_input
+        empty = {**values, field: CONTENT_FREE_TEXT} if field else dict(values)
+        empty_messages = render_messages(definition, empty)
+        key = json.dumps([scored.model, empty_messages, options], ensure_ascii=False)
+        prior = self._priors.get(key)
+        if prior is None:
+            reference = await self.engine.score(self._request(call, empty), options)
+            call.usage.prompt_tokens += reference.prompt_tokens
+            call.usage.calls += 1
+            prior = reference.totals
+            self._priors.put(key, prior)
+        probabilities = calibrate(scored.totals, prior)
+        best = max(range(len(options)), key=lambda i: probabilities[i])
+        details = {
+            "probabilities": {o: round(p, 4) for o, p in zip(options, probabilities, strict=True)}
+        }
+        output = values[definition.choose_from][best]
+        return ServiceResult(definition.name, call.model_name, output, call.usage, details)
+
+    async def _by_sentence(self, call: _Call, values: Mapping[str, Any]) -> str:
+        """The text input run one sentence at a time (concurrently), joined in order:
+        paragraphs stay paragraphs, and each sentence yields exactly one result."""
+        field = call.definition.text_input
+        assert field is not None
+        paragraphs = [p for p in re.split(r"\n\s*\n", str(values[field])) if p.strip()]
+        plan = [split_sentences(p) for p in paragraphs]
+        sentences = [s for p in plan for s in p]
+        call.usage.chunks = len(sentences)
+        results = await asyncio.gather(
+            *(self._generate(call, {**values, field: s}) for s in sentences)
+        )
+        outputs = iter(
+            _one_piece(text) or source for (text, _), source in zip(results, sentences, strict=True)
+        )
+        return "\n\n".join(" ".join(next(outputs) for _ in p) for p in plan)
+
+    def _request(
         self, call: _Call, values: Mapping[str, Any], sampling: SamplingParams | None = None
-    ) -> tuple[str, str]:
-        request = GenerateRequest(
+    ) -> GenerateRequest:
+        return GenerateRequest(
             model=call.model,
             messages=render_messages(call.definition, values),
             sampling=sampling or call.sampling,
             explicit=call.explicit,
             tenant=call.tenant,
         )
+
+    async def _generate(
+        self, call: _Call, values: Mapping[str, Any], sampling: SamplingParams | None = None
+    ) -> tuple[str, str]:
+        request = self._request(call, values, sampling)
         pieces: list[str] = []
         finish = "stop"
         async for output in self.engine.generate(request):
@@ -367,3 +477,16 @@ def parse_output(
             f"service {definition.name}: the output does not match its schema: {error.message}"
         ) from None
     return data
+
+
+def _one_piece(text: str) -> str:
+    """A per-sentence result without what a small model adds around it: a leading label
+    ("Translation:") and anything after its first line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0]
+    label, sep, rest = first.partition(":")
+    if sep and rest.strip() and len(label.split()) <= 2 and label.strip().istitle():
+        first = rest.strip()
+    return first.strip().strip('"').strip()

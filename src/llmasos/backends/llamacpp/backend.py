@@ -55,7 +55,8 @@ def _forward_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     logger.debug("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
 
 
-def _configure_native_logging() -> None:
+def configure_native_logging() -> None:
+    """Send llama.cpp's log lines to this module's logger at debug level, else nowhere."""
     debug = logger.isEnabledFor(logging.DEBUG)
     llama_cpp.llama_log_set(_forward_log if debug else _discard_log, ctypes.c_void_p(0))
 
@@ -122,7 +123,7 @@ class LlamaCppBackend(BackendInterface):
         if spec.context_length < 1 or spec.max_sequences < 1:
             raise InvalidRequestError("context_length and max_sequences must be >= 1")
         check_gguf_file(spec.path)
-        _configure_native_logging()
+        configure_native_logging()
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = int(spec.options.get("n_gpu_layers", 0))
@@ -433,6 +434,103 @@ class LlamaCppBackend(BackendInterface):
             slot.tokens.append(token)
         for slot in {id(s): s for s, _, _, _ in chunk}.values():
             self._touch(slot)
+
+    def score(self, tokens: Sequence[int]) -> list[float]:
+        """Teacher-forced log-probabilities from the model's logits, in one free slot.
+
+        Every position asks for logits; row ``i`` of a decode call predicts token ``i + 1``.
+        The slot is emptied before and after, so scoring neither reuses nor leaves a prefix.
+        """
+        self._check_open()
+        tokens = [int(t) for t in tokens]
+        if len(tokens) < 2:
+            raise InvalidRequestError("scoring needs at least two tokens")
+        if len(tokens) > self._context_length:
+            raise ContextLengthExceededError(
+                f"{len(tokens)} tokens exceed the context length of {self._context_length}"
+            )
+        if any(not 0 <= t < self._n_vocab for t in tokens):
+            raise InvalidRequestError("a token id is outside the vocabulary")
+        free = [s for s in self._slots if s.seq_id is None]
+        if not free:
+            raise BackendError(f"all {len(self._slots)} sequence slots are in use")
+        slot = min(free, key=lambda s: s.last_used)
+        self._truncate(slot, 0)
+        self._make_room(len(tokens))
+        scores: list[float] = []
+        try:
+            for begin in range(0, len(tokens), self._n_batch):
+                chunk = [
+                    (slot, begin + i, token, True)
+                    for i, token in enumerate(tokens[begin : begin + self._n_batch])
+                ]
+                self._decode(chunk)
+                for row in range(len(chunk)):
+                    following = begin + row + 1
+                    if following < len(tokens):
+                        logits = llama_cpp.llama_get_logits_ith(self._ctx, row)
+                        chosen, _ = token_logprobs(logits, self._n_vocab, tokens[following], 0)
+                        scores.append(chosen)
+        finally:
+            self._truncate(slot, 0)
+        return scores
+
+    def score_continuations(
+        self, prefix: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """The prefix is decoded once in a free slot; each continuation is decoded after it,
+        and the slot is cut back to the prefix before the next one."""
+        self._check_open()
+        prefix = [int(t) for t in prefix]
+        options = [[int(t) for t in c] for c in continuations]
+        if not prefix or any(not c for c in options):
+            raise InvalidRequestError("scoring needs a prefix and non-empty continuations")
+        longest = len(prefix) + max((len(c) for c in options), default=0)
+        if longest > self._context_length:
+            raise ContextLengthExceededError(
+                f"{longest} tokens exceed the context length of {self._context_length}"
+            )
+        if any(not 0 <= t < self._n_vocab for t in prefix + [t for c in options for t in c]):
+            raise InvalidRequestError("a token id is outside the vocabulary")
+        free = [s for s in self._slots if s.seq_id is None]
+        if not free:
+            raise BackendError(f"all {len(self._slots)} sequence slots are in use")
+        slot = min(free, key=lambda s: s.last_used)
+        self._truncate(slot, 0)
+        self._make_room(longest)
+        scores: list[list[float]] = []
+        try:
+            piece: list[int] = []
+            for begin in range(0, len(prefix), self._n_batch):
+                piece = prefix[begin : begin + self._n_batch]
+                last = begin + len(piece) == len(prefix)
+                self._decode(
+                    [
+                        (slot, begin + i, token, last and i == len(piece) - 1)
+                        for i, token in enumerate(piece)
+                    ]
+                )
+            # the prefix's last row is overwritten by the next decode: read every first token now
+            logits = llama_cpp.llama_get_logits_ith(self._ctx, len(piece) - 1)
+            firsts = [token_logprobs(logits, self._n_vocab, c[0], 0)[0] for c in options]
+            for option, first in zip(options, firsts, strict=True):
+                self._truncate(slot, len(prefix))
+                values = [first]
+                body = option[:-1]  # the last token's following logits are not needed
+                for begin in range(0, len(body), self._n_batch):
+                    chunk = [
+                        (slot, len(prefix) + begin + i, token, True)
+                        for i, token in enumerate(body[begin : begin + self._n_batch])
+                    ]
+                    self._decode(chunk)
+                    for row in range(len(chunk)):
+                        logits = llama_cpp.llama_get_logits_ith(self._ctx, row)
+                        following = option[begin + row + 1]
+                        values.append(token_logprobs(logits, self._n_vocab, following, 0)[0])
+                scores.append(values)
+        finally:
+            self._truncate(slot, 0)
+        return scores
 
     def _sample(self, slot: _Slot, row: int) -> SampledToken:
         assert slot.sampler is not None and slot.params is not None and slot.seq_id is not None

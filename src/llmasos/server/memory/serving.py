@@ -23,6 +23,7 @@ from llmasos.memory.memories import (
     check_kind,
     check_metadata,
 )
+from llmasos.memory.recall import ConversationIndex
 from llmasos.memory.recommend import Candidate, Recommender
 from llmasos.retrieval.interface import SearchFilters, check_metadata_filters
 from llmasos.server.context import principal_var, report_usage, tenant_for
@@ -79,9 +80,9 @@ def recall_message(items: Sequence[MemoryItem]) -> str:
 
 
 class MemoryService:
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore, conversations: ConversationIndex | None = None) -> None:
         self.store = store
-        self.recommender = Recommender(store)
+        self.recommender = Recommender(store, conversations)
 
     async def add(self, body: MemoryCreateRequest) -> MemoryAddResponse:
         owner = current_owner()

@@ -39,6 +39,8 @@ class Options(OllamaModel):
     repeat_last_n: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    repetition_guard: bool | None = None
+    """LLMasOS: false lets a reply repeat itself (the guard is on by default)."""
 
 
 OPTION_FIELDS = OLLAMA_PARAMETER_FIELDS
@@ -112,6 +114,15 @@ def timings(final: GenerateOutput, total_seconds: float) -> dict[str, Any]:
 
 def done_reason(final: GenerateOutput) -> str:
     return final.finish_reason or "stop"
+
+
+def final_fields(final: GenerateOutput, total_seconds: float) -> dict[str, Any]:
+    """What the last object of a reply adds: ``done_reason``, LLMasOS's ``stopped_by`` when
+    the kernel cut the reply short, and the timings."""
+    fields: dict[str, Any] = {"done_reason": done_reason(final)}
+    if final.stopped_by:
+        fields["stopped_by"] = final.stopped_by
+    return fields | timings(final, total_seconds)
 
 
 class LogprobsRequest(OllamaModel):

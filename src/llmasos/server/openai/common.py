@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,11 @@ class VLLMExtensions(OpenAIModel):
     priority: int = Field(0, description="Lower runs earlier under the priority policy.")
     keep_alive: float | str | None = Field(
         None, description="How long the model stays loaded after this request ('5m', 0, -1)."
+    )
+    repetition_guard: bool | None = Field(
+        None,
+        description="LLMasOS: false lets the reply repeat itself; by default a reply that "
+        "loops is stopped with finish_reason 'length' and stopped_by 'repetition_guard'.",
     )
 
 
@@ -66,6 +72,7 @@ def shared_sampling(body: OpenAISamplingRequest) -> dict[str, Any]:
         "seed": body.seed,
         "stop": stop_sequences(body.stop),
         "logit_bias": logit_bias_by_token(body.logit_bias),
+        "repetition_guard": body.repetition_guard,
     }
 
 
@@ -164,6 +171,24 @@ def final_output(outputs: list[GenerateOutput]) -> GenerateOutput:
     return outputs[-1]
 
 
+def stopped_by_field(output: GenerateOutput) -> dict[str, str]:
+    """``{"stopped_by": ...}`` for a choice the kernel cut short, else nothing."""
+    return {"stopped_by": output.stopped_by} if output.stopped_by else {}
+
+
 def finish_reason(output: GenerateOutput) -> str:
     reason = output.finish_reason or "stop"
     return "stop" if reason == "abort" else reason
+
+
+def list_page(items: Sequence[Any], limit: int, key: str = "id") -> dict[str, Any]:
+    """An OpenAI list page (``data``, ``first_id``, ``last_id``, ``has_more``) from up to
+    ``limit + 1`` items that have ``to_dict()``."""
+    data = [item.to_dict() for item in items[:limit]]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0][key] if data else None,
+        "last_id": data[-1][key] if data else None,
+        "has_more": len(items) > limit,
+    }

@@ -21,7 +21,26 @@ class ServiceInfo(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     text_input: str | None = Field(None, description="The input field holding the main text.")
     long_input: str = Field("error", description="error, map_reduce or chunked.")
+    choose_from: str | None = Field(
+        None, description="The array input whose option is chosen by scored likelihood."
+    )
+    output_field: str | None = Field(
+        None, description="The field of the structured output returned as the output."
+    )
+    sentence_limit: str | None = Field(
+        None, description="The integer input capping the output's sentences."
+    )
+    split: str | None = Field(None, description="sentences: the text is run sentence by sentence.")
+    examples: int = Field(0, description="How many few-shot examples the prompt shows.")
+    grounding: str | None = Field(
+        None, description="The context input the answer is grounded on (details.quote)."
+    )
     source: str = "builtin"
+    quality: dict[str, Any] | None = Field(
+        None,
+        description="The last measured quality (`llmasos eval service:NAME`): dataset, items, "
+        "metric, value, baseline, plain_chat, model, date; null if never measured here.",
+    )
 
 
 class ServiceList(BaseModel):
@@ -42,3 +61,13 @@ class ServiceResponse(BaseModel):
     model: str
     output: Any = Field(..., description="Parsed JSON when the service has an output schema.")
     usage: ServiceUsageOut
+    details: dict[str, Any] | None = Field(
+        None,
+        description="classify: probabilities per label (calibrated, summing to 1); answer "
+        "with a context: the quote the answer is grounded on.",
+    )
+    citations: list[dict[str, Any]] | None = Field(
+        None,
+        description="answer with vector_store_ids: the numbered sources ([n] in the output), "
+        "each a chunk with its file id, filename and quote.",
+    )

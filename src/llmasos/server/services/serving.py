@@ -13,14 +13,18 @@ from typing import Any
 
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.interface import EngineClientInterface
+from llmasos.knowledge.citations import NOTHING_FOUND, Grounding, annotate, ground, sources_prompt
+from llmasos.knowledge.stores import KnowledgeBase
 from llmasos.models import ModelStoreInterface
 from llmasos.server.context import report_usage, tenant_for
+from llmasos.server.openai.files.serving import current_user
 from llmasos.server.services.protocol import (
     ServiceInfo,
     ServiceList,
     ServiceResponse,
     ServiceUsageOut,
 )
+from llmasos.services.quality import read_all, read_quality
 from llmasos.services.registry import ServiceRegistry
 from llmasos.services.runner import runner_for
 
@@ -34,16 +38,22 @@ class ServicesService:
         home: Path,
         store: ModelStoreInterface,
         default_model: str,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.home = home
+        self.knowledge = knowledge
         self.runner = runner_for(engine, home, store, default_model)
 
     def list(self) -> ServiceList:
         registry = ServiceRegistry.load(self.home)
-        return ServiceList(data=[ServiceInfo(**d.to_dict()) for d in registry.list()])
+        quality = read_all(self.home)
+        return ServiceList(
+            data=[ServiceInfo(**d.to_dict(), quality=quality.get(d.name)) for d in registry.list()]
+        )
 
     def info(self, name: str) -> ServiceInfo:
-        return ServiceInfo(**ServiceRegistry.load(self.home).get(name).to_dict())
+        definition = ServiceRegistry.load(self.home).get(name)
+        return ServiceInfo(**definition.to_dict(), quality=read_quality(self.home, name))
 
     async def call(self, name: str, body: Any) -> ServiceResponse:
         if not isinstance(body, dict):
@@ -57,13 +67,56 @@ class ServicesService:
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequestError("parameters must be an object", param="parameters")
         tenant = tenant_for(user if isinstance(user, str) else None)
+        grounding = None
+        if name == "answer" and "vector_store_ids" in data:
+            grounding = await self._ground(data)
+            if not grounding.found:  # nothing to answer from: say so, ask no model
+                return ServiceResponse(
+                    service=name,
+                    model=model or "",
+                    output=NOTHING_FOUND,
+                    usage=ServiceUsageOut(calls=0, chunks=0),
+                    details=None,
+                    citations=[],
+                )
+            data["sources"] = sources_prompt(grounding.citations)
         result = await self.runner.call(
             name, data, model=model, parameters=parameters, tenant=tenant
         )
         report_usage(result.model, result.usage.prompt_tokens, result.usage.completion_tokens)
+        output = result.output
+        citations = None
+        if grounding is not None and isinstance(output, str):
+            output, _ = annotate(output, grounding.citations)
+            citations = [c.to_dict() for c in grounding.citations]
         return ServiceResponse(
             service=result.service,
             model=result.model,
-            output=result.output,
+            output=output,
             usage=ServiceUsageOut(**result.usage.to_dict()),
+            details=result.details,
+            citations=citations,
         )
+
+    async def _ground(self, data: dict[str, Any]) -> Grounding:
+        """Search the stores the answer service names (``vector_store_ids``) for the
+        question; the hits become the numbered context."""
+        store_ids = data.pop("vector_store_ids")
+        if (
+            not isinstance(store_ids, list)
+            or not store_ids
+            or not all(isinstance(s, str) for s in store_ids)
+        ):
+            raise InvalidRequestError(
+                "vector_store_ids: a non-empty list of vector store ids", param="vector_store_ids"
+            )
+        if self.knowledge is None:
+            raise InvalidRequestError(
+                "vector_store_ids: this server has no knowledge bases", param="vector_store_ids"
+            )
+        question = data.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidRequestError("question: must be non-empty text", param="question")
+        if "context" in data:
+            raise InvalidRequestError("give context or vector_store_ids, not both", param="context")
+        return await ground(self.knowledge, current_user(), store_ids, question)

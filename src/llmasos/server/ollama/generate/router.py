@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from llmasos.kernel.interface import EngineClientInterface
-from llmasos.server.context import current_request_id
+from llmasos.server.context import current_request_id, tenant_for
 from llmasos.server.ollama.common import now_rfc3339
 from llmasos.server.ollama.generate.protocol import ChatBody, GenerateBody
 from llmasos.server.ollama.generate.serving import OllamaGenerateService
-from llmasos.server.streaming import StreamingBody
+from llmasos.server.streaming import StreamingBody, with_first_line_field
+
+if TYPE_CHECKING:
+    from llmasos.server.vision import ImageReader
 
 NDJSON = "application/x-ndjson"
 NDJSON_RESPONSE = {
@@ -20,7 +24,9 @@ NDJSON_RESPONSE = {
 }
 
 
-def generate_router(engine: EngineClientInterface) -> APIRouter:
+def generate_router(engine: EngineClientInterface, images: ImageReader | None = None) -> APIRouter:
+    """Ollama's generate and chat; ``images`` reads ``images`` for models that cannot see
+    (without it they are refused)."""
     router = APIRouter(tags=["ollama"])
     service = OllamaGenerateService(engine)
 
@@ -38,10 +44,20 @@ def generate_router(engine: EngineClientInterface) -> APIRouter:
                     "done_reason": reason,
                 }
             )
+        report = None
+        if images is not None and body.images:
+            prompt, report = await images.ollama_prompt(body.prompt, body.images, tenant_for(None))
+            body = body.model_copy(update={"prompt": prompt, "images": None})
         stream = await service.start_generate(body, current_request_id())
         if body.stream:
-            return StreamingBody(service.generate_stream(body, stream, started), media_type=NDJSON)
-        return JSONResponse(await service.generate_once(body, stream, started))
+            lines = service.generate_stream(body, stream, started)
+            if report is not None:
+                lines = with_first_line_field(lines, "image_input", report.as_dict())
+            return StreamingBody(lines, media_type=NDJSON)
+        data = await service.generate_once(body, stream, started)
+        if report is not None:
+            data["image_input"] = report.as_dict()
+        return JSONResponse(data)
 
     @router.post("/api/chat", responses=NDJSON_RESPONSE, summary="Chat")  # type: ignore[arg-type]
     async def chat(body: ChatBody) -> Response:
@@ -57,11 +73,20 @@ def generate_router(engine: EngineClientInterface) -> APIRouter:
                     "done_reason": reason,
                 }
             )
+        report = None
+        if images is not None:
+            messages, report = await images.ollama_messages(body.messages, tenant_for(None))
+            if report is not None:
+                body = body.model_copy(update={"messages": messages})
         stream, plan = await service.start_chat(body, current_request_id())
         if body.stream:
-            return StreamingBody(
-                service.chat_stream(body, stream, plan, started), media_type=NDJSON
-            )
-        return JSONResponse(await service.chat_once(body, stream, plan, started))
+            lines = service.chat_stream(body, stream, plan, started)
+            if report is not None:
+                lines = with_first_line_field(lines, "image_input", report.as_dict())
+            return StreamingBody(lines, media_type=NDJSON)
+        data = await service.chat_once(body, stream, plan, started)
+        if report is not None:
+            data["image_input"] = report.as_dict()
+        return JSONResponse(data)
 
     return router

@@ -2,7 +2,7 @@
 
 A request with no prompt (generate) or no messages (chat) only loads the model, or unloads
 it when ``keep_alive`` is 0, as Ollama does. ``format`` constrains output; ``tools`` use the
-``auto`` tool mode of `llmasos.server.structured` and come back as ``message.tool_calls``
+``auto`` tool mode of `llmasos.kernel.structured` and come back as ``message.tool_calls``
 with arguments as objects. The final object carries ``done_reason`` and Ollama's timings.
 """
 
@@ -19,23 +19,23 @@ from llmasos.kernel.interface import (
     GenerateRequest,
     TokenInfo,
 )
-from llmasos.server.context import report_finals, tenant_for
-from llmasos.server.ollama.common import (
-    KeepAlive,
-    done_reason,
-    now_rfc3339,
-    sampling_from_options,
-    timings,
-)
-from llmasos.server.ollama.generate.protocol import ChatBody, ChatMessageBody, GenerateBody
-from llmasos.server.streaming import OutputStream, ndjson_line, start_stream
-from llmasos.server.structured import (
+from llmasos.kernel.structured import (
     ToolPlan,
     looks_like_tool_call,
     parse_tool_output,
     plan_tools,
     structured_from_ollama_format,
 )
+from llmasos.server.context import report_finals, tenant_for
+from llmasos.server.messages import check_messages
+from llmasos.server.ollama.common import (
+    KeepAlive,
+    final_fields,
+    now_rfc3339,
+    sampling_from_options,
+)
+from llmasos.server.ollama.generate.protocol import ChatBody, ChatMessageBody, GenerateBody
+from llmasos.server.streaming import OutputStream, ndjson_line, start_stream
 
 
 def _reject_images(images: list[str] | None, param: str) -> None:
@@ -94,6 +94,7 @@ def build_chat_request(body: ChatBody, request_id: str) -> tuple[GenerateRequest
     plan = ToolPlan(mode="none") if structured else plan_tools(body.tools, "auto")
     if plan.active:
         structured = plan.structured
+    check_messages([m.model_dump() for m in body.messages or []], "ollama")
     sampling, explicit = sampling_from_options(body.options, structured, body.sampling_logprobs())
     request = GenerateRequest(
         model=body.model,
@@ -156,8 +157,7 @@ class OllamaGenerateService:
                     line["logprobs"] = logprob_entries(output.tokens)
                 if output.finished:
                     report_finals([output])
-                    line["done_reason"] = done_reason(output)
-                    line.update(timings(output, time.monotonic() - started))
+                    line.update(final_fields(output, time.monotonic() - started))
                 yield ndjson_line(line)
         except LLMasOSError as error:
             yield ndjson_line({"error": error.message})
@@ -173,8 +173,7 @@ class OllamaGenerateService:
             "created_at": now_rfc3339(),
             "response": "".join(o.text for o in outputs),
             "done": True,
-            "done_reason": done_reason(final),
-            **timings(final, time.monotonic() - started),
+            **final_fields(final, time.monotonic() - started),
         }
         if body.logprobs:
             response["logprobs"] = logprob_entries([t for o in outputs for t in o.tokens])
@@ -228,8 +227,7 @@ class OllamaGenerateService:
             content, calls = ollama_tool_calls(text, plan)
             yield ndjson_line(self._chat_line(model, content, False, calls))
         last = self._chat_line(model, "", True)
-        last["done_reason"] = done_reason(final)
-        last.update(timings(final, time.monotonic() - started))
+        last.update(final_fields(final, time.monotonic() - started))
         yield ndjson_line(last)
 
     async def chat_once(
@@ -240,8 +238,7 @@ class OllamaGenerateService:
         report_finals([final])
         content, calls = ollama_tool_calls("".join(o.text for o in outputs), plan)
         response = self._chat_line(final.model or body.model, content, True, calls)
-        response["done_reason"] = done_reason(final)
-        response.update(timings(final, time.monotonic() - started))
+        response.update(final_fields(final, time.monotonic() - started))
         if body.logprobs:
             response["logprobs"] = logprob_entries([t for o in outputs for t in o.tokens])
         return response

@@ -14,8 +14,22 @@ class TextPart(OpenAIModel):
     text: str
 
 
+class ImageURL(OpenAIModel):
+    url: str
+    detail: str | None = None
+
+
 class ImagePart(OpenAIModel):
+    """An image (``image_url``: a data: URL, or http(s) where the server allows) or a part
+    type the kernel does not take (``input_audio``, ``file``)."""
+
     type: Literal["image_url", "input_audio", "file", "image"]
+    image_url: ImageURL | str | None = None
+
+    def url(self) -> str | None:
+        if isinstance(self.image_url, ImageURL):
+            return self.image_url.url
+        return self.image_url
 
 
 class FunctionCallParam(OpenAIModel):
@@ -113,6 +127,14 @@ class ChatChoice(BaseModel):
     message: ChatMessageOut
     finish_reason: str | None = None
     logprobs: dict[str, Any] | None = None
+    stopped_by: str | None = Field(
+        None, description="LLMasOS: what cut the reply short (repetition_guard ...)."
+    )
+    repeated_tool_calls: list[ToolCallOut] | None = Field(
+        None,
+        description="LLMasOS, tool_choice auto: calls the model made whose results the "
+        "conversation already held; the server asked it for a text answer instead.",
+    )
 
 
 class ChatCompletion(BaseModel):

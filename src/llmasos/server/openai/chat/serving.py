@@ -4,8 +4,12 @@
 them, each with only the sampling fields the caller set). `ChatCompletionService` submits
 them concurrently, waits for every first delta (so kernel refusals become HTTP errors), then
 either collects a `ChatCompletion` or streams ``chat.completion.chunk`` server-sent events.
-Tool calls are parsed per `llmasos.server.structured`; under ``auto`` plain text streams as
-soon as its first character shows it is not a call.
+Tool calls are parsed per `llmasos.kernel.structured`; under ``auto`` plain text streams as
+soon as its first character shows it is not a call. Under ``auto``, a reply made only of
+calls whose results the conversation already holds is not returned as calls: the choice is
+generated again, constrained to a text answer, and the repeated calls ride along in the
+choice's ``repeated_tool_calls`` so the caller sees what the model proposed (a small model
+otherwise loops on the same call; docs/design/mcp.md, *Finishing a tool round trip*).
 """
 
 from __future__ import annotations
@@ -20,7 +24,20 @@ from typing import Any
 
 from llmasos.errors import LLMasOSError, UnsupportedError
 from llmasos.kernel.interface import EngineClientInterface, GenerateOutput, GenerateRequest
+from llmasos.kernel.structured import (
+    ToolCall,
+    ToolPlan,
+    answered_calls,
+    looks_like_tool_call,
+    parse_tool_output,
+    plan_tools,
+    repeats_answered_calls,
+    structured_from_response_format,
+    text_answer_plan,
+)
+from llmasos.knowledge.citations import Citation, annotate
 from llmasos.server.context import report_finals
+from llmasos.server.messages import check_messages
 from llmasos.server.openai.chat.protocol import (
     ChatChoice,
     ChatCompletion,
@@ -36,6 +53,7 @@ from llmasos.server.openai.common import (
     choice_requests,
     finish_reason,
     shared_sampling,
+    stopped_by_field,
     usage_of,
 )
 from llmasos.server.sampling import build_sampling
@@ -46,14 +64,6 @@ from llmasos.server.streaming import (
     merge_streams,
     sse_event,
     start_streams,
-)
-from llmasos.server.structured import (
-    ToolCall,
-    ToolPlan,
-    looks_like_tool_call,
-    parse_tool_output,
-    plan_tools,
-    structured_from_response_format,
 )
 
 PARAM_NAMES = {"max_tokens": "max_tokens", "logprobs": "top_logprobs", "stop": "stop"}
@@ -129,6 +139,7 @@ def build_generate_requests(
         "structured": structured,
         "ignore_eos": body.ignore_eos,
     }
+    check_messages([m.model_dump() for m in body.messages])
     sampling, explicit = build_sampling(given, param_names=PARAM_NAMES)
     messages = kernel_messages(body.messages)
     tools = (
@@ -187,13 +198,20 @@ class ChatCompletionService:
         finals: list[GenerateOutput] = []
         choices: list[ChatChoice] = []
         model = ""
+        answered = self._answered(body, plan)
         for index, stream in enumerate(streams):
             outputs = await collect(stream)
+            text = "".join(o.text for o in outputs)
+            content, calls = parse_tool_output(text, plan)
+            repeated: list[ToolCall] = []
+            if repeats_answered_calls(calls, plan, answered):
+                finals.append(outputs[-1])
+                repeated, calls = calls, []
+                outputs = await collect(await self._text_answer(body, plan))
+                content = "".join(o.text for o in outputs)
             final = outputs[-1]
             finals.append(final)
             model = model or final.model
-            text = "".join(o.text for o in outputs)
-            content, calls = parse_tool_output(text, plan)
             logprobs = None
             if body.logprobs:
                 logprobs = {"content": chat_logprob_entries([t for o in outputs for t in o.tokens])}
@@ -205,6 +223,8 @@ class ChatCompletionService:
                     ),
                     finish_reason="tool_calls" if calls else finish_reason(final),
                     logprobs=logprobs,
+                    stopped_by=final.stopped_by,
+                    repeated_tool_calls=_tool_calls_out(repeated) or None,
                 )
             )
         report_finals(finals)
@@ -222,8 +242,12 @@ class ChatCompletionService:
         plan: ToolPlan,
         streams: list[OutputStream],
         *,
-        memory_ids: list[str] | None = None,
+        extra_fields: dict[str, Any] | None = None,
+        citations: list[Citation] | None = None,
     ) -> AsyncIterator[str]:
+        """Chunks as server-sent events; ``extra_fields`` (``memory_ids``, ``image_input``)
+        ride on every chunk, next to ``model``; with ``citations`` every chunk carries them
+        and an answer that cited none gets its sources line as a last content delta."""
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         model = streams[0].first.model or body.model or ""
@@ -236,10 +260,12 @@ class ChatCompletionService:
             "created": created,
             "model": model,
         }
-        if memory_ids:
-            head["memory_ids"] = memory_ids
+        head.update(extra_fields or {})
+        if citations is not None:
+            head["citations"] = [c.to_dict() for c in citations]
         chunk = functools.partial(chunk_event, head)
 
+        answered = self._answered(body, plan)
         for state in states:
             delta = {"role": "assistant", "content": ""}
             yield chunk([{"index": state.index, "delta": delta, "finish_reason": None}])
@@ -265,6 +291,27 @@ class ChatCompletionService:
                         yield chunk([choice])
                 if output.finished:
                     finals.append(output)
+                    repeated = self._held_repeats(state, answered)
+                    if repeated:
+                        answer = await self._text_answer(body, plan)
+                        async for part in answer:
+                            if part.text:
+                                delta = {"content": part.text}
+                                yield chunk(
+                                    [{"index": index, "delta": delta, "finish_reason": None}]
+                                )
+                            output = part
+                        finals.append(output)
+                        state.held, state.held_logprobs = "", []
+                        final = self._final_choice(state, output)
+                        final["repeated_tool_calls"] = [c.model_dump() for c in repeated]
+                        yield chunk([final])
+                        continue
+                    if citations and not state.held:
+                        tail = annotate(state.text, citations)[0][len(state.text) :]
+                        if tail:
+                            delta = {"content": tail}
+                            yield chunk([{"index": index, "delta": delta, "finish_reason": None}])
                     yield chunk([self._final_choice(state, output)])
         except LLMasOSError as error:
             yield sse_event(error.to_openai())
@@ -275,6 +322,29 @@ class ChatCompletionService:
         if body.stream_options and body.stream_options.include_usage:
             yield chunk([], usage_of(finals).model_dump())
         yield sse_event("[DONE]")
+
+    @staticmethod
+    def _answered(body: ChatCompletionRequest, plan: ToolPlan) -> set[tuple[str, str]]:
+        if plan.mode != "auto":
+            return set()
+        return answered_calls(kernel_messages(body.messages))
+
+    @staticmethod
+    def _held_repeats(state: _ChoiceStream, answered: set[tuple[str, str]]) -> list[ToolCallOut]:
+        """The held-back calls of a finished choice, if all of them repeat answered ones."""
+        if not state.held or not answered:
+            return []
+        _content, calls = parse_tool_output(state.text, state.plan)
+        if not repeats_answered_calls(calls, state.plan, answered):
+            return []
+        return _tool_calls_out(calls)
+
+    async def _text_answer(self, body: ChatCompletionRequest, plan: ToolPlan) -> OutputStream:
+        """One more generation of a choice, with the same prompt, constrained to text."""
+        single = body.model_copy(update={"n": 1})
+        request_id = f"chatcmpl-answer-{uuid.uuid4().hex[:12]}"
+        requests = build_generate_requests(single, text_answer_plan(plan), request_id)
+        return (await start_streams(self.engine, requests))[0]
 
     def _final_choice(self, state: _ChoiceStream, output: GenerateOutput) -> dict[str, Any]:
         delta: dict[str, Any] = {}
@@ -290,7 +360,12 @@ class ChatCompletionService:
             else:
                 delta["content"] = content or ""
             state.held = ""
-        choice: dict[str, Any] = {"index": state.index, "delta": delta, "finish_reason": reason}
+        choice: dict[str, Any] = {
+            "index": state.index,
+            "delta": delta,
+            "finish_reason": reason,
+            **stopped_by_field(output),
+        }
         if state.held_logprobs:
             choice["logprobs"] = {"content": state.held_logprobs}
         return choice

@@ -22,6 +22,9 @@ class CompletionChoice(BaseModel):
     text: str
     finish_reason: str | None = None
     logprobs: dict[str, Any] | None = None
+    stopped_by: str | None = Field(
+        None, description="LLMasOS: what cut the reply short (repetition_guard ...)."
+    )
 
 
 class Completion(BaseModel):

@@ -25,6 +25,7 @@ from llmasos.server.openai.common import (
     choice_requests,
     finish_reason,
     shared_sampling,
+    stopped_by_field,
     usage_of,
 )
 from llmasos.server.openai.completions.protocol import (
@@ -106,6 +107,7 @@ class CompletionService:
                     text=text,
                     finish_reason=finish_reason(outputs[-1]),
                     logprobs=logprobs,
+                    stopped_by=outputs[-1].stopped_by,
                 )
             )
         report_finals(finals)
@@ -161,6 +163,7 @@ class CompletionService:
                                 "text": output.text,
                                 "logprobs": logprobs,
                                 "finish_reason": reason,
+                                **stopped_by_field(output),
                             }
                         ]
                     )

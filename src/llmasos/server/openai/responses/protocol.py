@@ -20,11 +20,17 @@ class ConversationRef(OpenAIModel):
 
 
 class FunctionTool(OpenAIModel):
+    """A function tool, or the built-in ``file_search`` tool over vector stores."""
+
     type: str = "function"
     name: str | None = None
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    vector_store_ids: list[str] | None = Field(None, description="file_search: the stores.")
+    max_num_results: int | None = Field(None, description="file_search: hits to read (1-50).")
+    filters: dict[str, Any] | None = Field(None, description="file_search: attribute filter.")
+    ranking_options: dict[str, Any] | None = Field(None, description="Accepted and ignored.")
 
 
 class TextFormat(OpenAIModel):

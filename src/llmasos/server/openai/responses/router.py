@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from llmasos.kernel.interface import EngineClientInterface
+from llmasos.knowledge.stores import KnowledgeBase
 from llmasos.server.context import current_request_id
+from llmasos.server.memory.serving import MemoryService
 from llmasos.server.openai.conversations.serving import ConversationStoreProvider
 from llmasos.server.openai.responses.protocol import ResponseCreateRequest
 from llmasos.server.openai.responses.serving import ResponseService
@@ -22,9 +24,14 @@ SSE_RESPONSE = {
 }
 
 
-def responses_router(engine: EngineClientInterface, stores: ConversationStoreProvider) -> APIRouter:
+def responses_router(
+    engine: EngineClientInterface,
+    stores: ConversationStoreProvider,
+    memory: MemoryService | None = None,
+    knowledge: KnowledgeBase | None = None,
+) -> APIRouter:
     router = APIRouter(tags=["openai"])
-    service = ResponseService(engine, stores)
+    service = ResponseService(engine, stores, memory, knowledge)
 
     @router.post(
         "/v1/responses",

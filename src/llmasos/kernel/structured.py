@@ -15,10 +15,18 @@ Tool calling (`plan_tools`) has three modes:
 * ``none``: no tools, plain text.
 
 `parse_tool_output` turns generated text into content and validated `ToolCall` objects.
+`parse_tool_output_lenient` reads a call out of text generated *without* the grammar (the
+suite's unconstrained baseline): wherever it sits, tagged or bare, schema unchecked.
+
+It lives in the kernel because every caller of tool calls uses it the same way: the HTTP
+faces (chat completions, responses, Ollama) and the agent runtime, which plans its steps
+with `plan_tools` and sends the `GenerateRequest` straight to the engine client.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import re
 import uuid
@@ -27,6 +35,7 @@ from typing import Any, Literal
 
 import jsonschema
 
+from llmasos.backends.grammar import grammar_schema, strict_strings
 from llmasos.errors import InvalidRequestError
 from llmasos.types import StructuredOutput
 
@@ -158,9 +167,9 @@ def auto_tool_grammar(functions: tuple[FunctionSpec, ...]) -> str:
     converter: Any = converter_class(
         prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
     )
-    schema = converter.resolve_refs(tool_call_schema(functions), "tools")
+    schema = converter.resolve_refs(grammar_schema(tool_call_schema(functions)), "tools")
     converter.visit(schema, "tool-call-json")
-    rules: str = converter.format_grammar()
+    rules: str = strict_strings(converter.format_grammar())
     head = (
         "root ::= tool-calls | free-text\n"
         f'tool-calls ::= tool-call ("\\n" tool-call)*\n'
@@ -215,10 +224,20 @@ def _valid_call(data: Any, functions: tuple[FunctionSpec, ...]) -> ToolCall | No
     if spec is None or not isinstance(arguments, dict):
         return None
     try:
-        jsonschema.validate(arguments, spec.parameters)
-    except jsonschema.ValidationError:
+        _validator(json.dumps(spec.parameters, sort_keys=True)).validate(arguments)
+    except (jsonschema.ValidationError, jsonschema.SchemaError):
         return None
     return ToolCall(name=spec.name, arguments=arguments)
+
+
+@functools.lru_cache(maxsize=512)
+def _validator(schema_json: str) -> Any:
+    """A compiled validator for a schema (given as JSON text, to be hashable): checking a
+    schema costs milliseconds, so it is done once per schema, not per call."""
+    schema = json.loads(schema_json)
+    cls: Any = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def parse_tool_output(text: str, plan: ToolPlan) -> tuple[str | None, list[ToolCall]]:
@@ -249,6 +268,42 @@ def parse_tool_output(text: str, plan: ToolPlan) -> tuple[str | None, list[ToolC
     return (None, calls) if calls else (text, [])
 
 
+def unconstrained_plan(plan: ToolPlan) -> ToolPlan:
+    """The same tools in the prompt, with no constraint on the output."""
+    return ToolPlan(plan.mode, plan.functions, None)
+
+
+def parse_tool_output_lenient(text: str, plan: ToolPlan) -> tuple[str | None, list[ToolCall]]:
+    """The first call in free text, as a lenient parser of unconstrained output reads it:
+    a JSON object ``{"name": ..., "arguments": ...}`` (``parameters`` also accepted,
+    arguments also as JSON text) anywhere in the text, inside ``<tool_call>`` tags or not,
+    naming one of the plan's functions. Its arguments are *not* checked against the schema:
+    the caller's tool registry does that and reports a mismatch as the call's error. No such
+    object: the text is the answer."""
+    if not plan.functions:
+        return text, []
+    names = {f.name for f in plan.functions}
+    decoder = json.JSONDecoder()
+    position = text.find("{")
+    while position != -1:
+        try:
+            data, _end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and data.get("name") in names:
+            arguments = data.get("arguments", data.get("parameters", {}))
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except json.JSONDecodeError:
+                    arguments = {"_unparsed": arguments}
+            if not isinstance(arguments, dict):
+                arguments = {"_unparsed": arguments}
+            return None, [ToolCall(name=str(data["name"]), arguments=arguments)]
+        position = text.find("{", position + 1)
+    return text, []
+
+
 def looks_like_tool_call(text: str) -> bool | None:
     """For streaming under ``auto``: True once text starts a call, False once it cannot,
     None while it is still undecided (nothing but whitespace yet)."""
@@ -256,3 +311,64 @@ def looks_like_tool_call(text: str) -> bool | None:
     if not stripped:
         return None
     return stripped.startswith("<")
+
+
+# -- calls whose result is already in the conversation -----------------------------------------
+
+TEXT_ANSWER_GRAMMAR = "root ::= [^<{\\[ \\t\\r\\n] [^\\x00]*\n"
+"""GBNF: a text answer that cannot open a tool call (nor a JSON object or list)."""
+
+
+def _call_key(name: str, arguments: Any) -> tuple[str, str]:
+    if isinstance(arguments, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            arguments = json.loads(arguments)
+    return name, json.dumps(arguments, sort_keys=True, ensure_ascii=False)
+
+
+def answered_calls(messages: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """``(name, canonical arguments)`` of every assistant tool call that a later ``tool``
+    message answered (matched by ``tool_call_id``, else by position)."""
+    pending: dict[str, tuple[str, str]] = {}
+    unnamed: list[tuple[str, str]] = []
+    answered: set[tuple[str, str]] = set()
+    for message in messages:
+        if message.get("role") == "assistant":
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                key = _call_key(str(function.get("name")), function.get("arguments"))
+                if call.get("id"):
+                    pending[str(call["id"])] = key
+                unnamed.append(key)
+        elif message.get("role") == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id and call_id in pending:
+                key = pending.pop(str(call_id))
+                answered.add(key)
+                if key in unnamed:
+                    unnamed.remove(key)
+            elif unnamed:
+                answered.add(unnamed.pop(0))
+    return answered
+
+
+def repeats_answered_calls(
+    calls: list[ToolCall], plan: ToolPlan, answered: set[tuple[str, str]]
+) -> bool:
+    """True when, under ``tool_choice: auto``, every call the model made is one whose result
+    the conversation already holds: the model is looping, and the server asks it for the
+    answer instead (docs/design/mcp.md, *Finishing a tool round trip*)."""
+    return (
+        plan.mode == "auto"
+        and bool(calls)
+        and all(_call_key(c.name, c.arguments) in answered for c in calls)
+    )
+
+
+def text_answer_plan(plan: ToolPlan) -> ToolPlan:
+    """The same tools in the prompt, but output constrained to a text answer."""
+    return ToolPlan(
+        plan.mode,
+        plan.functions,
+        StructuredOutput(kind="grammar", grammar=TEXT_ANSWER_GRAMMAR),
+    )

@@ -9,7 +9,7 @@ import pytest
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from llmasos.errors import InvalidRequestError
-from llmasos.server.structured import (
+from llmasos.kernel.structured import (
     looks_like_tool_call,
     parse_tool_output,
     plan_tools,

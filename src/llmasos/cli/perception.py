@@ -1,0 +1,146 @@
+"""``llmasos listen``, ``say`` and ``ocr``: speech and OCR on this machine, in-process.
+
+They use the same `PerceptionService` and engines as the server (no server needs to run).
+``llmasos run MODEL --voice FILE`` (in `llmasos.cli.run`) uses `transcribe_file` and
+`speak_to_file` from here for a spoken turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmasos.cli.output import print_json
+from llmasos.cli.root import app, console, state
+from llmasos.errors import InvalidRequestError
+from llmasos.perception.interface import VOICE_SAMPLE_RATE, Transcript
+from llmasos.perception.media import OUTPUT_FORMATS, AudioEncoder
+from llmasos.perception.service import PerceptionLimits, PerceptionService
+from llmasos.perception.subtitles import srt, vtt
+
+TENANT = "cli"
+
+
+def _service() -> PerceptionService:
+    settings = state.settings
+    return PerceptionService(PerceptionLimits(max_audio_seconds=settings.max_audio_seconds))
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise InvalidRequestError(f"no such file: {path}")
+    return path.read_bytes()
+
+
+def transcribe_file(path: Path, *, language: str | None = None) -> Transcript:
+    service = _service()
+    return asyncio.run(service.transcribe(_read(path), tenant=TENANT, language=language))
+
+
+def _format_of(out: Path | None, given: str | None) -> str:
+    if given:
+        return given
+    suffix = out.suffix.lower().lstrip(".") if out else ""
+    return {"ogg": "opus", "raw": "pcm"}.get(suffix, suffix if suffix in OUTPUT_FORMATS else "wav")
+
+
+def synthesize(text: str, *, voice: str, speed: float, response_format: str) -> bytes:
+    """``text`` spoken, as a whole file in ``response_format``."""
+
+    async def collect() -> bytes:
+        encoder = AudioEncoder(response_format, VOICE_SAMPLE_RATE, streaming=False)
+        chunks = await _service().speak(text, tenant=TENANT, voice=voice, speed=speed)
+        parts = [encoder.feed(chunk) async for chunk in chunks]
+        return b"".join([*parts, encoder.finish()])
+
+    return asyncio.run(collect())
+
+
+def speak_to_file(text: str, out: Path, *, voice: str = "alloy", speed: float = 1.0) -> None:
+    data = synthesize(text, voice=voice, speed=speed, response_format=_format_of(out, None))
+    out.write_bytes(data)
+
+
+@app.command(rich_help_panel="Perception")
+def listen(
+    file: Annotated[Path, typer.Argument(help="An audio file: wav, mp3, ogg/opus, flac, webm.")],
+    language: Annotated[
+        str | None, typer.Option("--language", "-l", help="Language of the speech (en).")
+    ] = None,
+    output_format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="text, json (segments and words), srt or vtt."),
+    ] = "text",
+) -> None:
+    """Transcribe a recording (pocketsphinx, offline)."""
+    if output_format not in ("text", "json", "srt", "vtt"):
+        raise InvalidRequestError(f"--format must be text, json, srt or vtt, not {output_format!r}")
+    transcript = transcribe_file(file, language=language)
+    if output_format == "json":
+        print_json(dataclasses.asdict(transcript))
+    elif output_format == "srt":
+        console.print(srt(transcript), end="", markup=False, highlight=False)
+    elif output_format == "vtt":
+        console.print(vtt(transcript), end="", markup=False, highlight=False)
+    else:
+        console.print(transcript.text, markup=False, highlight=False)
+
+
+@app.command(rich_help_panel="Perception")
+def say(
+    text: Annotated[str, typer.Argument(help="What to say ('-' reads standard input).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write the audio here (its suffix picks the format); "
+            "without it, WAV goes to standard output when that is not a terminal.",
+        ),
+    ] = None,
+    voice: Annotated[
+        str, typer.Option("--voice", "-v", help="alloy, nova ... or an espeak-ng voice (cmn).")
+    ] = "alloy",
+    speed: Annotated[float, typer.Option("--speed", help="0.25 to 4.0.")] = 1.0,
+    audio_format: Annotated[
+        str | None, typer.Option("--format", help="wav, mp3, opus, flac or pcm.")
+    ] = None,
+) -> None:
+    """Speak text (espeak-ng) into an audio file."""
+    if text == "-":
+        text = sys.stdin.read()
+    if out is None and sys.stdout.isatty():
+        raise InvalidRequestError("say writes audio: give --out FILE, or pipe it (| aplay)")
+    data = synthesize(text, voice=voice, speed=speed, response_format=_format_of(out, audio_format))
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    out.write_bytes(data)
+    console.print(f"wrote {out} ({len(data)} bytes)", highlight=False)
+
+
+@app.command(rich_help_panel="Perception")
+def ocr(
+    image: Annotated[Path, typer.Argument(help="An image: PNG, JPEG, WebP, GIF, BMP, TIFF.")],
+    language: Annotated[
+        str | None,
+        typer.Option("--language", "-l", help="eng (default), chi_sim, eng+chi_sim, en, zh."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Text, word boxes and confidences as JSON.")
+    ] = False,
+) -> None:
+    """Read the printed text of an image (tesseract, offline)."""
+    result = asyncio.run(_service().read_image(_read(image), tenant=TENANT, language=language))
+    if as_json:
+        data = dataclasses.asdict(result)
+        data["confidence"] = round(result.confidence, 2)
+        print_json(data)
+    else:
+        console.print(result.text, markup=False, highlight=False)

@@ -1,0 +1,406 @@
+"""The cluster engine client: `EngineClientInterface` over model replicas on a Ray cluster.
+
+``llmasos serve --cluster-address HOST:PORT`` uses it instead of the in-process kernel. A
+request for a model deployed on the cluster goes through the `ClusterRouter` (prefix
+affinity, the power of two choices, one fair queue per model with one virtual token counter
+per tenant for the whole cluster) to a `ModelReplica`, and its deltas stream back through a
+Ray streaming generator. Models that are not deployed (the embedding model, anything else
+in the head's store) run in the in-process kernel of this server, exactly as without a
+cluster.
+
+Fail-over: when a replica dies mid-stream (its node left, its process crashed), the request
+moves to another replica and resumes from the rendered prompt plus the text already sent
+(a raw continuation), so the client sees no duplicate tokens; with no replica left, or for a
+grammar-constrained reply that cannot resume, it ends with one clear `ClusterError`. Every
+wait is bounded by the request's timeout, so nothing hangs on a dead node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+
+import ray
+import ray.exceptions
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from llmasos.config import Settings
+from llmasos.distributed.cluster import ClusterError, connect
+from llmasos.distributed.deploy import list_replicas
+from llmasos.distributed.replica import NAMESPACE, ReplicaError
+from llmasos.distributed.router import ClusterRouter, ReplicaState, prefix_key
+from llmasos.errors import RequestTimeoutError
+from llmasos.kernel.client import InProcessEngineClient
+from llmasos.kernel.interface import (
+    EmbedResult,
+    EngineClientInterface,
+    GenerateOutput,
+    GenerateRequest,
+    PromptCount,
+    ResidentModel,
+    new_request_id,
+)
+from llmasos.models import ModelStoreInterface
+
+logger = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 5.0
+"""How old the router's list of replicas may be before a request refreshes it."""
+
+
+class ClusterMetrics:
+    """The router's Prometheus metrics, on the server's registry (served at ``/metrics``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        model = ["model_name"]
+        self.requests = Counter(
+            "llmasos:cluster_requests",
+            "Request attempts sent to a replica.",
+            ["model_name", "replica"],
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "llmasos:cluster_failovers",
+            "Requests moved to another replica after theirs failed.",
+            model,
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "llmasos:cluster_router_waiting",
+            "Requests waiting in the router's fair queue for a replica slot.",
+            model,
+            registry=registry,
+        )
+        self.live_replicas = Gauge(
+            "llmasos:cluster_live_replicas",
+            "Replicas the router can use.",
+            model,
+            registry=registry,
+        )
+
+
+class ReplicaLost(Exception):
+    """The replica (or its node) failed under a request; the reason, for the log."""
+
+
+def continuation(
+    request: GenerateRequest, prompt: str, sent_text: str, sent_tokens: int, cap: int
+) -> GenerateRequest:
+    """The request that resumes ``request`` on another replica after ``sent_text``.
+
+    The rendered prompt plus what the client already has becomes a raw prompt; the output
+    allowance shrinks by the tokens already sent. A grammar-constrained reply cannot resume
+    (the grammar's state is lost with the replica): `ClusterError`.
+    """
+    if request.sampling.structured is not None:
+        raise ClusterError(
+            "the replica serving this structured reply died mid-stream, and a grammar-"
+            "constrained reply cannot resume elsewhere: retry the request"
+        )
+    limit = request.sampling.max_tokens
+    if limit is None and cap > 0 and "max_tokens" not in request.explicit:
+        limit = cap
+    remaining = None if limit is None else max(1, limit - sent_tokens)
+    return dataclasses.replace(
+        request,
+        prompt=prompt + sent_text,
+        messages=None,
+        tools=None,
+        raw=True,
+        system=None,
+        sampling=request.sampling.with_changes(max_tokens=remaining),
+        explicit=request.explicit | {"max_tokens"},
+        request_id=new_request_id(),
+    )
+
+
+class ClusterEngineClient(EngineClientInterface):
+    """The kernel as a cluster: deployed models on replicas, the rest in this process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ModelStoreInterface,
+        *,
+        router: ClusterRouter | None = None,
+        local: InProcessEngineClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.address = settings.cluster_address or "auto"
+        self._owns_connection = connect(self.address)
+        self.router = router or ClusterRouter(max_queue=settings.max_queue)
+        self.local = local or InProcessEngineClient(settings, store)
+        self.metrics = ClusterMetrics(self.local.metrics_registry)
+        self.reports: dict[str, list[dict[str, Any]]] = {}
+        self._refreshed = 0.0
+        self._refresh_lock = asyncio.Lock()
+        self._attempts: dict[str, tuple[ReplicaState, str]] = {}
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        return self.local.metrics_registry
+
+    def is_ready(self) -> bool:
+        return self.local.is_ready()
+
+    async def warm_up(self, model: str | None = None) -> None:
+        """Learn the deployed replicas; load ``model`` here only if it is not deployed."""
+        await self.refresh(force=True)
+        if await self._deployed(model) is None:
+            await self.local.warm_up(model)
+
+    # --- replicas --------------------------------------------------------------------------
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Re-read the cluster's replicas (at most every `REFRESH_SECONDS` unless forced)."""
+        async with self._refresh_lock:
+            if not force and time.monotonic() - self._refreshed < REFRESH_SECONDS:
+                return
+            reports = await asyncio.to_thread(list_replicas)
+            by_model: dict[str, list[dict[str, Any]]] = {}
+            states: dict[str, list[ReplicaState]] = {}
+            for report in reports:
+                if report.get("state") != "ready":
+                    continue
+                by_model.setdefault(report["model"], []).append(report)
+                handle = await asyncio.to_thread(ray.get_actor, report["name"], NAMESPACE)
+                states.setdefault(report["model"], []).append(
+                    ReplicaState(
+                        report["name"],
+                        capacity=int(report.get("capacity", 8)),
+                        node=str(report.get("node_id", "")),
+                        handle=handle,
+                    )
+                )
+            for model in set(self.router.replicas) | set(states):
+                self.router.set_replicas(model, states.get(model, []))
+                self._count_live(model)
+            self.reports = by_model
+            self._refreshed = time.monotonic()
+
+    def _count_live(self, model: str) -> None:
+        live = sum(1 for r in self.router.replicas.get(model, []) if r.healthy)
+        self.metrics.live_replicas.labels(model).set(live)
+
+    async def _deployed(self, model: str | None) -> str | None:
+        """The canonical name of ``model`` if it is deployed on the cluster, else None.
+
+        A model once seen deployed stays the cluster's: when its last replica is gone its
+        requests fail with a clear error instead of quietly loading it on this machine."""
+        name = self.store.resolve(model or self.settings.default_model).manifest.name
+        if name not in self.router.replicas:
+            await self.refresh()
+        return name if name in self.router.replicas else None
+
+    # --- generation ----------------------------------------------------------------------
+
+    def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
+        return self._generate(request)
+
+    async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
+        model = await self._deployed(request.model)
+        if model is None:
+            async for output in self.local.generate(request):
+                yield output
+            return
+        tenant = request.tenant or "anonymous"
+        key = prefix_key(model, request)
+        deadline = time.monotonic() + (request.timeout or self.settings.request_timeout)
+        attempt = dataclasses.replace(request, model=model)
+        tried: list[str] = []
+        prompt: str | None = None
+        sent_text, sent_tokens = "", 0
+        resumed_at = 0
+        """Tokens the client had when the current attempt started (0 on the first one)."""
+        while True:
+            self.metrics.waiting.labels(model).inc()
+            try:
+                replica = await self.router.acquire(model, tenant, key, exclude=tried)
+            finally:
+                self.metrics.waiting.labels(model).dec()
+            if replica is None:
+                if tried:
+                    raise ClusterError(
+                        f"the replica of {model} serving this request failed "
+                        f"({', '.join(tried)}) and no other replica is available"
+                    )
+                raise ClusterError(
+                    f"{model} has no live replica on the cluster: run `llmasos deploy {model}`"
+                )
+            self._attempts[request.request_id] = (replica, attempt.request_id)
+            self.metrics.requests.labels(model, replica.replica_id).inc()
+            stream = self._stream(replica, attempt, deadline)
+            try:
+                async for output in stream:
+                    if prompt is None:
+                        prompt = output.prompt
+                    new_tokens = len(output.tokens)
+                    self.router.charge(model, tenant, 0, new_tokens)
+                    if output.finished:
+                        # a continuation's prompt holds the text already sent: report the
+                        # original prompt's size (re-tokenized, so within a token or two)
+                        output.prompt_tokens = max(0, output.prompt_tokens - resumed_at)
+                        output.completion_tokens += resumed_at
+                        self.router.charge(model, tenant, output.prompt_tokens, 0)
+                    sent_text += output.text
+                    sent_tokens += new_tokens
+                    output.request_id = request.request_id
+                    output.prompt = output.prompt if not tried else None
+                    yield output
+                    if output.finished:
+                        return
+                raise ReplicaLost("the stream ended without a final delta")
+            except ReplicaLost as lost:
+                logger.warning(
+                    "replica %s of %s lost mid-request %s (%s): failing over",
+                    replica.replica_id,
+                    model,
+                    request.request_id,
+                    lost,
+                )
+                self.router.mark_unhealthy(model, replica.replica_id)
+                self.metrics.failovers.labels(model).inc()
+                self._count_live(model)
+                tried.append(replica.replica_id)
+                if prompt is not None:
+                    original = dataclasses.replace(request, model=model)
+                    cap = self.settings.default_max_tokens
+                    attempt = continuation(original, prompt, sent_text, sent_tokens, cap)
+                    resumed_at = sent_tokens
+                else:
+                    attempt = dataclasses.replace(attempt, request_id=new_request_id())
+            finally:
+                await stream.aclose()  # now, not at garbage collection: cancels on the replica
+                self._attempts.pop(request.request_id, None)
+                self.router.release(model, replica)
+
+    async def _stream(
+        self, replica: ReplicaState, request: GenerateRequest, deadline: float
+    ) -> AsyncGenerator[GenerateOutput, None]:
+        """One attempt on one replica; Ray failures become `ReplicaLost`."""
+        handle: Any = replica.handle
+        finished = False
+        try:
+            stream = handle.generate.options(num_returns="streaming").remote(request)
+        except ray.exceptions.RayError as error:
+            raise ReplicaLost(str(error).splitlines()[0]) from error
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RequestTimeoutError("the request timed out on the cluster")
+                try:
+                    ref = await asyncio.wait_for(stream.__anext__(), timeout=left)
+                    item = await asyncio.wait_for(
+                        ref, timeout=max(0.1, deadline - time.monotonic())
+                    )
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as error:
+                    raise RequestTimeoutError(
+                        f"the request timed out on the cluster (replica {replica.replica_id})"
+                    ) from error
+                except ray.exceptions.RayError as error:
+                    raise ReplicaLost(str(error).strip().splitlines()[0]) from error
+                if isinstance(item, ReplicaError):
+                    finished = True
+                    raise item.error
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self._cancel(handle, stream, request.request_id)
+
+    @staticmethod
+    def _cancel(handle: Any, stream: Any, request_id: str) -> None:
+        with contextlib.suppress(Exception):  # the replica is gone: nothing left to cancel
+            handle.abort.remote(request_id)
+            ray.cancel(stream)
+
+    async def abort(self, request_id: str) -> None:
+        attempt = self._attempts.get(request_id)
+        if attempt is None:
+            await self.local.abort(request_id)
+            return
+        replica, attempt_id = attempt
+        handle: Any = replica.handle
+        with contextlib.suppress(ray.exceptions.RayError):  # the replica is gone already
+            await handle.abort.remote(attempt_id)
+
+    # --- other system calls --------------------------------------------------------------
+
+    async def _call(self, model: str, method: str, *args: Any) -> Any:
+        """Call ``method`` on some live replica of ``model``; kernel errors re-raised."""
+        for replica in self.router.replicas.get(model, []):
+            if not replica.healthy:
+                continue
+            handle: Any = replica.handle
+            try:
+                result = await getattr(handle, method).remote(*args)
+            except ray.exceptions.RayError:
+                self.router.mark_unhealthy(model, replica.replica_id)
+                continue
+            if isinstance(result, ReplicaError):
+                raise result.error
+            return result
+        raise ClusterError(f"{model} has no live replica on the cluster")
+
+    async def embed(self, model: str | None, texts: Sequence[str]) -> EmbedResult:
+        return await self.local.embed(model, texts)
+
+    async def tokenize(self, model: str | None, text: str) -> list[int]:
+        name = await self._deployed(model)
+        if name is None:
+            return await self.local.tokenize(model, text)
+        tokens: list[int] = await self._call(name, "tokenize", text)
+        return tokens
+
+    async def count_prompt(self, request: GenerateRequest) -> PromptCount:
+        name = await self._deployed(request.model)
+        if name is None:
+            return await self.local.count_prompt(request)
+        count: PromptCount = await self._call(
+            name, "count_prompt", dataclasses.replace(request, model=name)
+        )
+        return count
+
+    async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
+        if await self._deployed(model) is None:
+            await self.local.load(model, keep_alive)
+
+    async def unload(self, model: str) -> bool:
+        if await self._deployed(model) is not None:
+            return False  # replicas stay until `llmasos deploy MODEL --replicas 0`
+        return await self.local.unload(model)
+
+    def resident_models(self) -> list[ResidentModel]:
+        models = self.local.resident_models()
+        for name, reports in sorted(self.reports.items()):
+            first = reports[0]
+            models.append(
+                ResidentModel(
+                    name=name,
+                    digest=str(first.get("digest", "")),
+                    backend="cluster",
+                    processor=f"{len(reports)} replica(s)",
+                    size_bytes=int(first.get("size_bytes", 0)),
+                    context_length=int(first.get("context_length", 0)),
+                    expires_at=None,
+                    running=sum(int(r.get("running", 0)) for r in reports),
+                    waiting=sum(int(r.get("waiting", 0)) for r in reports),
+                )
+            )
+        return models
+
+    async def close(self) -> None:
+        await self.local.close()
+        if self._owns_connection and ray.is_initialized():
+            ray.shutdown()

@@ -1,0 +1,1 @@
+"""``POST /v1/ocr``: the printed text of an image, with word boxes and confidences."""

@@ -1,0 +1,1 @@
+"""``/v1/outbox``: mail sent as the user, and sending it."""

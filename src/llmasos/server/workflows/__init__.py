@@ -1,0 +1,1 @@
+"""Workflow endpoints: ``/v1/workflows`` (definitions, runs, events, answers, webhooks)."""

@@ -1,0 +1,243 @@
+"""``llmasos tune``: find the weight format this machine serves a GGUF model fastest in.
+
+For the model's current version (the reference) and each candidate format, `tune_model`
+derives the candidate with llama.cpp's quantizer (`llmasos.toolchain.quantize`), stores it
+as a version of the same name with its provenance (``derived:<source digest>:<format>:<tool>``,
+reused on later runs), and measures, with every version loaded side by side and in
+alternating rounds (the machine may be shared):
+
+- speed: a batch of ``batch`` sequences prefilled together, then ``tokens`` decode steps —
+  the two rates a server's throughput is bound by; the best of the rounds counts;
+- quality: perplexity on the public-domain text LLMasOS ships, and a greedy answer to "What
+  is the capital of France?" that must name Paris when the reference's does.
+
+The fastest batched decode among the versions whose perplexity is within
+``QUALITY_TOLERANCE`` of the reference's (and that pass the France question) is recorded in
+the store for this machine (`llmasos.models.tuning`), and `resolve` serves it from then on;
+the reference stays the model's current version, and ``name@DIGEST`` still loads any one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmasos.backends.interface import BackendInterface, LoadSpec, SequenceWork
+from llmasos.errors import InvalidRequestError
+from llmasos.models import ModelStoreInterface
+from llmasos.models.manifest import Manifest
+from llmasos.models.tuning import TuningChoice, machine_fingerprint
+from llmasos.toolchain.perplexity import perplexity, public_domain_text
+from llmasos.toolchain.quantize import TOOL, format_name, quantize_gguf
+from llmasos.toolchain.registering import greedy_text
+from llmasos.types import SamplingParams
+
+DEFAULT_FORMATS = ("Q4_0", "Q8_0")
+"""Candidates on CPUs: Q4_0 is what llama.cpp repacks for AVX2/ARM matrix kernels, Q8_0
+the high-quality fallback when requantizing a 4-bit source to 4 bits costs too much."""
+QUALITY_TOLERANCE = 0.03
+"""A candidate's perplexity may exceed the reference's by at most this fraction."""
+FRANCE = "What is the capital of France?"
+SPEED_PROMPT = "Write a long, detailed story about a robot who learns to paint, part {n}."
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class FormatResult:
+    """One version of the model as measured."""
+
+    format: str
+    digest: str
+    size_bytes: int
+    reference: bool
+    decode_tokens_per_second: float = 0.0
+    prefill_tokens_per_second: float = 0.0
+    perplexity: float = 0.0
+    answer: str = ""
+    says_paris: bool = False
+    eligible: bool = True
+    why_not: str = ""
+
+
+@dataclass
+class TuneReport:
+    model: str
+    machine: str
+    batch: int
+    tokens: int
+    threads: int
+    results: list[FormatResult] = field(default_factory=list)
+    chosen: str = ""
+    """Format chosen."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def provenance(source: Manifest, weight_format: str) -> str:
+    import llama_cpp
+
+    return f"derived:{source.digest}:{weight_format}:{TOOL} {llama_cpp.__version__}"
+
+
+def derive(
+    store: ModelStoreInterface, name: str, weight_format: str, *, threads: int, work_dir: Path
+) -> Manifest:
+    """The version of ``name`` in ``weight_format`` derived from its current one (made now,
+    or found from an earlier run)."""
+    current = store.manifest(name)
+    prefix = f"derived:{current.digest}:{weight_format}:"
+    for version in store.versions(name):
+        if (version.source or "").startswith(prefix):
+            return version
+    source = store.resolve(f"{name}@{current.digest.removeprefix('sha256:')}")
+    target = work_dir / f"{weight_format}.gguf"
+    try:
+        quantize_gguf(source.path, target, weight_format, threads=threads)
+        return store.add_version(
+            name, target, quantization=weight_format, source=provenance(current, weight_format)
+        )
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def _measure_speed(
+    backend: BackendInterface, prompts: list[list[int]], tokens: int
+) -> tuple[float, float]:
+    """(prefill tok/s, decode tok/s) of ``len(prompts)`` sequences decoded together."""
+    params = SamplingParams(temperature=0.0, ignore_eos=True, repetition_guard=False)
+    start = time.perf_counter()
+    for seq_id, prompt in enumerate(prompts):
+        backend.add_sequence(seq_id, params, prompt)
+    sampled = backend.execute([SequenceWork(i, p, True) for i, p in enumerate(prompts)])
+    prefill = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(tokens):
+        sampled = backend.execute([SequenceWork(s.seq_id, [s.token], True) for s in sampled])
+    decode = time.perf_counter() - start
+    for seq_id in range(len(prompts)):
+        backend.remove_sequence(seq_id)
+    prompt_tokens = sum(len(p) for p in prompts)
+    return prompt_tokens / prefill, tokens * len(prompts) / decode
+
+
+def _answer(backend: BackendInterface, question: str, max_tokens: int = 16) -> str:
+    prompt = backend.tokenize(backend.render_chat([{"role": "user", "content": question}]))
+    return greedy_text(backend, prompt, max_tokens)
+
+
+def tune_model(
+    store: ModelStoreInterface,
+    name: str,
+    *,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    batch: int = 8,
+    tokens: int = 32,
+    rounds: int = 2,
+    threads: int = 0,
+    work_dir: Path,
+    progress: Progress = lambda line: None,
+    record: bool = True,
+    text: str | None = None,
+) -> TuneReport:
+    """Measure ``name``'s current version and each of ``formats``; record the best.
+
+    ``text`` replaces the shipped public-domain text for the perplexity."""
+    from llmasos.backends.llamacpp.backend import LlamaCppBackend
+
+    if batch < 1 or tokens < 1 or rounds < 1:
+        raise InvalidRequestError("batch, tokens and rounds must be >= 1")
+    current = store.manifest(name)
+    if current.format != "gguf" or current.kind != "generate":
+        raise InvalidRequestError(f"{current.name} is not a GGUF generation model; only those tune")
+    wanted = [format_name(f) for f in formats]
+    versions = [current]
+    for weight_format in dict.fromkeys(wanted):
+        if weight_format == (current.quantization or "").upper():
+            continue
+        progress(f"deriving {weight_format} with {TOOL}")
+        versions.append(derive(store, name, weight_format, threads=threads, work_dir=work_dir))
+    report = TuneReport(current.name, machine_fingerprint(), batch, tokens, threads)
+    text = text or public_domain_text()
+    backends: list[BackendInterface] = []
+    try:
+        for version in versions:
+            resolved = store.resolve(f"{name}@{version.digest.removeprefix('sha256:')}")
+            spec = LoadSpec(
+                path=resolved.path,
+                format="gguf",
+                context_length=1024,
+                max_sequences=batch,
+                kv_capacity_tokens=1024 * batch,
+                threads=threads,
+                chat_template=version.chat_template,
+            )
+            backend: BackendInterface = LlamaCppBackend.load(spec)
+            backends.append(backend)
+            result = FormatResult(
+                format=(version.quantization or "?").upper(),
+                digest=version.digest,
+                size_bytes=version.size,
+                reference=version is current,
+            )
+            progress(f"{result.format}: perplexity and the France question")
+            result.perplexity = perplexity(backend, text, window=1024).value
+            result.answer = _answer(backend, FRANCE)
+            result.says_paris = "paris" in result.answer.lower()
+            report.results.append(result)
+        for round_number in range(rounds):
+            for backend, result in zip(backends, report.results, strict=True):
+                progress(f"{result.format}: speed, round {round_number + 1} of {rounds}")
+                prompts = [
+                    backend.tokenize(SPEED_PROMPT.format(n=f"{round_number}.{i}"))
+                    for i in range(batch)
+                ]
+                prefill, decode = _measure_speed(backend, prompts, tokens)
+                result.prefill_tokens_per_second = max(result.prefill_tokens_per_second, prefill)
+                result.decode_tokens_per_second = max(result.decode_tokens_per_second, decode)
+    finally:
+        for backend in backends:
+            backend.close()
+    _choose(report)
+    if record:
+        chosen = next(r for r in report.results if r.format == report.chosen)
+        store.record_tuning(
+            TuningChoice(
+                source=current.digest,
+                digest=chosen.digest,
+                format=chosen.format,
+                measured={r.format: _figures(r) for r in report.results},
+                tuned_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+        )
+    return report
+
+
+def _figures(result: FormatResult) -> dict[str, float]:
+    return {
+        "decode_tokens_per_second": round(result.decode_tokens_per_second, 1),
+        "prefill_tokens_per_second": round(result.prefill_tokens_per_second, 1),
+        "perplexity": round(result.perplexity, 4),
+    }
+
+
+def _choose(report: TuneReport) -> None:
+    """Mark ineligible versions and pick the fastest eligible one (the reference always is)."""
+    reference = next(r for r in report.results if r.reference)
+    limit = reference.perplexity * (1 + QUALITY_TOLERANCE)
+    for result in report.results:
+        if result.reference:
+            continue
+        if result.perplexity > limit:
+            result.eligible = False
+            worse = (result.perplexity / reference.perplexity - 1) * 100
+            result.why_not = f"perplexity {worse:+.1f}% (limit {QUALITY_TOLERANCE:.0%})"
+        elif reference.says_paris and not result.says_paris:
+            result.eligible = False
+            result.why_not = "does not answer Paris"
+    eligible = [r for r in report.results if r.eligible]
+    report.chosen = max(eligible, key=lambda r: r.decode_tokens_per_second).format

@@ -1,0 +1,219 @@
+"""The ``os`` tool set: LLMasOS looking at itself, for ``llmasos shell`` and any task.
+
+Read-only introspection — the models in the store (``os_models``), the models loaded now
+(``os_resident_models``), the named services (``os_services``), the installed apps
+(``os_apps``), the caller's tasks (``os_tasks``), memory and disk (``os_status``) — and one
+action, ``app_launch``, which starts an installed app through the process manager: a side
+effect, so it stops for approval, and only admins may use it. Each tool is gated by the
+scope the same operation needs on the API (``models:read``, ``chat``, ``tasks``, ``admin``).
+
+Apps and tasks live in layers above the tools; the server supplies them through
+`ToolSystem.os` (`OperatingSystemInterface`). Where no server runs, those tools say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from llmasos.tools.interface import (
+    OperatingSystemInterface,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolResult,
+    ToolSpec,
+)
+
+GROUP = "os"
+_NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+def _os_of(context: ToolContext) -> OperatingSystemInterface:
+    if context.system.os is None:
+        raise ToolError(
+            "apps and tasks are only visible inside the server (llmasos serve)",
+            code="unavailable",
+        )
+    return context.system.os
+
+
+def _gib(count: float) -> float:
+    return round(count / 2**30, 2)
+
+
+def _mib(count: float) -> float:
+    return round(count / 2**20, 1)
+
+
+def memory_status() -> dict[str, Any]:
+    """Total and available memory from /proc/meminfo (sysconf where it is missing)."""
+    found: dict[str, int] = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("MemTotal", "MemAvailable"):
+                found[name] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    total = found.get("MemTotal") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    available = found.get("MemAvailable") or (
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    )
+    return {"total_gib": _gib(total), "available_gib": _gib(available)}
+
+
+class OsModels(Tool):
+    spec = ToolSpec(
+        name="os_models",
+        description="List the models installed on this machine (name, format, size).",
+        parameters=_NO_ARGUMENTS,
+        permission="models:read",
+        group=GROUP,
+    )
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        from llmasos.models import open_model_store
+
+        store = open_model_store(context.system.settings)
+        listed = await asyncio.to_thread(store.list)
+        models = [
+            {
+                "name": name,
+                "format": str(manifest.format),
+                "kind": str(manifest.kind),
+                "size_mib": _mib(sum(f.size for f in manifest.files)),
+                "parameters": manifest.parameter_count,
+                "quantization": manifest.quantization,
+            }
+            for name, manifest in listed
+        ]
+        return ToolResult({"models": models})
+
+
+class OsResidentModels(Tool):
+    spec = ToolSpec(
+        name="os_resident_models",
+        description="List the models loaded in memory now, with their size and backend.",
+        parameters=_NO_ARGUMENTS,
+        permission="models:read",
+        group=GROUP,
+    )
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        loaded = [
+            {
+                "name": m.name,
+                "backend": m.backend,
+                "processor": m.processor,
+                "size_mib": _mib(m.size_bytes),
+                "context_length": m.context_length,
+                "running": m.running,
+                "waiting": m.waiting,
+            }
+            for m in context.system.engine.resident_models()
+        ]
+        return ToolResult({"resident_models": loaded})
+
+
+class OsServices(Tool):
+    spec = ToolSpec(
+        name="os_services",
+        description="List the named services (summarize, translate ...) and what each does.",
+        parameters=_NO_ARGUMENTS,
+        permission="chat",
+        group=GROUP,
+    )
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        from llmasos.services.registry import ServiceRegistry
+
+        registry = await asyncio.to_thread(ServiceRegistry.load, context.system.settings.home)
+        services = [{"name": d.name, "description": d.description} for d in registry.list()]
+        return ToolResult({"services": services})
+
+
+class OsApps(Tool):
+    spec = ToolSpec(
+        name="os_apps",
+        description="List the installed apps and whether each is running.",
+        parameters=_NO_ARGUMENTS,
+        permission="tasks",
+        group=GROUP,
+    )
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        return ToolResult({"apps": await _os_of(context).apps()})
+
+
+class OsTasks(Tool):
+    spec = ToolSpec(
+        name="os_tasks",
+        description="List your agent tasks, newest first (id, status, steps, instruction).",
+        parameters={
+            "type": "object",
+            "properties": {"limit": {"type": "integer", "minimum": 1, "maximum": 50}},
+            "additionalProperties": False,
+        },
+        permission="tasks",
+        group=GROUP,
+    )
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        tasks = await _os_of(context).tasks(context.principal, arguments.get("limit", 10))
+        return ToolResult({"tasks": tasks})
+
+
+class OsStatus(Tool):
+    spec = ToolSpec(
+        name="os_status",
+        description="Memory (total, available) and disk (total, free) of this machine, and "
+        "how many models are loaded.",
+        parameters=_NO_ARGUMENTS,
+        permission="models:read",
+        group=GROUP,
+    )
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        home = context.system.settings.home
+        disk = await asyncio.to_thread(shutil.disk_usage, home if home.exists() else "/")
+        return ToolResult(
+            {
+                "memory": memory_status(),
+                "disk": {"total_gib": _gib(disk.total), "free_gib": _gib(disk.free)},
+                "resident_models": len(context.system.engine.resident_models()),
+                "cpus": os.cpu_count(),
+            }
+        )
+
+
+class AppLaunch(Tool):
+    spec = ToolSpec(
+        name="app_launch",
+        description="Start an installed app (by its name, as os_apps lists it).",
+        parameters={
+            "type": "object",
+            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}},
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+        permission="admin",
+        side_effect=True,
+        group=GROUP,
+        timeout_s=60.0,
+    )
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        started = await _os_of(context).launch_app(arguments["name"])
+        return ToolResult(started, effects=(f"started app {arguments['name']}",))
+
+    async def describe(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        app = await _os_of(context).describe_app(arguments["name"])
+        permissions = ", ".join(app.get("permissions") or []) or "none"
+        return (
+            f"start the app {app['name']} {app.get('version', '')} as its own confined "
+            f"process (permissions: {permissions})"
+        )

@@ -1,0 +1,103 @@
+"""``llmasos say``, ``listen``, ``ocr`` and ``run MODEL --voice`` (a spoken turn)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmasos.cli.main import app, main
+from llmasos.cli.root import state
+from llmasos.net import free_port
+from llmasos.perception.media import sniff
+from tests.perception.media_fixtures import espeak_wav, needs_espeak, needs_tesseract, text_png
+
+runner = CliRunner()
+pytestmark = [needs_espeak, needs_tesseract]
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path / "home"
+    monkeypatch.setenv("LLMASOS_HOME", str(home))
+    monkeypatch.setenv("LLMASOS_PORT", str(free_port()))  # no server answers: in-process
+    monkeypatch.setenv("COLUMNS", "100")
+    state.reset()
+    yield home
+    state.reset()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout
+
+
+def test_say_then_listen_round_trips_through_files(tmp_path: Path) -> None:
+    out = tmp_path / "hello.mp3"
+    code, stdout = invoke("say", "Hello world. Good morning.", "--out", str(out))
+    assert code == 0 and "wrote" in stdout
+    assert sniff(out.read_bytes()) == "audio/mpeg"
+    code, stdout = invoke("listen", str(out))
+    assert code == 0 and stdout.strip()
+    code, stdout = invoke("listen", str(out), "--format", "json")
+    transcript = json.loads(stdout)
+    assert transcript["engine"] == "pocketsphinx" and transcript["segments"]
+    code, stdout = invoke("listen", str(out), "--format", "srt")
+    assert code == 0 and " --> " in stdout
+
+
+def test_say_writes_wav_to_a_pipe() -> None:
+    result = runner.invoke(app, ["say", "Hi there.", "--voice", "en-gb"])
+    assert result.exit_code == 0
+    assert result.stdout_bytes[:4] == b"RIFF"
+
+
+def test_ocr_prints_text_or_json(tmp_path: Path) -> None:
+    image = tmp_path / "note.png"
+    image.write_bytes(text_png(["Buy milk and bread"]))
+    code, stdout = invoke("ocr", str(image))
+    assert code == 0 and "milk" in stdout
+    code, stdout = invoke("ocr", str(image), "--json")
+    data = json.loads(stdout)
+    assert data["engine"] == "tesseract" and data["words"][0]["text"] == "Buy"
+
+
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text("not a recording")
+    for args, message in (
+        (["listen", str(note)], "text/plain, not audio"),
+        (["listen", str(tmp_path / "missing.wav")], "no such file"),
+        (["ocr", str(note)], "text/plain, not an image"),
+        (["listen", str(note), "--language", "fr"], "available: en"),
+    ):
+        with pytest.raises(SystemExit) as exit_code:
+            main(args)
+        assert exit_code.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.model
+def test_run_voice_holds_a_spoken_turn_with_the_embedded_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMASOS_THREADS", "2")
+    monkeypatch.setenv("LLMASOS_CONTEXT_LENGTH", "1024")
+    question = tmp_path / "question.wav"
+    question.write_bytes(espeak_wav("What is the capital of France?"))
+    result = runner.invoke(
+        app, ["run", "smollm2", "--voice", str(question), "-p", "num_predict=24"]
+    )
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    assert "you said:" in result.stderr
+    answer = tmp_path / "question.reply.wav"
+    assert answer.exists() and sniff(answer.read_bytes()) == "audio/wav"
+    assert len(answer.read_bytes()) > 44 + 24000  # at least half a second of speech

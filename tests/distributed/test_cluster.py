@@ -1,0 +1,322 @@
+"""A real Ray cluster on this machine: a head and two worker nodes, each started by
+``llmasos cluster start|join --block`` as its own process tree (nice 10, one CPU each), two
+replicas of the embedded model deployed on the workers, requests through our OpenAI API,
+and a worker node killed mid-stream.
+
+One cluster for the module. Teardown kills exactly the process trees this module started
+(never ``ray stop``, which would stop every Ray process of the machine) and removes their
+temporary directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openai
+import psutil
+import pytest
+from prometheus_client import generate_latest
+
+pytest.importorskip("ray")
+
+import ray
+from typer.testing import CliRunner
+
+from llmasos.cli.main import app
+from llmasos.cli.root import state
+from llmasos.config import Settings
+from llmasos.distributed.client import ClusterEngineClient
+from llmasos.distributed.cluster import ClusterError, connect, local_ip
+from llmasos.distributed.deploy import ReplicaResources, deploy
+from llmasos.kernel.interface import GenerateRequest
+from llmasos.models.store import ModelStore
+from llmasos.net import free_port
+from llmasos.server.app import create_app
+from llmasos.server.main import engine_client
+from llmasos.types import SamplingParams
+from tests.server.conftest import ServerThread
+
+pytestmark = pytest.mark.model
+MODEL = "smollm2:135m"
+FAST_FAILURE_DETECTION = {
+    # the GCS declares a silent node dead after ~1.5 s instead of ~30 s
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "500",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+@dataclass
+class Node:
+    process: subprocess.Popen[bytes]
+    temp_dir: str
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL this node's whole process tree (raylet, workers, GCS on the head)."""
+        try:
+            tree = [psutil.Process(self.process.pid)]
+            tree += tree[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
+        psutil.wait_procs(tree, timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+
+
+@dataclass
+class Cluster:
+    address: str
+    head: Node
+    workers: list[Node] = field(default_factory=list)
+    root: str = ""
+
+
+def _start(args: list[str], root: str, name: str) -> Node:
+    temp_dir = tempfile.mkdtemp(prefix=f"{name}-", dir=root)
+    log = Path(root) / f"{name}.log"
+    command = ["nice", "-n", "10", sys.executable, "-m", "llmasos", "cluster", *args]
+    command += ["--temp-dir", temp_dir, "--object-store-memory", "100MB", "--block"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **FAST_FAILURE_DETECTION},
+        )
+    return Node(process, temp_dir, log)
+
+
+def _wait_nodes(count: int, nodes: list[Node], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(1 for n in ray.nodes() if n["Alive"]) < count:
+        for node in nodes:
+            if node.process.poll() is not None:
+                pytest.fail(f"a Ray node exited: {node.log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the cluster did not reach {count} nodes")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    root = tempfile.mkdtemp(prefix="llmr-", dir="/tmp")  # short: Ray's socket paths
+    port = free_port()
+    address = f"{local_ip()}:{port}"
+    head = _start(["start", "--head", "--port", str(port), "--num-cpus", "0"], root, "head")
+    nodes = [head]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                connect(address)
+                break
+            except ClusterError:
+                if head.process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the head did not start: {head.log.read_text()[-2000:]}")
+                time.sleep(0.5)
+        for index in range(2):
+            nodes.append(
+                _start(["join", address, "--num-cpus", "1", "--memory", "1GiB"], root, f"w{index}")
+            )
+        _wait_nodes(3, nodes)
+        yield Cluster(address, head, nodes[1:], root)
+    finally:
+        ray.shutdown()
+        for node in reversed(nodes):
+            node.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def settings(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        home=tmp_path_factory.mktemp("cluster-home"),
+        threads=1,
+        context_length=1024,
+        max_batch_size=2,
+        cluster_address=cluster.address,
+    )
+
+
+@pytest.fixture(scope="module")
+def deployed(cluster: Cluster, settings: Settings) -> list[dict[str, object]]:
+    store = ModelStore.open(settings)
+    cache = Path(cluster.root) / "model-cache"
+    return deploy(
+        settings,
+        store,
+        MODEL,
+        2,
+        resources=ReplicaResources(num_cpus=1, memory=600 << 20),
+        cache_dir=str(cache),
+        copy=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def engine(settings: Settings, deployed: list[dict[str, object]]) -> Iterator[ClusterEngineClient]:
+    client = engine_client(settings, ModelStore.open(settings))  # what `serve` picks
+    assert isinstance(client, ClusterEngineClient)
+    asyncio.run(client.refresh(force=True))
+    yield client
+    asyncio.run(client.local.close())
+
+
+def test_two_replicas_on_two_workers_with_the_model_copied_and_verified(
+    cluster: Cluster, deployed: list[dict[str, object]]
+) -> None:
+    assert len(deployed) == 2
+    assert {r["state"] for r in deployed} == {"ready"}
+    assert len({r["node_id"] for r in deployed}) == 2  # spread over the two workers
+    head_id = next(n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"])
+    assert head_id not in {r["node_id"] for r in deployed}
+    for report in deployed:
+        assert report["fetched"] in ("copied", "cache")
+        path = Path(str(report["path"]))
+        assert path.is_relative_to(Path(cluster.root) / "model-cache")
+        digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+        assert path.name == digest.replace(":", "-")
+
+
+def test_status_and_deploy_through_the_cli(
+    cluster: Cluster, deployed: list[dict[str, object]], settings: Settings
+) -> None:
+    state.overrides.clear()
+    state._settings = settings
+    state._store = None
+    try:
+        result = CliRunner().invoke(app, ["cluster", "status", "--json"])
+        assert result.exit_code == 0, result.output
+        status = json.loads(result.output)
+        assert sum(1 for n in status["nodes"] if n["alive"]) == 3
+        assert {r["state"] for r in status["replicas"]} == {"ready"}
+        table = CliRunner().invoke(app, ["cluster", "status"], env={"COLUMNS": "200"})
+        assert table.exit_code == 0
+        assert "worker" in table.output and f"replica:{MODEL}:1" in table.output
+        result = CliRunner().invoke(
+            app, ["deploy", MODEL, "--replicas", "3", "--cpus-per-replica", "64"]
+        )
+        assert isinstance(result.exception, ClusterError)
+        assert "no node can hold a replica" in str(result.exception)
+        assert "the largest node has 1 CPU" in str(result.exception)
+    finally:
+        state._settings = None
+        state._store = None
+
+
+def test_a_streamed_chat_through_the_openai_api_runs_on_a_replica(
+    engine: ClusterEngineClient, settings: Settings
+) -> None:
+    with (
+        ServerThread(create_app(settings, engine, engine.store)) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0) as client,
+    ):
+        stream = client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    usage = next(c.usage for c in chunks if c.usage)
+    assert text and 0 < usage.completion_tokens <= 12
+    assert chunks[0].model == MODEL or chunks[0].model.startswith("smollm2")
+    # served by the cluster, not by a model loaded in the server's own process
+    assert not engine.local.resident_models()
+    cluster_rows = [m for m in engine.resident_models() if m.backend == "cluster"]
+    assert cluster_rows and cluster_rows[0].processor == "2 replica(s)"
+
+
+def test_a_worker_killed_mid_stream_fails_over_without_duplicates(
+    cluster: Cluster, engine: ClusterEngineClient
+) -> None:
+    limit = 160
+    request = GenerateRequest(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Count from one to one hundred in words."}],
+        sampling=SamplingParams(temperature=0.0, max_tokens=limit, ignore_eos=True),
+        explicit=frozenset({"temperature", "max_tokens"}),
+        timeout=120,
+    )
+
+    async def run() -> tuple[list[str], int, str | None, str]:
+        texts: list[str] = []
+        killed_node = ""
+        final = None
+        async for output in engine.generate(request):
+            texts.append(output.text)
+            if len(texts) == 8 and not killed_node:
+                replica, _ = engine._attempts[request.request_id]
+                killed_node = replica.node
+                victim = next(
+                    w
+                    for w, n in zip(cluster.workers, _worker_node_ids(cluster), strict=True)
+                    if n == killed_node
+                )
+                await asyncio.to_thread(victim.kill)
+            if output.finished:
+                final = output
+        assert final is not None
+        return texts, final.completion_tokens, final.finish_reason, killed_node
+
+    texts, completion_tokens, reason, killed = asyncio.run(run())
+    assert killed
+    assert reason == "length"
+    # exactly the allowance: the second replica resumed, it did not start over
+    assert completion_tokens == limit
+    assert sum(1 for t in texts if t) <= limit
+    survivors = [m for m in engine.router.replicas[MODEL] if m.healthy]
+    assert len(survivors) == 1 and survivors[0].node != killed
+    metrics = generate_latest(engine.metrics_registry).decode()
+    assert f'llmasos:cluster_failovers_total{{model_name="{MODEL}"}} 1.0' in metrics
+
+    # the last replica gone too: a clear error, not a hang
+    asyncio.run(asyncio.to_thread(_kill_node_of, cluster, survivors[0].node))
+
+    async def orphan() -> None:
+        async for _ in engine.generate(
+            GenerateRequest(model="smollm2", prompt="Hello", timeout=60)
+        ):
+            pass
+
+    with pytest.raises(ClusterError):
+        asyncio.run(orphan())
+
+
+def _worker_node_ids(cluster: Cluster) -> list[str]:
+    """The Ray node id of each worker process, matched by its temp dir in the node's log."""
+    ids = []
+    for worker in cluster.workers:
+        found = ""
+        for node in ray.nodes():
+            if worker.temp_dir in str(node.get("ObjectStoreSocketName", "")):
+                found = node["NodeID"]
+        ids.append(found)
+    return ids
+
+
+def _kill_node_of(cluster: Cluster, node_id: str) -> None:
+    for worker, found in zip(cluster.workers, _worker_node_ids(cluster), strict=True):
+        if found == node_id:
+            worker.kill()

@@ -1,0 +1,326 @@
+"""Speech, voices, OCR and images in chat over real HTTP on loopback, with the real
+``openai`` and ``ollama`` clients; the engines are the real ones, the chat model is the
+scripted fake engine (the prompt it receives is what is checked)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from llmasos.config import Settings
+from llmasos.models.store import ModelStore
+from llmasos.perception.media import decode_audio, sniff
+from llmasos.server.app import create_app
+from tests.perception.media_fixtures import (
+    espeak_wav,
+    flac_claiming,
+    needs_espeak,
+    needs_tesseract,
+    silent_wav,
+    text_png,
+)
+from tests.server.conftest import ServerThread
+from tests.server.fake_engine import FakeEngineClient
+
+pytestmark = [needs_espeak, needs_tesseract]
+
+
+class Server:
+    def __init__(self, url: str, engine: FakeEngineClient) -> None:
+        self.url = url
+        self.engine = engine
+        self.api = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+
+
+def _serve(home: Path, **settings: object) -> Iterator[Server]:
+    config = Settings(home=home, **settings)  # type: ignore[arg-type]
+    engine = FakeEngineClient()
+    app = create_app(config, engine, ModelStore.open(config))
+    with ServerThread(app) as url:
+        server = Server(url, engine)
+        yield server
+        server.api.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _serve(tmp_path_factory.mktemp("perception-home"))
+
+
+@pytest.fixture(scope="module")
+def fetching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _serve(tmp_path_factory.mktemp("fetching-home"), fetch_image_urls=True)
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def test_openai_client_transcribes_espeak_speech(server: Server) -> None:
+    wav = espeak_wav("Hello world. The weather is nice today.")
+    result = server.api.audio.transcriptions.create(
+        model="whisper-1", file=("hello.wav", wav, "audio/wav"), language="en"
+    )
+    assert result.text.strip()
+    verbose = server.api.audio.transcriptions.create(
+        model="whisper-1",
+        file=("hello.wav", wav),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
+    assert verbose.language == "english" and verbose.duration > 1
+    assert verbose.text == result.text
+    assert verbose.segments and verbose.segments[0].start >= 0
+    assert all(s.end > s.start for s in verbose.segments)
+    assert verbose.words and all(w.end > w.start for w in verbose.words)
+    srt = server.api.audio.transcriptions.create(
+        model="whisper-1", file=("hello.wav", wav), response_format="srt"
+    )
+    assert str(srt).startswith("1\n00:00:0") and " --> " in str(srt)
+    vtt = server.api.audio.transcriptions.create(
+        model="whisper-1", file=("hello.wav", wav), response_format="vtt"
+    )
+    assert str(vtt).startswith("WEBVTT")
+    text = server.api.audio.transcriptions.create(
+        model="whisper-1", file=("hello.wav", wav), response_format="text"
+    )
+    assert str(text).strip() == result.text.strip()
+
+
+def test_translations_answer_in_english(server: Server) -> None:
+    # the openai client marks translations.create deprecated (warnings are errors here)
+    response = httpx.post(
+        f"{server.url}/v1/audio/translations",
+        files={"file": ("hello.wav", espeak_wav("Good morning."))},
+        data={"model": "whisper-1", "response_format": "verbose_json"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["task"] == "translate" and body["language"] == "english" and body["text"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kind"),
+    [("mp3", "audio/mpeg"), ("wav", "audio/wav"), ("opus", "audio/ogg"), ("flac", "audio/flac")],
+)
+def test_openai_client_speech_in_every_format_decodes_back(
+    server: Server, fmt: str, kind: str
+) -> None:
+    response = server.api.audio.speech.create(
+        model="tts-1", voice="alloy", input="Testing one two three.", response_format=fmt
+    )
+    data = response.read()
+    assert sniff(data) == kind
+    assert len(decode_audio(data, max_seconds=60)) > 16000  # more than half a second
+
+
+def test_speech_pcm_streams_and_round_trips(server: Server) -> None:
+    with server.api.audio.speech.with_streaming_response.create(
+        model="tts-1",
+        voice="nova",
+        input="First sentence. Second sentence. Third sentence.",
+        response_format="pcm",
+        speed=1.2,
+        extra_body={"stream_format": "audio"},
+    ) as response:
+        chunks = list(response.iter_bytes())
+    pcm = b"".join(chunks)
+    assert len(pcm) % 2 == 0 and len(pcm) > 24000 * 2  # over a second at 24 kHz
+    wav = httpx.post(
+        f"{server.url}/v1/audio/speech",
+        json={"input": "Hello there.", "voice": "cmn", "response_format": "wav"},
+        timeout=60,
+    )
+    assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
+    assert int.from_bytes(wav.content[40:44], "little") == len(wav.content) - 44
+
+
+def test_speech_as_server_sent_events(server: Server) -> None:
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/audio/speech",
+        json={"input": "One. Two.", "response_format": "pcm", "stream_format": "sse"},
+        timeout=60,
+    ) as response:
+        events = [
+            json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")
+        ]
+    assert [e["type"] for e in events][-1] == "speech.audio.done"
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert len(audio) > 24000
+
+
+def test_voices_are_listed(server: Server) -> None:
+    voices = httpx.get(f"{server.url}/v1/audio/voices", timeout=30).json()
+    ids = {v["id"] for v in voices["data"]}
+    assert {"alloy", "shimmer", "en-gb", "cmn"} <= ids
+
+
+def _error(exc: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, object]:
+    body = exc.value.body
+    assert isinstance(body, dict)
+    return body.get("error", body)  # type: ignore[return-value]
+
+
+def test_bad_audio_input_is_refused_with_openai_errors(server: Server) -> None:
+    transcribe = server.api.audio.transcriptions.create
+    with pytest.raises(openai.BadRequestError) as caught:
+        transcribe(model="whisper-1", file=("photo.wav", text_png(["hi"])))
+    assert "image/png, not audio" in str(_error(caught)["message"])
+    with pytest.raises(openai.BadRequestError, match="empty"):
+        transcribe(model="whisper-1", file=("empty.wav", b""))
+    with pytest.raises(openai.BadRequestError, match="0 seconds"):
+        transcribe(model="whisper-1", file=("silent.wav", silent_wav(0)))
+    with pytest.raises(openai.APIStatusError) as too_long:
+        transcribe(model="whisper-1", file=("long.flac", flac_claiming(2 * 3600)))
+    assert too_long.value.status_code == 413
+    with pytest.raises(openai.BadRequestError) as language:
+        transcribe(model="whisper-1", file=("a.wav", espeak_wav("hi")), language="de")
+    error = _error(language)
+    assert "available: en" in str(error["message"]) and error["param"] == "language"
+    with pytest.raises(openai.BadRequestError, match="unknown speech model"):
+        transcribe(model="no-such-engine", file=("a.wav", espeak_wav("hi")))
+    missing = httpx.post(f"{server.url}/v1/audio/transcriptions", data={"model": "x"}, timeout=30)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "file"
+    with pytest.raises(openai.BadRequestError, match="unknown voice"):
+        server.api.audio.speech.create(model="tts-1", voice="robot", input="hi")  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError, match="aac is not supported"):
+        server.api.audio.speech.create(
+            model="tts-1", voice="alloy", input="hi", response_format="aac"
+        )
+
+
+def test_ocr_reads_uploads_and_data_urls(server: Server) -> None:
+    png = text_png(["Invoice number 4711", "Total due 99 dollars"])
+    upload = httpx.post(
+        f"{server.url}/v1/ocr",
+        files={"file": ("page.png", png)},
+        data={"language": "en"},
+        timeout=60,
+    )
+    assert upload.status_code == 200, upload.text
+    body = upload.json()
+    assert "Invoice" in body["text"] and "4711" in body["text"]
+    assert body["language"] == "eng" and body["width"] > 0 and 0 < body["confidence"] <= 100
+    word = body["words"][0]
+    assert len(word["box"]) == 4 and word["line"] == 0
+    by_url = httpx.post(f"{server.url}/v1/ocr", json={"image_url": data_url(png)}, timeout=60)
+    assert by_url.status_code == 200 and by_url.json()["text"] == body["text"]
+
+
+def test_ocr_bad_input(server: Server, fetching_server: Server) -> None:
+    wav = httpx.post(
+        f"{server.url}/v1/ocr", files={"file": ("a.png", espeak_wav("hi"))}, timeout=30
+    )
+    assert wav.status_code == 400 and "audio/wav, not an image" in wav.json()["error"]["message"]
+    language = httpx.post(
+        f"{server.url}/v1/ocr", files={"file": ("a.png", text_png(["x"]))}, data={"language": "xx"}
+    )
+    assert language.status_code == 400 and "available: chi_sim, eng" in language.text
+    off = httpx.post(f"{server.url}/v1/ocr", json={"image_url": "http://example.com/a.png"})
+    assert off.status_code == 403 and "fetching image URLs is off" in off.text
+    for url in (
+        f"http://127.0.0.1:{server.url.rsplit(':', 1)[1]}/health",
+        "http://10.1.2.3/a.png",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/a.png",
+        "http://localhost/a.png",
+    ):
+        refused = httpx.post(f"{fetching_server.url}/v1/ocr", json={"image_url": url})
+        assert refused.status_code == 403, url
+        assert "private or internal address" in refused.json()["error"]["message"]
+
+
+def test_chat_with_an_image_gives_a_text_model_the_marked_ocr_text(server: Server) -> None:
+    png = text_png(["Meeting at 10 am", "Room 42"])
+    completion = server.api.chat.completions.create(
+        model="smollm2",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "When is the meeting?"},
+                    {"type": "image_url", "image_url": {"url": data_url(png)}},
+                ],
+            }
+        ],
+    )
+    extra = completion.model_extra or {}
+    assert extra["image_input"]["path"] == "ocr" and extra["image_input"]["images"] == 1
+    prompt = server.engine.requests[-1].messages[-1]["content"]
+    assert prompt.startswith("When is the meeting?\n[Image 1: you cannot see this image")
+    assert "Meeting at 10 am" in prompt and prompt.endswith("[End of image 1]")
+    stream = server.api.chat.completions.create(
+        model="smollm2",
+        stream=True,
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": data_url(png)}}],
+            }
+        ],
+    )
+    chunks = list(stream)
+    assert all((c.model_extra or {})["image_input"]["path"] == "ocr" for c in chunks)
+    with pytest.raises(openai.PermissionDeniedError, match="fetching image URLs is off"):
+        server.api.chat.completions.create(
+            model="smollm2",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}
+                    ],
+                }
+            ],
+        )
+
+
+def test_ollama_images_are_read_for_chat_and_generate(server: Server) -> None:
+    png = text_png(["Dinner at eight"])
+    with ollama.Client(host=server.url) as client:
+        reply = client.chat(
+            model="smollm2",
+            messages=[{"role": "user", "content": "What is planned?", "images": [png]}],
+        )
+    assert reply.message.content is not None
+    content = server.engine.requests[-1].messages[-1]["content"]
+    assert "Dinner at eight" in content and content.endswith("What is planned?")
+    generated = httpx.post(
+        f"{server.url}/api/generate",
+        json={
+            "model": "smollm2",
+            "prompt": "Read it",
+            "images": [base64.b64encode(png).decode()],
+            "stream": False,
+        },
+        timeout=60,
+    ).json()
+    assert generated["image_input"]["path"] == "ocr"
+    assert "Dinner at eight" in (server.engine.requests[-1].prompt or "")
+    broken = httpx.post(
+        f"{server.url}/api/chat",
+        json={"model": "smollm2", "messages": [{"role": "user", "images": ["%%%"]}]},
+    )
+    assert broken.status_code == 400 and "base64" in broken.text
+
+
+def test_multipart_body_size_limit_still_applies(tmp_path: Path) -> None:
+    config = Settings(home=tmp_path)
+    app = create_app(config, FakeEngineClient(), ModelStore.open(config), max_body_bytes=1024)
+    with ServerThread(app) as url:
+        response = httpx.post(
+            f"{url}/v1/audio/transcriptions",
+            files={"file": ("a.wav", io.BytesIO(b"\x00" * 4096))},
+            data={"model": "whisper-1"},
+        )
+    assert response.status_code == 413

@@ -1,0 +1,96 @@
+"""The pages' own logic, without a browser: reading a workflow's generated form back into
+its input, the trace's time axis, the scheduler's rates from ``/metrics`` text, chart bars
+and folder crumbs."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmasos.webui.api import ApiError
+from llmasos.webui.pages import admin, files, workflows
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "who": {"type": "string"},
+        "times": {"type": "integer"},
+        "ratio": {"type": "number"},
+        "loud": {"type": "boolean"},
+        "tags": {"type": "array"},
+        "note": {"type": "string"},
+    },
+    "required": ["who"],
+}
+
+
+def test_a_workflow_form_is_read_as_its_schema_types() -> None:
+    form = {
+        "input.who": "Ada",
+        "input.times": "3",
+        "input.ratio": "0.5",
+        "input.loud": "on",
+        "input.tags": '["a", "b"]',
+        "input.note": "",
+    }
+    assert workflows.input_of(SCHEMA, form) == {
+        "who": "Ada", "times": 3, "ratio": 0.5, "loud": True, "tags": ["a", "b"],
+    }  # fmt: skip
+    assert workflows.input_of(SCHEMA, {"input.who": "x"})["loud"] is False
+
+
+@pytest.mark.parametrize(("field", "value"), [("times", "three"), ("tags", "[not json")])
+def test_a_bad_field_is_a_400_naming_it(field: str, value: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        workflows.input_of(SCHEMA, {"input.who": "x", f"input.{field}": value})
+    assert raised.value.status == 400 and field in raised.value.message
+
+
+def test_the_trace_timeline_spans_the_run() -> None:
+    steps = [
+        {"node": "a", "started_at": 100.0, "finished_at": 101.0},
+        {"node": "b", "started_at": 101.0, "finished_at": 104.0},
+        {"node": "c", "started_at": None, "finished_at": None},
+        {"node": "d", "started_at": 104.0, "finished_at": None},
+    ]
+    bars = {s["node"]: (s["offset"], s["width"]) for s in workflows.timeline(steps)}
+    assert bars["a"] == (0.0, 25.0)
+    assert bars["b"] == (25.0, 75.0)
+    assert bars["c"] == (0.0, 0.0)  # not started: no bar
+    assert bars["d"] == (100.0, 0.5)  # running: a sliver where it began
+    assert workflows.timeline([]) == []
+
+
+METRICS = """\
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="smollm2:135m"} 2.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="smollm2:135m"} 5.0
+# TYPE vllm:generation_tokens counter
+vllm:generation_tokens_total{model_name="smollm2:135m"} %d
+# TYPE llmasos:tenant_tokens counter
+llmasos:tenant_tokens_total{kind="generation",model_name="smollm2:135m",tenant="alice"} %d
+"""
+
+
+def test_the_scheduler_view_turns_counters_into_rates() -> None:
+    admin._last = admin.Sample()
+    first = admin.scheduler_view(METRICS % (100, 40), now=10.0)
+    assert first["queue"] == 5 and first["running"] == 2
+    assert first["models"]["smollm2:135m"]["tokens_per_s"] is None  # nothing to compare yet
+    second = admin.scheduler_view(METRICS % (160, 70), now=12.0)
+    assert second["models"]["smollm2:135m"]["tokens_per_s"] == pytest.approx(30.0)
+    assert second["tenants"] == {"alice": pytest.approx(15.0)}
+
+
+def test_chart_bars_are_fractions_of_the_largest() -> None:
+    rows = admin.chart(
+        [{"group": "a", "total_tokens": 50}, {"group": "b", "total_tokens": 100}], "total_tokens"
+    )
+    assert [r["fraction"] for r in rows] == [0.5, 1.0]
+    assert admin.chart([{"group": "a", "total_tokens": 0}], "total_tokens")[0]["fraction"] == 0.0
+
+
+def test_folder_crumbs_and_api_paths() -> None:
+    assert files.crumbs("/notes/2026") == [("/", "/"), ("notes", "/notes"), ("2026", "/notes/2026")]
+    assert files.crumbs("/") == [("/", "/")]
+    assert files.api_path("/notes/a b#1.md") == "notes/a%20b%231.md"

@@ -1,0 +1,256 @@
+"""The memory, knowledge, files, apps, tasks, workflows and admin pages in a real browser,
+against the session's real ``llmasos serve --auth`` with the embedded model (fixtures in
+``conftest.py``). Each test drives what a person does and asserts on what the system
+guarantees (statuses, versions, the API's own records), never on the tiny model's words.
+Screenshots of each page go through `shot`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.webui.conftest import USER, Console, shot, signed_in_client
+
+WAIT_S = 120.0
+
+
+@pytest.fixture(scope="module")
+def user_api(console: Console, user_context: Any) -> Iterator[tuple[httpx.Client, str]]:
+    client, token = signed_in_client(console, *USER)
+    yield client, token
+    client.close()
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    """Poll ``check`` until it returns something truthy (the API's state, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_memory_edit_and_forget(user_page: Any, user_api: tuple[httpx.Client, str]) -> None:
+    page = user_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto("/memory")
+    page.get_by_label("What to remember").first.fill("My favourite tea is green tea")
+    page.get_by_role("button", name="Remember").click()
+    item = page.locator("[data-memory]").filter(has_text="green tea")
+    item.wait_for()
+    memory_id = item.get_attribute("data-memory")
+    item.locator("textarea").fill("My favourite tea is black tea")
+    item.get_by_role("button", name="Save").click()
+    page.locator("[data-memory] textarea").filter(has_text="black tea").wait_for()
+    client, _ = user_api
+    assert client.get(f"/v1/memories/{memory_id}").json()["text"] == "My favourite tea is black tea"
+    shot(page, "memory")
+    page.locator(f'[data-memory="{memory_id}"]').get_by_role("button", name="Forget").click()
+    page.locator(f'[data-memory="{memory_id}"]').wait_for(state="detached")
+    assert client.get(f"/v1/memories/{memory_id}").status_code == 404
+
+
+def test_knowledge_upload_shows_progress_then_a_search_hit(user_page: Any) -> None:
+    page = user_page
+    page.goto("/knowledge")
+    page.get_by_label("Name").fill("handbook")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_url(re.compile(r".*/knowledge/vs_\w+$"))
+    text = "\n\n".join(
+        f"## Section {n}\n\nThe lighthouse keeper logs the weather at dawn, entry {n}."
+        for n in range(12)
+    )
+    page.get_by_label("txt, md, html, pdf or docx").set_input_files(
+        {"name": "keeper.md", "mimeType": "text/markdown", "buffer": text.encode()}
+    )
+    page.get_by_role("button", name="Upload and index").click()
+    row = page.locator('[data-file="keeper.md"]')
+    row.wait_for()
+    assert row.locator("progress").count() == 1  # progress shown while it runs
+    page.locator('[data-file="keeper.md"][data-file-status="completed"]').wait_for()
+    done = row.locator("[data-progress]").inner_text()
+    chunks_done, chunks_total = map(int, re.findall(r"\d+", done)[:2])
+    assert chunks_done == chunks_total > 0
+    page.get_by_placeholder("A question or some words").fill("who records the weather")
+    page.get_by_role("button", name="Search", exact=True).click()
+    first = page.locator("[data-result]").first
+    first.wait_for()
+    assert "keeper.md" in first.inner_text()
+    assert float(first.locator("[data-score]").inner_text()) > 0
+    shot(page, "knowledge")
+    first.get_by_role("link", name="open the chunk").click()
+    chunk = page.locator("[data-chunk]").first
+    chunk.wait_for()
+    chunk.locator("textarea").fill("The keeper also feeds the cat.")
+    chunk.get_by_role("button", name="Save the chunk").click()
+    page.locator("[data-chunk] textarea").filter(has_text="feeds the cat").wait_for()
+    assert page.locator("[data-chunk]").first.get_by_text("edited").count() == 1
+
+
+def test_files_history_and_rollback(user_page: Any, user_api: tuple[httpx.Client, str]) -> None:
+    client, token = user_api
+    for body in (b"# Budget\n\nMore books.\n", b"# Budget\n\nMore travel.\n"):
+        put = client.put(
+            "/v1/fs/files/plans/budget.md", content=body, headers={"X-CSRF-Token": token}
+        )
+        assert put.status_code == 201, put.text
+    page = user_page
+    page.goto("/files?path=/plans")
+    page.get_by_role("link", name="budget.md").click()
+    page.locator('[data-version="2"]').wait_for()
+    assert "More travel" in page.locator("[data-content]").inner_text()
+    page.locator('[data-version="1"]').get_by_role("link", name="compare with now").click()
+    page.locator("pre.diff").wait_for()
+    shot(page, "files")
+    page.locator('[data-version="1"]').get_by_role("button", name="Restore v1").click()
+    page.locator('[data-version="3"]').wait_for()
+    assert "More books" in page.locator("[data-content]").inner_text()
+    history = client.get("/v1/fs/history/plans/budget.md").json()["data"]
+    assert history[0]["version"] == 3 and history[0]["restored_from"] == 1
+
+
+def test_install_and_open_a_builtin_app_after_its_permission_review(
+    admin_page: Any, admin_api: tuple[httpx.Client, str]
+) -> None:
+    page = admin_page
+    page.goto("/app-store")
+    page.get_by_role("button", name="Install summarizer").click()
+    review = page.locator('[data-review="summarizer"]')
+    review.wait_for()
+    assert "call services.summarize" in review.locator("[data-permissions]").inner_text()
+    shot(page, "apps-review")
+    client, token = admin_api
+    assert client.get("/v1/apps").json()["data"] == []  # the review installed nothing
+    page.get_by_role("button", name="Install with these permissions").click()
+    row = page.locator('[data-app="summarizer"]')
+    row.wait_for()
+    assert row.get_attribute("data-state") == "stopped"
+    try:
+        row.get_by_role("button", name="Start").click()
+        page.locator('[data-app="summarizer"][data-state="running"]').wait_for()
+        shot(page, "apps")
+        page.locator('[data-app="summarizer"]').get_by_role("link", name="Open").click()
+        route = page.locator('[data-route="/summarize"]')
+        route.wait_for()
+        route.get_by_label(re.compile("^text")).fill(
+            "The council met on Monday. It approved the new library. Work starts in May."
+        )
+        route.get_by_role("button", name="Send").click()
+        result = route.locator("[data-app-result]")
+        page.wait_for_function(
+            "el => el.textContent && el.textContent !== '…'", arg=result.element_handle()
+        )
+        assert not re.match(r"^[45]\d\d ", result.inner_text()), result.inner_text()
+    finally:
+        client.post("/v1/apps/summarizer/stop", headers={"X-CSRF-Token": token})
+
+
+def test_approving_a_task_step_lets_the_task_go_on(
+    user_page: Any, user_api: tuple[httpx.Client, str]
+) -> None:
+    client, token = user_api
+    note = client.post(
+        "/v1/notes", json={"title": "old", "body": "delete me"}, headers={"X-CSRF-Token": token}
+    )
+    assert note.status_code in (200, 201), note.text
+    page = user_page
+    page.goto("/tasks")
+    page.get_by_label("Instruction").fill(f"Delete the note {note.json()['id']}.")
+    page.get_by_label("Tools (comma-separated; empty: all you may use)").fill("notes_delete")
+    page.get_by_label("First step").select_option("required")
+    page.get_by_label("At most this many steps").fill("2")
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_url(re.compile(r".*/tasks/task_\w+$"))
+    task_id = page.url.rsplit("/", 1)[1]
+    page.locator('[data-task-status="waiting_approval"]').wait_for(timeout=WAIT_S * 1000)
+    approval = page.locator("[data-approval]")
+    assert "notes_delete" in approval.inner_text()
+    shot(page, "tasks")
+    approval.get_by_role("button", name="Approve").click()
+
+    def decided() -> dict[str, Any] | None:
+        task = client.get(f"/v1/tasks/{task_id}").json()
+        return task if task["status"] not in ("queued", "running", "waiting_approval") else None
+
+    until(decided, "the task to finish after the approval")
+    first = client.get(f"/v1/tasks/{task_id}/steps").json()["data"][0]
+    assert first["tool"] == "notes_delete"
+    assert first["status"] in ("completed", "failed")  # it ran: approved, not stuck waiting
+    page.goto(f"/tasks/{task_id}")
+    assert page.locator('[data-step="1"]').get_attribute("data-step-status") == first["status"]
+
+
+def test_run_a_workflow_from_its_form_and_read_the_trace(
+    user_page: Any, user_api: tuple[httpx.Client, str]
+) -> None:
+    client, token = user_api
+    source = (
+        "name: greeter\n"
+        "inputs: {who: string, times: {type: integer, default: 2}}\n"
+        "nodes:\n"
+        '  greet: {type: transform, template: "Hello {{ inputs.who }}!"}\n'
+        '  shout: {type: transform, expression: "nodes.greet.output | upper"}\n'
+        'outputs: {text: "{{ nodes.shout.output }}"}\n'
+    )
+    made = client.post("/v1/workflows", json={"source": source}, headers={"X-CSRF-Token": token})
+    assert made.status_code == 201, made.text
+    page = user_page
+    page.goto("/workflows")
+    page.get_by_role("link", name="greeter").click()
+    page.get_by_label(re.compile("^who")).fill("Ada")
+    assert page.get_by_label(re.compile("^times")).get_attribute("type") == "number"
+    page.get_by_role("button", name="Start the run").click()
+    page.locator('[data-run-status="succeeded"]').wait_for()
+    for node in ("greet", "shout"):
+        row = page.locator(f'[data-node="{node}"]')
+        assert row.get_attribute("data-node-status") == "succeeded"
+        assert re.match(r"^\d+\.\d{3} s$", row.locator("[data-duration]").inner_text())
+    assert "HELLO ADA!" in page.locator("[data-run-output]").inner_text()
+    shot(page, "workflows")
+
+
+def test_a_non_admin_gets_403_on_admin_pages(user_page: Any) -> None:
+    for path in ("/administration", "/administration/usage", "/administration/scheduler"):
+        response = user_page.goto(path)
+        assert response.status == 403, path
+        assert "administrator" in user_page.locator("main").inner_text()
+    assert user_page.get_by_role("link", name="Admin").count() == 0
+
+
+def test_admin_pages_and_a_quota_the_user_then_hits(
+    admin_page: Any, user_page: Any, admin_api: tuple[httpx.Client, str]
+) -> None:
+    page = admin_page
+    for section in ("usage", "audit", "scheduler"):
+        page.goto(f"/administration/{section}")
+        shot(page, f"admin-{section}")
+    page.goto("/administration/usage")
+    assert page.locator('[data-chart="user"] rect').count() >= 1  # earlier tests used tokens
+    page.goto("/administration/quotas?user=bob")
+    form = page.locator("[data-quota-form]")
+    form.get_by_label("Requests per minute").fill("0")
+    form.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/administration/quotas?user=bob")
+    shot(page, "admin")
+    client, token = admin_api
+    try:
+        limits = client.get("/admin/quotas/bob").json()["data"]
+        assert any(q["requests_per_minute"] == 0 and q["key_id"] is None for q in limits)
+        user_page.goto("/chat")
+        user_page.get_by_label("Message", exact=True).fill("Hello")
+        user_page.get_by_role("button", name="Send").click()
+        error = user_page.locator("#chat-error")
+        error.wait_for()
+        message = error.text_content() or ""
+        assert message.startswith("Limit reached:") and "minute" in message, message
+    finally:
+        client.put("/admin/quotas/bob", json={}, headers={"X-CSRF-Token": token})

@@ -1,0 +1,182 @@
+"""``/v1/workflows`` on a real uvicorn server (the fake engine answers llm nodes; what is
+under test is the API): definitions, runs, traces, SSE events, human answers, webhooks,
+``model: "workflow:NAME"`` in chat completions, and errors in OpenAI's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from llmasos.config import Settings
+from llmasos.models.store import ModelStore
+from llmasos.plugins import PluginRegistry
+from llmasos.server.app import create_app
+from llmasos.storage import open_database
+from llmasos.tools import ToolSystem
+from llmasos.workflows.nodes import NodeRuntime
+from llmasos.workflows.system import Workflows
+from tests.server.conftest import ServerThread
+from tests.server.fake_engine import FakeEngineClient
+from tests.workflows.conftest import Record
+
+GREET = """
+name: greet
+inputs: {name: {type: string, minLength: 1}}
+nodes:
+  hello: {type: llm, prompt: "Greet {{ inputs.name }}", max_tokens: 8}
+  shout: {type: transform, expression: "nodes.hello.output | upper"}
+  log: {type: tool, tool: record, arguments: {text: "{{ nodes.shout.output }}"}}
+outputs: {answer: "{{ nodes.shout.output }}"}
+"""
+APPROVE = """
+name: approve
+inputs: {item: string}
+nodes:
+  ask: {type: human, prompt: "Approve {{ inputs.item }}?"}
+outputs: {answer: "{{ nodes.ask.output.answer }}"}
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Record]]:
+    home: Path = tmp_path_factory.mktemp("workflows-api")
+    settings = Settings(home=home)
+    database = open_database(settings)
+    engine = FakeEngineClient()
+    record = Record()
+    registry = PluginRegistry()
+    registry.register_tool(record)
+    runtime = NodeRuntime(
+        engine=engine, tools=ToolSystem(settings, database, engine), registry=registry
+    )
+    workflows = Workflows(database, runtime)
+    app = create_app(
+        settings, engine, ModelStore.open(settings), database=database, workflows=workflows
+    )
+    with ServerThread(app) as url:
+        yield url, record
+    database.close()
+
+
+def wait_for(
+    url: str, run_id: str, status: tuple[str, ...] = ("succeeded", "failed", "waiting")
+) -> dict[str, Any]:
+    for _ in range(200):
+        run = httpx.get(f"{url}/v1/workflows/runs/{run_id}").json()
+        if run["status"] in status:
+            return dict(run)
+        asyncio.run(asyncio.sleep(0.05))
+    raise AssertionError(f"run {run_id} stayed {run['status']}")
+
+
+def test_create_list_show_run_trace_delete(server: tuple[str, Record]) -> None:
+    url, _ = server
+    created = httpx.post(f"{url}/v1/workflows", json={"source": GREET})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["name"] == "greet" and body["hook_token"].startswith("wh_")
+    assert body["order"] == ["hello", "shout", "log"]
+    again = httpx.post(f"{url}/v1/workflows", json={"source": GREET})
+    assert again.status_code == 400 and again.json()["error"]["code"] == "workflow_exists"
+    listed = {w["name"]: w for w in httpx.get(f"{url}/v1/workflows").json()["data"]}
+    assert not listed["greet"]["builtin"] and listed["pipeline"]["builtin"]
+
+    run = httpx.post(f"{url}/v1/workflows/greet/runs?wait=true", json={"input": {"name": "Ada"}})
+    assert run.status_code == 200, run.text
+    data = run.json()
+    assert data["status"] == "succeeded", data["error"]
+    assert data["output"] == {"answer": "HELLO WORLD!"}
+    steps = {s["node"]: s for s in data["steps"]}
+    assert steps["hello"]["model"] and steps["hello"]["usage"]["completion_tokens"] > 0
+    assert steps["log"]["output"]["result"] == {"recorded": "HELLO WORLD!"}
+    assert all(s["duration_s"] is not None for s in data["steps"])
+    runs = httpx.get(f"{url}/v1/workflows/greet/runs").json()["data"]
+    assert runs[0]["id"] == data["id"]
+
+    events = []
+    with httpx.stream("GET", f"{url}/v1/workflows/runs/{data['id']}/events") as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        for line in reply.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[6:]))
+    kinds = [e["type"] for e in events]
+    assert kinds.count("node.started") == 3 and kinds.count("node.finished") == 3
+    assert kinds[-1] == "run.finished" and events[-1]["status"] == "succeeded"
+
+    assert httpx.delete(f"{url}/v1/workflows/greet").json()["deleted"] is True
+    assert httpx.get(f"{url}/v1/workflows/greet").status_code == 404
+
+
+def test_bad_definitions_and_inputs_are_400(server: tuple[str, Record]) -> None:
+    url, _ = server
+    reply = httpx.post(
+        f"{url}/v1/workflows", json={"source": "name: x\nnodes:\n  a: {type: nope}\n"}
+    )
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["code"] == "invalid_workflow" and "line 3, column 3" in error["message"]
+    reply = httpx.post(f"{url}/v1/workflows", json={"source": "name: [x"})
+    assert reply.status_code == 400 and "invalid YAML at line 1" in reply.json()["error"]["message"]
+    reply = httpx.post(f"{url}/v1/workflows/pipeline/runs", json={"input": {"text": 5}})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "text"
+    assert httpx.get(f"{url}/v1/workflows/runs/run_missing").status_code == 404
+    assert httpx.post(f"{url}/v1/workflows/nope/runs", json={}).status_code == 404
+
+
+def test_human_node_answer_through_the_api(server: tuple[str, Record]) -> None:
+    url, _ = server
+    httpx.post(f"{url}/v1/workflows", json={"source": APPROVE, "replace": True})
+    run = httpx.post(f"{url}/v1/workflows/approve/runs", json={"input": {"item": "v2"}})
+    assert run.status_code == 202
+    waiting = wait_for(url, run.json()["id"])
+    assert waiting["status"] == "waiting" and waiting["waiting_for"] == ["ask"]
+    answer_url = f"{url}/v1/workflows/runs/{waiting['id']}/nodes/ask/answer"
+    assert httpx.post(answer_url, json={"answer": "ok"}).status_code == 200
+    again = httpx.post(answer_url, json={"answer": "again"})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_answered"
+    done = wait_for(url, waiting["id"], ("succeeded", "failed"))
+    assert done["output"] == {"answer": "ok"}
+    assert httpx.post(f"{url}/v1/workflows/runs/{done['id']}/cancel").status_code == 400
+
+
+def test_webhook_starts_a_run_and_a_wrong_token_starts_nothing(server: tuple[str, Record]) -> None:
+    url, _ = server
+    created = httpx.post(
+        f"{url}/v1/workflows", json={"source": APPROVE.replace("approve", "hooked")}
+    ).json()
+    before = httpx.get(f"{url}/v1/workflows/hooked/runs").json()["data"]
+    wrong = httpx.post(f"{url}/v1/workflows/hooked/hooks/wh_wrong", json={"item": "x"})
+    assert wrong.status_code == 404
+    assert httpx.get(f"{url}/v1/workflows/hooked/runs").json()["data"] == before == []
+    good = httpx.post(
+        f"{url}/v1/workflows/hooked/hooks/{created['hook_token']}", json={"item": "x"}
+    )
+    assert good.status_code == 202 and good.json()["trigger"] == "webhook"
+    assert wait_for(url, good.json()["id"])["status"] == "waiting"
+
+
+def test_workflow_as_a_chat_model(server: tuple[str, Record]) -> None:
+    url, _ = server
+    httpx.post(f"{url}/v1/workflows", json={"source": GREET, "replace": True})
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+    reply = client.chat.completions.create(
+        model="workflow:greet", messages=[{"role": "user", "content": "Grace"}]
+    )
+    assert reply.choices[0].message.content == "HELLO WORLD!"
+    stream = client.chat.completions.create(
+        model="workflow:greet", messages=[{"role": "user", "content": "Grace"}], stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert text == "HELLO WORLD!"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(
+            model="workflow:ghost", messages=[{"role": "user", "content": "x"}]
+        )
+    client.close()
