@@ -32,7 +32,7 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 pytest: setup
-	$(VENV)/bin/pytest -q --durations=25
+	$(VENV)/bin/pytest -q -raR --durations=25 --reruns 2 --reruns-delay 5
 
 test: lint typecheck pytest
 

@@ -8,6 +8,7 @@ re-measures perplexity and registers the smaller model the same way.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,34 +90,15 @@ def test_lora_interrupted_resumes_and_registers_a_served_model(
         if event.phase == "train" and event.step == 1:
             raise KeyboardInterrupt
 
+    run = functools.partial(
+        finetune, store, registry, "smollm2", "tiny", name="tiny-ft", home=home, config=config,
+        dequantize=True, threads=2, checkpoint_every=1,
+    )  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        finetune(
-            store,
-            registry,
-            "smollm2",
-            "tiny",
-            name="tiny-ft",
-            home=home,
-            config=config,
-            dequantize=True,
-            threads=2,
-            checkpoint_every=1,
-            progress=interrupt,
-        )
+        run(progress=interrupt)
     with pytest.raises(ModelNotFoundError):
         store.manifest("tiny-ft")  # a cancelled job registers nothing
-    report = finetune(
-        store,
-        registry,
-        "smollm2",
-        "tiny",
-        name="tiny-ft",
-        home=home,
-        config=config,
-        dequantize=True,
-        threads=2,
-        checkpoint_every=1,
-    )
+    report = run()
     assert report.resumed_from_step == 1 and report.steps == 2 and report.epochs_run == 1
     assert report.metric == "accuracy" and 0 <= report.before <= 1 and 0 <= report.after <= 1
     assert report.dequantized and report.tokens_per_second > 0 and report.peak_memory_bytes > 0

@@ -8,7 +8,7 @@ report. The work is `llmasos.toolchain.finetune` and `llmasos.toolchain.compress
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,6 +61,18 @@ def progress_bar(quiet: bool) -> Iterator[Any]:
                 bar.update(task, description=event.message or event.phase)
 
         yield update
+
+
+def run_and_report(
+    action: str, target: str, as_json: bool, call: Callable[[Any], Any], show: Callable[[Any], None]
+) -> None:
+    """Run one toolchain job under a progress bar and the audit log, then print its report."""
+    with progress_bar(as_json) as update, audited(action, target):
+        report = call(update)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        show(report)
 
 
 @app.command("finetune")
@@ -130,8 +142,11 @@ def finetune_command(
         patience=patience,
         seed=seed,
     )
-    with progress_bar(as_json) as update, audited("model.finetune", target):
-        report = finetune(
+    run_and_report(
+        "model.finetune",
+        target,
+        as_json,
+        lambda update: finetune(
             state.store,
             registry(),
             base,
@@ -145,13 +160,15 @@ def finetune_command(
             checkpoint_every=checkpoint_every,
             max_steps=max_steps,
             progress=update,
-        )
-    if as_json:
-        print_json(report.to_dict())
-        return
+        ),
+        print_finetune,
+    )
+
+
+def print_finetune(report: Any) -> None:
     fmt = "{:.1%}" if report.metric == "accuracy" else "{:.3f}"
     console.print(
-        f"registered '{state.store.canonical_name(target)}' "
+        f"registered '{state.store.canonical_name(report.model)}' "
         f"({report.versions[-1].removeprefix('sha256:')[:12]})\n"
         f"test {report.metric}: {fmt.format(report.before)} before, "
         f"{fmt.format(report.after)} after\n"
@@ -231,8 +248,11 @@ def prune_command(
 
     suffix = f"pruned{layers}" if layers else f"sparse{round(sparsity * 100)}"
     target = name or default_name(model, suffix)
-    with progress_bar(as_json) as update, audited("model.prune", target):
-        report = prune(
+    run_and_report(
+        "model.prune",
+        target,
+        as_json,
+        lambda update: prune(
             state.store,
             model,
             name=target,
@@ -242,11 +262,9 @@ def prune_command(
             dequantize=dequantize,
             threads=threads,
             progress=update,
-        )
-    if as_json:
-        print_json(report.to_dict())
-    else:
-        print_compress(report)
+        ),
+        print_compress,
+    )
 
 
 prune_command.__doc__ = f"{prune_command.__doc__}{COMPRESS_JSON}\n"
@@ -287,8 +305,11 @@ def distill_command(
     from llmasos.toolchain.compress import distill
 
     target = name or default_name(student, "distilled")
-    with progress_bar(as_json) as update, audited("model.distill", target):
-        report = distill(
+    run_and_report(
+        "model.distill",
+        target,
+        as_json,
+        lambda update: distill(
             state.store,
             registry(),
             teacher,
@@ -305,11 +326,9 @@ def distill_command(
             dequantize=dequantize,
             threads=threads,
             progress=update,
-        )
-    if as_json:
-        print_json(report.to_dict())
-    else:
-        print_compress(report)
+        ),
+        print_compress,
+    )
 
 
 distill_command.__doc__ = f"{distill_command.__doc__}{COMPRESS_JSON}\n"

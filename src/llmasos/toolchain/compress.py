@@ -160,6 +160,39 @@ def _served_perplexity(store: ModelStoreInterface, name: str, agreement: str) ->
     return llama_perplexity(store.resolve(name).path, torch.get_num_threads())
 
 
+def _register(
+    store: ModelStoreInterface,
+    report: CompressReport,
+    model: Any,
+    tokenizer: Any,
+    source: Any,
+    home: Path,
+    started: float,
+    progress: Progress,
+    *,
+    kind: str,
+    provenance: str,
+) -> CompressReport:
+    """Write the changed ``model`` as a new model named ``report.model``, measure it as served."""
+    name = report.model
+    progress(TrainEvent("register", message=f"writing and registering {name}"))
+    short = source.manifest.digest.removeprefix("sha256:")[:12]
+    registered = register_result(
+        store,
+        model,
+        tokenizer,
+        base_manifest=source.manifest,
+        gguf_template=source.gguf_template,
+        name=name,
+        source=provenance,
+        work_dir=home / "toolchain" / "work" / f"{kind}-{short}",
+    )
+    report.versions, report.gguf_agreement = registered.digests, registered.agreement
+    report.gguf_perplexity_after = _served_perplexity(store, name, registered.agreement)
+    report.seconds = round(time.perf_counter() - started, 1)
+    return report
+
+
 def _count(model: Any) -> tuple[int, int]:
     params = [p for _, p in model.named_parameters()]
     return sum(p.numel() for p in params), sum(int((p != 0).sum()) for p in params)
@@ -206,22 +239,11 @@ def prune(
     progress(TrainEvent("measure", message="perplexity after"))
     report.perplexity_after = torch_perplexity(model, tokenizer, text)
     report.peak_memory_bytes = peak_memory_bytes()
-    progress(TrainEvent("register", message=f"writing and registering {name}"))
     digest = trainable.manifest.digest
-    registered = register_result(
-        store,
-        model,
-        tokenizer,
-        base_manifest=trainable.manifest,
-        gguf_template=trainable.gguf_template,
-        name=name,
-        source=f"prune:{how.replace(' ', '=')}:{digest}",
-        work_dir=home / "toolchain" / "work" / f"prune-{digest.removeprefix('sha256:')[:12]}",
-    )
-    report.versions, report.gguf_agreement = registered.digests, registered.agreement
-    report.gguf_perplexity_after = _served_perplexity(store, name, registered.agreement)
-    report.seconds = round(time.perf_counter() - started, 1)
-    return report
+    return _register(
+        store, report, model, tokenizer, trainable, home, started, progress,
+        kind="prune", provenance=f"prune:{how.replace(' ', '=')}:{digest}",
+    )  # fmt: skip
 
 
 def distill(
@@ -323,19 +345,8 @@ def distill(
     report.nonzero_after = _count(model)[1]
     report.peak_memory_bytes = peak_memory_bytes()
     del teacher_net, teacher_model
-    progress(TrainEvent("register", message=f"writing and registering {name}"))
     digest = student_model.manifest.digest
-    registered = register_result(
-        store,
-        model,
-        tokenizer,
-        base_manifest=student_model.manifest,
-        gguf_template=student_model.gguf_template,
-        name=name,
-        source=f"distill:{teacher}:{digest}:{data.digest}",
-        work_dir=home / "toolchain" / "work" / f"distill-{digest.removeprefix('sha256:')[:12]}",
-    )
-    report.versions, report.gguf_agreement = registered.digests, registered.agreement
-    report.gguf_perplexity_after = _served_perplexity(store, name, registered.agreement)
-    report.seconds = round(time.perf_counter() - started, 1)
-    return report
+    return _register(
+        store, report, model, tokenizer, student_model, home, started, progress,
+        kind="distill", provenance=f"distill:{teacher}:{digest}:{data.digest}",
+    )  # fmt: skip

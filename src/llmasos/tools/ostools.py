@@ -32,6 +32,17 @@ GROUP = "os"
 _NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
+def _introspection(name: str, description: str, permission: str) -> ToolSpec:
+    """The spec of a read-only ``os`` tool that takes no arguments."""
+    return ToolSpec(
+        name=name,
+        description=description,
+        parameters=_NO_ARGUMENTS,
+        permission=permission,
+        group=GROUP,
+    )
+
+
 def _os_of(context: ToolContext) -> OperatingSystemInterface:
     if context.system.os is None:
         raise ToolError(
@@ -67,12 +78,10 @@ def memory_status() -> dict[str, Any]:
 
 
 class OsModels(Tool):
-    spec = ToolSpec(
-        name="os_models",
-        description="List the models installed on this machine (name, format, size).",
-        parameters=_NO_ARGUMENTS,
-        permission="models:read",
-        group=GROUP,
+    spec = _introspection(
+        "os_models",
+        "List the models installed on this machine (name, format, size).",
+        "models:read",
     )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
@@ -95,12 +104,10 @@ class OsModels(Tool):
 
 
 class OsResidentModels(Tool):
-    spec = ToolSpec(
-        name="os_resident_models",
-        description="List the models loaded in memory now, with their size and backend.",
-        parameters=_NO_ARGUMENTS,
-        permission="models:read",
-        group=GROUP,
+    spec = _introspection(
+        "os_resident_models",
+        "List the models loaded in memory now, with their size and backend.",
+        "models:read",
     )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
@@ -120,12 +127,10 @@ class OsResidentModels(Tool):
 
 
 class OsServices(Tool):
-    spec = ToolSpec(
-        name="os_services",
-        description="List the named services (summarize, translate ...) and what each does.",
-        parameters=_NO_ARGUMENTS,
-        permission="chat",
-        group=GROUP,
+    spec = _introspection(
+        "os_services",
+        "List the named services (summarize, translate ...) and what each does.",
+        "chat",
     )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
@@ -137,12 +142,10 @@ class OsServices(Tool):
 
 
 class OsApps(Tool):
-    spec = ToolSpec(
-        name="os_apps",
-        description="List the installed apps and whether each is running.",
-        parameters=_NO_ARGUMENTS,
-        permission="tasks",
-        group=GROUP,
+    spec = _introspection(
+        "os_apps",
+        "List the installed apps and whether each is running.",
+        "tasks",
     )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
@@ -168,13 +171,11 @@ class OsTasks(Tool):
 
 
 class OsStatus(Tool):
-    spec = ToolSpec(
-        name="os_status",
-        description="Memory (total, available) and disk (total, free) of this machine, and "
+    spec = _introspection(
+        "os_status",
+        "Memory (total, available) and disk (total, free) of this machine, and "
         "how many models are loaded.",
-        parameters=_NO_ARGUMENTS,
-        permission="models:read",
-        group=GROUP,
+        "models:read",
     )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
