@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,24 @@ def make_engine(**options: Any) -> tuple[Engine, FakeBackend]:
     return engine, backend
 
 
-def submit(engine: Engine, prompt: str = "hello", **sampling: Any) -> queue.Queue[RequestDelta]:
+def submit(
+    engine: Engine,
+    prompt: str = "hello",
+    *,
+    tenant: str = "anonymous",
+    on_delta: Callable[[RequestDelta], None] | None = None,
+    **sampling: Any,
+) -> queue.Queue[RequestDelta]:
     deltas: queue.Queue[RequestDelta] = queue.Queue()
     seq_id = next(_ids)
     max_tokens = sampling.pop("max_tokens", 10)
     deadline = sampling.pop("deadline", None)
+
+    def emit(delta: RequestDelta) -> None:
+        if on_delta is not None:
+            on_delta(delta)
+        deltas.put(delta)
+
     request = Request(
         request_id=f"r{seq_id}",
         seq_id=seq_id,
@@ -43,7 +57,8 @@ def submit(engine: Engine, prompt: str = "hello", **sampling: Any) -> queue.Queu
         sampling=SamplingParams(temperature=0, **sampling),
         max_tokens=max_tokens,
         deadline=deadline,
-        emit=deltas.put,
+        tenant=tenant,
+        emit=emit,
     )
     engine.submit(request)
     return deltas
@@ -134,5 +149,43 @@ def test_the_repetition_guard_stops_a_looping_reply_and_says_so() -> None:
         structured = StructuredOutput(kind="json_object")
         text, last = drain(submit(engine, "abc", max_tokens=150, structured=structured))
         assert last.stopped_by is None and last.num_output_tokens == 150
+    finally:
+        engine.stop()
+
+
+def test_running_requests_per_tenant_are_exported_while_they_run_and_dropped_after() -> None:
+    engine, _ = make_engine()
+    registry = engine.metrics.registry
+
+    def running(tenant: str) -> float | None:
+        labels = {"model_name": "fake", "tenant": tenant}
+        return registry.get_sample_value("llmasos:tenant_requests_running", labels)
+
+    seen: dict[str, list[float | None]] = {"alice": [], "bob": []}
+
+    def recorder(tenant: str) -> Callable[[RequestDelta], None]:
+        tokens = itertools.count()
+
+        def record(delta: RequestDelta) -> None:
+            # from its second token on, the request ran in the step before, whose end
+            # published the gauges: its tenant has a series of at least 1
+            if not delta.finished and next(tokens) >= 1:
+                seen[tenant].append(running(tenant))
+
+        return record
+
+    try:
+        streams = [
+            submit(engine, "abc", tenant=t, on_delta=recorder(t), max_tokens=12, ignore_eos=True)
+            for t in ("alice", "alice", "bob")
+        ]
+        for deltas in streams:
+            drain(deltas)
+        assert seen["alice"] and all(v is not None and 1 <= v <= 2 for v in seen["alice"])
+        assert seen["bob"] and all(v == 1 for v in seen["bob"])
+        deadline = time.monotonic() + 5
+        while running("alice") is not None or running("bob") is not None:
+            assert time.monotonic() < deadline, "idle tenants kept their series"
+            time.sleep(0.01)
     finally:
         engine.stop()

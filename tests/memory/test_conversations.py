@@ -7,7 +7,12 @@ from sqlalchemy import delete, select, text
 
 from llmasos.access.users import UserManager
 from llmasos.config import Settings
-from llmasos.errors import DatabaseUnavailableError, NotFoundError, PayloadTooLargeError
+from llmasos.errors import (
+    DatabaseUnavailableError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from llmasos.memory import ConversationStore, input_items
 from llmasos.memory.conversations import NewItem
 from llmasos.memory.items import message_item
@@ -108,6 +113,70 @@ def test_content_is_encrypted_at_rest_and_bound_to_its_row(
         )
     with pytest.raises(Exception, match="authentication"):
         store.get_item(None, conversation.id, other.id)
+
+
+def test_an_assistant_item_keeps_its_citations_and_memories_encrypted(
+    conversation_store: ConversationStore, database: Database
+) -> None:
+    citation = {
+        "type": "file_citation",
+        "index": 10,
+        "file_id": "file_1",
+        "filename": "reactor-notes.txt",
+        "chunk_id": "chunk_7",
+        "vector_store_id": "vs_1",
+        "number": 1,
+        "page": None,
+        "headings": ["Cooling"],
+        "score": 0.9,  # not kept: only what shows the source again
+    }
+    reply = {
+        "type": "message",
+        "role": "assistant",
+        "memory_ids": ["mem_a", "mem_b", "mem_a"],
+        "content": [
+            {"type": "output_text", "text": "Intro."},
+            {
+                "type": "output_text",
+                "text": "It is cooled [1].",
+                "annotations": [citation, {"type": "container_file_citation", "x": 1}],
+            },
+        ],
+    }
+    store = conversation_store
+    conversation = store.create(None, {}, input_items([reply]))
+    item = store.items(None, conversation.id)[0].to_openai()
+    assert item["content"][0]["text"] == "Intro.\nIt is cooled [1]."
+    assert item["content"][0]["annotations"] == [
+        {
+            "type": "file_citation",
+            "index": 17,  # moved past the first part and the newline that joins them
+            "file_id": "file_1",
+            "filename": "reactor-notes.txt",
+            "chunk_id": "chunk_7",
+            "vector_store_id": "vs_1",
+            "number": 1,
+            "headings": ["Cooling"],
+        }
+    ]
+    assert item["memory_ids"] == ["mem_a", "mem_b"]
+    with database.session() as session:
+        raw = session.scalars(select(ConversationItem.content)).all()
+    assert raw and all(b"reactor-notes" not in bytes(b) and b"mem_a" not in bytes(b) for b in raw)
+    user_turn = input_items([{"role": "user", "content": "hi", "memory_ids": ["mem_a"]}])[0]
+    assert "memory_ids" not in user_turn  # only a reply uses memories
+    where = "items[0].content[0].annotations"
+    for bad, param in (
+        ({"annotations": [{"type": "file_citation"}]}, f"{where}[0].file_id"),
+        ({"annotations": [{**citation, "index": -1}]}, f"{where}[0].index"),
+        ({"annotations": "x"}, where),
+    ):
+        part = {"type": "output_text", "text": "t", **bad}
+        with pytest.raises(InvalidRequestError) as caught:
+            input_items([{"role": "assistant", "content": [part]}], param="items")
+        assert caught.value.param == param
+    with pytest.raises(InvalidRequestError):
+        input_items([{"role": "assistant", "content": "t", "memory_ids": "mem_a"}])
 
 
 def test_oversized_item_is_413_and_writes_nothing(

@@ -1,5 +1,6 @@
 """The chat page in a real browser against the real server and the embedded model: streaming
-with stop, a cited answer from an attached file, HTML in messages shown as text, a form post
+with stop, a cited answer from an attached file (its sources shown again when the
+conversation is reopened), HTML in messages shown as text, a form post
 without the CSRF token refused, a quota shown as a readable message."""
 
 from __future__ import annotations
@@ -67,10 +68,17 @@ def test_attached_file_gives_a_cited_answer(admin_page: Any, tmp_path: Path) -> 
     href = source.get_attribute("href") or ""
     assert href.startswith("/chat/sources/vs_")
     assert "reactor-notes.txt" in (source.text_content() or "")
+    live_markers = done.locator("a.cite").count()
     shot(page, "chat")
+    conversation = page.url
     source.click()
     page.wait_for_url("**/chat/sources/**")
     assert "liquid helium" in (page.locator("#chunk-text").text_content() or "")
+    page.goto(conversation)  # reopened: the stored reply shows the same sources and markers
+    reopened = page.locator("#messages article.message.assistant").last
+    assert reopened.locator(".sources a.source").first.get_attribute("href") == href
+    assert "reactor-notes.txt" in (reopened.locator(".sources").text_content() or "")
+    assert reopened.locator("a.cite").count() == live_markers
 
 
 def test_memory_used_in_a_reply_is_shown(admin_page: Any, admin_api: Any) -> None:

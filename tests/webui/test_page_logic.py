@@ -1,13 +1,18 @@
 """The pages' own logic, without a browser: reading a workflow's generated form back into
-its input, the trace's time axis, the scheduler's rates from ``/metrics`` text, chart bars
-and folder crumbs."""
+its input, the trace's time axis, the scheduler's rates from ``/metrics`` text, chart bars,
+folder crumbs, and a stored reply's citations shown again."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
-from llmasos.webui.api import ApiError
-from llmasos.webui.pages import admin, files, workflows
+from llmasos.config import Settings
+from llmasos.webui.api import ApiError, ConsoleApi
+from llmasos.webui.console import Console
+from llmasos.webui.i18n import translator
+from llmasos.webui.pages import admin, chat, files, workflows
 
 SCHEMA = {
     "type": "object",
@@ -69,6 +74,10 @@ vllm:num_requests_waiting{model_name="smollm2:135m"} 5.0
 vllm:generation_tokens_total{model_name="smollm2:135m"} %d
 # TYPE llmasos:tenant_tokens counter
 llmasos:tenant_tokens_total{kind="generation",model_name="smollm2:135m",tenant="alice"} %d
+# TYPE llmasos:tenant_requests_running gauge
+llmasos:tenant_requests_running{model_name="smollm2:135m",tenant="alice"} 2.0
+llmasos:tenant_requests_running{model_name="other:1b",tenant="alice"} 1.0
+llmasos:tenant_requests_running{model_name="smollm2:135m",tenant="bob"} 1.0
 """
 
 
@@ -79,7 +88,10 @@ def test_the_scheduler_view_turns_counters_into_rates() -> None:
     assert first["models"]["smollm2:135m"]["tokens_per_s"] is None  # nothing to compare yet
     second = admin.scheduler_view(METRICS % (160, 70), now=12.0)
     assert second["models"]["smollm2:135m"]["tokens_per_s"] == pytest.approx(30.0)
-    assert second["tenants"] == {"alice": pytest.approx(15.0)}
+    assert second["tenants"] == {
+        "alice": {"running": 3.0, "tokens_per_s": pytest.approx(15.0)},
+        "bob": {"running": 1.0, "tokens_per_s": None},  # running, no tokens counted yet
+    }
 
 
 def test_chart_bars_are_fractions_of_the_largest() -> None:
@@ -94,3 +106,38 @@ def test_folder_crumbs_and_api_paths() -> None:
     assert files.crumbs("/notes/2026") == [("/", "/"), ("notes", "/notes"), ("2026", "/notes/2026")]
     assert files.crumbs("/") == [("/", "/")]
     assert files.api_path("/notes/a b#1.md") == "notes/a%20b%231.md"
+
+
+def test_a_stored_reply_shows_its_sources_again() -> None:
+    cite = {"type": "file_citation", "file_id": "file_1", "filename": "a.txt"}
+    item = {
+        "role": "assistant",
+        "content": [
+            {
+                "type": "output_text",
+                "text": "Cooled by helium [1], inspected on Tuesdays [2] [1].",
+                "annotations": [
+                    {**cite, "index": 17, "number": 1, "chunk_id": "c1", "vector_store_id": "vs_1"},
+                    {**cite, "index": 44, "number": 2, "chunk_id": "c2", "vector_store_id": "vs_1"},
+                    {**cite, "index": 48, "number": 1, "chunk_id": "c1", "vector_store_id": "vs_1"},
+                    {"type": "url_citation", "url": "https://example.org"},
+                ],
+            }
+        ],
+    }
+    citations = chat.citations_of(item)
+    assert [(c["number"], c["chunk_id"]) for c in citations] == [(1, "c1"), (2, "c2")]
+    view = chat.reply_view(item["content"][0]["text"], citations, [])
+    assert str(view["html"]).count('href="/chat/sources/vs_1/c1"') == 2
+    assert [c["href"] for c in view["citations"]] == [
+        "/chat/sources/vs_1/c1",
+        "/chat/sources/vs_1/c2",
+    ]
+    # another client's citation without number, chunk or page: listed in order, not linked
+    bare = chat.citations_of({"content": [{"annotations": [cite]}]})
+    assert bare[0]["number"] == 1 and chat.source_link(bare[0]) is None
+    templates = Console(cast(ConsoleApi, None), Settings(), []).templates
+    shown = templates.get_template("chat/_reply.html").render(
+        t=translator("en"), **chat.reply_view("See [1].", bare, []), stopped=False
+    )
+    assert "a.txt" in shown and "/chat/sources/" not in shown

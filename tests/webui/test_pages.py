@@ -171,11 +171,15 @@ def test_approving_a_task_step_lets_the_task_go_on(
     page.get_by_role("button", name="Start", exact=True).click()
     page.wait_for_url(re.compile(r".*/tasks/task_\w+$"))
     task_id = page.url.rsplit("/", 1)[1]
+    page.evaluate("window.samePage = true")  # a reload would drop it: updates come in place
     page.locator('[data-task-status="waiting_approval"]').wait_for(timeout=WAIT_S * 1000)
+    assert page.evaluate("window.samePage === true")
     approval = page.locator("[data-approval]")
     assert "notes_delete" in approval.inner_text()
     shot(page, "tasks")
-    approval.get_by_role("button", name="Approve").click()
+    with page.expect_navigation():
+        approval.get_by_role("button", name="Approve").click()
+    page.evaluate("window.samePage = true")
 
     def decided() -> dict[str, Any] | None:
         task = client.get(f"/v1/tasks/{task_id}").json()
@@ -185,8 +189,13 @@ def test_approving_a_task_step_lets_the_task_go_on(
     first = client.get(f"/v1/tasks/{task_id}/steps").json()["data"][0]
     assert first["tool"] == "notes_delete"
     assert first["status"] in ("completed", "failed")  # it ran: approved, not stuck waiting
-    page.goto(f"/tasks/{task_id}")
+    # the open page followed the task's event stream to its end, then closed it ("off": the
+    # task had ended before the page loaded)
+    page.locator('#live[data-stream="closed"], #live[data-stream="off"]').wait_for()
+    final = client.get(f"/v1/tasks/{task_id}").json()["status"]
+    page.locator(f'[data-task-status="{final}"]').wait_for()
     assert page.locator('[data-step="1"]').get_attribute("data-step-status") == first["status"]
+    assert page.evaluate("window.samePage === true")
 
 
 def test_run_a_workflow_from_its_form_and_read_the_trace(

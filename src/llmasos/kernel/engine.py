@@ -353,6 +353,7 @@ class Engine:
         name = self.model_name
         self.metrics.requests_running.labels(name).set(self.scheduler.num_running)
         self.metrics.requests_waiting.labels(name).set(self.scheduler.num_waiting)
+        self.metrics.set_running_per_tenant(name, self.scheduler.running_per_tenant())
         capacity = max(self.kv_cache.capacity_tokens, 1)
         self.metrics.kv_cache_usage.labels(name).set(self.kv_cache.used_tokens / capacity)
 

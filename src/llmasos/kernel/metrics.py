@@ -1,11 +1,21 @@
 """Prometheus metrics of the kernel, named as vLLM names them, labelled by ``model_name``.
 
 Dashboards built for vLLM read these unchanged. Metrics vLLM has no name for (evictions,
-loads, per-tenant tokens) carry the ``llmasos:`` prefix. One `KernelMetrics` per kernel,
-with its own registry, so tests and several kernels in one process do not collide.
+loads, per-tenant tokens and running requests) carry the ``llmasos:`` prefix. One
+`KernelMetrics` per kernel, with its own registry, so tests and several kernels in one
+process do not collide.
+
+A tenant is a user name (or, without authentication, any OpenAI ``user`` string), so a
+gauge labelled by tenant must not grow a series for every tenant ever seen:
+``llmasos:tenant_requests_running`` keeps a series only while its tenant has running
+requests, for at most `TENANT_SERIES_LIMIT` tenants per model (the busiest), and counts
+the rest under ``tenant="(other)"``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -27,6 +37,22 @@ _LATENCY_BUCKETS = (
     300.0,
 )
 _TOKEN_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+TENANT_SERIES_LIMIT: Final = 16
+"""Most tenants with their own ``llmasos:tenant_requests_running`` series, per model."""
+OTHER_TENANTS: Final = "(other)"
+"""The tenant label that counts the running requests of tenants past the limit."""
+
+
+def bounded_tenants(counts: Mapping[str, int], limit: int = TENANT_SERIES_LIMIT) -> dict[str, int]:
+    """``counts`` without zeros, the ``limit`` busiest tenants by name and the rest summed
+    under `OTHER_TENANTS` (ties go by name, so the same counts give the same series)."""
+    ranked = sorted(((n, t) for t, n in counts.items() if n > 0), key=lambda p: (-p[0], p[1]))
+    shown = {tenant: n for n, tenant in ranked[:limit]}
+    rest = sum(n for n, _ in ranked[limit:])
+    if rest:
+        shown[OTHER_TENANTS] = shown.get(OTHER_TENANTS, 0) + rest
+    return shown
 
 
 class KernelMetrics:
@@ -120,3 +146,24 @@ class KernelMetrics:
         self.resident_memory = Gauge(
             "llmasos:model_memory_bytes", "Memory held by a resident model.", model, registry=r
         )
+        self.tenant_requests_running = Gauge(
+            "llmasos:tenant_requests_running",
+            f"Requests in the running batch per tenant (the {TENANT_SERIES_LIMIT} busiest "
+            f"tenants of a model; the rest as tenant={OTHER_TENANTS!r}; idle tenants have "
+            "no series).",
+            [*model, "tenant"],
+            registry=r,
+        )
+        self._tenant_series: dict[str, set[str]] = {}
+
+    def set_running_per_tenant(self, model_name: str, counts: Mapping[str, int]) -> None:
+        """Publish how many running requests each tenant has on ``model_name``: the series
+        of tenants that no longer run anything are removed (see `bounded_tenants`). Called
+        only from that model's engine thread."""
+        shown = bounded_tenants(counts)
+        gauge = self.tenant_requests_running
+        for tenant in self._tenant_series.get(model_name, set()) - shown.keys():
+            gauge.remove(model_name, tenant)
+        for tenant, running in shown.items():
+            gauge.labels(model_name, tenant).set(running)
+        self._tenant_series[model_name] = set(shown)

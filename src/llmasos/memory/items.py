@@ -6,6 +6,12 @@ An item is a JSON object as OpenAI's Conversations and Responses APIs write it: 
 full items) into normalized items; `items_to_messages` turns items into the chat messages
 the kernel renders with the model's template. A running summary made by compaction is an
 item of type ``summary`` here and is shown to clients as a system message.
+
+An assistant message keeps what its reply cited and remembered: the ``file_citation`` and
+``url_citation`` annotations of its ``output_text`` parts (other annotation types are
+dropped, as before) and, our extension, ``memory_ids``: the long-term memories the reply
+used, as chat completions and responses report them. Both are part of the item's body, so
+they are stored encrypted with its text; the model never reads them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from llmasos.storage.ids import new_id
 from llmasos.types import ChatMessage
 
 ROLES = ("user", "assistant", "system", "developer")
+MAX_ANNOTATIONS = 64
+MAX_MEMORY_IDS = 32
+_ID_LENGTH = 128
+_CITATION_TEXTS = ("file_id", "filename", "chunk_id", "vector_store_id", "quote")
+_CITATION_NUMBERS = ("number", "page")
 ITEM_TYPES = ("message", "function_call", "function_call_output")
 SUMMARY = "summary"
 _PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", SUMMARY: "msg"}
@@ -68,12 +79,20 @@ def _normalize(entry: Any, param: str) -> dict[str, Any]:
             raise InvalidRequestError(
                 f"{param}.role must be one of {', '.join(ROLES)}", param=f"{param}.role"
             )
-        return {
+        message = {
             "type": "message",
             "role": role,
             "status": "completed",
             "content": text_parts(role, _content_text(entry.get("content"), f"{param}.content")),
         }
+        if role == "assistant":
+            annotations = _annotations(entry.get("content"), f"{param}.content")
+            if annotations:
+                message["content"][0]["annotations"] = annotations
+            memory_ids = _memory_ids(entry.get("memory_ids"), f"{param}.memory_ids")
+            if memory_ids:
+                message["memory_ids"] = memory_ids
+        return message
     if kind == "function_call":
         name, arguments = entry.get("name"), entry.get("arguments", "{}")
         if not isinstance(name, str) or not name:
@@ -123,6 +142,104 @@ def _content_text(content: Any, param: str) -> str:
             )
         texts.append(part["text"])
     return "\n".join(texts)
+
+
+def _annotations(content: Any, param: str) -> list[dict[str, Any]]:
+    """The citations of an assistant's ``output_text`` parts, with their indexes moved into
+    the one text the parts are joined into."""
+    if not isinstance(content, list):
+        return []
+    found: list[dict[str, Any]] = []
+    offset = 0
+    for index, part in enumerate(content):
+        listed = part.get("annotations") or []
+        if not isinstance(listed, list):
+            raise InvalidRequestError(
+                f"{param}[{index}].annotations must be a list",
+                param=f"{param}[{index}].annotations",
+            )
+        for number, annotation in enumerate(listed):
+            where = f"{param}[{index}].annotations[{number}]"
+            kind = annotation.get("type") if isinstance(annotation, dict) else None
+            if kind == "file_citation":
+                found.append(_file_citation(annotation, offset, where))
+            elif kind == "url_citation":
+                found.append(_url_citation(annotation, offset, where))
+        offset += len(part["text"]) + 1  # the parts are joined with a newline
+    if len(found) > MAX_ANNOTATIONS:
+        raise InvalidRequestError(
+            f"{param}: at most {MAX_ANNOTATIONS} annotations per message", param=param
+        )
+    return found
+
+
+def _file_citation(annotation: dict[str, Any], offset: int, param: str) -> dict[str, Any]:
+    """A ``file_citation`` (OpenAI's fields, plus the chunk, store, source number, page and
+    headings LLMasOS's citations carry); other keys are dropped."""
+    if not isinstance(annotation.get("file_id"), str) or not annotation["file_id"]:
+        raise InvalidRequestError(f"{param}.file_id is required", param=f"{param}.file_id")
+    kept: dict[str, Any] = {"type": "file_citation", "index": offset + _index(annotation, param)}
+    for key in _CITATION_TEXTS:
+        if annotation.get(key) is not None:
+            kept[key] = _string(annotation[key], f"{param}.{key}")
+    for key in _CITATION_NUMBERS:
+        value = annotation.get(key)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidRequestError(
+                    f"{param}.{key} must be an integer", param=f"{param}.{key}"
+                )
+            kept[key] = value
+    headings = annotation.get("headings")
+    if headings is not None:
+        if not isinstance(headings, list) or not all(isinstance(h, str) for h in headings):
+            raise InvalidRequestError(
+                f"{param}.headings must be a list of strings", param=f"{param}.headings"
+            )
+        kept["headings"] = headings
+    return kept
+
+
+def _url_citation(annotation: dict[str, Any], offset: int, param: str) -> dict[str, Any]:
+    url = annotation.get("url")
+    if not isinstance(url, str) or not url:
+        raise InvalidRequestError(f"{param}.url is required", param=f"{param}.url")
+    kept: dict[str, Any] = {"type": "url_citation", "url": url}
+    if annotation.get("title") is not None:
+        kept["title"] = _string(annotation["title"], f"{param}.title")
+    for key in ("start_index", "end_index"):
+        if annotation.get(key) is not None:
+            kept[key] = offset + _index(annotation, param, key)
+    return kept
+
+
+def _index(annotation: dict[str, Any], param: str, key: str = "index") -> int:
+    value = annotation.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidRequestError(
+            f"{param}.{key} must be a non-negative integer", param=f"{param}.{key}"
+        )
+    return value
+
+
+def _string(value: Any, param: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{param} must be a string", param=param)
+    return value
+
+
+def _memory_ids(value: Any, param: str) -> list[str]:
+    if value is None:
+        return []
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_MEMORY_IDS
+        or not all(isinstance(v, str) and 0 < len(v) <= _ID_LENGTH for v in value)
+    ):
+        raise InvalidRequestError(
+            f"{param} must be a list of at most {MAX_MEMORY_IDS} memory ids", param=param
+        )
+    return list(dict.fromkeys(value))
 
 
 def item_text(item: dict[str, Any]) -> str:

@@ -92,5 +92,9 @@ class SchedulerInterface(ABC):
     @abstractmethod
     def num_running(self) -> int: ...
 
+    @abstractmethod
+    def running_per_tenant(self) -> dict[str, int]:
+        """How many running requests each tenant has (tenants running nothing are absent)."""
+
     def has_unfinished(self) -> bool:
         return self.num_waiting + self.num_running > 0

@@ -18,6 +18,7 @@ When the KV pool cannot hold the next tokens, the policy's memory victim is pree
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from llmasos.kernel.request import Request, RequestStatus
 from llmasos.kernel.scheduler.interface import (
@@ -54,6 +55,9 @@ class Scheduler(SchedulerInterface):
     @property
     def num_running(self) -> int:
         return len(self.running)
+
+    def running_per_tenant(self) -> dict[str, int]:
+        return dict(Counter(request.tenant for request in self.running))
 
     def add_request(self, request: Request) -> None:
         request.status = RequestStatus.WAITING

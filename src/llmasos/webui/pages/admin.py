@@ -1,7 +1,7 @@
 """The administration page (admins only; anyone else gets 403 before any API call):
 users and roles, API keys (a new key's secret shown once), quotas, prices, usage and cost
 as charts per user, model, app and day, the audit log with filters, and the scheduler live
-from ``/metrics``.
+from ``/metrics`` (queue depth, running requests per model and per tenant, tokens/s).
 
 Every figure comes from the ``/admin`` API and ``/metrics`` as the signed-in admin. The
 charts are inline SVG drawn by the template (no chart library, no script). The scheduler
@@ -45,12 +45,13 @@ _last = Sample()
 
 
 def scheduler_view(metrics_text: str, now: float) -> dict[str, Any]:
-    """Per model: running, waiting, KV cache use, tokens/s; per tenant: tokens/s (both
-    since the previous call; the first call has no rates)."""
+    """Per model: running, waiting, KV cache use, tokens/s; per tenant: running requests
+    and tokens/s (rates since the previous call; the first call has none)."""
     global _last
     models: dict[str, dict[str, float]] = {}
     generated: dict[str, float] = {}
     tenants: dict[str, float] = {}
+    tenant_running: dict[str, float] = {}
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
             model = sample.labels.get("model_name") or sample.labels.get("model") or "-"
@@ -65,6 +66,9 @@ def scheduler_view(metrics_text: str, now: float) -> dict[str, Any]:
             elif sample.name == "llmasos:tenant_tokens_total":
                 tenant = sample.labels.get("tenant", "-")
                 tenants[tenant] = tenants.get(tenant, 0.0) + sample.value
+            elif sample.name == "llmasos:tenant_requests_running":
+                tenant = sample.labels.get("tenant", "-")
+                tenant_running[tenant] = tenant_running.get(tenant, 0.0) + sample.value
     elapsed = now - _last.at if _last.at else 0.0
 
     def rate(now_value: float, before: float | None) -> float | None:
@@ -74,11 +78,19 @@ def scheduler_view(metrics_text: str, now: float) -> dict[str, Any]:
 
     for model, total in generated.items():
         models.setdefault(model, {})["tokens_per_s"] = rate(total, _last.generated.get(model))  # type: ignore[assignment]
-    tenant_rates = {name: rate(total, _last.tenants.get(name)) for name, total in tenants.items()}
+    per_tenant = {
+        name: {
+            "running": tenant_running.get(name, 0.0),
+            "tokens_per_s": rate(tenants[name], _last.tenants.get(name))
+            if name in tenants
+            else None,
+        }
+        for name in sorted(tenants.keys() | tenant_running.keys())
+    }
     _last = Sample(now, generated, tenants)
     return {
         "models": models,
-        "tenants": tenant_rates,
+        "tenants": per_tenant,
         "queue": sum(m.get("waiting", 0) for m in models.values()),
         "running": sum(m.get("running", 0) for m in models.values()),
     }

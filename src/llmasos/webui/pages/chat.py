@@ -5,7 +5,9 @@ resident ones marked); the reply itself streams from the browser straight to
 ``/v1/chat/completions`` (``static/chat.js``: fetch + ReadableStream, the stop button aborts
 it). When a reply ends, the browser posts its text with the citations and memory ids the
 stream carried to ``/chat/render``, which returns it as safe HTML with ``[n]`` linked to the
-cited chunk (``/chat/sources/STORE/CHUNK``) and the memories used listed. Conversations are
+cited chunk (``/chat/sources/STORE/CHUNK``) and the memories used listed; the browser then
+stores the turn with those citations (``file_citation`` annotations) and memory ids, so a
+reopened conversation is rendered here the same way. Conversations are
 ``/v1/conversations``; rename, delete and the list are htmx fragments from here.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -25,6 +28,8 @@ from llmasos.webui.markdown import cite_markers, render_markdown
 CONVERSATIONS_SHOWN = 100
 HISTORY_SHOWN = 100
 MEMORIES_SHOWN = 8
+HISTORY_MEMORIES = 32
+"""Most distinct memories read to show a reopened conversation's notes."""
 TITLE_LENGTH = 80
 
 
@@ -69,9 +74,29 @@ async def _conversations(console: Console, request: Request) -> list[dict[str, A
     return [{**c, "title": title_of(c)} for c in page.get("data", [])]
 
 
+def citations_of(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sources an assistant item cited, one per source number, from the
+    ``file_citation`` annotations its reply was stored with (numbered in order when a client
+    stored them without numbers)."""
+    found: dict[int, dict[str, Any]] = {}
+    for part in item.get("content") or []:
+        if not isinstance(part, dict):
+            continue
+        for annotation in part.get("annotations") or []:
+            if not isinstance(annotation, dict) or annotation.get("type") != "file_citation":
+                continue
+            number = annotation.get("number")
+            if not isinstance(number, int):
+                number = len(found) + 1
+            found.setdefault(number, {**annotation, "number": number})
+    return [found[n] for n in sorted(found)]
+
+
 async def _history(
     console: Console, request: Request, conversation_id: str
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
+    """The conversation's messages; an assistant's with what it cited and the memories it
+    used (each memory read once; a forgotten one is left out)."""
     page = await console.api.get(
         request,
         f"/v1/conversations/{conversation_id}/items",
@@ -82,8 +107,41 @@ async def _history(
     for item in page.get("data", []):
         if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
             continue
-        history.append({"role": item["role"], "text": text_of(item.get("content"))})
+        message: dict[str, Any] = {"role": item["role"], "text": text_of(item.get("content"))}
+        if item["role"] == "assistant":
+            message["citations"] = citations_of(item)
+            message["memory_ids"] = [str(m) for m in item.get("memory_ids") or []]
+        history.append(message)
+    wanted = list(dict.fromkeys(m for message in history for m in message.get("memory_ids", [])))
+    memories = {m["id"]: m for m in await _memories(console, request, wanted, HISTORY_MEMORIES)}
+    for message in history:
+        if message["role"] == "assistant":
+            message.update(
+                reply_view(
+                    message["text"],
+                    message["citations"],
+                    [memories[m] for m in message.pop("memory_ids") if m in memories],
+                )
+            )
     return history
+
+
+def reply_view(
+    text: str, citations: list[dict[str, Any]], memories: list[dict[str, str]]
+) -> dict[str, Any]:
+    """What ``chat/_reply.html`` shows of a reply: its safe HTML with ``[n]`` linked to the
+    cited chunk, its sources and the memories it used."""
+    by_number = {int(c["number"]): c for c in citations if isinstance(c.get("number"), int)}
+
+    def link(number: int) -> str | None:
+        citation = by_number.get(number)
+        return source_link(citation) if citation else None
+
+    return {
+        "html": cite_markers(render_markdown(text), link),
+        "citations": [{**c, "href": source_link(c)} for c in citations],
+        "memories": memories,
+    }
 
 
 async def chat_page(request: Request) -> Response:
@@ -105,6 +163,7 @@ async def chat_page(request: Request) -> Response:
         conversation_title=title_of(conversation) if conversation else "",
         vector_store_id=(conversation or {}).get("metadata", {}).get("vector_store_id", ""),
         history=history,
+        history_texts=[{"role": m["role"], "text": m["text"]} for m in history],
     )
 
 
@@ -175,19 +234,25 @@ async def delete(request: Request) -> Response:
     return HTMLResponse("")
 
 
-async def _memories(console: Console, request: Request, ids: list[str]) -> list[dict[str, str]]:
+async def _memories(
+    console: Console, request: Request, ids: list[str], limit: int = MEMORIES_SHOWN
+) -> list[dict[str, str]]:
     found = []
-    for memory_id in ids[:MEMORIES_SHOWN]:
+    for memory_id in ids[:limit]:
         try:
-            item = await console.api.get(request, f"/v1/memories/{memory_id}")
+            item = await console.api.get(request, f"/v1/memories/{quote(memory_id, safe='')}")
         except ApiError:
             continue  # forgotten since: nothing to show
         found.append({"id": memory_id, "text": str(item.get("text", ""))})
     return found
 
 
-def source_link(citation: dict[str, Any]) -> str:
-    return f"/chat/sources/{citation.get('vector_store_id')}/{citation.get('chunk_id')}"
+def source_link(citation: dict[str, Any]) -> str | None:
+    """The console's page of a cited chunk (none for a citation without its chunk)."""
+    store, chunk = citation.get("vector_store_id"), citation.get("chunk_id")
+    if not store or not chunk:
+        return None
+    return f"/chat/sources/{quote(str(store), safe='')}/{quote(str(chunk), safe='')}"
 
 
 def _check_csrf(request: Request, viewer: Viewer) -> None:
@@ -208,21 +273,13 @@ async def render_reply(request: Request) -> Response:
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object", "invalid_json")
     citations = [c for c in body.get("citations") or [] if isinstance(c, dict)]
-    by_number = {int(c["number"]): c for c in citations if isinstance(c.get("number"), int)}
     memory_ids = [str(m) for m in body.get("memory_ids") or [] if isinstance(m, str)]
-
-    def link(number: int) -> str | None:
-        citation = by_number.get(number)
-        return source_link(citation) if citation else None
-
-    html = cite_markers(render_markdown(str(body.get("text") or "")), link)
+    memories = await _memories(console, request, memory_ids)
     return console.render(
         request,
         "chat/_reply.html",
         viewer=viewer,
-        html=html,
-        citations=[{**c, "href": source_link(c)} for c in citations],
-        memories=await _memories(console, request, memory_ids),
+        **reply_view(str(body.get("text") or ""), citations, memories),
         stopped=bool(body.get("stopped")),
     )
 

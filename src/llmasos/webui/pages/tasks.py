@@ -1,6 +1,7 @@
 """The tasks page: start a task, the caller's running and past tasks, the steps waiting for
-approval with approve and deny, each task's step trace (refreshed while it runs), and the
-notification inbox.
+approval with approve and deny, each task's step trace (while it runs, the page follows the
+API's event stream and re-fetches the trace on each step change: ``static/pages.js``), and
+the notification inbox.
 
 All through ``/v1/tasks`` and ``/v1/notifications`` as the browser: approving is the API's
 approve call, so the page can approve nothing the API would not (another user's task is
@@ -77,7 +78,8 @@ async def start_task(request: Request) -> Response:
 
 
 async def task_page(request: Request) -> Response:
-    """One task with its steps (the page re-fetches itself every second while it runs)."""
+    """One task with its steps (while it runs, the page re-fetches ``#trace`` on each of the
+    task's events)."""
     console = console_of(request)
     viewer = await signed_in(request)
     task_id = request.path_params["task_id"]

@@ -1,7 +1,7 @@
 """The workflows page: the caller's and the built-in workflows; a workflow's run form,
-generated from its input schema; the live run view (re-fetched every second until the run
-ends) with the trace: each node's status, attempts, tokens and timing, drawn as bars on
-one time axis; answers for waiting human nodes; cancel and resume.
+generated from its input schema; the live run view (re-fetched on each of the run's events
+until it ends or waits) with the trace: each node's status, attempts, tokens and timing,
+drawn as bars on one time axis; answers for waiting human nodes; cancel and resume.
 
 All through ``/v1/workflows`` as the browser.
 """

@@ -111,6 +111,24 @@
     article.querySelector(".streaming").replaceWith(holder);
   }
 
+  /* The assistant's item as the conversation keeps it: its text, each source it was given
+     as a file_citation annotation (at its first [n] marker, else at the end) and the ids
+     of the memories it used, so a reopened conversation shows them again. */
+  function storedReply(reply) {
+    const annotations = reply.citations.map(function (c) {
+      const marker = reply.text.indexOf("[" + c.number + "]");
+      return {
+        type: "file_citation", index: marker >= 0 ? marker : reply.text.length,
+        file_id: c.file_id, filename: c.filename, chunk_id: c.chunk_id,
+        vector_store_id: c.vector_store_id, number: c.number, page: c.page, headings: c.headings,
+      };
+    });
+    return {
+      type: "message", role: "assistant", memory_ids: reply.memory_ids,
+      content: [{ type: "output_text", text: reply.text, annotations: annotations }],
+    };
+  }
+
   async function send(event) {
     event.preventDefault();
     const text = prompt.value.trim();
@@ -178,7 +196,7 @@
       await api("POST", "/v1/conversations/" + conversationId + "/items", {
         items: [
           { type: "message", role: "user", content: text },
-          { type: "message", role: "assistant", content: reply.text },
+          storedReply(reply),
         ],
       });
     } catch (error) {

@@ -1,7 +1,9 @@
 /* Behaviour of the memory, knowledge, files, apps, tasks, workflows and admin pages that a
-   form post cannot do: uploads straight to the API (FormData or the raw body), and calls of
-   a running app's routes. Everything else is plain forms and htmx. Text from the server is
-   set with textContent, never as HTML. */
+   form post cannot do: uploads straight to the API (FormData or the raw body), calls of a
+   running app's routes, and the live task and workflow-run views, which follow the API's
+   event stream and re-fetch their server-rendered part on each event. Everything else is
+   plain forms and htmx. Text from the server is set with textContent, never as HTML; the
+   live part is HTML the server rendered, swapped by htmx. */
 "use strict";
 (function () {
   const LLMasOS = (window.LLMasOS = window.LLMasOS || {});
@@ -123,7 +125,42 @@
     });
   }
 
+  /* Tasks and workflow runs: the holder names the API's SSE stream (data-live-events), its
+     named events (data-live-kinds) and the part to refresh (data-live-part). Each event
+     re-fetches that part of this page (bursts coalesce into one fetch at a time); the
+     stream's "[DONE]" (the task or run ended, or waits for a person) closes it, with a last
+     refresh. The browser reconnects a dropped stream by itself (the API replays the steps);
+     a refused one (404, 403) closes. data-stream tells the state: open, closed. */
+  function followEvents(holder) {
+    const part = holder.dataset.livePart;
+    let busy = false;
+    let again = false;
+    function refresh() {
+      if (busy) { again = true; return; }
+      busy = true;
+      const done = function () {
+        busy = false;
+        if (again) { again = false; refresh(); }
+      };
+      window.htmx.ajax("GET", window.location.pathname, { target: part, select: part, swap: "outerHTML" })
+        .then(done, done);
+    }
+    const source = new EventSource(holder.dataset.liveEvents);
+    function close() {
+      source.close();
+      holder.dataset.stream = "closed";
+      refresh();
+    }
+    holder.dataset.stream = "open";
+    source.onmessage = function (event) { if (event.data === "[DONE]") close(); else refresh(); };
+    (holder.dataset.liveKinds || "").split(" ").filter(Boolean).forEach(function (kind) {
+      source.addEventListener(kind, refresh);
+    });
+    source.onerror = function () { if (source.readyState === EventSource.CLOSED) close(); };
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-live-events]").forEach(followEvents);
     document.querySelectorAll("form[data-app-upload]").forEach(bindAppUpload);
     document.querySelectorAll("form[data-app-call]").forEach(bindAppCall);
     document.querySelectorAll("form[data-store-upload]").forEach(bindStoreUpload);
