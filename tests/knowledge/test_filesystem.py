@@ -163,6 +163,20 @@ def test_quota_counts_distinct_contents_and_refuses_with_507(fs: FileSystem) -> 
     assert fs.usage(ALICE)["used_bytes"] == 60
 
 
+def test_concurrent_writes_fill_the_quota_exactly(fs: FileSystem) -> None:
+    """Eight writers of 30 new bytes each against 100 bytes: exactly three fit."""
+    fs.quota_bytes = 100
+
+    async def write_all() -> list[object]:
+        writes = [fs.put_bytes(ALICE, f"/{n}.txt", bytes([65 + n]) * 30) for n in range(8)]
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    results = run(write_all())
+    refused = [r for r in results if isinstance(r, QuotaExceededError)]
+    assert len(refused) == 5 and len(results) == 8, results
+    assert fs.usage(ALICE)["used_bytes"] == 90
+
+
 def test_ls_move_conflicts_and_errors(fs: FileSystem) -> None:
     run(fs.put_bytes(ALICE, "/a/x.txt", b"x"))
     run(fs.put_bytes(ALICE, "/a/b/y.txt", b"yy"))

@@ -8,9 +8,11 @@ import pytest
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, insert, select
 
 from llmasos.config import Settings
+from llmasos.errors import ConfigError
 from llmasos.storage import ContentCipher, Database, load_master_key
 from llmasos.storage.crypto import DecryptionError
 from llmasos.storage.rotation import (
+    check_master_key,
     register_encrypted_column,
     rotate_master_key,
     unregister_encrypted_column,
@@ -77,3 +79,15 @@ def test_an_interrupted_rotation_is_finished_by_the_next(
     result = rotate_master_key(settings, database)
     assert result.new_key == new_key and not pending.exists()
     assert load_master_key(settings) == new_key
+
+
+def test_a_server_with_another_master_key_is_refused(database: Database, notes: Table) -> None:
+    mine, other = ContentCipher(bytes(32)), ContentCipher(bytes(range(32)))
+    only = {"test_notes.body": register_encrypted_column(notes, "body", context="note:{id}")}
+    check_master_key(database, other, columns=only)  # nothing sealed yet: any key will do
+    with database.session(write=True) as session:
+        session.execute(insert(notes).values(id=1, body=mine.encrypt("a", context="note:1")))
+    check_master_key(database, mine, columns=only)
+    with pytest.raises(ConfigError, match="sealed with another master key") as refused:
+        check_master_key(database, other, columns=only)
+    assert mine.fingerprint.hex() in refused.value.message

@@ -23,7 +23,10 @@ side-effecting call is recorded ``running`` (committed) before its tool starts; 
 that finds it so runs it again with the same `ToolContext.idempotency_key` (``task:step``),
 which the tool keys its effect by, so it acts once. A call without side effects is recorded
 only with its result (one commit per step), so one cut off by a restart left no step, like a
-model turn cut off: the model is asked again.
+model turn cut off: the model is asked again. Several servers on one database: a run holds
+the process's claim on its task (`llmasos.storage.claims`), so a server that starts while
+another runs the task leaves it alone; once that server has stopped, the next one to start
+resumes it.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ MAX_TURN_TOKENS = 512
 """Output cap of one model turn (a call or an answer); less when the budget has less."""
 QUEUE_RETRY_SECONDS = 0.5
 PLAN_CACHE_SIZE = 256
+CLAIM_KIND = "agent_task"
+CLAIM_ATTEMPTS = 10
+CLAIM_RETRY_SECONDS = 0.2
 
 
 class TaskEnded(Exception):
@@ -336,6 +342,22 @@ class AgentRuntime:
     # --- the loop --------------------------------------------------------------------------
 
     async def _run(self, task_id: str) -> None:
+        """One run of the task, under this process's claim on it: a task another live
+        server runs (it started it, or resumed it first) is left to that server."""
+        claims = self.store.database.claims
+        for attempt in range(CLAIM_ATTEMPTS):  # an approval can race the parking run's release
+            if await asyncio.to_thread(claims.claim, CLAIM_KIND, task_id):
+                break
+            if attempt == CLAIM_ATTEMPTS - 1:
+                logger.info("task %s runs on another server", task_id)
+                return
+            await asyncio.sleep(CLAIM_RETRY_SECONDS)
+        try:
+            await self._run_claimed(task_id)
+        finally:
+            await asyncio.to_thread(claims.release, CLAIM_KIND, task_id)
+
+    async def _run_claimed(self, task_id: str) -> None:
         try:
             await self._loop(task_id)
         except asyncio.CancelledError:
@@ -405,6 +427,10 @@ class _Run:
 
     async def loop(self) -> None:
         while True:
+            if self.steps:
+                finished = await asyncio.to_thread(self.runtime.store.is_finished, self.record.id)
+                if finished:
+                    return  # cancelled through another server: it recorded the end
             last = self.steps[-1] if self.steps else None
             if last is not None and last.kind == "tool_call":
                 if last.status in (StepStatus.APPROVED, StepStatus.RUNNING):

@@ -114,6 +114,12 @@ class TaskStore:
             query = query.order_by(AgentTask.created_at.desc(), AgentTask.id.desc()).limit(limit)
             return [self._task(row) for row in session.scalars(query)]
 
+    def is_finished(self, task_id: str) -> bool:
+        """Whether the task has ended (e.g. cancelled through another server)."""
+        with self.database.session() as session:
+            status = session.scalar(select(AgentTask.status).where(AgentTask.id == task_id))
+        return status is None or status in FINISHED
+
     def unfinished(self) -> list[str]:
         """Ids of the tasks that were queued or running (a restart resumes them)."""
         with self.database.session() as session:

@@ -8,8 +8,9 @@ content converted, chunked and embedded through the kernel), then one write tran
 checks the file did not change meanwhile, writes the version row and swaps the file's
 ``fs_chunks`` rows and their entries in the shared hybrid index: the index never answers
 from a version that is not current, after a rollback included. Each owner's distinct
-contents count against the quota (507). `llmasos.knowledge.filesystem.FileSystem` adds
-reads, find, summaries and shares.
+contents count against the quota (507), exactly under concurrency from any number of
+servers (SQLite's write lock; a per-owner advisory lock on PostgreSQL).
+`llmasos.knowledge.filesystem.FileSystem` adds reads, find, summaries and shares.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from llmasos.models.blobs import BlobStore, sha256_file
 from llmasos.retrieval.hybrid import HybridIndex
 from llmasos.retrieval.interface import IndexEntry
 from llmasos.retrieval.terms import TermBlinder
+from llmasos.storage.claims import claim_key
 from llmasos.storage.crypto import ContentCipher, load_master_key
 from llmasos.storage.database import Database
 from llmasos.storage.rotation import register_encrypted_column
@@ -209,6 +211,14 @@ class VersionStore:
         )
         return found is not None
 
+    def _space_turn(self, session: Session, owner: FileOwner) -> None:
+        """Make the owner's space-adding commits take turns, first thing in the transaction,
+        so two (from any processes) cannot both fit in the last free bytes. SQLite's write
+        lock does this already; on PostgreSQL it is a transaction advisory lock per owner."""
+        if not self.database.is_sqlite:
+            key = claim_key("fs_space", owner.key)
+            session.execute(select(func.pg_advisory_xact_lock(key)))
+
     def _check_quota(
         self, session: Session, owner: FileOwner, digest: str | None, size: int
     ) -> None:
@@ -251,6 +261,8 @@ class VersionStore:
         state = prepared.state
         now = datetime.now(UTC)
         with self.database.session(write=True) as session:
+            if new_bytes:
+                self._space_turn(session, owner)
             if file_id is None:
                 if self._live(session, owner, state.path) is not None:
                     raise _Stale

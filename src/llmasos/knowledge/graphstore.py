@@ -14,7 +14,10 @@ one transaction — after checking the chunk was not edited meanwhile. Deleting 
 (re-indexing or removing its file) cascades to its triples and mark; editing or disabling
 one drops them in the edit's transaction (`forget_chunks`), so the graph never cites text a
 chunk no longer holds, and the next build reads the new text. Files still being indexed are
-skipped and counted (``files_in_progress``): the build uses what is indexed.
+skipped and counted (``files_in_progress``): the build uses what is indexed. A build holds
+the process's claim on its store (`llmasos.storage.claims`): with several servers on one
+database, a build started on one while another builds the store returns that build's status,
+and a server starting meanwhile does not mark it interrupted.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from llmasos.errors import InvalidRequestError, LLMasOSError
@@ -66,6 +69,7 @@ question's embedding is at least this similar to the entity's name."""
 MAX_HOPS: Final = 4
 MAX_EDGES: Final = 50
 MAX_QUESTION_CHARS: Final = 2000
+CLAIM_KIND: Final = "graph_build"
 QUOTE_CHARS: Final = 300
 GraphMode = Literal["auto", "neighbourhood", "path"]
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -300,6 +304,9 @@ class KnowledgeGraph:
         running = self._tasks.get(store_id)
         if running is not None and not running.done():
             return await asyncio.to_thread(self.status, user_id, store_id)
+        claims = self.kb.database.claims
+        if not await asyncio.to_thread(claims.claim, CLAIM_KIND, store_id):
+            return await asyncio.to_thread(self.status, user_id, store_id)  # another server's
 
         def begin() -> BuildInfo:
             with self.kb.database.session(write=True) as session:
@@ -328,7 +335,11 @@ class KnowledgeGraph:
                 session.flush()
                 return self._status(session, store.id)
 
-        info = await asyncio.to_thread(begin)
+        try:
+            info = await asyncio.to_thread(begin)
+        except BaseException:
+            await asyncio.to_thread(claims.release, CLAIM_KIND, store_id)
+            raise
         self._tasks[info.vector_store_id] = asyncio.get_running_loop().create_task(
             self._build(info.vector_store_id, user_id)
         )
@@ -352,18 +363,46 @@ class KnowledgeGraph:
 
     def mark_interrupted(self) -> int:
         """At start: builds a stopped server left ``in_progress`` become ``failed`` (the
-        chunks they read keep their triples; building again reads the rest)."""
-        with self.kb.database.session(write=True) as session:
-            rows = list(
-                session.scalars(select(GraphBuild).where(GraphBuild.status == "in_progress"))
+        chunks they read keep their triples; building again reads the rest). A build
+        another live server holds the claim of is running there and stays as it is."""
+        claims = self.kb.database.claims
+        with self.kb.database.session() as session:
+            found = list(
+                session.scalars(
+                    select(GraphBuild.vector_store_id).where(GraphBuild.status == "in_progress")
+                )
             )
-            for row in rows:
-                row.status = "failed"
-                row.error_message = "interrupted by a server restart; build again to go on"
-                row.finished_at = datetime.now(UTC)
-            return len(rows)
+        marked = 0
+        for store_id in found:
+            if not claims.claim(CLAIM_KIND, store_id):
+                continue  # building on another server
+            try:
+                with self.kb.database.session(write=True) as session:
+                    result = session.execute(
+                        update(GraphBuild)
+                        .where(
+                            GraphBuild.vector_store_id == store_id,
+                            GraphBuild.status == "in_progress",  # not finished meanwhile
+                        )
+                        .values(
+                            status="failed",
+                            error_message="interrupted by a server restart; build again to go on",
+                            finished_at=datetime.now(UTC),
+                        )
+                        .execution_options(synchronize_session=False)
+                    )
+                    marked += int(getattr(result, "rowcount", 0) or 0)
+            finally:
+                claims.release(CLAIM_KIND, store_id)
+        return marked
 
     async def _build(self, store_id: str, user_id: int | None) -> None:
+        try:
+            await self._build_claimed(store_id, user_id)
+        finally:
+            await asyncio.to_thread(self.kb.database.claims.release, CLAIM_KIND, store_id)
+
+    async def _build_claimed(self, store_id: str, user_id: int | None) -> None:
         try:
             await self._extract_all(store_id, user_id)
         except asyncio.CancelledError:

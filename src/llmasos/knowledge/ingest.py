@@ -23,7 +23,9 @@ disabled flag back. A chunk whose source text changed starts fresh (the log says
 
 A row that was removed or re-queued while the job ran (its ``updated_at`` moved) is left
 alone: the job's result is dropped. At start `resume` re-queues rows left ``in_progress``
-by a stopped server.
+by a stopped server. A job runs under the process's claim on its row
+(`llmasos.storage.claims`), so with several servers on one database a row is indexed by one
+of them at a time: a server starting while another indexes the row leaves it alone.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 EMBED_BATCH: Final = 32
 CHUNK_KIND: Final = "chunk"
+CLAIM_KIND: Final = "vector_store_file"
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,17 @@ class IngestionWorker:
     # --- one job ---------------------------------------------------------------------------
 
     async def process(self, job: Job) -> None:
+        """Index one row under this process's claim on it; a row another live server is
+        indexing (several servers on one database) is left to that server."""
+        claims, item = self.database.claims, str(job.store_file_id)
+        if not await asyncio.to_thread(claims.claim, CLAIM_KIND, item):
+            return
+        try:
+            await self._process_claimed(job)
+        finally:
+            await asyncio.to_thread(claims.release, CLAIM_KIND, item)
+
+    async def _process_claimed(self, job: Job) -> None:
         loaded = await asyncio.to_thread(self._load, job)
         if loaded is None:
             return

@@ -4,7 +4,8 @@
 would a replacement face). The default model loads in the background at start-up
 (``/health`` answers 503 until it is resident). SIGINT/SIGTERM stop accepting connections,
 let in-flight streams finish (up to a grace period), then unload every model. A non-loopback
-address without authentication is refused.
+address without authentication is refused, and so is a master key that sealed none of the
+database's content (servers sharing a database must share the key).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from llmasos.server.app import create_app
 from llmasos.server.context import install_request_id_logging
 from llmasos.server.os_system import ServerOperatingSystem
 from llmasos.storage import ContentCipher, load_master_key, open_database
+from llmasos.storage.rotation import check_master_key
 from llmasos.tools import ToolSystem
 from llmasos.tools.personal import personal_of
 from llmasos.workflows.system import open_workflows
@@ -100,12 +102,18 @@ def serve(
         )
     configure_logging(settings)
     database = open_database(settings)  # users and keys, usage, conversations, memory
+    cipher = ContentCipher(load_master_key(settings))
+    try:
+        check_master_key(database, cipher)  # several servers on one database share one key
+    except BaseException:
+        database.close()
+        raise
     keys = KeyManager(database) if settings.auth else None
     engine = engine_client(settings, store)
     memory = MemoryStore.open(settings, database, engine)
     files = FileSystem.open(settings, database, engine)
     knowledge = KnowledgeBase.open(settings, database, engine)
-    task_store = TaskStore(database, ContentCipher(load_master_key(settings)))
+    task_store = TaskStore(database, cipher)
     agents = AgentRuntime(
         task_store,
         ToolSystem(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from llmasos.config import Settings
 from llmasos.errors import ConfigError, DatabaseUnavailableError, StorageError
+from llmasos.storage.claims import WorkClaims
 
 SQLITE_FILENAME = "llmasos.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -81,10 +83,20 @@ class Database:
             event.listen(self.engine, "connect", _configure_sqlite_connection)
             event.listen(self.engine, "begin", _begin_sqlite_transaction)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._claims: WorkClaims | None = None
+        self._claims_lock = threading.Lock()
 
     @property
     def display_url(self) -> str:
         return display_url(self.url)
+
+    @property
+    def claims(self) -> WorkClaims:
+        """This process's claims on background work in this database (one per handle)."""
+        with self._claims_lock:
+            if self._claims is None:
+                self._claims = WorkClaims(self)
+            return self._claims
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
@@ -101,7 +113,9 @@ class Database:
             yield session
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Free this process's claims and close every pooled connection."""
+        if self._claims is not None:
+            self._claims.close()
         self.engine.dispose()
 
     def __enter__(self) -> Database:

@@ -14,7 +14,9 @@ then works in an order that never loses content:
 3. ``secret.key.new`` replaces ``secret.key``.
 
 When the master key comes from ``LLMASOS_SECRET_KEY`` the new key is given by the caller,
-and the operator puts it in the environment afterwards.
+and the operator puts it in the environment afterwards. `check_master_key` refuses, at a
+server's start, a key that sealed none of the database's content (servers sharing one
+database must share the key).
 """
 
 from __future__ import annotations
@@ -126,6 +128,41 @@ def rotate_master_key(
                 f"{error.strerror}; run the rotation again to finish"
             ) from None
     return RotationResult(new.fingerprint.hex(), counts, new_key)
+
+
+def check_master_key(
+    database: Database,
+    cipher: ContentCipher,
+    *,
+    columns: dict[str, EncryptedColumn] | None = None,
+) -> None:
+    """Refuse (`ConfigError`) a master key that sealed none of the database's content.
+
+    Servers that share a database (several hosts on one PostgreSQL) must share the master
+    key too; a server that made its own would write content the others cannot read. This
+    reads one sealed value of each registered column: content under any other key only is a
+    mismatch. An empty database passes.
+    """
+    found: set[bytes] = set()
+    with database.session() as session:
+        for entry in (columns if columns is not None else ENCRYPTED_COLUMNS).values():
+            value_col: Column[object] = entry.table.c[entry.column]
+            token = session.scalar(select(value_col).where(value_col.is_not(None)).limit(1))
+            if token is None:
+                continue
+            fingerprint = bytes(token)[1:5]  # type: ignore[call-overload]
+            if fingerprint == cipher.fingerprint:
+                return
+            found.add(fingerprint)
+    if found:
+        theirs = ", ".join(sorted(f.hex() for f in found))
+        raise ConfigError(
+            f"the database's content is sealed with another master key (fingerprint "
+            f"{theirs}) than this server's ({cipher.fingerprint.hex()}): every server on one "
+            f"database needs the same key: copy {SECRET_KEY_FILENAME} from the first server's "
+            f"home or set {SECRET_KEY_ENV} on all of them (after an interrupted `llmasos keys "
+            "rotate-master`, run it again to finish)"
+        )
 
 
 def _reencrypt(

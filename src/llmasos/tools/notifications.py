@@ -8,7 +8,10 @@ the owner set a webhook, POSTs it there as JSON: a failure is retried `WEBHOOK_A
 times with growing pauses, then recorded on the notification (``webhook.status`` failed,
 with the error). Webhooks reach only public addresses unless the operator allows private
 ones (``webhook_private_addresses``). Deliveries still pending at a restart are retried by
-`deliver_pending`.
+`deliver_pending`; a delivery runs under the process's claim on the notification
+(`llmasos.storage.claims`), so a server starting while another delivers it leaves it alone.
+The live stream is this process's: with several servers, a subscriber hears what the server
+it is connected to publishes (the inbox and the webhook have everything).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ WEBHOOK_ATTEMPTS: Final = 4
 WEBHOOK_BACKOFF_S: Final = (0.5, 2.0, 5.0)
 WEBHOOK_TIMEOUT_S: Final = 10.0
 MAX_URL_CHARS: Final = 2000
+CLAIM_KIND: Final = "webhook_delivery"
 
 
 class NotificationCenter:
@@ -237,9 +241,23 @@ class NotificationCenter:
         task.add_done_callback(self._deliveries.discard)
 
     async def deliver(self, owner_key: str, notification_id: str) -> str:
-        """POST one notification to its owner's webhook, retrying; the final status."""
+        """POST one notification to its owner's webhook, retrying; the final status, or
+        ``pending`` when another live server is delivering it (several on one database)."""
         owner = _owner_of(owner_key)
         number = NOTIFICATION_IDS.parse(notification_id)
+        claims, item = self.database.claims, str(number)
+        if not await asyncio.to_thread(claims.claim, CLAIM_KIND, item):
+            return "pending"
+        try:
+            done = await asyncio.to_thread(self._webhook_status, number)
+            if done in ("delivered", "failed"):  # another server finished it meanwhile
+                return done
+            return await self._deliver_claimed(owner_key, owner, number)
+        finally:
+            await asyncio.to_thread(claims.release, CLAIM_KIND, item)
+
+    async def _deliver_claimed(self, owner_key: str, owner: Owner, number: int) -> str:
+        notification_id = NOTIFICATION_IDS.format(number)
         error = "no webhook is set"
         for attempt in range(WEBHOOK_ATTEMPTS):
             url = await asyncio.to_thread(self.webhook, owner)
@@ -276,6 +294,12 @@ class NotificationCenter:
         if 200 <= response.status_code < 300:
             return ""
         return f"HTTP {response.status_code} from the webhook"
+
+    def _webhook_status(self, number: int) -> str | None:
+        with self.database.session() as session:
+            return session.scalar(
+                select(Notification.webhook_status).where(Notification.id == number)
+            )
 
     def _record(self, number: int, status: str, attempts: int, error: str | None) -> None:
         with self.database.session(write=True) as session:
