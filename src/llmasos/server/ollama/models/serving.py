@@ -158,6 +158,19 @@ class OllamaModelsService:
                 }
                 for name, manifest in entries
             ]
+            + [
+                {
+                    "name": remote.name,
+                    "model": remote.name,
+                    "modified_at": rfc3339(datetime.fromtimestamp(0, UTC)),
+                    "size": 0,
+                    "digest": "",
+                    "remote_model": remote.upstream_model,
+                    "remote_host": remote.url,
+                    "details": {**details(None), "format": "remote"},
+                }
+                for remote in self.engine.remote_models()
+            ]
         }
 
     async def _manifest_or_none(self, name: str) -> Manifest | None:
