@@ -61,6 +61,15 @@ class Upstream(BaseHTTPRequestHandler):
             self.wfile.write(b"<html>hello</html>\n\n")
         elif behaviour == "cut":
             self.wfile.write(chunk("Hi"))
+        elif behaviour == "paced":  # three tokens 0.2 s apart, with usage
+            for word in ("one", " two", " three"):
+                time.sleep(0.2)
+                self.wfile.write(chunk(word))
+                self.wfile.flush()
+            usage = {"prompt_tokens": 8, "completion_tokens": 3, "total_tokens": 11}
+            self.wfile.write(chunk(finish="stop"))
+            self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
         elif behaviour == "counting":
             with Upstream.lock:
                 Upstream.in_flight += 1
@@ -94,6 +103,11 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     for name in ("garbage", "not-sse", "cut", "counting"):
         registry.add(RemoteProvider.create(name, f"http://127.0.0.1:{port}", max_concurrency=2))
     registry.add(RemoteProvider.create("stall", f"http://127.0.0.1:{port}/v1", timeout=0.5))
+    registry.add(
+        RemoteProvider.create(
+            "one-at-a-time", f"http://127.0.0.1:{port}", model="paced", max_concurrency=1
+        )
+    )
     registry.add(RemoteProvider.create("nobody", f"http://127.0.0.1:{free_port()}/v1"))
     engine = RemoteEngineClient(settings, FakeEngineClient(), registry)
     app = create_app(settings, engine, ModelStore.open(settings, builtins=False))
@@ -167,6 +181,35 @@ def test_the_concurrency_limit_holds_and_usage_is_counted_when_the_remote_sends_
     assert 'llmasos:remote_requests_total{model_name="counting:latest",outcome="ok"} 5.0' in (
         metrics
     )
+
+
+def test_a_tenant_flooding_a_remote_does_not_starve_another(front: Front) -> None:
+    finished: list[str] = []
+
+    def one(user: str) -> None:
+        response = httpx.post(
+            f"{front.url}/v1/chat/completions",
+            json={
+                "model": "one-at-a-time",
+                "user": user,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["prompt_tokens"] == 8  # the remote's own figures
+        finished.append(user)
+
+    flood = [threading.Thread(target=one, args=("flood",)) for _ in range(4)]
+    for thread in flood:
+        thread.start()
+    time.sleep(0.3)  # the first flood request holds the remote's one slot
+    other = threading.Thread(target=one, args=("other",))
+    other.start()
+    for thread in [*flood, other]:
+        thread.join()
+    # first come, first served would put "other" last; the fair queue lets it go second
+    assert finished.index("other") <= 1, finished
 
 
 def test_remote_models_are_listed_marked_remote(front: Front) -> None:
