@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from typer.testing import CliRunner
 
 from llmasos.cli.main import app, main
 from llmasos.cli.root import state
+from llmasos.net import free_port
 
 runner = CliRunner()
 
@@ -81,3 +84,23 @@ def test_bad_remotes_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["remote", "add", "peer", "http://h"])
     assert "exists already" in capsys.readouterr().err
+
+
+def test_run_a_remote_model_without_a_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.distributed.test_remote_faults import Upstream
+
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    monkeypatch.setenv("LLMASOS_PORT", str(free_port()))  # no server there: in-process
+    try:
+        url = f"http://127.0.0.1:{upstream.server_address[1]}"
+        assert run("remote", "add", "peer", url, "--model", "counting")[0] == 0
+        with pytest.raises(SystemExit) as exit_info:
+            main(["run", "peer", "Hi"])
+        assert exit_info.value.code == 0
+        assert "one two three" in capsys.readouterr().out
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
