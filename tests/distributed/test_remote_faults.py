@@ -220,6 +220,8 @@ def test_remote_models_are_listed_marked_remote(front: Front) -> None:
     remote = tags["stall:latest"]
     assert remote["remote_host"] == f"http://127.0.0.1:{front.remote_port}/v1"
     assert remote["remote_model"] == "stall" and remote["details"]["format"] == "remote"
+    shown = httpx.post(f"{front.url}/api/show", json={"model": "stall"}).json()
+    assert shown["remote_host"] == remote["remote_host"] and shown["remote_model"] == "stall"
 
 
 def test_sse_decoder_is_strict() -> None:
