@@ -22,7 +22,7 @@ import pytest
 from llmasos.config import Settings
 from llmasos.distributed.remote import RemoteEngineClient, RemoteProvider, RemoteRegistry
 from llmasos.distributed.remote.upstream import SSEDecoder
-from llmasos.errors import RemoteProviderError
+from llmasos.errors import ConfigError, RemoteProviderError
 from llmasos.models.store import ModelStore
 from llmasos.net import free_port
 from llmasos.server.app import create_app
@@ -254,3 +254,14 @@ def test_the_registry_never_holds_a_key_and_refuses_bad_entries(
     for url in ("ftp://host/v1", "http://user:pw@host/v1", "not a url"):
         with pytest.raises(Exception, match="URL"):
             RemoteProvider.create("x", url)
+
+
+def test_a_broken_remotes_file_keeps_the_server_serving(tmp_path: Path) -> None:
+    path = tmp_path / "remotes.toml"
+    RemoteRegistry(path).add(RemoteProvider.create("peer", "http://127.0.0.1:9"))
+    served = RemoteRegistry(path, keep_last_good=True)
+    assert served.get("peer") is not None
+    path.write_text('[remotes."peer:latest"]\nurl = "http://127.0.0.1:9/v1"\nmodel = 3\n')
+    with pytest.raises(ConfigError, match=r"remotes\.toml"):
+        RemoteRegistry(path).list()  # the CLI says what is wrong
+    assert served.get("peer") is not None  # the server keeps what it had

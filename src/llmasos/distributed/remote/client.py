@@ -108,7 +108,7 @@ class RemoteEngineClient(EngineClientInterface):
     ) -> None:
         self.settings = settings
         self.inner = inner
-        self.registry = registry or RemoteRegistry.for_settings(settings)
+        self.registry = registry or RemoteRegistry.for_settings(settings, keep_last_good=True)
         self.upstream = upstream or UpstreamClient()
         self.router = ClusterRouter(max_queue=settings.max_queue)
         self.metrics = RemoteMetrics(inner.metrics_registry)

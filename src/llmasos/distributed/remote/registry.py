@@ -19,6 +19,7 @@ takes effect on a running server without a restart.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -32,6 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 from llmasos.config import Settings
 from llmasos.errors import ConfigError, InvalidRequestError, RemoteProviderError
 from llmasos.models.names import parse_name
+
+logger = logging.getLogger(__name__)
 
 REMOTES_FILE = "remotes.toml"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -160,17 +163,23 @@ def _toml_value(value: object) -> str:
 
 
 class RemoteRegistry:
-    """The remotes registered in one file; thread-safe, re-read when the file changes."""
+    """The remotes registered in one file; thread-safe, re-read when the file changes.
 
-    def __init__(self, path: Path) -> None:
+    A file that does not parse is a `ConfigError`, unless ``keep_last_good`` (the server):
+    then it is logged once and the remotes read before stay in service, so a bad edit
+    never takes the local models down with it."""
+
+    def __init__(self, path: Path, *, keep_last_good: bool = False) -> None:
         self.path = path
+        self.keep_last_good = keep_last_good
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
+        self._bad_stamp: tuple[int, int] | None = None
         self._providers: dict[str, RemoteProvider] = {}
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> RemoteRegistry:
-        return cls(remotes_file(settings))
+    def for_settings(cls, settings: Settings, *, keep_last_good: bool = False) -> RemoteRegistry:
+        return cls(remotes_file(settings), keep_last_good=keep_last_good)
 
     def _current_stamp(self) -> tuple[int, int] | None:
         try:
@@ -184,6 +193,7 @@ class RemoteRegistry:
         if stamp == self._stamp:
             return self._providers
         providers: dict[str, RemoteProvider] = {}
+        problem: ConfigError | None = None
         if stamp is not None:
             try:
                 data = tomllib.loads(self.path.read_text(encoding="utf-8"))
@@ -191,9 +201,16 @@ class RemoteRegistry:
                     provider = RemoteProvider(name=name, **table)
                     providers[provider.name] = provider
             except (tomllib.TOMLDecodeError, TypeError, AttributeError) as error:
-                raise ConfigError(f"{self.path} is not a valid remotes file: {error}") from None
+                problem = ConfigError(f"{self.path} is not a valid remotes file: {error}")
             except InvalidRequestError as error:
-                raise ConfigError(f"{self.path}: {error}") from None
+                problem = ConfigError(f"{self.path}: {error}")
+        if problem is not None:
+            if not self.keep_last_good:
+                raise problem
+            if stamp != self._bad_stamp:
+                self._bad_stamp = stamp
+                logger.warning("%s; the remotes read before stay in service", problem)
+            return self._providers
         self._providers, self._stamp = providers, stamp
         return providers
 
