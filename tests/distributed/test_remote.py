@@ -131,6 +131,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                         "peer-wrong", f"{up}/v1", model="smollm2", api_key_env=WRONG_KEY_ENV
                     )
                 )
+                registry.add(
+                    RemoteProvider.create(
+                        "peer-embed", up, model="all-minilm", api_key_env=PEER_KEY_ENV
+                    )
+                )
                 with EngineServerThread(front.app(engine), engine) as url:
                     yield Pair(
                         url, up, front.key, front.database, upstream.key, front.settings.home
@@ -320,3 +325,13 @@ def test_tool_calls_pass_through_the_remote(api: openai.OpenAI) -> None:
     call = choice.message.tool_calls[0]
     assert call.type == "function" and call.function.name == "get_weather"
     assert isinstance(json.loads(call.function.arguments)["city"], str)
+
+
+def test_embeddings_through_the_remote(pair: Pair, api: openai.OpenAI) -> None:
+    before = len(usage_rows(pair.database))
+    result = api.embeddings.create(model="peer-embed", input=["hello", "a longer text"])
+    assert [item.index for item in result.data] == [0, 1]
+    assert len(result.data[0].embedding) == 384  # all-MiniLM-L6-v2 on the upstream
+    assert result.usage.prompt_tokens > 0
+    [row] = usage_rows(pair.database)[before:]
+    assert row.model.startswith("peer-embed") and row.prompt_tokens == result.usage.prompt_tokens
