@@ -155,6 +155,16 @@ class ClusterError(LLMasOSError):
     default_code = "cluster_unavailable"
 
 
+class RemoteProviderError(LLMasOSError):
+    """A remote provider (an OpenAI-compatible endpoint registered with ``llmasos remote
+    add``) failed: refused the key, could not be reached, or answered something malformed
+    (HTTP 502, the message names the remote)."""
+
+    status_code = 502
+    error_type = "server_error"
+    default_code = "remote_provider_error"
+
+
 class RequestTimeoutError(LLMasOSError):
     """A request ran past its deadline (HTTP 504)."""
 

@@ -174,7 +174,7 @@ def deployed(cluster: Cluster, settings: Settings) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def engine(settings: Settings, deployed: list[dict[str, object]]) -> Iterator[ClusterEngineClient]:
-    client = engine_client(settings, ModelStore.open(settings))  # what `serve` picks
+    client = engine_client(settings, ModelStore.open(settings)).inner  # what `serve` picks
     assert isinstance(client, ClusterEngineClient)
     asyncio.run(client.refresh(force=True))
     yield client

@@ -19,6 +19,7 @@ from llmasos.cli import (  # noqa: F401
     models,
     perception,
     personal,
+    remotes,
     run,
     serve,
     services,

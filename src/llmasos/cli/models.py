@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -28,6 +28,9 @@ from llmasos.cli.root import app, audited, console, state
 from llmasos.errors import ModelfileError
 from llmasos.models.manifest import Manifest
 from llmasos.models.modelfile import to_modelfile
+
+if TYPE_CHECKING:
+    from llmasos.distributed.remote.registry import RemoteProvider
 
 OPTIMIZE_HELP = (
     "Then tune it (`llmasos tune`): serve it on this machine in the fastest weight format "
@@ -85,6 +88,25 @@ def model_summary(name: str, manifest: Manifest) -> dict[str, Any]:
         "parameter_count": manifest.parameter_count,
         "quantization": manifest.quantization,
         "context_length": manifest.context_length,
+        "remote": None,
+    }
+
+
+def remote_summary(provider: RemoteProvider) -> dict[str, Any]:
+    """One remote provider's model in ``llmasos list --json``."""
+    return {
+        "name": provider.name,
+        "id": "remote",
+        "digest": "",
+        "size": 0,
+        "modified_at": "",
+        "format": "remote",
+        "kind": "generate",
+        "family": None,
+        "parameter_count": None,
+        "quantization": None,
+        "context_length": provider.context_length,
+        "remote": {"url": provider.url, "model": provider.model},
     }
 
 
@@ -92,20 +114,28 @@ def model_summary(name: str, manifest: Manifest) -> dict[str, Any]:
 def list_models(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """List the models in the store.
+    """List the models in the store, then the remote providers' (`llmasos remote`).
 
     --json fields: name, id, digest, size, modified_at, format, kind, family, parameter_count,
-    quantization, context_length.
+    quantization, context_length, remote (null, or the endpoint's url and model).
     """
+    from llmasos.distributed.remote.registry import RemoteRegistry
+
     models = state.store.list()
+    remotes = RemoteRegistry.for_settings(state.settings).list()
     if as_json:
-        print_json([model_summary(name, manifest) for name, manifest in models])
+        print_json(
+            [model_summary(name, manifest) for name, manifest in models]
+            + [remote_summary(provider) for provider in remotes]
+        )
         return
     rows = table(Column("NAME", key=True), Column("ID", key=True), "SIZE", "MODIFIED", plain=True)
     for name, manifest in models:
         rows.add_row(
             name, manifest.short_id, human_size(manifest.size), relative_time(manifest.created_at)
         )
+    for provider in remotes:
+        rows.add_row(provider.name, "remote", "-", provider.url)
     print_table(rows)
 
 

@@ -59,6 +59,15 @@ def call_server(settings: Settings, method: str, path: str, **kwargs: Any) -> An
     return response.json()
 
 
+def local_engine(settings: Settings, store: ModelStoreInterface) -> EngineClientInterface:
+    """An in-process kernel behind the registered remote providers (`llmasos remote`), as
+    ``llmasos serve`` builds it, for commands that run without a server."""
+    from llmasos.distributed.remote import RemoteEngineClient
+    from llmasos.kernel.client import InProcessEngineClient
+
+    return RemoteEngineClient(settings, InProcessEngineClient(settings, store))
+
+
 def in_process(
     settings: Settings,
     store: ModelStoreInterface,
@@ -66,11 +75,10 @@ def in_process(
 ) -> T:
     """Run ``work(database, engine)`` on this machine's database and an in-process kernel:
     what a command does when no server answers."""
-    from llmasos.kernel.client import InProcessEngineClient
     from llmasos.storage import open_database
 
     async def go() -> T:
-        engine = InProcessEngineClient(settings, store)
+        engine = local_engine(settings, store)
         try:
             with open_database(settings) as database:
                 return await work(database, engine)

@@ -218,7 +218,7 @@ class ChatSession:
     async def _stream_local_conversation(self, text: str) -> AsyncIterator[str]:
         """One turn of the stored conversation on an in-process kernel."""
         from llmasos.cli.conversations import conversation_store
-        from llmasos.kernel.client import InProcessEngineClient
+        from llmasos.cli.remote import local_engine
         from llmasos.kernel.interface import GenerateRequest
         from llmasos.memory import fit_context, input_items
         from llmasos.memory.conversations import NewItem
@@ -227,7 +227,7 @@ class ChatSession:
 
         assert self.conversation is not None
         if self._engine is None:
-            self._engine = InProcessEngineClient(state.settings, state.store)
+            self._engine = local_engine(state.settings, state.store)
         sampling, explicit = sampling_from_parameters(self.options)
         new_items = input_items(text)
         with conversation_store(None) as (store, owner):
@@ -273,11 +273,11 @@ class ChatSession:
             )
 
     async def _stream_local(self) -> AsyncIterator[str]:
-        from llmasos.kernel.client import InProcessEngineClient
+        from llmasos.cli.remote import local_engine
         from llmasos.kernel.interface import GenerateRequest
 
         if self._engine is None:
-            self._engine = InProcessEngineClient(state.settings, state.store)
+            self._engine = local_engine(state.settings, state.store)
         sampling, explicit = sampling_from_parameters(self.options)
         request = GenerateRequest(
             model=self.model,
@@ -445,7 +445,10 @@ def run(
         if not sep:
             raise InvalidRequestError(f"--parameter takes NAME=VALUE, not {item!r}")
         parse_parameter(name.strip(), value.strip(), options)
-    state.store.manifest(model)  # unknown names fail here, with suggestions
+    from llmasos.distributed.remote.registry import RemoteRegistry
+
+    if RemoteRegistry.for_settings(state.settings).get(model) is None:
+        state.store.manifest(model)  # unknown names fail here, with suggestions
     session = ChatSession(model, options, system, conversation)
     try:
         if voice is not None:

@@ -144,8 +144,22 @@ class ResidentModel:
     waiting: int
 
 
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model served by another OpenAI-compatible endpoint (``llmasos remote add``), as
+    model lists show it."""
+
+    name: str
+    """The name clients use here."""
+    url: str
+    """The endpoint's base URL."""
+    upstream_model: str
+    """The model name the endpoint knows it by."""
+
+
 class EngineClientInterface(ABC):
-    """The kernel as faces see it. Implementations: in-process, and (later) over Ray."""
+    """The kernel as faces see it. Implementations: in-process, over Ray (the cluster),
+    and in front of either, remote providers (`llmasos.distributed.remote`)."""
 
     @abstractmethod
     def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
@@ -191,6 +205,10 @@ class EngineClientInterface(ABC):
     @abstractmethod
     def resident_models(self) -> list[ResidentModel]:
         """Models loaded now."""
+
+    def remote_models(self) -> list[RemoteModel]:
+        """Models this client serves from remote providers (the kernel itself: none)."""
+        return []
 
     @property
     def metrics_registry(self) -> CollectorRegistry | None:

@@ -231,7 +231,7 @@ def create_app(
     app.include_router(embeddings_router(engine))
     app.include_router(conversations_router(stores))
     app.include_router(responses_router(engine, stores, memory_service, knowledge))
-    app.include_router(models_router(store))
+    app.include_router(models_router(store, engine))
     app.include_router(generate_router(engine, images))
     app.include_router(embed_router(engine))
     app.include_router(ollama_models_router(engine, store))

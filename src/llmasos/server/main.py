@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from llmasos.access.keys import KeyManager
 from llmasos.agents import AgentRuntime, TaskStore
 from llmasos.config import Settings
+from llmasos.distributed.remote import RemoteEngineClient
 from llmasos.errors import ConfigError, LLMasOSError
 from llmasos.kernel.client import InProcessEngineClient
 from llmasos.knowledge.filesystem import FileSystem
@@ -76,18 +77,20 @@ def configure_logging(settings: Settings) -> None:
         )
 
 
-def engine_client(
-    settings: Settings, store: ModelStoreInterface
-) -> InProcessEngineClient | ClusterEngineClient:
-    """The in-process kernel, or the cluster client when ``cluster_address`` is set."""
+def engine_client(settings: Settings, store: ModelStoreInterface) -> RemoteEngineClient:
+    """The in-process kernel, or the cluster client when ``cluster_address`` is set, behind
+    the remote providers registered with ``llmasos remote add``."""
+    inner: InProcessEngineClient | ClusterEngineClient
     if settings.cluster_address:
         from llmasos.distributed.cluster import require_ray
 
         require_ray()
         from llmasos.distributed.client import ClusterEngineClient
 
-        return ClusterEngineClient(settings, store)
-    return InProcessEngineClient(settings, store)
+        inner = ClusterEngineClient(settings, store)
+    else:
+        inner = InProcessEngineClient(settings, store)
+    return RemoteEngineClient(settings, inner)
 
 
 def serve(

@@ -25,6 +25,7 @@ from llmasos.server.ollama.models.protocol import CreateBody
 from llmasos.server.store_access import (
     created_at,
     in_thread,
+    name_aliases,
     parameter_size,
     rfc3339,
 )
@@ -158,6 +159,19 @@ class OllamaModelsService:
                 }
                 for name, manifest in entries
             ]
+            + [
+                {
+                    "name": remote.name,
+                    "model": remote.name,
+                    "modified_at": rfc3339(datetime.fromtimestamp(0, UTC)),
+                    "size": 0,
+                    "digest": "",
+                    "remote_model": remote.upstream_model,
+                    "remote_host": remote.url,
+                    "details": {**details(None), "format": "remote"},
+                }
+                for remote in self.engine.remote_models()
+            ]
         }
 
     async def _manifest_or_none(self, name: str) -> Manifest | None:
@@ -196,6 +210,16 @@ class OllamaModelsService:
         return {"models": models}
 
     async def show(self, name: str) -> dict[str, Any]:
+        for remote in self.engine.remote_models():
+            if name in name_aliases(remote.name):
+                return {
+                    "remote_model": remote.upstream_model,
+                    "remote_host": remote.url,
+                    "details": {**details(None), "format": "remote"},
+                    "model_info": {},
+                    "capabilities": ["completion", "tools"],
+                    "modified_at": rfc3339(datetime.fromtimestamp(0, UTC)),
+                }
         manifest = await in_thread(self.store.manifest, name)
         return show_response(name, manifest)
 

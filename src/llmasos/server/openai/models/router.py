@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from llmasos.kernel.interface import EngineClientInterface
 from llmasos.models import ModelStoreInterface
 from llmasos.server.openai.models.protocol import ModelCard, ModelList
 from llmasos.server.openai.models.serving import ModelsService
 
 
-def models_router(store: ModelStoreInterface) -> APIRouter:
+def models_router(store: ModelStoreInterface, engine: EngineClientInterface) -> APIRouter:
     router = APIRouter(tags=["openai"])
-    service = ModelsService(store)
+    service = ModelsService(store, engine)
 
     @router.get("/v1/models", response_model=ModelList, summary="List models")
     async def list_models() -> ModelList:
