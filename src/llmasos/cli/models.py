@@ -117,7 +117,8 @@ def list_models(
     """List the models in the store, then the remote providers' (`llmasos remote`).
 
     --json fields: name, id, digest, size, modified_at, format, kind, family, parameter_count,
-    quantization, context_length, remote (null, or the endpoint's url and model).
+    quantization, context_length, remote. ``remote`` is null for a stored model and holds the
+    endpoint's url and model for a remote one.
     """
     from llmasos.distributed.remote.registry import RemoteRegistry
 
