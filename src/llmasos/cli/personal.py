@@ -84,6 +84,15 @@ def print_notes(notes: list[dict[str, Any]], as_json: bool, *, scores: bool = Fa
     print_table(rows, highlight=False)
 
 
+def delete_item(route: str, store: str, item_id: str, yes: bool) -> None:
+    """Delete one of the user's items (asks first unless ``yes``): through the server at
+    ``route/ID`` when one answers, else in this process from the ``store`` of that name."""
+    confirm(item_id, yes)
+    if api("DELETE", f"{route}/{item_id}") is None:
+        local(lambda p, owner: getattr(p, store).delete(owner, item_id))
+    console.print(f"deleted {item_id}", highlight=False)
+
+
 @notes_app.command("add")
 def notes_add(
     title: Annotated[str, typer.Argument(help="The note's title.")],
@@ -191,10 +200,7 @@ def notes_rm(
     note_id: Annotated[str, typer.Argument(help="The note id (note_…).")], yes: YES = False
 ) -> None:
     """Delete a note (asks first unless --yes)."""
-    confirm(note_id, yes)
-    if api("DELETE", f"/v1/notes/{note_id}") is None:
-        local(lambda p, owner: p.notes.delete(owner, note_id))
-    console.print(f"deleted {note_id}", highlight=False)
+    delete_item("/v1/notes", "notes", note_id, yes)
 
 
 # --- calendar ------------------------------------------------------------------------------
@@ -282,10 +288,7 @@ def calendar_rm(
     event_id: Annotated[str, typer.Argument(help="The event id (evt_…).")], yes: YES = False
 ) -> None:
     """Delete an event and its reminder (asks first unless --yes)."""
-    confirm(event_id, yes)
-    if api("DELETE", f"/v1/calendar/events/{event_id}") is None:
-        local(lambda p, owner: p.calendar.delete(owner, event_id))
-    console.print(f"deleted {event_id}", highlight=False)
+    delete_item("/v1/calendar/events", "calendar", event_id, yes)
 
 
 @calendar_app.command("import")
@@ -412,10 +415,7 @@ def reminders_rm(
     reminder_id: Annotated[str, typer.Argument(help="The reminder id (rem_…).")], yes: YES = False
 ) -> None:
     """Cancel a reminder (asks first unless --yes)."""
-    confirm(reminder_id, yes)
-    if api("DELETE", f"/v1/reminders/{reminder_id}") is None:
-        local(lambda p, owner: p.reminders.delete(owner, reminder_id))
-    console.print(f"deleted {reminder_id}", highlight=False)
+    delete_item("/v1/reminders", "reminders", reminder_id, yes)
 
 
 @app.command("notifications")
