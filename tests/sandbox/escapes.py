@@ -1,8 +1,10 @@
 """Ways out of a sandbox, tried from inside it: a standalone script (standard library only).
 
-The escape tests copy it next to a test app (whose routes call `attempt`) or run it as a
+The escape tests copy it next to a test app (whose routes call `attempt`), run it as a
 plain sandboxed child (``python escapes.py '{"what": ..., ...}'`` prints the result as
-JSON). Every attempt answers ``{"ok": bool, "error": str | None, ...}``; most go through
+JSON), import it in a stdio MCP server (``tests/tools/mcp/escape_server.py``) or send it as
+the source of the ``python_run`` tool (`attempt_all` then runs many attempts in one start).
+Every attempt answers ``{"ok": bool, "error": str | None, ...}``; most go through
 ``ctypes`` or a started binary, so that the in-process audit-hook guard of an app does not
 see them and only the OS sandbox can stop them.
 """
@@ -218,6 +220,11 @@ def attempt(what: str, **arguments: Any) -> dict[str, Any]:
     return ATTEMPTS[what](**arguments)
 
 
-if __name__ == "__main__":
+def attempt_all(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each ``{"what": ..., **arguments}`` in turn, in this one process."""
+    return [attempt(**item) for item in attempts]
+
+
+if __name__ == "__main__" and len(sys.argv) > 1:
     request = json.loads(sys.argv[1])
     print(json.dumps(attempt(request.pop("what"), **request)), flush=True)

@@ -158,7 +158,8 @@ def tools(
 
         server = _local_store().get(None, name)
         mode = client.confinement_mode(state.settings)
-        found = asyncio.run(client.list_tools(server.config, fresh=True, mode=mode))
+        hidden = client.hidden_paths(state.settings)
+        found = asyncio.run(client.list_tools(server.config, fresh=True, mode=mode, hidden=hidden))
         data = [
             {
                 "name": tool.spec.name,

@@ -32,6 +32,7 @@ RLIMITS = {
     "fsize": resource.RLIMIT_FSIZE,
     "as": resource.RLIMIT_AS,
     "nproc": resource.RLIMIT_NPROC,
+    "cpu": resource.RLIMIT_CPU,
 }
 
 

@@ -49,6 +49,9 @@ class ResourceLimits:
     """Largest file the process may write (RLIMIT_FSIZE); None: no limit."""
     cpu_percent: int = 100
     """CPU time share, in percent of one core (cgroup cpu quota); 0: no limit."""
+    cpu_seconds: int | None = None
+    """CPU time each process may use (RLIMIT_CPU; past it SIGXCPU, then SIGKILL); None: no
+    limit. A wall-clock limit is the caller's."""
 
 
 @dataclass(frozen=True)

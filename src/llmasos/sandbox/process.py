@@ -132,8 +132,10 @@ def plan(
     )
     layers.append(Layer("seccomp", support.seccomp, support.seccomp_detail))
     limits = spec.limits
+    cpu_time = f", {limits.cpu_seconds} s of CPU per process" if limits.cpu_seconds else ""
     if support.cgroup.version:
         cpu = f", CPU {limits.cpu_percent}% of a core" if limits.cpu_percent else ""
+        cpu += cpu_time
         layers.append(
             Layer(
                 "limits",
@@ -153,8 +155,8 @@ def plan(
             Layer(
                 "limits",
                 False,
-                f"rlimits only: address space {4 * limits.memory_mb} MB per process, {processes}, "
-                f"{limits.open_files} open files ({support.cgroup.detail})",
+                f"rlimits only: address space {4 * limits.memory_mb} MB per process, {processes}"
+                f"{cpu_time}, {limits.open_files} open files ({support.cgroup.detail})",
                 False,
             )
         )
@@ -265,6 +267,8 @@ def _inner_command(
     command += ["--rlimit", f"nofile={limits.open_files}"]
     if limits.file_size_mb is not None:
         command += ["--rlimit", f"fsize={limits.file_size_mb * MB}"]
+    if limits.cpu_seconds is not None:
+        command += ["--rlimit", f"cpu={limits.cpu_seconds}"]
     if not support.cgroup.version:
         command += ["--rlimit", f"as={4 * limits.memory_mb * MB}"]
         if os.geteuid() != 0:

@@ -62,8 +62,9 @@ def mcp_router(service: McpService) -> APIRouter:
         user = current_user_id()
         server = await service.run(lambda store: store.get(user, server_id))
         mode = client.confinement_mode(service.settings)
-        remote = await client.list_tools(server.config, fresh=True, mode=mode)
-        tools = [client.McpTool(server, tool, mode) for tool in remote]
+        hidden = client.hidden_paths(service.settings)
+        remote = await client.list_tools(server.config, fresh=True, mode=mode, hidden=hidden)
+        tools = [client.McpTool(server, tool, mode, hidden) for tool in remote]
         return McpToolList(
             server=server.name,
             data=[

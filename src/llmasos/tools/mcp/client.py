@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from llmasos.sandbox import ConfinementMode
@@ -79,10 +80,12 @@ async def open_session(
     config: McpServerConfig,
     errlog: TextIO | None = None,
     mode: ConfinementMode = ConfinementMode.STRICT,
+    hidden: tuple[Path, ...] = (),
 ) -> AsyncIterator[ClientSession]:
     """An initialized ``ClientSession`` to the server; closed (process ended) on exit.
     A stdio server's standard error goes to ``errlog`` (default: discarded); a confined one
-    runs in the sandbox under ``mode`` (strict: refused where a layer is missing)."""
+    runs in the sandbox under ``mode`` (strict: refused where a layer is missing), and sees
+    nothing of ``hidden`` (the LLMasOS home: `hidden_paths`)."""
     from mcp import ClientSession
 
     async with contextlib.AsyncExitStack() as stack:
@@ -101,7 +104,7 @@ async def open_session(
                 from llmasos.tools.mcp.confined import confined_stdio
 
                 read, write = await stack.enter_async_context(
-                    confined_stdio(config, env, errlog, mode)
+                    confined_stdio(config, env, errlog, mode, hidden)
                 )
             else:
                 params = StdioServerParameters(
@@ -129,13 +132,19 @@ async def open_session(
         yield session
 
 
-async def _guarded(config: McpServerConfig, what: str, work: Any, mode: ConfinementMode) -> Any:
+async def _guarded(
+    config: McpServerConfig,
+    what: str,
+    work: Any,
+    mode: ConfinementMode,
+    hidden: tuple[Path, ...] = (),
+) -> Any:
     """Run ``work(session)`` on a fresh connection under the server's timeout; every failure
     becomes a `ToolError` naming the server."""
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errlog:
         try:
             async with asyncio.timeout(config.timeout_s):
-                async with open_session(config, errlog, mode) as session:
+                async with open_session(config, errlog, mode, hidden) as session:
                     return await work(session)
         except BaseException as error:
             explained = _explain(error, config, what, errlog)
@@ -176,6 +185,7 @@ async def list_tools(
     *,
     fresh: bool = False,
     mode: ConfinementMode = ConfinementMode.STRICT,
+    hidden: tuple[Path, ...] = (),
 ) -> list[RemoteTool]:
     """The server's tools, from the cache when listed less than `LIST_TTL_S` ago."""
     key = config.fingerprint()
@@ -209,7 +219,7 @@ async def list_tools(
         return found
 
     try:
-        tools: list[RemoteTool] = await _guarded(config, "tools/list", work, mode)
+        tools: list[RemoteTool] = await _guarded(config, "tools/list", work, mode, hidden)
     except ToolError as error:
         _cache[key] = (time.monotonic() + FAILURE_TTL_S, error)
         raise
@@ -227,13 +237,14 @@ async def call_tool(
     name: str,
     arguments: dict[str, Any],
     mode: ConfinementMode = ConfinementMode.STRICT,
+    hidden: tuple[Path, ...] = (),
 ) -> ToolResult:
     """Call one tool; the server's own error result becomes a `ToolError` with its text."""
 
     async def work(session: ClientSession) -> Any:
         return await session.call_tool(name, arguments)
 
-    result = await _guarded(config, name, work, mode)
+    result = await _guarded(config, name, work, mode, hidden)
     texts = [getattr(block, "text", None) for block in result.content]
     text = "\n".join(t for t in texts if isinstance(t, str))
     others = [block.type for block in result.content if getattr(block, "text", None) is None]
@@ -280,10 +291,12 @@ class McpTool(Tool):
         server: McpServer,
         remote: RemoteTool,
         mode: ConfinementMode = ConfinementMode.STRICT,
+        hidden: tuple[Path, ...] = (),
     ) -> None:
         self.server = server
         self.remote = remote
         self.mode = mode
+        self.hidden = hidden
         description = remote.description or f"{remote.name} (MCP server {server.name})"
         self.spec = ToolSpec(
             name=tool_name(server.name, remote.name),
@@ -296,7 +309,9 @@ class McpTool(Tool):
         )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        return await call_tool(self.server.config, self.remote.name, arguments, self.mode)
+        return await call_tool(
+            self.server.config, self.remote.name, arguments, self.mode, self.hidden
+        )
 
     async def describe(self, arguments: dict[str, Any], context: ToolContext) -> str:
         import json
@@ -310,6 +325,12 @@ def confinement_mode(settings: Settings) -> ConfinementMode:
     """How strictly stdio servers are confined: the machine's setting for what LLMasOS
     starts on someone's behalf (``app_confinement``)."""
     return ConfinementMode(settings.app_confinement)
+
+
+def hidden_paths(settings: Settings) -> tuple[Path, ...]:
+    """What no stdio server may see, whatever paths it was given: the LLMasOS home (its key
+    file, the database, apps' data, other users' files)."""
+    return (Path(settings.home),)
 
 
 def server_store(context: ToolContext) -> McpServerStore:
@@ -330,15 +351,17 @@ class McpToolProvider:
             return []
         servers = server_store(context).list(context.principal.user_id)
         mode = confinement_mode(context.system.settings)
+        hidden = hidden_paths(context.system.settings)
         listed = await asyncio.gather(
-            *(list_tools(s.config, mode=mode) for s in servers), return_exceptions=True
+            *(list_tools(s.config, mode=mode, hidden=hidden) for s in servers),
+            return_exceptions=True,
         )
         tools: list[Tool] = []
         for server, found in zip(servers, listed, strict=True):
             if isinstance(found, BaseException):
                 logger.warning("MCP server %s left out: %s", server.name, _reason(found))
                 continue
-            tools.extend(McpTool(server, remote, mode) for remote in found)
+            tools.extend(McpTool(server, remote, mode, hidden) for remote in found)
         return tools
 
     def __repr__(self) -> str:

@@ -28,9 +28,10 @@ from llmasos.tools.mcp.servers import McpServerConfig
 GRACE_S: Final = 2.0
 
 
-def sandbox_spec(config: McpServerConfig) -> SandboxSpec:
+def sandbox_spec(config: McpServerConfig, hidden: tuple[Path, ...] = ()) -> SandboxSpec:
     """What the server may reach: its listed paths (and working directory), the network
-    when allowed, nothing of the LLMasOS home."""
+    when allowed, nothing of ``hidden`` (the LLMasOS home) even where a listed path holds
+    it."""
     readable = [Path(p) for p in (*config.read_paths, config.cwd or "") if p]
     command = shutil.which(config.command or "")
     if command:
@@ -40,12 +41,17 @@ def sandbox_spec(config: McpServerConfig) -> SandboxSpec:
         network=config.network,
         readable=tuple(p for p in readable if p.exists()),
         writable=tuple(Path(p) for p in config.write_paths if Path(p).exists()),
+        hidden=hidden,
     )
 
 
 @contextlib.asynccontextmanager
 async def confined_stdio(
-    config: McpServerConfig, env: dict[str, str], errlog: TextIO, mode: ConfinementMode
+    config: McpServerConfig,
+    env: dict[str, str],
+    errlog: TextIO,
+    mode: ConfinementMode,
+    hidden: tuple[Path, ...] = (),
 ) -> AsyncIterator[tuple[Any, Any]]:
     from mcp.shared.message import SessionMessage
     from mcp_types import jsonrpc_message_adapter
@@ -54,7 +60,7 @@ async def confined_stdio(
     process = await anyio.to_thread.run_sync(
         lambda: spawn(
             [config.command or "", *config.args],
-            sandbox_spec(config),
+            sandbox_spec(config, hidden),
             mode=mode,
             cwd=config.cwd,
             env=env,

@@ -1,0 +1,157 @@
+"""A stdio MCP server in its sandbox: the ways out of `tests/sandbox/escapes.py`, tried from
+inside a real server (the SDK's MCPServer) driven through our MCP client.
+
+The server (``escape_server.py``) runs the attempts in its own process, through ``ctypes``
+and started binaries. It is given a directory holding a fake LLMasOS home (``secret.key``,
+another app's data): the client hides the home all the same. Three runs share the module:
+confined without network, confined with the network permission, and not confined at all
+(the last shows that the files the confined runs cannot reach are there to be reached).
+
+Left to the plain-child tests of `tests/sandbox/test_spawn.py`, which run the same
+`llmasos.sandbox.spawn` with the same default limits: the fork bomb and memory past the
+limit (slow, and the server's worker threads count against the process limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmasos.config import Settings
+from llmasos.sandbox import ConfinementMode
+from llmasos.tools.mcp import client
+from llmasos.tools.mcp.servers import McpServerConfig
+from tests.sandbox import escapes
+from tests.sandbox.conftest import TEST_NET, Listener, nameserver, require_namespaces
+
+ESCAPE_SERVER = Path(__file__).with_name("escape_server.py")
+TESTS = Path(__file__).resolve().parents[2]
+NETWORK_ESCAPES = ["socket_connect", "ctypes_connect", "binary_connect", "curl_connect"]
+
+
+@dataclass
+class Runs:
+    """What each escape got in each run, by label (``what:target``)."""
+
+    root: Path
+    other: Listener
+    closed: dict[str, dict[str, Any]]
+    open: dict[str, dict[str, Any]]
+    loose: dict[str, dict[str, Any]]
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+
+def _attempts(root: Path, port: int, *, network: bool, files: bool) -> dict[str, dict[str, Any]]:
+    attempts: dict[str, dict[str, Any]] = {}
+    if network:
+        for what in NETWORK_ESCAPES:
+            attempts[f"{what}:local"] = {"what": what, "host": "127.0.0.1", "port": port}
+            attempts[f"{what}:testnet"] = {"what": what, "host": TEST_NET, "port": 80}
+        attempts["dns"] = {"what": "dns", "name": "example.com", "nameserver": nameserver()}
+    if files:
+        home = root / "home"
+        for what in ("write_ctypes", "write_subprocess"):
+            attempts[f"{what}:outside"] = {"what": what, "path": str(root / f"{what}.txt")}
+        attempts["write_ctypes:writable"] = {"what": "write_ctypes", "path": str(root / "w/x")}
+        attempts["read_ctypes:secret"] = {"what": "read_ctypes", "path": str(home / "secret.key")}
+        other = home / "apps" / "notes" / "data" / "private.txt"
+        attempts["read_ctypes:other_app"] = {"what": "read_ctypes", "path": str(other)}
+    return attempts
+
+
+def _run(root: Path, name: str, attempts: dict[str, dict[str, Any]], **fields: Any) -> Any:
+    config = McpServerConfig.checked(
+        {
+            "name": name,
+            "command": sys.executable,
+            "args": [str(ESCAPE_SERVER)],
+            "read_paths": [str(TESTS), str(root)],  # the home is inside: hidden all the same
+            "write_paths": [str(root / "w")],
+            "timeout_s": 120,
+            **fields,
+        }
+    )
+    settings = Settings(home=root / "home")
+    result = asyncio.run(
+        client.call_tool(
+            config,
+            "attempt_all",
+            {"attempts": list(attempts.values())},
+            ConfinementMode.STRICT,
+            client.hidden_paths(settings),
+        )
+    )
+    return dict(zip(attempts, result.output, strict=True))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    require_namespaces()
+    root = tmp_path_factory.mktemp("mcp-escapes")
+    (root / "w").mkdir()
+    data = root / "home" / "apps" / "notes" / "data"
+    data.mkdir(parents=True)
+    (data / "private.txt").write_text("the notes app's")
+    (root / "home" / "secret.key").write_text("do not read")
+    other = Listener()
+    every = {"network": True, "files": True}
+    closed = {
+        **_attempts(root, other.port, **every),
+        "ptrace": {"what": "ptrace"},
+        "new_namespace": {"what": "new_namespace"},
+    }
+    found_closed = _run(root, "closed", closed, network=False)
+    accepted = other.accepted
+    found_open = _run(root, "open", _attempts(root, other.port, **every), network=True)
+    files = _attempts(root, other.port, network=False, files=True)
+    found_loose = _run(root, "loose", files, confine=False)
+    assert accepted == 0, "the closed server reached the host's loopback"
+    yield Runs(root, other, found_closed, found_open, found_loose)
+    other.sock.close()
+
+
+@pytest.mark.parametrize("what", NETWORK_ESCAPES)
+def test_network_escapes_fail_confined_and_work_with_the_permission(runs: Runs, what: str) -> None:
+    if runs.open[f"{what}:local"].get("skipped"):
+        pytest.skip(runs.open[f"{what}:local"]["error"])
+    assert runs.closed[f"{what}:local"]["ok"] is False, runs.closed[f"{what}:local"]
+    assert runs.closed[f"{what}:testnet"]["ok"] is False
+    assert runs.open[f"{what}:local"]["ok"] is True, runs.open[f"{what}:local"]
+    on_host = escapes.attempt(what, host=TEST_NET, port=80)
+    assert runs.open[f"{what}:testnet"]["ok"] == on_host["ok"]
+
+
+def test_dns_leaves_only_with_the_network_permission(runs: Runs) -> None:
+    assert runs.closed["dns"]["ok"] is False and "ENETUNREACH" in runs.closed["dns"]["error"]
+    on_host = escapes.attempt("dns", name="example.com", nameserver=nameserver())
+    assert runs.open["dns"] == on_host
+
+
+def test_files_outside_the_grant_and_the_home_are_out_of_reach(runs: Runs) -> None:
+    for found in (runs.closed, runs.open):
+        for label in (
+            "write_ctypes:outside",
+            "write_subprocess:outside",
+            "read_ctypes:secret",
+            "read_ctypes:other_app",
+        ):
+            assert found[label]["ok"] is False, (label, found[label])
+        assert found["write_ctypes:writable"]["ok"] is True
+    # not confined, the same server reaches all of it: the paths are real
+    assert all(result["ok"] for result in runs.loose.values()), runs.loose
+    assert (runs.root / "write_ctypes.txt").read_text() == "escaped\n"
+
+
+@pytest.mark.parametrize("what", ["ptrace", "new_namespace"])
+def test_tracing_and_new_namespaces_are_denied(runs: Runs, what: str) -> None:
+    result = runs.closed[what]
+    assert result["ok"] is False and result["error"].startswith("EPERM"), result
