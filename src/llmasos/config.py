@@ -142,6 +142,24 @@ class Settings(BaseSettings):
     app_processes: int = Field(
         64, ge=8, description="Processes and threads an app's sandbox may hold at once."
     )
+    code_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="Longest run of the python_run tool and of a workflow's code node, in "
+        "seconds of wall-clock time (also each process's CPU time); past it the sandbox is "
+        "killed.",
+    )
+    code_memory_mb: int = Field(
+        256,
+        ge=32,
+        description="Memory limit of each code run's sandbox (python_run, code nodes), MB.",
+    )
+    code_network: bool = Field(
+        False,
+        description="Let code runs (python_run, code nodes) reach the network; off: they run in "
+        "a network namespace with no way out at all.",
+    )
     max_audio_seconds: float = Field(
         1800.0,
         gt=0,

@@ -234,6 +234,7 @@ BUILTIN_TOOLS: dict[str, tuple[str, ...]] = {
         "OsModels", "OsResidentModels", "OsServices", "OsApps", "OsTasks", "OsStatus",
         "AppLaunch",
     ),
+    "code": ("PythonRun",),  # model-written Python in the sandbox (design/tools.md)
     "mcp.client": ("McpToolProvider",),  # the tools of each user's MCP servers (design/mcp.md)
 }  # fmt: skip
 """Built-in tools (`Tool` classes or instances) by module of ``llmasos.tools``: imported when

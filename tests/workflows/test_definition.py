@@ -124,7 +124,7 @@ def test_python_definition_goes_through_the_same_checks() -> None:
     )
     assert workflow.order == ["double"]
     with pytest.raises(WorkflowError, match="unknown node type"):
-        Workflow.from_dict({"name": "py", "nodes": {"a": {"type": "code"}}})
+        Workflow.from_dict({"name": "py", "nodes": {"a": {"type": "shell"}}})
 
 
 def test_cron_schedule() -> None:

@@ -36,6 +36,7 @@ SCOPES: Final = {
     "notifications": "the key's user's notification inbox (/v1/notifications)",
     "workflows": "the key's user's workflows and their runs (/v1/workflows)",
     "mcp": "the key's user's MCP servers, and LLMasOS as an MCP server (/mcp)",
+    "code": "run Python in a sandbox (the python_run tool, workflows' code nodes)",
     "admin": "users, keys of others, quotas, usage and audit of everyone",
 }
 ALL_SCOPES: Final = "*"

@@ -32,6 +32,7 @@ NODE_TYPES: Final = (
     "map",
     "transform",
     "http",
+    "code",
     "human",
     "workflow",
 )
@@ -69,9 +70,19 @@ REQUIRED: Final[dict[str, tuple[str, ...]]] = {
     "map": ("over", "node"),
     "transform": (),
     "http": ("url",),
+    "code": ("code",),
     "human": ("prompt",),
     "workflow": ("workflow",),
 }
+VERBATIM: Final[dict[str, frozenset[str]]] = {"code": frozenset({"code"})}
+"""Parameters taken as written, never templated: a code node's Python, whose own braces
+and ``nodes.x`` attributes are not templates or references (its data comes in ``input``)."""
+
+
+def templated(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of a ``kind`` node that templates are resolved in."""
+    verbatim = VERBATIM.get(kind, frozenset())
+    return {key: value for key, value in params.items() if key not in verbatim}
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,8 @@ class Node:
 
     def references(self) -> set[str]:
         """The node names its parameters reference."""
-        return {m.group(1) for text in _strings(self.params) for m in REFERENCE.finditer(text)}
+        texts = _strings(templated(self.type, self.params))
+        return {m.group(1) for text in texts for m in REFERENCE.finditer(text)}
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type, **self.params}
@@ -319,6 +331,8 @@ def _node(name: str, raw: Any, position: Position | None) -> Node:
         missing = ["expression or template"]
     if missing:
         raise WorkflowError(f"{where}: a {kind} node needs `{missing[0]}`")
+    if kind == "code":
+        _check_code(params["code"], where)
     try:
         node = Node(
             name=name,
@@ -355,6 +369,19 @@ def _node(name: str, raw: Any, position: Position | None) -> Node:
     return node
 
 
+def _check_code(code: Any, where: str) -> None:
+    """A code node's ``code`` is Python that compiles (compiled, never run, here)."""
+    if not isinstance(code, str) or not code.strip():
+        raise WorkflowError(f"{where}: `code` must be the Python source, as text")
+    try:
+        compile(code, "code", "exec", dont_inherit=True)
+    except SyntaxError as error:
+        line = f" (line {error.lineno} of the code)" if error.lineno else ""
+        raise WorkflowError(f"{where}: `code` is not valid Python: {error.msg}{line}") from None
+    except ValueError as error:  # a NUL character
+        raise WorkflowError(f"{where}: `code` is not valid Python: {error}") from None
+
+
 def _names(value: Any) -> list[str]:
     if value is None:
         return []
@@ -384,9 +411,10 @@ def validate(workflow: Workflow) -> None:
     """Check references, branches, map sources and the graph; fill ``workflow.order``."""
     for node in workflow.nodes.values():
         where = _where(node)
-        texts = list(_strings(node.params))
+        texts = list(_strings(templated(node.type, node.params)))
         if node.type == "map":
-            texts.extend(_strings(node.params["node"]))
+            inner = node.params["node"]
+            texts.extend(_strings(templated(str(inner.get("type")), inner)))
         for text in texts:
             _check_templates(text, where)
             for match in REFERENCE.finditer(text):
@@ -465,6 +493,9 @@ def declared_output(node: Node) -> dict[str, Any] | None:
         return {"type": "object", "properties": {"result": {"type": "boolean"}}}
     if node.type == "retrieval":
         return {"type": "object", "properties": {"results": {"type": "array"}, "text": {}}}
+    if node.type == "code":
+        fields = ("exit_code", "stdout", "stderr", "truncated", "json")
+        return {"type": "object", "properties": {name: {} for name in fields}}
     return None
 
 

@@ -42,7 +42,7 @@ import jsonschema
 
 from llmasos.errors import InvalidRequestError, LLMasOSError, NotFoundError
 from llmasos.storage.schema import utcnow
-from llmasos.workflows.definition import Node, Workflow, load_workflow
+from llmasos.workflows.definition import Node, Workflow, load_workflow, templated
 from llmasos.workflows.errors import NodeFailure, WorkflowError
 from llmasos.workflows.expressions import evaluate, render, resolve
 from llmasos.workflows.nodes import NodeCall, NodeOutcome, NodeRuntime, execute
@@ -562,7 +562,8 @@ class WorkflowEngine:
                     f"{where}: map over a non-list ({type(over).__name__}); `over` must be a list"
                 )
             return {"over": over, "concurrency": params.get("concurrency", 4)}
-        return {k: resolve(v, scope, where) for k, v in params.items()}
+        resolved = {k: resolve(v, scope, where) for k, v in templated(node.type, params).items()}
+        return {**params, **resolved}  # a code node's `code` is taken as written
 
     async def _work(
         self, graph: _Graph, node: Node, key: str, params: dict[str, Any], scope: dict[str, Any]

@@ -7,8 +7,10 @@ JSON when the node has a ``schema``; each token is handed to ``on_token``), ``se
 the services runner, ``tool`` goes through `ToolSet` (so every registered tool works, its
 permission checked against the run's owner, its side effect keyed by the run and node),
 ``retrieval`` searches vector stores, ``http`` fetches a public address only (the SSRF guard
-of `llmasos.net.fetch_public`), ``transform`` evaluates an expression or renders a template
-in the sandbox. ``condition``, ``map``, ``human`` and ``workflow`` are the engine's.
+of `llmasos.net.fetch_public`), ``code`` runs Python in the OS sandbox through the runner of
+the ``python_run`` tool (`llmasos.tools.code.CodeSandbox`; the run's owner needs the
+``code`` scope), ``transform`` evaluates an expression or renders a template in Jinja's
+sandbox. ``condition``, ``map``, ``human`` and ``workflow`` are the engine's.
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ async def execute(
             return NodeOutcome({"json": json.loads(text), "text": text})
         except json.JSONDecodeError:
             return NodeOutcome({"json": None, "text": text})
+    if kind == "code":
+        return await _code(params, runtime, call, where)
     raise NodeFailure(f"{where}: the engine runs {kind} nodes itself")
 
 
@@ -197,3 +201,44 @@ async def _tool(
         message = result.output.get("error") if isinstance(result.output, dict) else result.output
         raise NodeFailure(f"{where}: tool {name} failed: {message}")
     return NodeOutcome({"result": result.output, "effects": list(result.effects)})
+
+
+async def _code(
+    params: Mapping[str, Any], runtime: NodeRuntime, call: NodeCall, where: str
+) -> NodeOutcome:
+    """Run the node's ``code`` confined, ``input`` as JSON on its standard input; a failed
+    run (exit status, time or memory limit) fails the node with the end of its stderr."""
+    from llmasos.tools.code import PERMISSION, CodeSandbox
+
+    system = _need(runtime.tools, "tool system", where)
+    principal_for = _need(runtime.principal_for, "principal lookup", where)
+    if not principal_for(call.user_id).allows_scope(PERMISSION):
+        raise NodeFailure(
+            f"{where}: code nodes need the `{PERMISSION}` scope, which the workflow's owner "
+            "does not hold"
+        )
+    given = params.get("input")
+    stdin = None if given is None else json.dumps(given, ensure_ascii=False, default=str).encode()
+    try:
+        result = await CodeSandbox.from_settings(system.settings).run_async(
+            str(params["code"]), stdin=stdin
+        )
+    except LLMasOSError as error:  # ConfinementError: strict mode on a machine without it
+        raise NodeFailure(f"{where}: {error.message}", code=error.code) from None
+    if not result.ok:
+        why = result.reason or f"exit status {result.exit_code}"
+        tail = " | ".join(result.stderr.strip().splitlines()[-3:])[-500:]
+        raise NodeFailure(f"{where}: the code failed ({why})" + (f": {tail}" if tail else ""))
+    try:
+        parsed = json.loads(result.stdout) if result.stdout.strip() else None
+    except json.JSONDecodeError:
+        parsed = None
+    return NodeOutcome(
+        {
+            "exit_code": result.exit_code,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "truncated": result.stdout_truncated or result.stderr_truncated,
+            "json": parsed,
+        }
+    )

@@ -6,6 +6,8 @@ and started binaries. It is given a directory holding a fake LLMasOS home (``sec
 another app's data): the client hides the home all the same. Three runs share the module:
 confined without network, confined with the network permission, and not confined at all
 (the last shows that the files the confined runs cannot reach are there to be reached).
+TEST-NET and DNS are tried only without network, where no packet can leave; with the
+permission, a loopback listener of the test shows the network is there.
 
 Left to the plain-child tests of `tests/sandbox/test_spawn.py`, which run the same
 `llmasos.sandbox.spawn` with the same default limits: the fork bomb and memory past the
@@ -27,7 +29,6 @@ from llmasos.config import Settings
 from llmasos.sandbox import ConfinementMode
 from llmasos.tools.mcp import client
 from llmasos.tools.mcp.servers import McpServerConfig
-from tests.sandbox import escapes
 from tests.sandbox.conftest import TEST_NET, Listener, nameserver, require_namespaces
 
 ESCAPE_SERVER = Path(__file__).with_name("escape_server.py")
@@ -50,12 +51,18 @@ class Runs:
         return self.root / "home"
 
 
-def _attempts(root: Path, port: int, *, network: bool, files: bool) -> dict[str, dict[str, Any]]:
+def _attempts(
+    root: Path, port: int, *, network: bool, outward: bool, files: bool
+) -> dict[str, dict[str, Any]]:
+    """The batch of one run; ``outward`` adds TEST-NET and DNS, tried only where no packet
+    can leave (with the network granted, the loopback listener shows it)."""
     attempts: dict[str, dict[str, Any]] = {}
     if network:
         for what in NETWORK_ESCAPES:
             attempts[f"{what}:local"] = {"what": what, "host": "127.0.0.1", "port": port}
-            attempts[f"{what}:testnet"] = {"what": what, "host": TEST_NET, "port": 80}
+            if outward:
+                attempts[f"{what}:testnet"] = {"what": what, "host": TEST_NET, "port": 80}
+    if outward:
         attempts["dns"] = {"what": "dns", "name": "example.com", "nameserver": nameserver()}
     if files:
         home = root / "home"
@@ -103,16 +110,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     (data / "private.txt").write_text("the notes app's")
     (root / "home" / "secret.key").write_text("do not read")
     other = Listener()
-    every = {"network": True, "files": True}
     closed = {
-        **_attempts(root, other.port, **every),
+        **_attempts(root, other.port, network=True, outward=True, files=True),
         "ptrace": {"what": "ptrace"},
         "new_namespace": {"what": "new_namespace"},
     }
     found_closed = _run(root, "closed", closed, network=False)
     accepted = other.accepted
-    found_open = _run(root, "open", _attempts(root, other.port, **every), network=True)
-    files = _attempts(root, other.port, network=False, files=True)
+    granted = _attempts(root, other.port, network=True, outward=False, files=True)
+    found_open = _run(root, "open", granted, network=True)
+    files = _attempts(root, other.port, network=False, outward=False, files=True)
     found_loose = _run(root, "loose", files, confine=False)
     assert accepted == 0, "the closed server reached the host's loopback"
     yield Runs(root, other, found_closed, found_open, found_loose)
@@ -126,14 +133,10 @@ def test_network_escapes_fail_confined_and_work_with_the_permission(runs: Runs, 
     assert runs.closed[f"{what}:local"]["ok"] is False, runs.closed[f"{what}:local"]
     assert runs.closed[f"{what}:testnet"]["ok"] is False
     assert runs.open[f"{what}:local"]["ok"] is True, runs.open[f"{what}:local"]
-    on_host = escapes.attempt(what, host=TEST_NET, port=80)
-    assert runs.open[f"{what}:testnet"]["ok"] == on_host["ok"]
 
 
-def test_dns_leaves_only_with_the_network_permission(runs: Runs) -> None:
+def test_dns_cannot_leave_a_server_without_network(runs: Runs) -> None:
     assert runs.closed["dns"]["ok"] is False and "ENETUNREACH" in runs.closed["dns"]["error"]
-    on_host = escapes.attempt("dns", name="example.com", nameserver=nameserver())
-    assert runs.open["dns"] == on_host
 
 
 def test_files_outside_the_grant_and_the_home_are_out_of_reach(runs: Runs) -> None:
