@@ -2,8 +2,9 @@
 
 ``spawn(argv, SandboxSpec(...))`` runs a command inside Linux namespaces (bubblewrap), under
 a seccomp filter and resource limits (cgroups, else rlimits), and returns a Popen-like
-`SandboxedProcess`. Installed apps use it today (`llmasos.apps.monitor`); stdio MCP servers
-and agent tools are meant to call the same function. `probe()` says what this machine
+`SandboxedProcess`. Installed apps (`llmasos.apps.monitor`), stdio MCP servers
+(`llmasos.tools.mcp.confined`) and model-written code (`llmasos.tools.code`: the
+``python_run`` tool and workflows' ``code`` nodes) all start through it. `probe()` says what this machine
 provides; `plan()` says which layers a spec would get, and refuses in strict mode when one is
 missing (see docs/design/apps.md, *Confinement*).
 
