@@ -72,7 +72,7 @@ def test_code_is_checked_as_python_and_never_as_a_template() -> None:
         "name: x\nnodes:\n  a: {type: code, code: 'print(1)'}\n"
         "  b: {type: transform, expression: nodes.a.output.result}\n"
     )
-    with pytest.raises(WorkflowError, match="nodes.a.output has no field 'result'"):
+    with pytest.raises(WorkflowError, match=r"nodes\.a\.output has no field 'result'"):
         load_workflow(wrong_field)
 
 
