@@ -29,10 +29,10 @@ from llmasos.cli.root import state as cli_state
 from llmasos.config import load_settings
 from llmasos.sandbox import ConfinementMode
 from llmasos.storage import open_database
-from tests.sandbox import escapes
 from tests.sandbox.conftest import (
     ESCAPES,
     TEST_NET,
+    DatagramListener,
     Listener,
     nameserver,
     require_cgroups,
@@ -147,16 +147,21 @@ def test_an_app_with_network_reaches_what_the_host_reaches(
     if local.get("skipped"):
         pytest.skip(local["error"])
     assert local["ok"] is True, local
-    on_host = escapes.attempt(what, host=TEST_NET, port=80)
-    assert apps.attempt("open", what, host=TEST_NET, port=80)["ok"] == on_host["ok"]
+    assert other_service.accepted >= 1
 
 
 def test_dns_leaves_only_an_app_with_network(apps: EscapeApps) -> None:
-    server = nameserver()
-    blocked = apps.attempt("closed", "dns", name="example.com", nameserver=server)
+    blocked = apps.attempt("closed", "dns", name="example.com", nameserver=nameserver())
     assert blocked["ok"] is False and "ENETUNREACH" in blocked["error"]
-    on_host = escapes.attempt("dns", name="example.com", nameserver=server)
-    assert apps.attempt("open", "dns", name="example.com", nameserver=server) == on_host
+    resolver = DatagramListener()  # a nameserver on the host's loopback
+    try:
+        sent = apps.attempt(
+            "open", "dns", name="example.com", nameserver="127.0.0.1", port=resolver.port
+        )
+        assert sent["ok"], sent
+        assert resolver.wait_for(1)
+    finally:
+        resolver.sock.close()
 
 
 @pytest.mark.parametrize("name", ["closed", "open"])

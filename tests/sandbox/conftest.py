@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,15 +20,40 @@ TEST_NET = "203.0.113.1"
 
 
 def nameserver() -> str:
-    """The host's first IPv4 nameserver (a DNS query sent there is a way out)."""
-    try:
-        for line in Path("/etc/resolv.conf").read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == "nameserver" and "." in parts[1]:
-                return parts[1]
-    except OSError:
-        pass
+    """A nameserver address no one owns (TEST-NET-1, RFC 5737). A confined query to it must
+    fail before a packet leaves; the tests never send DNS to a real resolver (the machine
+    they run on may reach only its loopback) and check the granted case on loopback
+    (`DatagramListener`)."""
     return "192.0.2.53"
+
+
+class DatagramListener:
+    """A UDP socket on 127.0.0.1 that counts the datagrams it receives (a stand-in
+    nameserver: a query reaching it is a query that left)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.received = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                self.sock.recv(4096)
+            except OSError:
+                return
+            self.received += 1
+
+    def wait_for(self, count: int, seconds: float = 5.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while self.received < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.received >= count
 
 
 class Listener:
@@ -64,6 +90,13 @@ def kernel_listener() -> Iterator[Listener]:
 @pytest.fixture
 def other_listener() -> Iterator[Listener]:
     listener = Listener()
+    yield listener
+    listener.sock.close()
+
+
+@pytest.fixture
+def local_nameserver() -> Iterator[DatagramListener]:
+    listener = DatagramListener()
     yield listener
     listener.sock.close()
 

@@ -96,9 +96,9 @@ def curl_connect(host: str, port: int) -> dict[str, Any]:
     return {"ok": connected, "error": None if connected else f"curl exit status {status}"}
 
 
-def dns(name: str, nameserver: str) -> dict[str, Any]:
-    """A DNS query for ``name`` sent over UDP to ``nameserver`` through libc (the packet
-    leaving is the escape; an answer is not needed)."""
+def dns(name: str, nameserver: str, port: int = 53) -> dict[str, Any]:
+    """A DNS query for ``name`` sent over UDP to ``nameserver`` (port ``port``) through libc
+    (the packet leaving is the escape; an answer is not needed)."""
     query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
     query += b"".join(bytes([len(part)]) + part.encode() for part in name.split(".")) + b"\0"
     query += struct.pack(">HH", 1, 1)
@@ -106,7 +106,7 @@ def dns(name: str, nameserver: str) -> dict[str, Any]:
     if fd < 0:
         return _failure(ctypes.get_errno())
     try:
-        address = _sockaddr_in(nameserver, 53)
+        address = _sockaddr_in(nameserver, port)
         if libc.connect(fd, address, len(address)) != 0:
             return _failure(ctypes.get_errno())
         if libc.send(fd, query, len(query), 0) < 0:
