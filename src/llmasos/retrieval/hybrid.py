@@ -10,10 +10,12 @@ is what made queries slow at 10^5 rows). On PostgreSQL a GIN index over
 `HybridIndex` creates them at start and rebuilds the FTS5 table when it disagrees with the
 entries (a crash between two statements cannot happen — they share a transaction — but an
 old backup or a user deleted by cascade can).
-Meaning: `llmasos.retrieval.vectors.VectorCache` (exact cosine, an HNSW graph for large
-namespaces). Filters (kind, time, metadata) are SQL conditions on the entries, applied to
-both sides before ranking, so a filter never hides a better match behind worse ones. Results
-are fused with reciprocal rank fusion.
+Meaning: on PostgreSQL with the pgvector extension (detected at start),
+`llmasos.retrieval.pgvectors.PgVectors` (a derived ``vector`` table with HNSW indexes, searched
+in SQL); elsewhere `llmasos.retrieval.vectors.VectorCache` (exact cosine in process, an HNSW
+graph for large namespaces). Filters (kind, time, metadata) are SQL conditions on the
+entries, applied to both sides before ranking, so a filter never hides a better match behind
+worse ones. Results are fused with reciprocal rank fusion.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from llmasos.retrieval.interface import (
     SearchHit,
     reciprocal_rank_fusion,
 )
+from llmasos.retrieval.pgvectors import APPROXIMATE_MIN_ROWS, PgVectors
 from llmasos.retrieval.terms import TermBlinder
 from llmasos.retrieval.vectors import VectorCache, encode_vector
 from llmasos.storage.database import Database
@@ -67,7 +70,9 @@ OLD_FTS_TABLES = ("retrieval_fts",)
 entries)."""
 PG_TERMS_INDEX = "ix_retrieval_entries_terms_tsv"
 _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
-_prepared: set[str] = set()
+_prepared: dict[str, PgVectors | None] = {}
+"""Databases whose derived indexes were checked at start, with their pgvector side (None:
+SQLite, or PostgreSQL without the extension)."""
 _prepared_lock = threading.Lock()
 
 
@@ -111,6 +116,7 @@ class HybridIndex(RetrievalIndexInterface):
         *,
         vectors: VectorCache | None = None,
         candidates: int = 50,
+        native_vectors: bool = True,
     ) -> None:
         self.database = database
         self.collection = collection
@@ -118,17 +124,25 @@ class HybridIndex(RetrievalIndexInterface):
         self.vectors = vectors or VectorCache()
         self.candidates = candidates
         """Each side ranks at least this many before fusion (more when ``k`` is larger)."""
+        self.native_vectors = native_vectors
+        """Search vectors in the database when it can (pgvector); False: always in process.
+        Writes keep the database's vector table either way."""
         self._df_cache: dict[str, tuple[int, float]] = {}
+        self.pgvectors: PgVectors | None = None
+        """The database's pgvector side, when it has one (set by `prepare`)."""
         self.prepare()
 
     # --- the derived text index ----------------------------------------------------------
 
     def prepare(self) -> None:
-        """Create the text index if missing and, on SQLite, refill it if it drifted."""
+        """Create the text index if missing and, on SQLite, refill it if it drifted; on
+        PostgreSQL detect pgvector and, with it, create and repair the vector table."""
         key = f"{self.database.display_url}#{id(self.database)}"
         with _prepared_lock:
             if key in _prepared:
+                self.pgvectors = _prepared[key]
                 return
+            pgvectors: PgVectors | None = None
             with self.database.session(write=True) as session:
                 if self.database.is_sqlite:
                     for old in OLD_FTS_TABLES:
@@ -150,7 +164,10 @@ class HybridIndex(RetrievalIndexInterface):
                             "USING gin (to_tsvector('simple', terms))"
                         )
                     )
-            _prepared.add(key)
+                    pgvectors = PgVectors.detect(session)
+                    if pgvectors is not None:
+                        pgvectors.prepare(session)
+            _prepared[key] = self.pgvectors = pgvectors
 
     def _resync_fts(self, session: Session) -> None:
         indexed = session.scalar(text(f"SELECT count(*) FROM {FTS_TABLE}"))
@@ -216,6 +233,10 @@ class HybridIndex(RetrievalIndexInterface):
             self._fts_insert(
                 session,
                 [(r.id, scope_token(self.collection, r.namespace), r.terms) for r in rows],
+            )
+        if self.pgvectors is not None:
+            self.pgvectors.add(
+                session, [(r.id, self.collection, r.namespace, r.embedding) for r in rows]
             )
         for namespace in {r.namespace for r in rows}:
             mine = [r for r in rows if r.namespace == namespace]
@@ -439,6 +460,20 @@ class HybridIndex(RetrievalIndexInterface):
     def _semantic(
         self, namespace: str, embedding: Sequence[float], filters: SearchFilters, depth: int
     ) -> list[tuple[int, float]]:
+        if self.pgvectors is not None and self.native_vectors:
+            # Filtered searches are exact; unfiltered ones of a large namespace use the graph.
+            approximate = filters.empty and self._census(namespace)[0] >= APPROXIMATE_MIN_ROWS
+            conditions = [] if filters.empty else self._conditions(namespace, filters)
+            with self.database.session() as session:
+                return self.pgvectors.search(
+                    session,
+                    self.collection,
+                    namespace,
+                    embedding,
+                    conditions,
+                    depth,
+                    approximate=approximate,
+                )
         allowed: set[int] | None = None
         if not filters.empty:
             with self.database.session() as session:
