@@ -187,21 +187,35 @@ def test_removal_replacement_and_cascades_follow_the_entries(pg_database: Databa
     assert refs(index.search("other", "", [1, 0, 0], mode="vector")) == [5]
 
 
-def test_the_vector_table_is_repaired_at_start(pg_database: Database) -> None:
+def test_the_vector_table_is_repaired_at_start(
+    pg_database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     index = restart(pg_database, "pgv-repair")
     with pg_database.session(write=True) as session:
         index.add(session, [entry(n, f"row {n}", [1, n, 0]) for n in range(1, 6)])
-    with pg_database.session(write=True) as session:  # stale: a row lost, one moved, one foreign
-        entry_of = "(SELECT id FROM retrieval_entries WHERE collection='pgv-repair' AND ref_id={})"
+    entry_of = "(SELECT id FROM retrieval_entries WHERE collection='pgv-repair' AND ref_id={})"
+    with pg_database.session(write=True) as session:  # a row lost, one moved, one foreign ...
         session.execute(text(f"DELETE FROM retrieval_vectors WHERE entry_id={entry_of.format(1)}"))
         session.execute(text("UPDATE retrieval_vectors SET namespace = 'elsewhere' "
                              f"WHERE entry_id = {entry_of.format(2)}"))  # fmt: skip
         session.execute(text("INSERT INTO retrieval_vectors VALUES "
-                             "(999999, 'pgv-repair', 'alice', 3, '[1,1,0]')"))  # fmt: skip
+                             "(999999, 'pgv-repair', 'alice', 3, '[1,1,0]', '1')"))  # fmt: skip
+        # ... and an entry replaced under its id (as a restored backup would): another vector
+        session.execute(
+            text(f"UPDATE retrieval_entries SET embedding = :e WHERE id = {entry_of.format(3)}"),
+            {"e": np.asarray([0, 0, 1], dtype="<f4").tobytes()},
+        )
     index = restart(pg_database, "pgv-repair")
     assert vector_rows(pg_database, "pgv-repair", "alice") == 5
     assert vector_rows(pg_database, "pgv-repair", "elsewhere") == 0
     assert refs(index.search("alice", "", [1, 0, 0], k=1, mode="vector")) == [1]
+    top = index.search("alice", "", [0, 0, 1], k=1, mode="vector")
+    assert refs(top) == [3] and top[0].similarity == pytest.approx(1.0)
+    with pg_database.session(write=True) as session:  # new terms, same embedding: kept as is
+        index.reblind(session, 4, "row four")
+    with caplog.at_level(logging.INFO, logger="llmasos.retrieval.pgvectors"):
+        index = restart(pg_database, "pgv-repair")
+    assert not [r for r in caplog.records if r.message.startswith("rebuilt")]
     with pg_database.session(write=True) as session:
         session.execute(text("DROP TABLE retrieval_vectors"))
         index.remove(session, [5])  # the trigger outlives the table without failing

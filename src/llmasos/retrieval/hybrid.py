@@ -235,9 +235,7 @@ class HybridIndex(RetrievalIndexInterface):
                 [(r.id, scope_token(self.collection, r.namespace), r.terms) for r in rows],
             )
         if self.pgvectors is not None:
-            self.pgvectors.add(
-                session, [(r.id, self.collection, r.namespace, r.embedding) for r in rows]
-            )
+            self.pgvectors.add(session, [(r.id, r.embedding) for r in rows])
         for namespace in {r.namespace for r in rows}:
             mine = [r for r in rows if r.namespace == namespace]
             count_entries(
@@ -276,6 +274,8 @@ class HybridIndex(RetrievalIndexInterface):
             self._fts_insert(
                 session, [(row.id, scope_token(self.collection, row.namespace), row.terms)]
             )
+        if self.pgvectors is not None:
+            self.pgvectors.restamp(session, [row.id])
 
     def stale_ref_ids(self, session: Session) -> list[int]:
         """Rows whose terms were blinded under another key (the master key was rotated)."""

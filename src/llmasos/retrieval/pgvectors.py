@@ -49,7 +49,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     cast,
-    insert,
+    func,
     select,
     text,
 )
@@ -74,13 +74,16 @@ REPAIR_BATCH = 1000
 BULK_REPAIR_ROWS = 10_000
 """Repairing more rows than this drops the HNSW indexes first and builds them afterwards
 (one build is much faster than as many single inserts into the graph)."""
+COLUMNS = {"entry_id", "collection", "namespace", "dims", "embedding", "entry_xmin"}
 TRIGGER = "trg_retrieval_entries_forget_vectors"
 TRIGGER_FUNCTION = "retrieval_vectors_forget"
 
 
 @functools.cache
 def vectors_table() -> Table:
-    """The derived table (its own metadata: it is not part of the migrated schema)."""
+    """The derived table (its own metadata: it is not part of the migrated schema). Its
+    ``entry_xmin`` (type ``xid``: the entry's row version it was copied from) is only used in
+    SQL text."""
     from pgvector.sqlalchemy import VECTOR
 
     return Table(
@@ -153,13 +156,26 @@ class PgVectors:
 
     def prepare(self, session: Session) -> None:
         """Create the table, its trigger and indexes if missing, then repair it from the
-        entries. Runs at start under the index's advisory lock."""
+        entries. Runs at start under the index's advisory lock. A table of another layout
+        (an earlier version's) is dropped and rebuilt: it holds nothing but derived data."""
+        columns = set(
+            session.scalars(
+                text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = :t"
+                ),
+                {"t": VECTORS_TABLE},
+            )
+        )
+        if columns and columns != COLUMNS:
+            session.execute(text(f"DROP TABLE {VECTORS_TABLE}"))
+            self.indexed_dims.clear()
         session.execute(
             text(
                 f"CREATE TABLE IF NOT EXISTS {VECTORS_TABLE} ("
                 "entry_id integer PRIMARY KEY, collection varchar(32) NOT NULL, "
                 "namespace varchar(64) NOT NULL, dims integer NOT NULL, "
-                "embedding vector NOT NULL)"
+                "embedding vector NOT NULL, entry_xmin xid NOT NULL)"
             )
         )
         session.execute(
@@ -235,22 +251,26 @@ class PgVectors:
         self.indexed_dims.add(dims)
 
     def _repair(self, session: Session) -> int:
-        """Make the table agree with the entries: drop rows whose entry is gone or no longer
-        matches, copy the embeddings of entries without a row. How many rows were copied."""
+        """Make the table agree with the entries: drop rows whose entry is gone, is not the
+        row version they were copied from (``entry_xmin``: an entry replaced in place, or a
+        restored backup's entry under a known id) or lies elsewhere, then copy the embeddings
+        of entries without a row. How many rows were copied."""
         session.execute(
             text(
                 f"DELETE FROM {VECTORS_TABLE} v WHERE NOT EXISTS (SELECT 1 FROM "
-                "retrieval_entries e WHERE e.id = v.entry_id AND e.collection = v.collection "
-                "AND e.namespace = v.namespace AND octet_length(e.embedding) = 4 * v.dims)"
+                "retrieval_entries e WHERE e.id = v.entry_id AND e.xmin = v.entry_xmin "
+                "AND e.collection = v.collection AND e.namespace = v.namespace)"
             )
         )
-        entry = RetrievalEntry
         table = vectors_table()
+        entry = RetrievalEntry
+        size = func.octet_length(entry.embedding)
         missing = list(
             session.scalars(
                 select(entry.id)
                 .where(
-                    entry.embedding.is_not(None),
+                    size.between(4, 4 * VECTOR_MAX_DIMS),
+                    size % 4 == 0,
                     ~select(table.c.entry_id).where(table.c.entry_id == entry.id).exists(),
                 )
                 .order_by(entry.id)
@@ -271,48 +291,64 @@ class PgVectors:
         copied = 0
         for start in range(0, len(missing), REPAIR_BATCH):
             rows = session.execute(
-                select(entry.id, entry.collection, entry.namespace, entry.embedding).where(
+                select(entry.id, entry.embedding).where(
                     entry.id.in_(missing[start : start + REPAIR_BATCH])
                 )
             ).all()
-            copied += self._insert(
-                session, [(int(i), c, n, bytes(e or b"")) for i, c, n, e in rows], index=False
-            )
+            copied += self._insert(session, [(int(i), e) for i, e in rows], index=False)
         log.info("rebuilt %d rows of the pgvector table from the retrieval entries", copied)
         return copied
 
     # --- writes ---------------------------------------------------------------------------
 
-    def add(self, session: Session, rows: Iterable[tuple[int, str, str, bytes | None]]) -> int:
-        """Copy (entry id, collection, namespace, float32 embedding) rows in the writer's
-        transaction; rows without a usable embedding are skipped. How many were copied."""
+    def add(self, session: Session, rows: Iterable[tuple[int, bytes | None]]) -> int:
+        """Copy (entry id, float32 embedding) of entries just written (flushed) in the
+        writer's transaction; rows without a usable embedding are skipped. How many were
+        copied."""
         return self._insert(session, list(rows), index=True)
 
+    def restamp(self, session: Session, entry_ids: Sequence[int]) -> None:
+        """Entries changed in place without a new embedding (re-blinded terms): their rows
+        stay, stamped with the new row version so the repair at start keeps them."""
+        if entry_ids:
+            session.execute(
+                text(
+                    f"UPDATE {VECTORS_TABLE} v SET entry_xmin = e.xmin FROM retrieval_entries e "
+                    "WHERE e.id = v.entry_id AND e.id = ANY(:ids)"
+                ),
+                {"ids": list(entry_ids)},
+            )
+
     def _insert(
-        self, session: Session, rows: Sequence[tuple[int, str, str, bytes | None]], *, index: bool
+        self, session: Session, rows: Sequence[tuple[int, bytes | None]], *, index: bool
     ) -> int:
-        usable = [
-            (entry_id, collection, namespace, blob)
-            for entry_id, collection, namespace, blob in rows
-            if blob is not None and _usable(blob)
-        ]
+        from pgvector.sqlalchemy import VECTOR
+
+        usable = [(i, blob) for i, blob in rows if blob is not None and _usable(blob)]
         if not usable:
             return 0
         if index:
-            for dims in sorted({len(blob) // 4 for *_, blob in usable}):
+            for dims in sorted({len(blob) // 4 for _, blob in usable}):
                 self._ensure_index(session, dims)
-        values = [
-            {
-                "entry_id": entry_id,
-                "collection": collection,
-                "namespace": namespace,
-                "dims": len(blob) // 4,
-                "embedding": np.frombuffer(blob, dtype="<f4"),
-            }
-            for entry_id, collection, namespace, blob in usable
-        ]
-        session.execute(insert(vectors_table()), values)
-        return len(values)
+        # Namespace and row version come from the entry itself, in the same statement.
+        statement = text(
+            f"INSERT INTO {VECTORS_TABLE} "
+            "(entry_id, collection, namespace, dims, embedding, entry_xmin) "
+            "SELECT e.id, e.collection, e.namespace, :dims, CAST(:embedding AS vector), e.xmin "
+            "FROM retrieval_entries e WHERE e.id = :entry_id"
+        ).bindparams(bindparam("embedding", type_=VECTOR()))
+        session.execute(
+            statement,
+            [
+                {
+                    "entry_id": i,
+                    "dims": len(blob) // 4,
+                    "embedding": np.frombuffer(blob, dtype="<f4"),
+                }
+                for i, blob in usable
+            ],
+        )
+        return len(usable)
 
     # --- search ---------------------------------------------------------------------------
 
