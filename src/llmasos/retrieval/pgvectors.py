@@ -248,7 +248,8 @@ class PgVectors:
                 f"USING hnsw ((embedding::vector({dims})) vector_cosine_ops) WHERE dims = {dims}"
             )
         )
-        self.indexed_dims.add(dims)
+        # Not cached here: the writer's transaction may still roll back; `_has_index` finds
+        # the index once it is there.
 
     def _repair(self, session: Session) -> int:
         """Make the table agree with the entries: drop rows whose entry is gone, is not the
