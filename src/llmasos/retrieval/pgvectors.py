@@ -25,7 +25,7 @@ Search: the query's dimension selects the rows (``dims = len(query)``). A namesp
 than `APPROXIMATE_MIN_ROWS`, or any filtered search, is scored exactly: the ORDER BY uses the
 uncast column, which no index matches, so PostgreSQL reads the namespace's (filtered) rows
 and sorts them by the cosine distance. An unfiltered search of a larger namespace orders by
-the cast expression, which the HNSW index serves (``hnsw.ef_search`` raised to the depth);
+the cast expression, which the HNSW index serves (``hnsw.ef_search``: 4 per wanted row);
 since pgvector before 0.8 filters the graph's candidates after the scan, a result shorter
 than asked for (other namespaces' rows took the candidates) is asked again exactly, so the
 namespace condition never hides a better match. Similarities are ``1 - (a <=> b)``, the
@@ -68,6 +68,9 @@ VECTOR_MAX_DIMS = 16000
 APPROXIMATE_MIN_ROWS = 20_000
 """A namespace this large is searched through the HNSW index (when unfiltered); below it an
 exact scan takes a few milliseconds and has recall 1 (the in-process path's threshold too)."""
+EF_SEARCH_PER_HIT = 4
+"""The graph's candidate list (``hnsw.ef_search``) per wanted row, as the in-process graph
+oversamples (`llmasos.retrieval.vectors.ANN_OVERSAMPLE`)."""
 EF_SEARCH_MAX = 1000
 """pgvector's upper bound for ``hnsw.ef_search``."""
 REPAIR_BATCH = 1000
@@ -373,7 +376,7 @@ class PgVectors:
         indexable = dims <= HNSW_MAX_DIMS and not conditions
         if approximate and indexable and self._has_index(session, dims):
             session.execute(
-                text(f"SET LOCAL hnsw.ef_search = {min(EF_SEARCH_MAX, max(40, depth))}")
+                text(f"SET LOCAL hnsw.ef_search = {min(EF_SEARCH_MAX, EF_SEARCH_PER_HIT * depth)}")
             )
             hits = self._ranked(session, collection, namespace, query, conditions, depth, True)
             if len(hits) >= depth:
