@@ -114,6 +114,45 @@ def test_create_list_show_run_trace_delete(server: tuple[str, Record]) -> None:
     assert httpx.get(f"{url}/v1/workflows/greet").status_code == 404
 
 
+COSTS = """
+name: costs
+inputs: {name: string}
+nodes:
+  priced: {type: llm, prompt: "Greet {{ inputs.name }}", max_tokens: 4}
+  unpriced: {type: llm, model: "nopricemodel", prompt: "Greet {{ inputs.name }}", max_tokens: 4}
+  free: {type: transform, expression: "nodes.priced.output ~ nodes.unpriced.output"}
+outputs: {answer: "{{ nodes.free.output }}"}
+"""
+
+
+def test_trace_prices_each_node_from_the_price_table(server: tuple[str, Record]) -> None:
+    url, _ = server
+    price = {"prompt_per_1k": 1.5, "completion_per_1k": 3.0}
+    assert httpx.put(f"{url}/admin/prices/smollm2", json=price).status_code == 200
+    httpx.post(f"{url}/v1/workflows", json={"source": COSTS, "replace": True})
+    reply = httpx.post(f"{url}/v1/workflows/costs/runs?wait=true", json={"input": {"name": "Bo"}})
+    data = reply.json()
+    assert data["status"] == "succeeded", data["error"]
+    steps = {s["node"]: s for s in data["steps"]}
+    used = steps["priced"]["usage"]
+    assert used["prompt_tokens"] > 0 and used["completion_tokens"] > 0
+    expected = (used["prompt_tokens"] * 1.5 + used["completion_tokens"] * 3.0) / 1000
+    assert steps["priced"]["cost"] == pytest.approx(expected)
+    assert steps["unpriced"]["usage"]["completion_tokens"] > 0
+    assert steps["unpriced"]["cost"] is None  # a model without a price: unknown, not 0
+    assert steps["free"]["cost"] == 0  # no model call
+    total = data["usage"]
+    assert total["cost"] == pytest.approx(expected) and total["priced"] is False
+    assert total["total_tokens"] == sum(
+        s["usage"]["prompt_tokens"] + s["usage"]["completion_tokens"] for s in data["steps"]
+    )
+    # the stored cost is the price when the node ran: a later price leaves it
+    price = {"prompt_per_1k": 100.0, "completion_per_1k": 100.0}
+    assert httpx.put(f"{url}/admin/prices/smollm2", json=price).status_code == 200
+    again = httpx.get(f"{url}/v1/workflows/runs/{data['id']}").json()
+    assert again["usage"]["cost"] == pytest.approx(expected)
+
+
 def test_bad_definitions_and_inputs_are_400(server: tuple[str, Record]) -> None:
     url, _ = server
     reply = httpx.post(

@@ -1079,6 +1079,9 @@ class WorkflowStep(Base):
     model: Mapped[str | None] = mapped_column(String(255))
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float | None] = mapped_column(Float)
+    """What the node's tokens cost by the price table when it finished (`usage_cost`): 0
+    without tokens, None when its model has no price (unknown, not free)."""
     cache_key: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

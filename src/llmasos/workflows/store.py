@@ -7,6 +7,10 @@ what a resumed run reads to skip finished nodes. Calls are short synchronous tra
 made from the event loop: a step's record costs one commit (measured in docs/benchmarks.md).
 With a content cipher (as every server has), the inputs and outputs of runs and steps are
 stored sealed (`Sealer`), like conversations and memories; the clear columns stay empty.
+Rows written in clear before sealing existed are sealed by `WorkflowStore.seal_clear_rows`,
+which a server runs at start. A finished step's ``cost`` is its tokens priced by the OS's
+price table at that moment (`llmasos.access.usage.usage_cost`, as usage reports price
+requests): 0 without tokens, None when the model has no price.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Final
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from llmasos.access.usage import PriceTable, usage_cost
 from llmasos.errors import InvalidRequestError, NotFoundError, StorageError
 from llmasos.storage.crypto import ContentCipher
 from llmasos.storage.database import Database
@@ -103,6 +108,8 @@ class StepWrite:
     inputs: Any = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    cost: float | None = None
+    """Set by the store when it writes the finished step (priced from the price table)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,9 @@ class StepRecord:
     completion_tokens: int
     started_at: datetime
     finished_at: datetime | None
+    cost: float | None = None
+    """The tokens' cost when the node finished; None while it runs, or when the model had
+    no price."""
 
 
 def _workflow(row: WorkflowDefinition) -> StoredWorkflow:
@@ -174,6 +184,7 @@ class Sealer:
             row.completion_tokens,
             row.started_at,
             row.finished_at,
+            row.cost,
         )
 
     def set_step_inputs(self, row: WorkflowStep, value: Any) -> None:
@@ -199,6 +210,7 @@ class WorkflowStore:
     def __init__(self, database: Database, cipher: ContentCipher | None = None) -> None:
         self.database = database
         self.sealer = Sealer(cipher)
+        self.prices = PriceTable(database)
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -374,7 +386,7 @@ class WorkflowStore:
             query = query.where(WorkflowRun.status.in_(only_from))
         with self.database.session(write=True) as session:
             if deferred:
-                _write(session, run_id, deferred, True, self.sealer)
+                _write(session, run_id, deferred, True, self.sealer, self.prices)
             result = session.execute(query.values(**values))
             return bool(getattr(result, "rowcount", 0))
 
@@ -501,7 +513,7 @@ class WorkflowStore:
         if not steps:
             return
         with self.database.session(write=True) as session:
-            _write(session, run_id, steps, finished, self.sealer)
+            _write(session, run_id, steps, finished, self.sealer, self.prices)
 
     def answer(self, user_id: int | None, run_id: str, node: str, answer: Any) -> None:
         """Record a person's answer to a waiting human node; a second answer is a 409."""
@@ -519,6 +531,7 @@ class WorkflowStore:
             row.status = "succeeded"
             self.sealer.set_step_output(row, {"answer": answer})
             row.attempts = 1
+            row.cost = 0.0
             row.finished_at = utcnow()
 
     def clear_failed_steps(self, run_id: str) -> None:
@@ -558,7 +571,12 @@ def _clear(database: Database, run_id: str) -> None:
 
 
 def _write(
-    session: Session, run_id: str, steps: Sequence[StepWrite], finished: bool, sealer: Sealer
+    session: Session,
+    run_id: str,
+    steps: Sequence[StepWrite],
+    finished: bool,
+    sealer: Sealer,
+    prices: PriceTable,
 ) -> None:
     """Insert or update step rows; the last one only as started unless ``finished``."""
     keys = [step.key for step in steps]
@@ -597,5 +615,8 @@ def _write(
         row.model = step.model
         row.prompt_tokens = step.prompt_tokens
         row.completion_tokens = step.completion_tokens
+        used = step.prompt_tokens or step.completion_tokens
+        price = prices.price_for(step.model, session=session) if used and step.model else None
+        step.cost = row.cost = usage_cost(price, step.prompt_tokens, step.completion_tokens)
         row.cache_key = step.cache_key
         row.finished_at = step.finished_at or utcnow()
