@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from llmasos.access.usage import PriceTable, usage_cost
 from llmasos.errors import InvalidRequestError, NotFoundError, StorageError
@@ -533,6 +534,57 @@ class WorkflowStore:
             row.attempts = 1
             row.cost = 0.0
             row.finished_at = utcnow()
+
+    def seal_clear_rows(self, batch: int = 500) -> int:
+        """Seal the inputs and outputs that runs and steps hold in clear (rows written
+        before sealing existed, or by a server without a cipher); how many rows changed.
+        Nothing without a cipher. A server runs it at start, so no clear value outlives an
+        upgrade; a row sealed here reads exactly as before. Idempotent; in transactions
+        of ``batch`` rows."""
+        if self.sealer.cipher is None:
+            return 0
+        changed = 0
+        tables: list[tuple[type[WorkflowRun] | type[WorkflowStep], Any]] = [
+            (
+                WorkflowRun,
+                or_(WorkflowRun.sealed_inputs.is_(None), WorkflowRun.output.is_not(None)),
+            ),
+            (WorkflowStep, or_(WorkflowStep.inputs.is_not(None), WorkflowStep.output.is_not(None))),
+        ]
+        for table, clear in tables:
+            after: Any = "" if table is WorkflowRun else 0
+            while True:
+                with self.database.session(write=True) as session:
+                    query = select(table).where(clear, table.id > after).order_by(table.id)
+                    rows: list[WorkflowRun | WorkflowStep] = list(
+                        session.scalars(query.limit(batch))
+                    )
+                    for row in rows:
+                        self._seal_row(row)
+                if not rows:
+                    break
+                after = rows[-1].id
+                changed += len(rows)
+        return changed
+
+    def _seal_row(self, row: WorkflowRun | WorkflowStep) -> None:
+        sealer = self.sealer
+        if isinstance(row, WorkflowRun):
+            if row.sealed_inputs is None:
+                row.sealed_inputs = sealer.seal(row.inputs, WORKFLOW_RUN_INPUTS_CONTEXT, row.id)
+                row.inputs = {}
+            if row.output is not None and row.sealed_output is None:
+                row.sealed_output = sealer.seal(row.output, WORKFLOW_RUN_OUTPUT_CONTEXT, row.id)
+            row.output = None
+            flag_modified(row, "output")  # a JSON null becomes SQL NULL, not selected again
+            return
+        if row.inputs is not None and row.sealed_inputs is None:
+            sealer.set_step_inputs(row, row.inputs)
+        if row.output is not None and row.sealed_output is None:
+            sealer.set_step_output(row, row.output)
+        row.inputs = row.output = None
+        flag_modified(row, "inputs")
+        flag_modified(row, "output")
 
     def clear_failed_steps(self, run_id: str) -> None:
         """Forget failed, skipped and interrupted steps, so a resumed run tries them again."""
