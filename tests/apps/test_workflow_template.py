@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from llmasos.access.keys import KeyManager
-from llmasos.access.usage import PriceTable
+from llmasos.access.usage import PriceTable, UsageLog
 from llmasos.access.users import UserManager
 from llmasos.apps.manifest import load_manifest
 from llmasos.apps.scaffold import scaffold, template_files
@@ -118,6 +118,16 @@ def test_the_workflow_app_runs_its_workflow_on_the_os(server: Server, tmp_path: 
 
         again = httpx.post(f"{running.url}/run", json={"text": "Another text."}, timeout=60)
         assert again.status_code == 200 and again.json()["run_id"] != body["run_id"]
+        second = httpx.get(f"{running.url}/runs/{again.json()['run_id']}", timeout=30).json()
+
+        # the nodes' tokens are metered to the app's user, and priced like its requests
+        usage = {row.group: row for row in UsageLog(server.database).report(by="user")}
+        metered = usage[app_user("title-maker")]
+        assert metered.total_tokens == (
+            trace["usage"]["total_tokens"] + second["usage"]["total_tokens"]
+        )
+        assert metered.priced
+        assert metered.cost == pytest.approx(trace["usage"]["cost"] + second["usage"]["cost"])
         empty = httpx.post(f"{running.url}/run", json={"text": ""}, timeout=60)
         assert empty.status_code == 400  # the workflow's input schema, through the OS
         assert "'text'" in empty.json()["error"]["message"]

@@ -200,23 +200,27 @@ class UsageLog:
         latency_ms: int,
         status: int,
         app: str | None = None,
+        session: Session | None = None,
     ) -> None:
-        with self.database.session(write=True) as session:
-            session.add(
-                UsageRecord(
-                    created_at=utcnow(),
-                    user_id=principal.user_id,
-                    user_name=principal.name[:64],
-                    key_id=principal.key_id,
-                    app=app[:64] if app else None,
-                    model=model[:255],
-                    endpoint=endpoint[:64],
-                    prompt_tokens=max(0, prompt_tokens),
-                    completion_tokens=max(0, completion_tokens),
-                    latency_ms=max(0, latency_ms),
-                    status=status,
-                )
-            )
+        """Append one usage row; in ``session`` when given (the caller's transaction)."""
+        row = UsageRecord(
+            created_at=utcnow(),
+            user_id=principal.user_id,
+            user_name=principal.name[:64],
+            key_id=principal.key_id,
+            app=app[:64] if app else None,
+            model=model[:255],
+            endpoint=endpoint[:64],
+            prompt_tokens=max(0, prompt_tokens),
+            completion_tokens=max(0, completion_tokens),
+            latency_ms=max(0, latency_ms),
+            status=status,
+        )
+        if session is not None:
+            session.add(row)
+            return
+        with self.database.session(write=True) as own:
+            own.add(row)
 
     def report(
         self,

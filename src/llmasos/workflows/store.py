@@ -27,7 +27,8 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from llmasos.access.usage import PriceTable, usage_cost
+from llmasos.access.principal import Principal
+from llmasos.access.usage import PriceTable, UsageLog, usage_cost
 from llmasos.errors import InvalidRequestError, NotFoundError, StorageError
 from llmasos.storage.crypto import ContentCipher
 from llmasos.storage.database import Database
@@ -38,6 +39,7 @@ from llmasos.storage.schema import (
     WORKFLOW_RUN_OUTPUT_CONTEXT,
     WORKFLOW_STEP_INPUTS_CONTEXT,
     WORKFLOW_STEP_OUTPUT_CONTEXT,
+    User,
     WorkflowDefinition,
     WorkflowRun,
     WorkflowStep,
@@ -212,6 +214,7 @@ class WorkflowStore:
         self.database = database
         self.sealer = Sealer(cipher)
         self.prices = PriceTable(database)
+        self.usage = UsageLog(database)
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -387,7 +390,7 @@ class WorkflowStore:
             query = query.where(WorkflowRun.status.in_(only_from))
         with self.database.session(write=True) as session:
             if deferred:
-                _write(session, run_id, deferred, True, self.sealer, self.prices)
+                _write(session, run_id, deferred, True, self.sealer, self.prices, self.usage)
             result = session.execute(query.values(**values))
             return bool(getattr(result, "rowcount", 0))
 
@@ -514,7 +517,7 @@ class WorkflowStore:
         if not steps:
             return
         with self.database.session(write=True) as session:
-            _write(session, run_id, steps, finished, self.sealer, self.prices)
+            _write(session, run_id, steps, finished, self.sealer, self.prices, self.usage)
 
     def answer(self, user_id: int | None, run_id: str, node: str, answer: Any) -> None:
         """Record a person's answer to a waiting human node; a second answer is a 409."""
@@ -622,6 +625,19 @@ def _clear(database: Database, run_id: str) -> None:
         )
 
 
+def _owner(session: Session, run_id: str) -> Principal | None:
+    """Whom a run's usage is charged to: its owner; None for the machine's owner without
+    authentication (whose HTTP requests are not metered either)."""
+    found = session.execute(
+        select(User.id, User.name, User.role)
+        .join(WorkflowRun, WorkflowRun.user_id == User.id)
+        .where(WorkflowRun.id == run_id)
+    ).first()
+    if found is None:
+        return None
+    return Principal(user_id=found.id, name=found.name, role=found.role)
+
+
 def _write(
     session: Session,
     run_id: str,
@@ -629,8 +645,12 @@ def _write(
     finished: bool,
     sealer: Sealer,
     prices: PriceTable,
+    usage: UsageLog,
 ) -> None:
-    """Insert or update step rows; the last one only as started unless ``finished``."""
+    """Insert or update step rows; the last one only as started unless ``finished``. A
+    finished step that used tokens is priced, and metered: a usage row of the run's owner
+    (endpoint ``/v1/workflows``) in the same transaction, so usage reports count it once."""
+    owner: list[Principal | None] = []
     keys = [step.key for step in steps]
     rows = {
         row.key: row
@@ -667,8 +687,22 @@ def _write(
         row.model = step.model
         row.prompt_tokens = step.prompt_tokens
         row.completion_tokens = step.completion_tokens
+        row.cache_key = step.cache_key
+        row.finished_at = step.finished_at or utcnow()
         used = step.prompt_tokens or step.completion_tokens
         price = prices.price_for(step.model, session=session) if used and step.model else None
         step.cost = row.cost = usage_cost(price, step.prompt_tokens, step.completion_tokens)
-        row.cache_key = step.cache_key
-        row.finished_at = step.finished_at or utcnow()
+        if used:
+            if not owner:
+                owner.append(_owner(session, run_id))
+            if owner[0] is not None:
+                usage.record(
+                    owner[0],
+                    model=step.model or "-",
+                    endpoint="/v1/workflows",
+                    prompt_tokens=step.prompt_tokens,
+                    completion_tokens=step.completion_tokens,
+                    latency_ms=int((row.finished_at - row.started_at).total_seconds() * 1000),
+                    status=200 if step.status == "succeeded" else 500,
+                    session=session,
+                )
