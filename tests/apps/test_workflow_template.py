@@ -28,7 +28,7 @@ from llmasos.storage import Database, open_database
 from llmasos.workflows.definition import load_workflow
 from llmasos.workflows.nodes import NodeRuntime
 from llmasos.workflows.system import Workflows
-from tests.apps.conftest import confinement_for_tests
+from tests.apps.conftest import Served, confinement_for_tests
 from tests.server.conftest import ServerThread
 from tests.server.fake_engine import FakeEngineClient
 
@@ -137,3 +137,30 @@ def test_the_workflow_app_runs_its_workflow_on_the_os(server: Server, tmp_path: 
     finally:
         supervisor.stop("title-maker")
         store.remove("title-maker")
+
+
+@pytest.mark.model
+def test_the_workflow_app_on_the_embedded_model(served: Served, tmp_path: Path) -> None:
+    """The scaffolded app, unchanged, against a real ``llmasos serve`` and its model."""
+    source = tmp_path / "titler"
+    scaffold("titler", "workflow", source)
+    store = AppStore(served.home)
+    store.install(str(source))
+    with open_database(load_settings(home=served.home)) as database:
+        supervisor = AppSupervisor(store, database, served.url, confinement_for_tests())
+        running = supervisor.start("titler")
+        try:
+            text = "The cat sat on the mat all day. It was warm and happy there."
+            reply = httpx.post(f"{running.url}/run", json={"text": text}, timeout=600)
+            assert reply.status_code == 200, reply.text
+            output = reply.json()["output"]
+            assert output["title"].strip() and output["summary"].strip()
+            assert output["text"].startswith(output["title"].strip())
+            trace = httpx.get(f"{running.url}/runs/{reply.json()['run_id']}", timeout=60).json()
+            infer = next(n for n in trace["nodes"] if n["node"] == "infer")
+            assert infer["status"] == "succeeded" and infer["tokens"] > 0
+            # priced when the shared server's price table has the model, else unknown
+            assert trace["usage"]["priced"] is (infer["cost"] is not None)
+        finally:
+            supervisor.stop("titler")
+            store.remove("titler")
