@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from llmasos.access.principal import Principal
-from llmasos.access.usage import PriceTable, UsageLog, parse_since
+from llmasos.access.usage import PriceTable, UsageLog, parse_since, usage_cost
 from llmasos.access.users import UserManager
 from llmasos.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from llmasos.storage import Database
@@ -42,6 +42,22 @@ def test_report_groups_and_prices(database: Database) -> None:
     assert set(by_model) == {"smollm2:135m", EVIL}
     assert {row.group for row in usage.report(by="app")} == {EVIL}
     assert usage.report(since=datetime.now(UTC) + timedelta(hours=1)) == []
+
+
+def test_price_for_and_usage_cost_follow_the_reports_rule(database: Database) -> None:
+    prices = PriceTable(database)
+    prices.set("smollm2", prompt_per_1k=1.0, completion_per_1k=2.0)
+    prices.set("smollm2:1.7b", prompt_per_1k=4.0, completion_per_1k=8.0)
+    base = prices.price_for("smollm2:135m")  # no entry of its own: the base name's
+    own = prices.price_for("smollm2:1.7b")
+    assert base is not None and base.model == "smollm2"
+    assert own is not None and own.model == "smollm2:1.7b"
+    assert prices.price_for("qwen3:0.6b") is None
+    assert usage_cost(base, 1000, 500) == pytest.approx(2.0)
+    assert usage_cost(own, 1000, 500) == pytest.approx(8.0)
+    assert usage_cost(None, 0, 0) == 0.0  # no tokens: nothing to price
+    assert usage_cost(None, 3, 0) is None  # tokens of a model without a price: unknown
+    assert prices.price_for(EVIL) is None
 
 
 def test_report_by_day_is_a_series_of_utc_dates(database: Database) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from llmasos.access.usage import PriceTable
 from llmasos.cli.main import app, main
 from llmasos.cli.root import state
 from llmasos.config import load_settings
@@ -39,6 +40,7 @@ def server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     home = tmp_path_factory.mktemp("workflow-cli-home")
     settings = load_settings(home=home)
     database = open_database(settings)
+    PriceTable(database).set("smollm2", prompt_per_1k=1.0, completion_per_1k=2.0)
     engine = FakeEngineClient()
     workflows = Workflows(database, NodeRuntime(engine=engine))
     app_ = create_app(settings, engine, open_model_store(settings), workflows=workflows)
@@ -91,6 +93,19 @@ def test_workflow_commands(cli: Path) -> None:
     assert (cli / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trace = json.loads(run("workflow", "trace", run_id, "--json")[1])
     assert [s["node"] for s in trace["steps"]] == ["hello", "loud", "check"]
+    hello = trace["steps"][0]["usage"]
+    cost = (hello["prompt_tokens"] * 1.0 + hello["completion_tokens"] * 2.0) / 1000
+    assert cost > 0 and trace["steps"][0]["cost"] == pytest.approx(cost)
+    assert trace["usage"] == {
+        "prompt_tokens": hello["prompt_tokens"],
+        "completion_tokens": hello["completion_tokens"],
+        "total_tokens": hello["prompt_tokens"] + hello["completion_tokens"],
+        "cost": pytest.approx(cost),
+        "priced": True,
+    }
+    root, first = out.splitlines()[:2]  # the tree: the run's total, then each node's own
+    assert run_id in root and f"cost {cost:,.6f}" in root
+    assert first.startswith(("├── hello", "└── hello")) and f"cost {cost:,.6f}" in first
 
     code, out = run("workflow", "rm", "shout")
     assert code == 0 and "deleted workflow shout" in out

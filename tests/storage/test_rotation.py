@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, insert, select
 
+import llmasos
 from llmasos.config import Settings
 from llmasos.errors import ConfigError
 from llmasos.storage import ContentCipher, Database, load_master_key
@@ -91,3 +95,32 @@ def test_a_server_with_another_master_key_is_refused(database: Database, notes: 
     with pytest.raises(ConfigError, match="sealed with another master key") as refused:
         check_master_key(database, other, columns=only)
     assert mine.fingerprint.hex() in refused.value.message
+
+
+def _registered_after(code: str) -> set[str]:
+    script = (
+        f"{code}\nfrom llmasos.storage.rotation import ENCRYPTED_COLUMNS\nprint(*ENCRYPTED_COLUMNS)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    return set(done.stdout.split())
+
+
+def test_the_rotate_master_command_registers_every_sealed_column() -> None:
+    """The command imports each module that registers a sealed column (a fresh process, as
+    the CLI is): a column it missed would stay under the retired key, unreadable."""
+    root = Path(llmasos.__file__).parent
+    modules = sorted(
+        ".".join(("llmasos", *path.relative_to(root).with_suffix("").parts))
+        for path in root.rglob("*.py")
+        if "register_encrypted_column(" in path.read_text(encoding="utf-8")
+        and path.name != "rotation.py"
+    )
+    assert "llmasos.workflows.store" in modules and "llmasos.agents.store" in modules
+    everything = _registered_after("\n".join(f"import {name}" for name in modules))
+    assert {"workflow_steps.sealed_output", "tasks.content"} <= everything
+    command = _registered_after(
+        "from llmasos.cli.usage import register_sealed_columns\nregister_sealed_columns()"
+    )
+    assert command == everything

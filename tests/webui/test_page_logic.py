@@ -141,3 +141,38 @@ def test_a_stored_reply_shows_its_sources_again() -> None:
         t=translator("en"), **chat.reply_view("See [1].", bare, []), stopped=False
     )
     assert "a.txt" in shown and "/chat/sources/" not in shown
+
+
+def test_the_trace_shows_each_model_nodes_cost_and_the_total() -> None:
+    def step(node: str, model: str | None, cost: float | None, finished: bool = True) -> dict:
+        tokens = {"prompt_tokens": 7, "completion_tokens": 3} if model else {}
+        return {
+            "node": node, "type": "llm" if model else "transform", "status": "succeeded",
+            "attempts": 1, "error": None, "model": model, "cost": cost, "duration_s": 0.5,
+            "usage": tokens or {"prompt_tokens": 0, "completion_tokens": 0},
+            "started_at": 100.0, "finished_at": 100.5 if finished else None,
+        }  # fmt: skip
+
+    run = {
+        "id": "run_1", "workflow": "w", "status": "succeeded", "error": None, "output": None,
+        "waiting_for": [],
+        "usage": {"prompt_tokens": 14, "completion_tokens": 6, "total_tokens": 20,
+                  "cost": 0.0123, "priced": False},
+    }  # fmt: skip
+    steps = workflows.timeline(
+        [step("priced", "smollm2", 0.0123), step("unpriced", "other", None), step("t", None, 0.0)]
+    )
+    template = Console(cast(ConsoleApi, None), Settings(), []).templates.get_template(
+        "workflows/run.html"
+    )
+    context = template.new_context(
+        {"t": translator("en"), "run": run, "steps": steps, "total": 1.5, "live": False,
+         "csrf_token": ""}
+    )  # fmt: skip
+    html = "".join(template.blocks["content"](context))
+    cells = html.split("data-cost>")[1:]
+    assert [c.split("</td>")[0] for c in cells] == ["0.012300", "no price", ""]
+    assert "0.012300 in model costs (no price)" in html
+    run.pop("usage")  # a run shown without its steps' totals
+    html = "".join(template.blocks["content"](template.new_context({**context.parent, "run": run})))
+    assert "in model costs" not in html

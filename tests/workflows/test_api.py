@@ -114,6 +114,45 @@ def test_create_list_show_run_trace_delete(server: tuple[str, Record]) -> None:
     assert httpx.get(f"{url}/v1/workflows/greet").status_code == 404
 
 
+COSTS = """
+name: costs
+inputs: {name: string}
+nodes:
+  priced: {type: llm, prompt: "Greet {{ inputs.name }}", max_tokens: 4}
+  unpriced: {type: llm, model: "nopricemodel", prompt: "Greet {{ inputs.name }}", max_tokens: 4}
+  free: {type: transform, expression: "nodes.priced.output ~ nodes.unpriced.output"}
+outputs: {answer: "{{ nodes.free.output }}"}
+"""
+
+
+def test_trace_prices_each_node_from_the_price_table(server: tuple[str, Record]) -> None:
+    url, _ = server
+    price = {"prompt_per_1k": 1.5, "completion_per_1k": 3.0}
+    assert httpx.put(f"{url}/admin/prices/smollm2", json=price).status_code == 200
+    httpx.post(f"{url}/v1/workflows", json={"source": COSTS, "replace": True})
+    reply = httpx.post(f"{url}/v1/workflows/costs/runs?wait=true", json={"input": {"name": "Bo"}})
+    data = reply.json()
+    assert data["status"] == "succeeded", data["error"]
+    steps = {s["node"]: s for s in data["steps"]}
+    used = steps["priced"]["usage"]
+    assert used["prompt_tokens"] > 0 and used["completion_tokens"] > 0
+    expected = (used["prompt_tokens"] * 1.5 + used["completion_tokens"] * 3.0) / 1000
+    assert steps["priced"]["cost"] == pytest.approx(expected)
+    assert steps["unpriced"]["usage"]["completion_tokens"] > 0
+    assert steps["unpriced"]["cost"] is None  # a model without a price: unknown, not 0
+    assert steps["free"]["cost"] == 0  # no model call
+    total = data["usage"]
+    assert total["cost"] == pytest.approx(expected) and total["priced"] is False
+    assert total["total_tokens"] == sum(
+        s["usage"]["prompt_tokens"] + s["usage"]["completion_tokens"] for s in data["steps"]
+    )
+    # the stored cost is the price when the node ran: a later price leaves it
+    price = {"prompt_per_1k": 100.0, "completion_per_1k": 100.0}
+    assert httpx.put(f"{url}/admin/prices/smollm2", json=price).status_code == 200
+    again = httpx.get(f"{url}/v1/workflows/runs/{data['id']}").json()
+    assert again["usage"]["cost"] == pytest.approx(expected)
+
+
 def test_bad_definitions_and_inputs_are_400(server: tuple[str, Record]) -> None:
     url, _ = server
     reply = httpx.post(
@@ -180,3 +219,61 @@ def test_workflow_as_a_chat_model(server: tuple[str, Record]) -> None:
             model="workflow:ghost", messages=[{"role": "user", "content": "x"}]
         )
     client.close()
+
+
+def test_the_sdk_clients_reach_workflows(server: tuple[str, Record]) -> None:
+    from llmasos.errors import InvalidRequestError, NotFoundError
+    from llmasos.sdk import AsyncClient, Client, Workflow
+
+    url, _ = server
+    with Client(url) as client:
+        greet = Workflow.from_dict(load_yaml(GREET))
+        assert client.workflows.create(greet, replace=True)["order"] == ["hello", "shout", "log"]
+        assert "greet" in {w["name"] for w in client.workflows.list()}
+        assert client.workflows.get("greet")["input_schema"]["required"] == ["name"]
+        done = client.workflows.run("greet", {"name": "Ada"})
+        assert done.status == "succeeded" and done.output == {"answer": "HELLO WORLD!"}
+        assert [s["node"] for s in done.steps] == ["hello", "shout", "log"]
+        assert done.usage["total_tokens"] > 0 and done.settled
+        client.workflows.create(APPROVE, replace=True)
+        waiting = client.workflows.run("approve", {"item": "v3"})
+        assert waiting.status == "waiting" and waiting.waiting_for == ["ask"]
+        client.workflows.answer(waiting.id, "ask", "yes")
+        for _ in range(100):
+            finished = client.workflows.get_run(waiting.id)
+            if finished.status == "succeeded":
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        assert finished.output == {"answer": "yes"}
+        with pytest.raises(NotFoundError):
+            client.workflows.run("no-such-workflow")
+        with pytest.raises(InvalidRequestError, match="line 3"):
+            client.workflows.create("name: x\nnodes:\n  a: {type: nope}\n")
+        with pytest.raises(InvalidRequestError, match="text"):
+            client.workflows.run("pipeline", {"text": 5})
+
+    async def go() -> None:
+        async with AsyncClient(url) as client:
+            twice = {"name": "twice", "inputs": {"n": "integer"}, "nodes": TWICE}
+            await client.workflows.create(twice, replace=True)
+            started = await client.workflows.run("twice", {"n": 4}, wait=False)
+            assert started.status in ("queued", "running", "succeeded")
+            for _ in range(100):
+                run = await client.workflows.get_run(started.id)
+                if run.settled:
+                    break
+                await asyncio.sleep(0.05)
+            assert run.status == "succeeded" and run.output == {"double": 8}
+            await client.workflows.delete("twice")
+            assert "twice" not in {w["name"] for w in await client.workflows.list()}
+
+    asyncio.run(go())
+
+
+TWICE = {"double": {"type": "transform", "expression": "inputs.n * 2"}}
+
+
+def load_yaml(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)

@@ -279,3 +279,78 @@ def test_run_and_step_values_are_sealed_at_rest(workflows: Workflows, database: 
     assert steps and all(s.inputs is None and s.output is None for s in steps)
     assert all(s.sealed_output for s in steps if s.status == "succeeded")
     assert workflows.store.steps(result.id)["big"].output["result"]["recorded"] == "big 6"
+
+
+TINY = """
+name: tiny
+inputs: {x: integer}
+nodes:
+  a: {type: transform, expression: "inputs.x * 2"}
+"""
+
+
+def test_rows_written_in_clear_are_sealed_at_start(database: Any, tmp_path: Any) -> None:
+    """Runs and steps a server wrote before values were sealed are sealed by the next
+    server's start (`open_workflows`) and read as before; a rotation then re-keys them."""
+    from sqlalchemy import JSON, func, insert, or_, select
+
+    from llmasos.config import Settings
+    from llmasos.models import open_model_store
+    from llmasos.storage.rotation import rotate_master_key
+    from llmasos.storage.schema import WorkflowRun, WorkflowStep, utcnow
+    from llmasos.workflows.system import open_workflows
+    from tests.server.fake_engine import FakeEngineClient
+
+    settings = Settings(home=tmp_path / "server-home")
+    engine = FakeEngineClient()
+    first = open_workflows(settings, database, engine, open_model_store(settings))
+    sealed_run = asyncio.run(run(first, TINY, {"x": 3}))  # sealed already: left alone
+    runs, steps = WorkflowRun.__table__, WorkflowStep.__table__
+    now = utcnow()
+    with database.session(write=True) as session:  # as the server before sealing wrote them
+        session.execute(
+            insert(runs).values(
+                id="run_old", user_id=None, workflow="flow", source=FLOW, status="succeeded",
+                trigger="manual", inputs={"n": 4, "note": "clear input"},
+                output={"items": "clear output"}, created_at=now, finished_at=now,
+            )
+        )  # fmt: skip
+        for key, inputs, output in (
+            ("double", {"expression": "clear step input"}, 8),
+            ("big", {"text": "clear tool input"}, JSON.NULL),  # a JSON null, not SQL NULL
+        ):
+            session.execute(
+                insert(steps).values(
+                    run_id="run_old", key=key, node_type="tool", status="succeeded",
+                    inputs=inputs, output=output, attempts=1, prompt_tokens=0,
+                    completion_tokens=0, started_at=now, finished_at=now,
+                )
+            )  # fmt: skip
+    started = open_workflows(settings, database, engine, open_model_store(settings))
+    assert started.store.seal_clear_rows() == 0  # the start sealed them all; nothing is left
+
+    clear_steps = select(func.count()).where(
+        or_(steps.c.inputs.is_not(None), steps.c.output.is_not(None))
+    )
+    with database.session() as session:
+        assert session.scalar(clear_steps) == 0
+        old = session.execute(select(runs).where(runs.c.id == "run_old")).one()
+        old_steps = session.execute(select(steps).where(steps.c.run_id == "run_old")).all()
+    assert old.inputs == {} and old.output is None
+    assert old.sealed_inputs and b"clear input" not in old.sealed_inputs
+    assert old.sealed_output and b"clear output" not in old.sealed_output
+    assert all(s.sealed_inputs and b"clear" not in s.sealed_inputs for s in old_steps)
+    record = started.store.run(None, "run_old")
+    assert record.inputs == {"n": 4, "note": "clear input"}
+    assert record.output == {"items": "clear output"}
+    read = started.store.steps("run_old")
+    assert read["double"].inputs == {"expression": "clear step input"}
+    assert read["double"].output == 8 and read["big"].output is None
+    assert read["big"].inputs == {"text": "clear tool input"}
+
+    rotate_master_key(settings, database)  # the sealed columns are re-keyed with the rest
+    restarted = open_workflows(settings, database, engine, open_model_store(settings))
+    assert restarted.store.run(None, "run_old").output == {"items": "clear output"}
+    assert restarted.store.steps("run_old")["double"].inputs == {"expression": "clear step input"}
+    assert restarted.store.run(None, sealed_run.id).inputs == {"x": 3}
+    assert restarted.store.run(None, sealed_run.id).output == {"a": 6}

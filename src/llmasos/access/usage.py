@@ -4,8 +4,10 @@
 prompt and completion tokens, latency, HTTP status). `UsageLog.report` sums rows since a
 moment, grouped by user, model or app, and prices them with `PriceTable`: a model's price is
 its exact entry, else the entry of its base name (``smollm2`` prices every ``smollm2:*``),
-else nothing (cost 0, and the report says the price is unknown). Reading usage of everyone,
-and setting prices, is for admins; a non-admin actor sees only their own rows.
+else nothing (cost 0, and the report says the price is unknown). `usage_cost` is that rule
+for one record's tokens; the workflow engine prices each node's tokens with it too (through
+`PriceTable.price_for`). Reading usage of everyone, and setting prices, is for admins; a
+non-admin actor sees only their own rows.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from llmasos.access.audit import AuditLog
 from llmasos.access.principal import Principal
@@ -75,6 +78,16 @@ class Price:
     def public(self) -> dict[str, Any]:
         """What the admin API and ``llmasos prices list --json`` show of a price."""
         return asdict(self)
+
+
+def usage_cost(price: Price | None, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """What these tokens cost at ``price``: 0 when no token was used, None when tokens
+    were used of a model without a price (unknown, not free)."""
+    if not prompt_tokens and not completion_tokens:
+        return 0.0
+    if price is None:
+        return None
+    return price.cost(prompt_tokens, completion_tokens)
 
 
 def _check_model_name(model: str) -> str:
@@ -154,6 +167,20 @@ class PriceTable:
     def lookup(self, prices: dict[str, Price], model: str) -> Price | None:
         return prices.get(model) or prices.get(model.split(":", 1)[0])
 
+    def price_for(self, model: str, *, session: Session | None = None) -> Price | None:
+        """The price of one model (its own entry, else its base name's), read in
+        ``session`` when given (one indexed query)."""
+        if session is None:
+            with self.database.session() as own:
+                return self.price_for(model, session=own)
+        names = {model[:MAX_MODEL_NAME], model.split(":", 1)[0][:MAX_MODEL_NAME]}
+        rows = session.scalars(select(ModelPrice).where(ModelPrice.model.in_(names)))
+        prices = {
+            r.model: Price(r.model, r.prompt_per_1k, r.completion_per_1k, r.updated_at)
+            for r in rows
+        }
+        return self.lookup(prices, model)
+
 
 class UsageLog:
     """Append usage rows and report them."""
@@ -173,23 +200,27 @@ class UsageLog:
         latency_ms: int,
         status: int,
         app: str | None = None,
+        session: Session | None = None,
     ) -> None:
-        with self.database.session(write=True) as session:
-            session.add(
-                UsageRecord(
-                    created_at=utcnow(),
-                    user_id=principal.user_id,
-                    user_name=principal.name[:64],
-                    key_id=principal.key_id,
-                    app=app[:64] if app else None,
-                    model=model[:255],
-                    endpoint=endpoint[:64],
-                    prompt_tokens=max(0, prompt_tokens),
-                    completion_tokens=max(0, completion_tokens),
-                    latency_ms=max(0, latency_ms),
-                    status=status,
-                )
-            )
+        """Append one usage row; in ``session`` when given (the caller's transaction)."""
+        row = UsageRecord(
+            created_at=utcnow(),
+            user_id=principal.user_id,
+            user_name=principal.name[:64],
+            key_id=principal.key_id,
+            app=app[:64] if app else None,
+            model=model[:255],
+            endpoint=endpoint[:64],
+            prompt_tokens=max(0, prompt_tokens),
+            completion_tokens=max(0, completion_tokens),
+            latency_ms=max(0, latency_ms),
+            status=status,
+        )
+        if session is not None:
+            session.add(row)
+            return
+        with self.database.session(write=True) as own:
+            own.add(row)
 
     def report(
         self,
@@ -235,11 +266,13 @@ class UsageLog:
                 entry[1] += int(prompt or 0)
                 entry[2] += int(completion or 0)
                 entry[3] += int(latency or 0)
-                price = self.prices.lookup(prices, model)
-                if price is not None:
-                    entry[4] += price.cost(int(prompt or 0), int(completion or 0))
-                elif (prompt or 0) or (completion or 0):
+                cost = usage_cost(
+                    self.prices.lookup(prices, model), int(prompt or 0), int(completion or 0)
+                )
+                if cost is None:
                     entry[5] = 0
+                else:
+                    entry[4] += cost
         rows = [
             UsageRow(
                 group=group,

@@ -15,7 +15,7 @@ reach exactly the syscalls and services it declares and nothing else; ``network`
 
     [permissions]
     calls = ["services.summarize"]    # chat, generate, embed, tokenize, models.read,
-                                      # services.NAME, services.*
+                                      # memory, files, workflows, services.NAME, services.*
     models = ["smollm2"]              # model names or globs; empty: any model
     network = false                   # only the kernel's server; no processes either
     storage_mb = 50                   # quota of the app's data and temp directories
@@ -48,8 +48,16 @@ SYSCALLS = {
     "models.read": "models:read",
     "memory": "memory",
     "files": "files",
+    "workflows": "workflows",
 }
 """Permission name in a manifest -> API key scope."""
+CALL_NOTES = {
+    "workflows": (
+        " (store and run workflows as the app's own user; their nodes run with that user's "
+        "role, not only the calls listed here)"
+    ),
+}
+"""What the install prompt adds to a permission that reaches further than its name says."""
 APP_FIELDS = frozenset({"name", "version", "description", "entry"})
 PERMISSION_FIELDS = frozenset({"calls", "models", "network", "storage_mb", "files"})
 
@@ -108,7 +116,8 @@ class Permissions:
 
     def describe(self) -> list[str]:
         """One line per permission, for the install prompt and ``app info``."""
-        lines = [f"call {call}" for call in self.calls] or ["no kernel calls"]
+        lines = [f"call {call}" + CALL_NOTES.get(call, "") for call in self.calls]
+        lines = lines or ["no kernel calls"]
         lines.append("models: " + (", ".join(self.models) if self.models else "any model"))
         lines.append(
             "network access: "

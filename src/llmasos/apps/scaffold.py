@@ -1,10 +1,12 @@
-"""Scaffolds for ``llmasos app new NAME --template chat|service|rag``.
+"""Scaffolds for ``llmasos app new NAME --template chat|service|rag|workflow``.
 
 Each template is a module of `llmasos.apps.templates` holding the files of a small, working
 app as text (kept as Python strings so they ship with the package): a manifest and an
 ``app.py`` that uses `llmasos.Application` for its routes and `llmasos.Client` for the kernel,
 which reads ``LLMASOS_BASE_URL`` and ``LLMASOS_API_KEY`` — the capability key ``app start``
-gives it. `scaffold` writes one into a new directory and checks the result loads as an app.
+gives it (``workflow`` writes a ``workflow.yaml`` too, which the app stores and runs on the
+OS through ``Client.workflows``). `scaffold` writes one into a new directory and checks the
+result loads as an app.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from llmasos.apps.manifest import AppManifest, check_app_name, load_manifest
 from llmasos.errors import InvalidRequestError
 
-TEMPLATES = ("chat", "service", "rag")
+TEMPLATES = ("chat", "service", "rag", "workflow")
 
 
 def template_files(template: str, name: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 import sys
 from typing import Annotated
 
@@ -262,6 +263,27 @@ def audit(
     print_table(rows, highlight=False)
 
 
+SEALED_COLUMN_MODULES = (
+    "llmasos.agents.store",  # agent tasks and their steps
+    "llmasos.knowledge.filesystem",  # fs_chunks.text, fs_summaries.text
+    "llmasos.knowledge.graphstore",  # graph entity names and relation predicates
+    "llmasos.knowledge.stores",  # kb_chunks.text
+    "llmasos.memory.memories",  # memories.text
+    "llmasos.tools.personal",  # notes, calendar, reminders, outbox, notifications
+    "llmasos.tools.records",  # tool call results
+    "llmasos.workflows.store",  # workflow runs' and steps' inputs and outputs
+)
+"""The modules that register sealed columns (`register_encrypted_column`) besides the
+schema's own; a test checks that none is missing."""
+
+
+def register_sealed_columns() -> None:
+    """Import every module that registers a sealed column, so that a rotation re-encrypts
+    all of them."""
+    for name in SEALED_COLUMN_MODULES:
+        importlib.import_module(name)
+
+
 @keys_app.command("rotate-master")
 def keys_rotate_master(
     new_key_stdin: Annotated[
@@ -273,17 +295,15 @@ def keys_rotate_master(
     ] = False,
 ) -> None:
     """Re-encrypt all encrypted content with a new master key and install it."""
-    from llmasos.knowledge.filesystem import (  # registers fs_chunks.text, fs_summaries.text
+    from llmasos.knowledge.filesystem import (
         reindex_after_rotation as reindex_files_after_rotation,
     )
     from llmasos.knowledge.stores import reindex_after_rotation as reindex_knowledge
-    from llmasos.memory.memories import reindex_after_rotation  # registers memories.text
+    from llmasos.memory.memories import reindex_after_rotation
     from llmasos.storage.rotation import rotate_master_key
-    from llmasos.tools.personal import (  # registers the personal tools' sealed columns
-        reindex_after_rotation as reindex_notes,
-    )
+    from llmasos.tools.personal import reindex_after_rotation as reindex_notes
 
-    # importing knowledge.stores registers kb_chunks.text, as memories registers its column
+    register_sealed_columns()
 
     new_key = None
     if new_key_stdin:

@@ -242,14 +242,22 @@ def workflow_cancel(run_id: Annotated[str, typer.Argument(help="The run's id.")]
     console.print(f"run {run['id']} {run['status']}", highlight=False)
 
 
+def cost_text(cost: float | None) -> str:
+    """A cost as the trace shows it (the price table's currency, to 6 decimals)."""
+    return "cost unknown (no price)" if cost is None else f"cost {cost:,.6f}"
+
+
 def trace_tree(run: dict[str, Any]) -> Tree:
-    """The run's steps as a tree: map items and sub-workflow nodes under their node."""
-    root = Tree(
-        Text(
-            f"{run['workflow']} {run['id']} {run['status']}",
-            style=STATUS_STYLE.get(run["status"], ""),
-        )
-    )
+    """The run's steps as a tree: map items and sub-workflow nodes under their node; the
+    root line totals the tokens and cost, a node that called a model shows its own."""
+    head = f"{run['workflow']} {run['id']} {run['status']}"
+    total = run.get("usage")
+    if total is not None:
+        cost = cost_text(total["cost"])
+        if not total["priced"]:
+            cost += " + unpriced models"
+        head += f"  {total['prompt_tokens']}+{total['completion_tokens']} tok  {cost}"
+    root = Tree(Text(head, style=STATUS_STYLE.get(run["status"], "")))
     branches: dict[str, Tree] = {}
     for step in run["steps"]:
         key = step["node"]
@@ -263,6 +271,8 @@ def trace_tree(run: dict[str, Any]) -> Tree:
             parts.append(
                 f"{step['model']} {usage['prompt_tokens']}+{usage['completion_tokens']} tok"
             )
+            if step["finished_at"] is not None:
+                parts.append(cost_text(step["cost"]))
         if step["attempts"] > 1:
             parts.append(f"{step['attempts']} attempts")
         label = Text("  ".join(parts), style=STATUS_STYLE.get(step["status"], ""))
@@ -310,10 +320,12 @@ def workflow_trace(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """Print a run's trace: each node's status, duration, model, tokens, attempts and error.
+    """Print a run's trace: each node's status, duration, model, tokens, cost, attempts and
+    error, and the run's total tokens and cost (from the price table, `llmasos price`).
 
-    --json fields: the run (id, status, input, output, error) and its steps (node, type,
-    status, inputs, output, error, attempts, model, usage, started_at, finished_at)."""
+    --json fields: the run (id, status, input, output, error, usage) and its steps (node,
+    type, status, inputs, output, error, attempts, model, usage, cost, started_at,
+    finished_at)."""
     run = api("GET", f"/v1/workflows/runs/{run_id}")
     if as_json:
         print_json(run)

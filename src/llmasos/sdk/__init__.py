@@ -7,8 +7,9 @@ the application framework `Application`.
 HTTP routes around a model (an app's code, which the process manager `llmasos.apps` runs).
 
 ``llmasos.Workflow`` is the workflow definition (`llmasos.workflows.Workflow`): build one
-from Python data with ``Workflow.from_dict`` and post ``workflow.to_dict()`` to
-``/v1/workflows``; it is checked exactly as YAML is.
+from Python data with ``Workflow.from_dict`` and store it with ``client.workflows.create``
+(`llmasos.sdk.workflows`, which also runs workflows and reads their traces); it is checked
+exactly as YAML is.
 
 May import: workflows (definitions), the kernel's client, services, models (through
 `ModelStoreInterface`), config, errors and types — never server, cli or webui.

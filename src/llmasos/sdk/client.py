@@ -34,6 +34,7 @@ from llmasos.sdk.types import (
     Usage,
     service_result_from_dict,
 )
+from llmasos.sdk.workflows import AsyncWorkflows, Workflows
 
 DEFAULT_TIMEOUT = 600.0
 SAMPLING_KEYWORDS = frozenset(
@@ -197,6 +198,8 @@ class Client(_ClientBase):
         """The calling user's long-term memory (``/v1/memories``)."""
         self.tasks = Tasks(self._request)
         """The calling user's agent tasks (``/v1/tasks``)."""
+        self.workflows = Workflows(self._request)
+        """The calling user's workflows and their runs (``/v1/workflows``)."""
         self.files = Files(self._http, self._unreachable)
         """The calling user's file space (``/v1/fs``)."""
 
@@ -330,6 +333,8 @@ class AsyncClient(_ClientBase):
         """The calling user's long-term memory (``/v1/memories``)."""
         self.tasks = AsyncTasks(self._request)
         """The calling user's agent tasks (``/v1/tasks``)."""
+        self.workflows = AsyncWorkflows(self._request)
+        """The calling user's workflows and their runs (``/v1/workflows``)."""
 
     async def __aenter__(self) -> AsyncClient:
         return self

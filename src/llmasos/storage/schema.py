@@ -1034,7 +1034,8 @@ class WorkflowRun(Base):
     trigger: Mapped[str] = mapped_column(String(32))
     """``manual``, ``schedule``, ``webhook`` or ``chat``."""
     inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
-    output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    output: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """None is SQL NULL (not JSON ``null``): a clear value is then ``IS NOT NULL``."""
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -1067,8 +1068,8 @@ class WorkflowStep(Base):
     node_type: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     """``running``, ``waiting`` (a human node), ``succeeded``, ``skipped`` or ``failed``."""
-    inputs: Mapped[Any] = mapped_column(JSON, nullable=True)
-    output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    inputs: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    output: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     sealed_inputs: Mapped[bytes | None] = mapped_column(LargeBinary)
     """``inputs`` and ``output`` as `ContentCipher` tokens of their JSON (contexts
     `WORKFLOW_STEP_INPUTS_CONTEXT`, `WORKFLOW_STEP_OUTPUT_CONTEXT`); the clear columns are
@@ -1079,6 +1080,9 @@ class WorkflowStep(Base):
     model: Mapped[str | None] = mapped_column(String(255))
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float | None] = mapped_column(Float)
+    """What the node's tokens cost by the price table when it finished (`usage_cost`): 0
+    without tokens, None when its model has no price (unknown, not free)."""
     cache_key: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

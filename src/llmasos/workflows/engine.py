@@ -677,4 +677,5 @@ def _record_of(write: StepWrite) -> StepRecord:
         write.completion_tokens,
         write.started_at or utcnow(),
         write.finished_at,
+        write.cost if write.prompt_tokens or write.completion_tokens else 0.0,
     )

@@ -7,6 +7,10 @@ what a resumed run reads to skip finished nodes. Calls are short synchronous tra
 made from the event loop: a step's record costs one commit (measured in docs/benchmarks.md).
 With a content cipher (as every server has), the inputs and outputs of runs and steps are
 stored sealed (`Sealer`), like conversations and memories; the clear columns stay empty.
+Rows written in clear before sealing existed are sealed by `WorkflowStore.seal_clear_rows`,
+which a server runs at start. A finished step's ``cost`` is its tokens priced by the OS's
+price table at that moment (`llmasos.access.usage.usage_cost`, as usage reports price
+requests): 0 without tokens, None when the model has no price.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from typing import Any, Final
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
+from llmasos.access.principal import Principal
+from llmasos.access.usage import PriceTable, UsageLog, usage_cost
 from llmasos.errors import InvalidRequestError, NotFoundError, StorageError
 from llmasos.storage.crypto import ContentCipher
 from llmasos.storage.database import Database
@@ -32,6 +39,7 @@ from llmasos.storage.schema import (
     WORKFLOW_RUN_OUTPUT_CONTEXT,
     WORKFLOW_STEP_INPUTS_CONTEXT,
     WORKFLOW_STEP_OUTPUT_CONTEXT,
+    User,
     WorkflowDefinition,
     WorkflowRun,
     WorkflowStep,
@@ -103,6 +111,8 @@ class StepWrite:
     inputs: Any = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    cost: float | None = None
+    """Set by the store when it writes the finished step (priced from the price table)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,9 @@ class StepRecord:
     completion_tokens: int
     started_at: datetime
     finished_at: datetime | None
+    cost: float | None = None
+    """The tokens' cost when the node finished; None while it runs, or when the model had
+    no price."""
 
 
 def _workflow(row: WorkflowDefinition) -> StoredWorkflow:
@@ -174,6 +187,7 @@ class Sealer:
             row.completion_tokens,
             row.started_at,
             row.finished_at,
+            row.cost,
         )
 
     def set_step_inputs(self, row: WorkflowStep, value: Any) -> None:
@@ -199,6 +213,8 @@ class WorkflowStore:
     def __init__(self, database: Database, cipher: ContentCipher | None = None) -> None:
         self.database = database
         self.sealer = Sealer(cipher)
+        self.prices = PriceTable(database)
+        self.usage = UsageLog(database)
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -374,7 +390,7 @@ class WorkflowStore:
             query = query.where(WorkflowRun.status.in_(only_from))
         with self.database.session(write=True) as session:
             if deferred:
-                _write(session, run_id, deferred, True, self.sealer)
+                _write(session, run_id, deferred, True, self.sealer, self.prices, self.usage)
             result = session.execute(query.values(**values))
             return bool(getattr(result, "rowcount", 0))
 
@@ -501,7 +517,7 @@ class WorkflowStore:
         if not steps:
             return
         with self.database.session(write=True) as session:
-            _write(session, run_id, steps, finished, self.sealer)
+            _write(session, run_id, steps, finished, self.sealer, self.prices, self.usage)
 
     def answer(self, user_id: int | None, run_id: str, node: str, answer: Any) -> None:
         """Record a person's answer to a waiting human node; a second answer is a 409."""
@@ -519,7 +535,59 @@ class WorkflowStore:
             row.status = "succeeded"
             self.sealer.set_step_output(row, {"answer": answer})
             row.attempts = 1
+            row.cost = 0.0
             row.finished_at = utcnow()
+
+    def seal_clear_rows(self, batch: int = 500) -> int:
+        """Seal the inputs and outputs that runs and steps hold in clear (rows written
+        before sealing existed, or by a server without a cipher); how many rows changed.
+        Nothing without a cipher. A server runs it at start, so no clear value outlives an
+        upgrade; a row sealed here reads exactly as before. Idempotent; in transactions
+        of ``batch`` rows."""
+        if self.sealer.cipher is None:
+            return 0
+        changed = 0
+        tables: list[tuple[type[WorkflowRun] | type[WorkflowStep], Any]] = [
+            (
+                WorkflowRun,
+                or_(WorkflowRun.sealed_inputs.is_(None), WorkflowRun.output.is_not(None)),
+            ),
+            (WorkflowStep, or_(WorkflowStep.inputs.is_not(None), WorkflowStep.output.is_not(None))),
+        ]
+        for table, clear in tables:
+            after: Any = "" if table is WorkflowRun else 0
+            while True:
+                with self.database.session(write=True) as session:
+                    query = select(table).where(clear, table.id > after).order_by(table.id)
+                    rows: list[WorkflowRun | WorkflowStep] = list(
+                        session.scalars(query.limit(batch))
+                    )
+                    for row in rows:
+                        self._seal_row(row)
+                if not rows:
+                    break
+                after = rows[-1].id
+                changed += len(rows)
+        return changed
+
+    def _seal_row(self, row: WorkflowRun | WorkflowStep) -> None:
+        sealer = self.sealer
+        if isinstance(row, WorkflowRun):
+            if row.sealed_inputs is None:
+                row.sealed_inputs = sealer.seal(row.inputs, WORKFLOW_RUN_INPUTS_CONTEXT, row.id)
+                row.inputs = {}
+            if row.output is not None and row.sealed_output is None:
+                row.sealed_output = sealer.seal(row.output, WORKFLOW_RUN_OUTPUT_CONTEXT, row.id)
+            row.output = None
+            flag_modified(row, "output")  # a JSON null becomes SQL NULL, not selected again
+            return
+        if row.inputs is not None and row.sealed_inputs is None:
+            sealer.set_step_inputs(row, row.inputs)
+        if row.output is not None and row.sealed_output is None:
+            sealer.set_step_output(row, row.output)
+        row.inputs = row.output = None
+        flag_modified(row, "inputs")
+        flag_modified(row, "output")
 
     def clear_failed_steps(self, run_id: str) -> None:
         """Forget failed, skipped and interrupted steps, so a resumed run tries them again."""
@@ -557,10 +625,32 @@ def _clear(database: Database, run_id: str) -> None:
         )
 
 
+def _owner(session: Session, run_id: str) -> Principal | None:
+    """Whom a run's usage is charged to: its owner; None for the machine's owner without
+    authentication (whose HTTP requests are not metered either)."""
+    found = session.execute(
+        select(User.id, User.name, User.role)
+        .join(WorkflowRun, WorkflowRun.user_id == User.id)
+        .where(WorkflowRun.id == run_id)
+    ).first()
+    if found is None:
+        return None
+    return Principal(user_id=found.id, name=found.name, role=found.role)
+
+
 def _write(
-    session: Session, run_id: str, steps: Sequence[StepWrite], finished: bool, sealer: Sealer
+    session: Session,
+    run_id: str,
+    steps: Sequence[StepWrite],
+    finished: bool,
+    sealer: Sealer,
+    prices: PriceTable,
+    usage: UsageLog,
 ) -> None:
-    """Insert or update step rows; the last one only as started unless ``finished``."""
+    """Insert or update step rows; the last one only as started unless ``finished``. A
+    finished step that used tokens is priced, and metered: a usage row of the run's owner
+    (endpoint ``/v1/workflows``) in the same transaction, so usage reports count it once."""
+    owner: list[Principal | None] = []
     keys = [step.key for step in steps]
     rows = {
         row.key: row
@@ -599,3 +689,20 @@ def _write(
         row.completion_tokens = step.completion_tokens
         row.cache_key = step.cache_key
         row.finished_at = step.finished_at or utcnow()
+        used = step.prompt_tokens or step.completion_tokens
+        price = prices.price_for(step.model, session=session) if used and step.model else None
+        step.cost = row.cost = usage_cost(price, step.prompt_tokens, step.completion_tokens)
+        if used:
+            if not owner:
+                owner.append(_owner(session, run_id))
+            if owner[0] is not None:
+                usage.record(
+                    owner[0],
+                    model=step.model or "-",
+                    endpoint="/v1/workflows",
+                    prompt_tokens=step.prompt_tokens,
+                    completion_tokens=step.completion_tokens,
+                    latency_ms=int((row.finished_at - row.started_at).total_seconds() * 1000),
+                    status=200 if step.status == "succeeded" else 500,
+                    session=session,
+                )

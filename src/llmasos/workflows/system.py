@@ -164,7 +164,9 @@ def open_workflows(
     knowledge: KnowledgeBase | None = None,
     files: FileSystem | None = None,
 ) -> Workflows:
-    """The workflows of a server over these parts (services from ``settings.home``)."""
+    """The workflows of a server over these parts (services from ``settings.home``); the
+    values of runs and steps still in clear (written before they were sealed) are sealed
+    first."""
     from llmasos.services.runner import runner_for
     from llmasos.tools.interface import ToolSystem
 
@@ -174,4 +176,8 @@ def open_workflows(
         tools=ToolSystem(settings, database, engine, memory, knowledge, files),
         knowledge=knowledge,
     )
-    return Workflows(database, runtime, ContentCipher.from_settings(settings))
+    workflows = Workflows(database, runtime, ContentCipher.from_settings(settings))
+    sealed = workflows.store.seal_clear_rows()
+    if sealed:
+        logger.info("sealed the inputs and outputs of %d workflow runs and steps", sealed)
+    return workflows

@@ -2,7 +2,9 @@
 
 A definition is posted as YAML text (``{"source": "..."}``) or as the same structure in
 JSON (``{"definition": {...}}``). Runs and steps are shaped into JSON objects (``object``:
-``workflow``, ``workflow.run``, ``workflow.step``); a run's trace is its steps in order.
+``workflow``, ``workflow.run``, ``workflow.step``); a run's trace is its steps in order,
+each with its ``cost`` (null while it runs or when its model has no price), and the run's
+``usage`` totals them (``priced`` false when some finished step's cost is unknown).
 Another user's workflow or run is a 404, like one that does not exist.
 """
 
@@ -61,6 +63,7 @@ def step_json(step: StepRecord) -> dict[str, Any]:
             "prompt_tokens": step.prompt_tokens,
             "completion_tokens": step.completion_tokens,
         },
+        "cost": step.cost,
         "started_at": step.started_at.timestamp(),
         "finished_at": step.finished_at.timestamp() if step.finished_at else None,
         "duration_s": duration,
@@ -83,7 +86,23 @@ def run_json(run: RunRecord, steps: list[StepRecord] | None = None) -> dict[str,
     if steps is not None:
         data["steps"] = [step_json(s) for s in steps]
         data["waiting_for"] = [s.key for s in steps if s.status == "waiting"]
+        data["usage"] = usage_json(steps)
     return data
+
+
+def usage_json(steps: list[StepRecord]) -> dict[str, Any]:
+    """The run's tokens and cost, summed over its steps (each map item and sub-workflow
+    node is a step of its own; the map or workflow node itself uses none)."""
+    prompt = sum(s.prompt_tokens for s in steps)
+    completion = sum(s.completion_tokens for s in steps)
+    finished = [s for s in steps if s.finished_at is not None]
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "cost": round(sum(s.cost or 0.0 for s in finished), 6),
+        "priced": all(s.cost is not None for s in finished),
+    }
 
 
 class WorkflowsService:
