@@ -31,6 +31,7 @@ from llmasos.sandbox import ConfinementMode
 from llmasos.storage import open_database
 from tests.sandbox.conftest import (
     ESCAPES,
+    NETWORK_ESCAPES,
     TEST_NET,
     DatagramListener,
     Listener,
@@ -119,9 +120,6 @@ def other_service() -> Iterator[Listener]:
     listener = Listener()
     yield listener
     listener.sock.close()
-
-
-NETWORK_ESCAPES = ["socket_connect", "ctypes_connect", "binary_connect", "curl_connect"]
 
 
 @pytest.mark.parametrize("what", NETWORK_ESCAPES)

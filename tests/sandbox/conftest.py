@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,57 +28,63 @@ def nameserver() -> str:
     return "192.0.2.53"
 
 
-class DatagramListener:
-    """A UDP socket on 127.0.0.1 that counts the datagrams it receives (a stand-in
-    nameserver: a query reaching it is a query that left)."""
+class _LoopbackSocket:
+    """A socket on 127.0.0.1 served by a thread that counts what reaches it."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def __init__(self, kind: socket.SocketKind) -> None:
+        self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.bind(("127.0.0.1", 0))
-        self.received = 0
+        if kind == socket.SOCK_STREAM:
+            self.sock.listen(64)
+        self.count = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     @property
     def port(self) -> int:
         return int(self.sock.getsockname()[1])
 
+    def _take(self) -> None:
+        raise NotImplementedError
+
     def _serve(self) -> None:
         while True:
             try:
-                self.sock.recv(4096)
+                self._take()
             except OSError:
                 return
-            self.received += 1
+            self.count += 1
 
     def wait_for(self, count: int, seconds: float = 5.0) -> bool:
         deadline = time.monotonic() + seconds
-        while self.received < count and time.monotonic() < deadline:
+        while self.count < count and time.monotonic() < deadline:
             time.sleep(0.02)
-        return self.received >= count
+        return self.count >= count
 
 
-class Listener:
-    """A TCP listener on 127.0.0.1 that accepts and closes every connection."""
+class DatagramListener(_LoopbackSocket):
+    """A UDP socket that counts the datagrams it receives (a stand-in nameserver: a query
+    reaching it is a query that left)."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(socket.SOCK_DGRAM)
+
+    def _take(self) -> None:
+        self.sock.recv(4096)
+
+
+class Listener(_LoopbackSocket):
+    """A TCP listener that accepts and closes every connection."""
+
+    def __init__(self) -> None:
+        super().__init__(socket.SOCK_STREAM)
 
     @property
-    def port(self) -> int:
-        return int(self.sock.getsockname()[1])
+    def accepted(self) -> int:
+        return self.count
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            connection.close()
+    def _take(self) -> None:
+        connection, _ = self.sock.accept()
+        connection.close()
 
 
 @pytest.fixture
@@ -99,6 +106,35 @@ def local_nameserver() -> Iterator[DatagramListener]:
     listener = DatagramListener()
     yield listener
     listener.sock.close()
+
+
+NETWORK_ESCAPES = ["socket_connect", "ctypes_connect", "binary_connect", "curl_connect"]
+"""The ways out a program may try to a TCP port: Python's socket, libc through ctypes, a
+started Python and curl."""
+FILE_ESCAPES = (
+    "write_ctypes:outside",
+    "write_subprocess:outside",
+    "read_ctypes:secret",
+    "read_ctypes:other_app",
+)
+"""Labels of the file attempts a batch runs (see the MCP and code tool tests): each must fail."""
+
+
+def check_network_escape(closed: dict[str, Any], opened: dict[str, Any], what: str) -> None:
+    """A batch's results for one network escape: confined, neither the host's loopback
+    (``WHAT:local``) nor TEST-NET is reached; granted the network, the loopback is."""
+    if opened[f"{what}:local"].get("skipped"):
+        pytest.skip(opened[f"{what}:local"]["error"])
+    assert closed[f"{what}:local"]["ok"] is False, closed[f"{what}:local"]
+    assert closed[f"{what}:testnet"]["ok"] is False
+    assert opened[f"{what}:local"]["ok"] is True, opened[f"{what}:local"]
+
+
+def check_files_out_of_reach(found: dict[str, Any], writable: str) -> None:
+    """Every `FILE_ESCAPES` attempt failed and the write to ``writable`` worked."""
+    for label in FILE_ESCAPES:
+        assert found[label]["ok"] is False, (label, found[label])
+    assert found[writable]["ok"] is True
 
 
 def require_namespaces() -> None:

@@ -32,6 +32,7 @@ from llmasos.sandbox import (
 )
 from tests.sandbox.conftest import (
     ESCAPES,
+    NETWORK_ESCAPES,
     TEST_NET,
     DatagramListener,
     Listener,
@@ -169,9 +170,6 @@ def test_the_program_gets_its_exit_status_output_and_signals(box: Box) -> None:
     missing = spawn(["/no/such/program"], box.spec(), stderr=subprocess.PIPE)
     errors = missing.communicate(timeout=10)[1] or b""
     assert missing.returncode == 127 and b"cannot run /no/such/program" in errors
-
-
-NETWORK_ESCAPES = ["socket_connect", "ctypes_connect", "binary_connect", "curl_connect"]
 
 
 @pytest.mark.parametrize("what", NETWORK_ESCAPES)
