@@ -330,13 +330,18 @@ class Step:
 
     reads_pyproject: bool = False
     """The step installs the project, so a change to pyproject.toml runs it again."""
+    alongside: Callable[[Context], list[str] | None] = lambda _: None
+    """A quiet command run beside the others, on the other core: its output is kept for the
+    failure line, not shown."""
 
     def how_long(self, context: Context) -> str:
         return self.takes if isinstance(self.takes, str) else self.takes(context)
 
     def digest(self, context: Context) -> str:
         """Changes when what the step would do changes: its commands, env (and pyproject)."""
-        text = repr((self.commands(context), sorted(self.env(context).items())))
+        text = repr(
+            (self.commands(context), self.alongside(context), sorted(self.env(context).items()))
+        )
         if self.reads_pyproject:
             text += (ROOT / "pyproject.toml").read_text()
         return hashlib.sha256(text.encode()).hexdigest()
@@ -477,15 +482,16 @@ def _models_commands(context: Context) -> list[list[str]]:
 
 
 def _doctor_commands(context: Context) -> list[list[str]]:
+    return [[str(context.venv / "bin" / "llmasos"), "doctor"]]
+
+
+def _server_import_command(context: Context) -> list[str]:
     # uv does not byte-compile what it installs (pip compiled all of it, torch's and
     # transformers' thousands of modules included). The doctor imports the backends and
-    # loads the models, and the second command imports the server as `llmasos serve` does:
-    # with bytecode writing on (`_doctor_env`) they leave a .pyc for every module serving
-    # uses, and only those, so later starts read them instead of compiling again.
-    return [
-        [str(context.venv / "bin" / "llmasos"), "doctor"],
-        [str(context.venv_python), "-c", "import llmasos.cli.main, llmasos.server.app"],
-    ]
+    # loads the models; this imports the server as `llmasos serve` does, on the other core
+    # meanwhile. With bytecode writing on (`_doctor_env`) the two leave a .pyc for every
+    # module serving uses, and only those, so later starts read them instead of compiling.
+    return [str(context.venv_python), "-c", "import llmasos.cli.main, llmasos.server.app"]
 
 
 def _doctor_env(context: Context) -> dict[str, str]:
@@ -599,6 +605,7 @@ DOCTOR = Step(
     ),
     _doctor_commands,
     env=_doctor_env,
+    alongside=_server_import_command,
     reads_pyproject=True,
     failure=(
         "`llmasos doctor` found a required part missing or broken",
@@ -678,6 +685,28 @@ def run_command(command: Sequence[str], env: dict[str, str]) -> tuple[int, list[
         assert stream is not None
         _forward(iter(lambda: stream.read1(65536), b""), tail)
     return process.returncode, list(tail)
+
+
+def _start_alongside(
+    command: list[str] | None, env: dict[str, str]
+) -> subprocess.Popen[bytes] | None:
+    if command is None:
+        return None
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+
+
+def _finish_alongside(process: subprocess.Popen[bytes] | None) -> tuple[int, list[str]] | None:
+    """Wait for a command started by `_start_alongside`: its status and last lines."""
+    if process is None:
+        return None
+    out, _ = process.communicate()
+    return process.returncode, out.decode(errors="replace").splitlines()[-60:]
 
 
 def _pty_chunks(master: int) -> Iterator[bytes]:
@@ -826,14 +855,22 @@ def run_profile(
             step_started = time.monotonic()
             cpu_started = _children_cpu_seconds()
             step.precheck(context)
-            for command in step.commands(context):
-                try:
-                    env = {**dict(context.installer.env), **step.env(context)}
-                    returncode, output = run_command(command, env)
-                except FileNotFoundError:
-                    raise StepFailed(f"{command[0]} not found", "install it, then re-run") from None
-                if returncode != 0:
-                    raise StepFailed(*(step.failure or diagnose(output, returncode)))
+            env = {**dict(context.installer.env), **step.env(context)}
+            beside = _start_alongside(step.alongside(context), env)
+            try:
+                for command in step.commands(context):
+                    try:
+                        returncode, output = run_command(command, env)
+                    except FileNotFoundError:
+                        raise StepFailed(
+                            f"{command[0]} not found", "install it, then re-run"
+                        ) from None
+                    if returncode != 0:
+                        raise StepFailed(*(step.failure or diagnose(output, returncode)))
+            finally:
+                beside_result = _finish_alongside(beside)
+            if beside_result is not None and beside_result[0] != 0:
+                raise StepFailed(*diagnose(beside_result[1], beside_result[0]))
             context.stamps.mkdir(parents=True, exist_ok=True)
             stamp.write_text(digest + "\n")
             ran_any = True

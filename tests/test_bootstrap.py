@@ -311,3 +311,43 @@ def test_installer_uv_on_path_pip_when_asked_and_pip_when_uv_cannot_be_had(
     assert fallback.uv is None and fallback.name == "pip"
     assert "uv could not be fetched (pip found no release of uv==0.13.9" in fallback.how
     assert not list((tmp_path / "cache").glob("*uv*"))  # no half-fetched uv left behind
+
+
+def test_a_quiet_command_runs_alongside_and_its_failure_fails_the_step(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    context = _context(tmp_path)
+    flag = tmp_path / "alongside-ran"
+    ok = bootstrap.Step(
+        "check",
+        "check",
+        "about 1 s",
+        lambda _: [[sys.executable, "-c", "print('main ran')"]],
+        alongside=lambda _: [sys.executable, "-c", f"open({str(flag)!r}, 'w'); print('quiet')"],
+    )
+    assert bootstrap.run_profile("serve", context, "make serve", (ok,)) == 0
+    out, _ = capfd.readouterr()
+    assert flag.exists() and "main ran" in out and "quiet" not in out
+
+    broken = bootstrap.Step(
+        "check2",
+        "check",
+        "about 1 s",
+        lambda _: [[sys.executable, "-c", "print('main ran')"]],
+        alongside=lambda _: [sys.executable, "-c", "import no_such_module_here"],
+    )
+    assert bootstrap.run_profile("serve", context, "make serve", (broken,)) == 1
+    _, err = capfd.readouterr()
+    assert "set-up failed at step 'check2'" in err
+    assert "No module named 'no_such_module_here'" in err
+    assert not (context.stamps / "check2").exists()
+
+
+def test_the_check_writes_bytecode_for_what_serving_imports(tmp_path: Path) -> None:
+    context = _uv_context(tmp_path)
+    assert bootstrap.DOCTOR.env(context) == {"PYTHONDONTWRITEBYTECODE": ""}
+    server_import = bootstrap.DOCTOR.alongside(context)
+    assert server_import is not None and "llmasos.server.app" in server_import[-1]
+    # the test profile compiles everything up front: its suite starts many processes
+    assert "--compile-bytecode" in bootstrap._dev_commands(context)[0]
+    assert "--compile-bytecode" not in bootstrap._serve_commands(context)[0]
