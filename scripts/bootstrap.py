@@ -239,8 +239,7 @@ def locate_uv(python: str, cache: Path) -> tuple[str | None, str, str]:
         f"[installer] fetching uv {UV_VERSION} with pip into {target} (about 5 s, once)",
         flush=True,
     )
-    partial = cache / f".uv-{UV_VERSION}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = cache / f".uv-{UV_VERSION}.{os.getpid()}.partial"  # two set-ups may fetch at once
     command = [
         python,
         *("-m", "pip", "install", "--disable-pip-version-check", "--root-user-action=ignore"),
@@ -256,8 +255,16 @@ def locate_uv(python: str, cache: Path) -> tuple[str | None, str, str]:
         shutil.rmtree(partial, ignore_errors=True)
         reason, _ = diagnose(output, returncode)
         return None, "", f"uv could not be fetched ({reason})"
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    try:
+        partial.rename(target)
+    except OSError:  # another set-up finished first (or a broken copy is in the way)
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            partial.rename(target)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+    if not binary.is_file():
+        return None, "", f"uv could not be put into {target}"
     return str(binary), UV_VERSION, f"fetched now into {target}"
 
 
