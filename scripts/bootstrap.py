@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import glob
 import hashlib
 import json
@@ -346,9 +347,10 @@ class Step:
 
     def digest(self, context: Context) -> str:
         """Changes when what the step would do changes: its commands, env (and pyproject)."""
-        text = repr(
-            (self.commands(context), self.alongside(context), sorted(self.env(context).items()))
-        )
+        text = repr((self.commands(context), sorted(self.env(context).items())))
+        alongside = self.alongside(context)
+        if alongside is not None:  # (not in the text otherwise: older stamps still match)
+            text += repr(alongside)
         if self.reads_pyproject:
             text += (ROOT / "pyproject.toml").read_text()
         return hashlib.sha256(text.encode()).hexdigest()
@@ -414,20 +416,23 @@ def no_common_cmake_file() -> Path:
     return path
 
 
-def llama_cmake_args(vision: bool) -> list[str]:
+def llama_cmake_args(vision: bool, cached: bool = False) -> list[str]:
     """CMake options for llama-cpp-python: only the libraries the llama.cpp backend loads.
 
     llama.cpp's tests, examples, tools and server are off (they already are when it is built
     as a subproject; saying so keeps it that way), so is its ``common`` library, and the
     multimodal library (mtmd, ``LLAVA_BUILD``) unless vision is asked for. The user's own
-    ``CMAKE_ARGS`` (say ``-DGGML_CUDA=on``) come last and win.
+    ``CMAKE_ARGS`` (say ``-DGGML_CUDA=on``) come last and win. ``cached``: the options key
+    uv's wheel cache, so the include file is named by `no_common_cmake_file`, not by its
+    place in this checkout (pip keys on neither, and keeps the checkout's path).
     """
+    include = no_common_cmake_file() if cached else NO_COMMON_CMAKE
     args = [
         "-DLLAMA_BUILD_TESTS=OFF",
         "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DLLAMA_BUILD_TOOLS=OFF",
         "-DLLAMA_BUILD_SERVER=OFF",
-        f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={no_common_cmake_file()}",
+        f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={include}",
         f"-DLLAVA_BUILD={'ON' if vision else 'OFF'}",
     ]
     return args + shlex.split(os.environ.get("CMAKE_ARGS", ""))
@@ -441,7 +446,7 @@ def _llama_options_as_config_setting(context: Context) -> str | None:
     None when an option holds a ``;`` (a CMake list such as ``-DCMAKE_CUDA_ARCHITECTURES=75;86``,
     which the setting would split): those go through ``CMAKE_ARGS`` and the cache is bypassed.
     """
-    args = llama_cmake_args(context.vision)
+    args = llama_cmake_args(context.vision, cached=True)
     return None if any(";" in arg for arg in args) else "cmake.args=" + ";".join(args)
 
 
@@ -449,7 +454,9 @@ def _llama_env(context: Context) -> dict[str, str]:
     setting = _llama_options_as_config_setting(context) if context.installer.uv else None
     return {
         # empty when the options travel as a config setting (scikit-build-core reads both)
-        "CMAKE_ARGS": "" if setting else shlex.join(llama_cmake_args(context.vision)),
+        "CMAKE_ARGS": ""
+        if setting
+        else shlex.join(llama_cmake_args(context.vision, cached=bool(context.installer.uv))),
         "CMAKE_BUILD_PARALLEL_LEVEL": str(context.jobs),
         # ninja's one-line "[n/N] Building ..." progress instead of every compiler command:
         # llama-cpp-python turns verbose on under the old name, which an env setting overrides
@@ -812,6 +819,18 @@ def diagnose(output: Sequence[str], returncode: int) -> tuple[str, str]:
     return last[:200], "read the output above for the cause, fix it, then re-run"
 
 
+def _accepted(step: Step, context: Context, digest: str) -> set[str]:
+    """The stamps that mean the step is done: its digest, and with uv the one pip would have.
+
+    The same step done by pip installed the same things with the same options, so an
+    environment set up by pip before the set-up moved to uv is not installed (or llama.cpp
+    compiled) again; only steps whose commands changed otherwise run.
+    """
+    if context.installer.uv is None:
+        return {digest}
+    return {digest, step.digest(dataclasses.replace(context, installer=Installer.pip()))}
+
+
 def _stamp_path(context: Context, step: Step) -> Path:
     return context.stamps / step.name
 
@@ -851,7 +870,7 @@ def run_profile(
         try:
             digest = step.digest(context)
             stamp = _stamp_path(context, step)
-            if stamp.exists() and stamp.read_text().strip() == digest:
+            if stamp.exists() and stamp.read_text().strip() in _accepted(step, context, digest):
                 print(f"{prefix} done earlier, skipped", flush=True)
                 continue
             skip = step.skip(context)

@@ -259,7 +259,7 @@ def test_with_uv_the_llama_options_key_the_wheel_cache(
     uninstall, install = bootstrap._llama_commands(context)
     assert uninstall[:3] == ["/bin/uv", "pip", "uninstall"]
     setting = install[install.index("--config-settings") + 1]
-    assert setting == "cmake.args=" + ";".join(bootstrap.llama_cmake_args(vision=False))
+    assert setting == "cmake.args=" + ";".join(bootstrap.llama_cmake_args(False, cached=True))
     assert bootstrap._llama_env(context)["CMAKE_ARGS"] == ""
     # the include file lies in the cache home, so another clone asks for the same wheel
     assert f"_INCLUDE={_cache_home / 'llmasos'}/llamacpp-no-common-" in setting
@@ -351,3 +351,24 @@ def test_the_check_writes_bytecode_for_what_serving_imports(tmp_path: Path) -> N
     # the test profile compiles everything up front: its suite starts many processes
     assert "--compile-bytecode" in bootstrap._dev_commands(context)[0]
     assert "--compile-bytecode" not in bootstrap._serve_commands(context)[0]
+
+
+def test_an_environment_set_up_by_pip_is_not_set_up_again_by_uv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    pip_context = _context(tmp_path)
+    pip_context.stamps.mkdir(parents=True)
+    for step in (bootstrap.LLAMA_CPP, bootstrap.MODELS):  # what an earlier pip set-up left
+        (pip_context.stamps / step.name).write_text(step.digest(pip_context) + "\n")
+    uv_context = _uv_context(tmp_path)
+    steps = (bootstrap.LLAMA_CPP, bootstrap.MODELS)
+    assert bootstrap.run_profile("serve", uv_context, "make serve", steps) == 0
+    out, _ = capfd.readouterr()
+    assert "llama.cpp: done earlier, skipped" in out and "models: done earlier, skipped" in out
+    # other options (vision) are another build, whoever made the first one
+    vision = _uv_context(tmp_path, vision=True)
+    stamp = (pip_context.stamps / "llama.cpp").read_text().strip()
+    assert stamp not in bootstrap._accepted(
+        bootstrap.LLAMA_CPP, vision, bootstrap.LLAMA_CPP.digest(vision)
+    )
