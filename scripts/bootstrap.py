@@ -597,7 +597,7 @@ SERVE = Step(
     "install LLMasOS and what serving needs (FastAPI, SQLAlchemy, sentence-transformers, "
     "torch CPU)",
     _by_installer(
-        "about 1 min on 2 idle cores when uv downloads the packages, 5 s from its cache",
+        "about 30 s when uv downloads the packages, 5 s from its cache",
         "about 2 min on 2 idle cores",
     ),
     _serve_commands,
