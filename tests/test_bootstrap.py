@@ -131,6 +131,13 @@ def test_missing_compiler_fails_before_the_build(
     assert "no C++ compiler on PATH" in err and "build-essential" in err
 
 
+@pytest.fixture(autouse=True)
+def _cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The set-up's cache home (the CMake include file, a fetched uv) under tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 def test_llama_cpp_build_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CMAKE_ARGS", raising=False)
     args = bootstrap.llama_cmake_args(vision=False)
@@ -164,3 +171,204 @@ def test_apt_steps_name_what_is_missing_and_how_to_get_it(
     monkeypatch.setattr(bootstrap, "_system_package_present", lambda p: True)
     assert bootstrap._apt_skip(packages, "x") == "already installed"
     assert bootstrap._apt_commands(packages) == []
+
+
+# --- the installer: uv with pip's settings, or pip -----------------------------------------
+
+PIP_CONFIG_LIST = """\
+:env:.cert='/etc/ssl/certs/ca-certificates.crt'
+:env:.disable-pip-version-check='1'
+:env:.find-links='/opt/wheels'
+global.constraint='/etc/pip/constraints.txt'
+global.extra-index-url='file:///opt/a/simple file:///opt/b/simple'
+global.find-links='/ignored/because/env/wins'
+global.client-cert='/etc/client.pem'
+install.pre='true'
+download.index-url='https://not.for.installs/simple'
+"""
+
+
+def test_pip_settings_are_read_with_the_environment_winning() -> None:
+    settings = bootstrap.read_pip_settings(PIP_CONFIG_LIST)
+    assert settings["find-links"] == "/opt/wheels"
+    assert settings["extra-index-url"] == "file:///opt/a/simple file:///opt/b/simple"
+    assert settings["pre"] == "true" and "index-url" not in settings
+
+
+def test_pip_settings_become_uv_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    settings = bootstrap.read_pip_settings(PIP_CONFIG_LIST)
+    index, install, env, ignored = bootstrap.uv_settings_from_pip(settings)
+    assert index == [
+        "--find-links",
+        "/opt/wheels",
+        "--index",
+        "file:///opt/a/simple",
+        "--index",
+        "file:///opt/b/simple",
+        "--index-strategy",
+        "unsafe-best-match",
+    ]
+    assert install == ["--constraint", "/etc/pip/constraints.txt", "--prerelease", "allow"]
+    assert env == {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"}
+    assert ignored == ["client-cert"]
+    # a certificate the user already exports wins over pip's file
+    monkeypatch.setenv("SSL_CERT_FILE", "/mine.pem")
+    assert bootstrap.uv_settings_from_pip(settings)[2] == {}
+    # one default index alone needs no strategy: uv and pip then agree
+    only = bootstrap.uv_settings_from_pip({"index-url": "https://mirror/simple"})
+    assert only[0] == ["--default-index", "https://mirror/simple"]
+
+
+def _uv_context(tmp_path: Path, vision: bool = False) -> object:
+    installer = bootstrap.Installer(
+        "/bin/uv", "0.13.9", ("--find-links", "/w"), ("--constraint", "/c.txt")
+    )
+    return bootstrap.Context(
+        venv=tmp_path / "venv",
+        python=sys.executable,
+        torch="torch",
+        jobs=2,
+        vision=vision,
+        installer=installer,
+    )
+
+
+def test_with_uv_every_install_carries_the_options_and_the_venv_is_seeded(
+    tmp_path: Path,
+) -> None:
+    context = _uv_context(tmp_path)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    assert context.pip("--no-deps", "x==1") == [
+        "/bin/uv",
+        *("pip", "install", "--python", python),
+        *("--find-links", "/w", "--constraint", "/c.txt", "--no-deps", "x==1"),
+    ]
+    (venv,) = bootstrap._venv_commands(context)
+    assert venv[:3] == ["/bin/uv", "venv", "--seed"] and "--constraint" not in venv
+    assert venv[-3:] == ["--find-links", "/w", str(tmp_path / "venv")]
+    assert bootstrap.VENV.how_long(context) == "about 1 s"
+    assert bootstrap.VENV.how_long(_context(tmp_path)) == "about 10 s"
+
+
+def test_with_uv_the_llama_options_key_the_wheel_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _cache_home: Path
+) -> None:
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    context = _uv_context(tmp_path)
+    uninstall, install = bootstrap._llama_commands(context)
+    assert uninstall[:3] == ["/bin/uv", "pip", "uninstall"]
+    setting = install[install.index("--config-settings") + 1]
+    assert setting == "cmake.args=" + ";".join(bootstrap.llama_cmake_args(False, cached=True))
+    assert bootstrap._llama_env(context)["CMAKE_ARGS"] == ""
+    # the include file lies in the cache home, so another clone asks for the same wheel
+    assert f"_INCLUDE={_cache_home / 'llmasos'}/llamacpp-no-common-" in setting
+    vision = bootstrap._llama_commands(_uv_context(tmp_path, vision=True))[1]
+    assert "-DLLAVA_BUILD=ON" in vision[vision.index("--config-settings") + 1]
+    # a CMake list cannot travel in the setting: CMAKE_ARGS, and no cached wheel
+    monkeypatch.setenv("CMAKE_ARGS", "-DCMAKE_CUDA_ARCHITECTURES=75;86")
+    install = bootstrap._llama_commands(context)[1]
+    assert "--no-cache" in install and "--config-settings" not in install
+    assert "75;86" in bootstrap._llama_env(context)["CMAKE_ARGS"]
+
+
+def _program(path: Path, script: str) -> str:
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_installer_uv_on_path_pip_when_asked_and_pip_when_uv_cannot_be_had(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    # a Python whose pip has settings to carry over and cannot fetch anything
+    python = _program(
+        tmp_path / "python",
+        'if [ "$3" = config ]; then echo "global.find-links=\'/opt/wheels\'"; exit 0; fi\n'
+        'echo "ERROR: No matching distribution found for uv==0.13.9"; exit 1',
+    )
+    uv = _program(bin_dir / "uv", 'echo "uv 0.14.2"')
+    monkeypatch.delenv("LLMASOS_INSTALLER", raising=False)
+    found = bootstrap.find_installer(python, tmp_path / "cache")
+    assert (found.uv, found.version) == (uv, "0.14.2")
+    assert found.index_options == (
+        "--find-links",
+        "/opt/wheels",
+        "--index-strategy",
+        "unsafe-best-match",
+    )
+    assert "find-links" in found.how
+
+    monkeypatch.setenv("LLMASOS_INSTALLER", "pip")
+    assert bootstrap.find_installer(python, tmp_path / "cache").uv is None
+
+    monkeypatch.delenv("LLMASOS_INSTALLER")
+    _program(bin_dir / "uv", 'echo "uv 0.4.0"')  # too old: no config settings in its cache key
+    fallback = bootstrap.find_installer(python, tmp_path / "cache")
+    assert fallback.uv is None and fallback.name == "pip"
+    assert "uv could not be fetched (pip found no release of uv==0.13.9" in fallback.how
+    assert not list((tmp_path / "cache").glob("*uv*"))  # no half-fetched uv left behind
+
+
+def test_a_quiet_command_runs_alongside_and_its_failure_fails_the_step(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    context = _context(tmp_path)
+    flag = tmp_path / "alongside-ran"
+    ok = bootstrap.Step(
+        "check",
+        "check",
+        "about 1 s",
+        lambda _: [[sys.executable, "-c", "print('main ran')"]],
+        alongside=lambda _: [sys.executable, "-c", f"open({str(flag)!r}, 'w'); print('quiet')"],
+    )
+    assert bootstrap.run_profile("serve", context, "make serve", (ok,)) == 0
+    out, _ = capfd.readouterr()
+    assert flag.exists() and "main ran" in out and "quiet" not in out
+
+    broken = bootstrap.Step(
+        "check2",
+        "check",
+        "about 1 s",
+        lambda _: [[sys.executable, "-c", "print('main ran')"]],
+        alongside=lambda _: [sys.executable, "-c", "import no_such_module_here"],
+    )
+    assert bootstrap.run_profile("serve", context, "make serve", (broken,)) == 1
+    _, err = capfd.readouterr()
+    assert "set-up failed at step 'check2'" in err
+    assert "No module named 'no_such_module_here'" in err
+    assert not (context.stamps / "check2").exists()
+
+
+def test_the_check_writes_bytecode_for_what_serving_imports(tmp_path: Path) -> None:
+    context = _uv_context(tmp_path)
+    assert bootstrap.DOCTOR.env(context) == {"PYTHONDONTWRITEBYTECODE": ""}
+    server_import = bootstrap.DOCTOR.alongside(context)
+    assert server_import is not None and "llmasos.server.app" in server_import[-1]
+    # the test profile compiles everything up front: its suite starts many processes
+    assert "--compile-bytecode" in bootstrap._dev_commands(context)[0]
+    assert "--compile-bytecode" not in bootstrap._serve_commands(context)[0]
+
+
+def test_an_environment_set_up_by_pip_is_not_set_up_again_by_uv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    pip_context = _context(tmp_path)
+    pip_context.stamps.mkdir(parents=True)
+    for step in (bootstrap.LLAMA_CPP, bootstrap.MODELS):  # what an earlier pip set-up left
+        (pip_context.stamps / step.name).write_text(step.digest(pip_context) + "\n")
+    uv_context = _uv_context(tmp_path)
+    steps = (bootstrap.LLAMA_CPP, bootstrap.MODELS)
+    assert bootstrap.run_profile("serve", uv_context, "make serve", steps) == 0
+    out, _ = capfd.readouterr()
+    assert "llama.cpp: done earlier, skipped" in out and "models: done earlier, skipped" in out
+    # other options (vision) are another build, whoever made the first one
+    vision = _uv_context(tmp_path, vision=True)
+    stamp = (pip_context.stamps / "llama.cpp").read_text().strip()
+    assert stamp not in bootstrap._accepted(
+        bootstrap.LLAMA_CPP, vision, bootstrap.LLAMA_CPP.digest(vision)
+    )
