@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from llmasos.cli.main import app, main
+from llmasos.cli.main import main
 from llmasos.cli.root import state
+from tests.cli.invoke import run as invoke
 
-runner = CliRunner()
 USES_BUILTINS = {"test_builtins_are_listed"}
 """Tests that register the real built-in models; the others hide them (faster)."""
 
@@ -53,10 +52,7 @@ def tiny_gguf(tmp_path: Path) -> Path:
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
+    return invoke(*args, stream="output")
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

@@ -10,19 +10,17 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from llmasos.cli.main import app, main
+from llmasos.cli.main import main
 from llmasos.cli.root import state
 from llmasos.config import load_settings
 from llmasos.net import free_port
 from llmasos.storage import open_database
 from llmasos.tools.personal import open_personal
+from tests.cli.invoke import run
 from tests.cli.test_memory_cli import requires_model
 from tests.cli.test_output import documented_fields
 from tests.memory.conftest import WordEngine
-
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -35,13 +33,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> 
     state.reset()
     yield home
     state.reset()
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout
 
 
 def json_of(*args: str) -> object:

@@ -9,13 +9,11 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from llmasos.cli.main import app, main
+from llmasos.cli.main import main
 from llmasos.cli.root import state
 from llmasos.net import free_port
-
-runner = CliRunner()
+from tests.cli.invoke import run
 
 
 @pytest.fixture(autouse=True)
@@ -29,13 +27,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     state.reset()
     yield home
     state.reset()
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout
 
 
 def test_add_list_and_remove_a_remote(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

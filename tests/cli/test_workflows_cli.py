@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from llmasos.access.usage import PriceTable
-from llmasos.cli.main import app, main
+from llmasos.cli.main import main
 from llmasos.cli.root import state
 from llmasos.config import load_settings
 from llmasos.models import open_model_store
@@ -20,10 +19,10 @@ from llmasos.server.app import create_app
 from llmasos.storage import open_database
 from llmasos.workflows.nodes import NodeRuntime
 from llmasos.workflows.system import Workflows
+from tests.cli.invoke import run as invoke
 from tests.server.conftest import ServerThread
 from tests.server.fake_engine import FakeEngineClient
 
-runner = CliRunner()
 FLOW = """
 name: shout
 inputs: {text: string, times: {type: integer, default: 1}}
@@ -60,10 +59,7 @@ def cli(server_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout + result.stderr
+    return invoke(*args, stream="both")
 
 
 def test_workflow_commands(cli: Path) -> None:
