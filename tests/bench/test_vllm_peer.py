@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,7 @@ from llmasos.bench.vllm import (
 from llmasos.config import default_home
 from llmasos.errors import BackendUnavailableError, InvalidRequestError
 from llmasos.net import free_port
+from llmasos.toolchain.training import hf_directory
 
 AVX2_FLAGS = "fpu sse sse2 avx f16c fma avx2 bmi2"
 
@@ -265,3 +268,34 @@ def test_installed_server_accepts_every_option(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     for option in (part for part in command if part.startswith("--")):
         assert option in done.stdout, option
+
+
+class _Store:
+    """The two store calls `hf_directory` makes, for one model."""
+
+    def __init__(self, path: Path, format: str) -> None:
+        self.path = path
+        self.format = format
+
+    def manifest(self, name: str) -> Any:
+        return SimpleNamespace(name=name, format=self.format, short_id="abc123", kind="generate")
+
+    def resolve(self, name: str) -> Any:
+        return SimpleNamespace(path=self.path)
+
+
+def test_hf_directory_of_safetensors_is_the_model_itself(tmp_path: Path) -> None:
+    store: Any = _Store(tmp_path / "model", "safetensors")
+    assert hf_directory(store, "m", cache_root=tmp_path / "cache") == tmp_path / "model"
+
+
+def test_hf_directory_of_a_gguf_is_the_toolchain_cache(tmp_path: Path) -> None:
+    """A complete cache (what load_trainable wrote) is returned without loading anything."""
+    from llmasos.backends.transformers.loading import CACHE_MARKER  # torch: only here
+
+    cached = tmp_path / "cache" / "abc123"
+    cached.mkdir(parents=True)
+    (cached / "model.safetensors").write_bytes(b"")
+    (cached / CACHE_MARKER).write_text("{}")
+    store: Any = _Store(tmp_path / "m.gguf", "gguf")
+    assert hf_directory(store, "m", cache_root=tmp_path / "cache") == cached
