@@ -128,12 +128,12 @@ def hf_directory(store: ModelStoreInterface, name: str, *, cache_root: Path) -> 
     The directory is the one `load_trainable` writes and reads (``cache_root/SHORT_ID``), so
     fine-tuning and a benchmark peer share one conversion; it is float32 whatever the source.
     """
-    from llmasos.backends.transformers.loading import cache_is_complete
-
     manifest = store.manifest(name)
     resolved = store.resolve(name)
     if manifest.format == "safetensors":
         return Path(resolved.path)
+    from llmasos.backends.transformers.loading import cache_is_complete  # torch, when needed
+
     directory = cache_root / manifest.short_id
     if not cache_is_complete(directory):
         trainable = load_trainable(store, name, dequantize=True, cache_root=cache_root)
