@@ -2,12 +2,13 @@
 
 `run_campaign` runs a `CampaignPlan` (``llmasos bench serve``'s options): it builds the
 workload, measures LLMasOS (at a base URL, or a `llmasos serve` it starts in a temporary
-home), then each peer in turn (llama-cpp-python's server, started and stopped here, or the
-in-process raw llama.cpp loop, run after every server is stopped), under the ``load``,
-``fairness`` or ``soak`` scenario. The result, a `CampaignReport`, compares LLMasOS with the
-peers, becomes the JSON document and the chart. What the person sees while it runs goes
-through a `CampaignDisplay` (the CLI gives one with rich progress bars), so nothing here
-prints.
+home), then each peer in turn (llama-cpp-python's server or vLLM's CPU build, started and
+stopped here — vLLM installed into its own venv and the model converted before anything
+starts — or the in-process raw llama.cpp loop, run after every server is stopped), under
+the ``load``, ``fairness`` or ``soak`` scenario. The result, a `CampaignReport`, compares
+LLMasOS with the peers, becomes the JSON document and the chart. What the person sees while
+it runs goes through a `CampaignDisplay` (the CLI gives one with rich progress bars), so
+nothing here prints.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from llmasos.bench.peers import (
     LLAMA_CPP_SERVER,
     PEERS,
     RAW_LOOP,
+    VLLM,
     ServerProcess,
     llama_cpp_server,
     llmasos_server,
@@ -37,6 +39,7 @@ from llmasos.bench.peers import (
 from llmasos.bench.rawloop import LABEL, check_raw_loop_model, check_raw_loop_options, run_raw_loop
 from llmasos.bench.scenarios import run_fairness, run_soak
 from llmasos.bench.serve import LoadConfig, Target, run_benchmark
+from llmasos.bench.vllm import VllmPeer, prepare_vllm, vllm_server
 from llmasos.bench.workloads import BenchRequest, build_workload
 from llmasos.config import Settings
 from llmasos.errors import InvalidRequestError, LLMasOSError
@@ -110,7 +113,7 @@ class CampaignReport:
     """How each server the campaign started ended."""
 
     def comparison(self) -> dict[str, Any]:
-        """LLMasOS's output tok/s as % of the raw loop and as x of llama-cpp-server."""
+        """LLMasOS's output tok/s as % of the raw loop and as x of each server peer."""
         if self.plan.scenario != "load":
             return {}
         by_label = {s.label: s for s in self.results}
@@ -130,11 +133,12 @@ class CampaignReport:
                 verdict = "met" if percent >= target_percent else "NOT met"
                 text += f"; target at concurrency {concurrency}: >= {target_percent:g}%, {verdict}"
             parts.append(text + ")")
-        server = by_label.get(LLAMA_CPP_SERVER)
-        if server is not None and server.output_throughput > 0:
-            times = ours.output_throughput / server.output_throughput
-            result["llmasos_x_llama_cpp_server"] = times
-            parts.append(f"{times:.2f}x llama-cpp-server ({server.output_throughput:.1f})")
+        for peer in (LLAMA_CPP_SERVER, VLLM):
+            server = by_label.get(peer)
+            if server is not None and server.output_throughput > 0:
+                times = ours.output_throughput / server.output_throughput
+                result[f"llmasos_x_{peer.replace('-', '_')}"] = times
+                parts.append(f"{times:.2f}x {peer} ({server.output_throughput:.1f})")
         if parts:
             result["line"] = f"llmasos output tok/s {ours.output_throughput:.1f} = " + ", ".join(
                 parts
@@ -225,6 +229,10 @@ def run_campaign(
     )
     if not plan.start_server:
         check_reachable(plan.base_url)
+    vllm: VllmPeer | None = None
+    if VLLM in plan.peers:  # install and convert before any server runs
+        vllm = prepare_vllm(store, model_name, home=settings.home, say=display.say)
+        display.say(f"{VLLM}: dtype {vllm.dtype} ({vllm.dtype_reason})")
     report = CampaignReport(plan, results=[], runs=[], exit_codes={})
     with interrupt_on_sigterm():  # so a started server is stopped on the way out
         for label in ("llmasos", *plan.peers):
@@ -233,7 +241,7 @@ def run_campaign(
                 report.runs.append(run)
                 report.results.append(run[0])
                 continue
-            with _server(plan, label, store, settings, model_name, threads) as process:
+            with _server(plan, label, store, settings, model_name, threads, vllm) as process:
                 if process is not None:
                     display.say(f"starting {label} on port {process.port} …")
                     process.start()
@@ -253,8 +261,17 @@ def _server(
     settings: Settings,
     model_name: str,
     threads: int,
+    vllm: VllmPeer | None = None,
 ) -> AbstractContextManager[ServerProcess | None]:
     """The server process to start for ``label``, or None to use ``plan.base_url``."""
+    if label == VLLM:
+        assert vllm is not None, "prepare_vllm runs before the servers"
+        return vllm_server(
+            vllm,
+            threads=threads,
+            context_length=settings.context_length,
+            max_num_seqs=max(1, plan.config.concurrency or plan.num_prompts),
+        )
     if label == LLAMA_CPP_SERVER:
         gguf = store.resolve(model_name).path
         return llama_cpp_server(gguf, threads=threads, context_length=settings.context_length)

@@ -5,8 +5,10 @@ temporary file, waits until a readiness URL answers 200 and stops it with SIGTER
 SIGKILL after a grace period), returning its exit code. `llmasos_server` starts
 ``llmasos serve`` (optionally with a temporary ``LLMASOS_HOME``); `llama_cpp_server` starts
 llama-cpp-python's own OpenAI server. `rss_bytes` reads a process's resident memory.
-`PEERS` names every peer ``bench serve --peer`` accepts; ``raw-loop`` is no server but the
-in-process reference loop of `llmasos.bench.rawloop`.
+`PEERS` names every peer ``bench serve --peer`` accepts; ``vllm`` is prepared and started
+by `llmasos.bench.vllm` (a venv of its own); ``raw-loop`` is no server but the in-process
+reference loop of `llmasos.bench.rawloop`. A server started with ``process_group`` gets its
+own process group, and stopping it signals the whole group.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from llmasos.net import free_port
 
 LLAMA_CPP_SERVER = "llama-cpp-server"
 RAW_LOOP = "raw-loop"
-PEERS: tuple[str, ...] = (LLAMA_CPP_SERVER, RAW_LOOP)
+VLLM = "vllm"
+PEERS: tuple[str, ...] = (LLAMA_CPP_SERVER, VLLM, RAW_LOOP)
 LLAMA_CPP_SERVER_PACKAGES = ("llama_cpp", "sse_starlette", "starlette_context", "fastapi")
 
 
@@ -63,6 +66,8 @@ class ServerProcess:
         *,
         env: dict[str, str] | None = None,
         cleanup_dir: Path | None = None,
+        start_timeout_s: float = 180.0,
+        process_group: bool = False,
     ) -> None:
         self.label = label
         self.command = command
@@ -70,6 +75,10 @@ class ServerProcess:
         self.ready_path = ready_path
         self.env = env
         self.cleanup_dir = cleanup_dir
+        self.start_timeout_s = start_timeout_s
+        self.process_group = process_group
+        """Start the server in its own process group and signal the whole group on stop
+        (for servers that fork workers, such as vLLM's engine core)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop())
@@ -91,10 +100,15 @@ class ServerProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def start(self, timeout_s: float = 180.0) -> ServerProcess:
+    def start(self, timeout_s: float | None = None) -> ServerProcess:
         """Start the process and wait until ``ready_path`` answers 200."""
+        timeout_s = self.start_timeout_s if timeout_s is None else timeout_s
         self.process = subprocess.Popen(
-            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=self.process_group,
         )
         deadline = time.monotonic() + timeout_s
         url = self.base_url + self.ready_path
@@ -118,18 +132,31 @@ class ServerProcess:
         """SIGTERM, wait up to ``grace_s``, then SIGKILL; returns the exit code."""
         if self.process is not None and self.exit_code is None:
             if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
+                self._signal(signal.SIGTERM)
                 try:
                     self.process.wait(grace_s)
                 except subprocess.TimeoutExpired:
-                    self.process.kill()
+                    self._signal(signal.SIGKILL)
                     self.process.wait()
             self.exit_code = self.process.returncode
+            if self.process_group:  # workers the server left behind
+                self._signal(signal.SIGKILL)
         self._log.close()
         if self.cleanup_dir is not None:
             shutil.rmtree(self.cleanup_dir, ignore_errors=True)
             self.cleanup_dir = None
         return self.exit_code
+
+    def _signal(self, signum: int) -> None:
+        """Signal the server, or its whole process group when it has one."""
+        assert self.process is not None
+        try:
+            if self.process_group:
+                os.killpg(self.process.pid, signum)
+            else:
+                self.process.send_signal(signum)
+        except ProcessLookupError:
+            pass
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -232,8 +232,10 @@ def serve_bench(
     peer: Annotated[
         list[str] | None,
         typer.Option(
-            help="Also measure a peer: llama-cpp-server (llama-cpp-python's server) or "
-            "raw-loop (an in-process batched llama.cpp loop, the ceiling; closed loop only)."
+            help="Also measure a peer: llama-cpp-server (llama-cpp-python's server), vllm "
+            "(vLLM's CPU build in a venv of its own under LLMASOS_HOME/peers, installed on "
+            "first use, on the model de-quantized to a Hugging Face directory) or raw-loop "
+            "(an in-process batched llama.cpp loop, the ceiling; closed loop only)."
         ),
     ] = None,
     start_server: Annotated[

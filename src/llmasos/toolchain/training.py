@@ -4,6 +4,10 @@
   A GGUF in a quantized format is refused unless the caller consents to de-quantizing it
   (``dequantize=True``): training then starts from the de-quantized weights, and the result
   cannot be better than that source (a warning says so).
+- `hf_directory` gives a store model as a Hugging Face directory (config, safetensors,
+  tokenizer) for programs that read only that, such as vLLM (``bench serve --peer vllm``):
+  the model's own directory, or the float32 de-quantization of its GGUF that
+  `load_trainable` caches (made here if it is not cached yet).
 - `build_examples` turns a prepared dataset's rows into token ids and labels the way the
   model is served: chat and classification rows rendered with the model's chat template
   (its default system prompt included), only the last assistant turn trained on; completion
@@ -116,6 +120,30 @@ def load_trainable(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return TrainableModel(manifest, resolved, loaded.model, tokenizer, dequantized)
+
+
+def hf_directory(store: ModelStoreInterface, name: str, *, cache_root: Path) -> Path:
+    """``name`` as a Hugging Face model directory; a GGUF is de-quantized into ``cache_root``.
+
+    The directory is the one `load_trainable` writes and reads (``cache_root/SHORT_ID``), so
+    fine-tuning and a benchmark peer share one conversion; it is float32 whatever the source.
+    """
+    manifest = store.manifest(name)
+    resolved = store.resolve(name)
+    if manifest.format == "safetensors":
+        return Path(resolved.path)
+    from llmasos.backends.transformers.loading import cache_is_complete  # torch, when needed
+
+    directory = cache_root / manifest.short_id
+    if not cache_is_complete(directory):
+        trainable = load_trainable(store, name, dequantize=True, cache_root=cache_root)
+        del trainable
+        if not cache_is_complete(directory):
+            raise ModelFormatError(
+                f"could not write the de-quantized {manifest.name} to {directory} "
+                "(see the warning above)"
+            )
+    return directory
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def _check_gguf(path: Path) -> None:
             raise ModelFormatError(f"{path} is not a GGUF file (bad magic number)")
 
 
-def _cache_is_complete(cache_dir: Path) -> bool:
+def cache_is_complete(cache_dir: Path) -> bool:
     return (cache_dir / CACHE_MARKER).is_file() and any(cache_dir.glob("*.safetensors"))
 
 
@@ -143,14 +143,14 @@ def load_causal_lm(spec: LoadSpec) -> LoadedCausalLM:
             _check_gguf(path)
             option = spec.options.get("cache_dir")
             cache_dir = Path(option) if option else default_cache_dir(path)
-            if _cache_is_complete(cache_dir):
+            if cache_is_complete(cache_dir):
                 try:
                     model, tokenizer = _from_pretrained(cache_dir, dtype)
                     source = "gguf-cache"
                 except (OSError, ValueError, RuntimeError) as error:
                     logger.warning("ignoring a broken cache %s: %s", cache_dir, error)
                     shutil.rmtree(cache_dir, ignore_errors=True)
-            if not _cache_is_complete(cache_dir):
+            if not cache_is_complete(cache_dir):
                 model, tokenizer = _from_pretrained(
                     path.parent,
                     dtype,
