@@ -21,6 +21,7 @@ from llmasos.storage.migrate import upgrade_database
 from llmasos.tools import Tool, ToolContext, ToolResult, ToolSpec, ToolSystem
 from llmasos.tools.interface import ToolError
 from llmasos.workflows.nodes import NodeRuntime
+from llmasos.workflows.store import RunRecord
 from llmasos.workflows.system import Workflows
 
 CIPHER = ContentCipher(secrets.token_bytes(32))
@@ -61,6 +62,16 @@ class Slow(Tool):
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         await asyncio.sleep(float(arguments.get("s", 1)))
         return ToolResult("slept")
+
+
+async def run(
+    workflows: Workflows, source: str, inputs: dict[str, Any] | None = None, user: int | None = None
+) -> RunRecord:
+    """Store ``source`` as ``user``'s workflow, run it with ``inputs`` and wait for the end."""
+    stored, _ = workflows.store.create(user, source, replace=True)
+    started = workflows.start(user, stored.name, inputs or {})
+    await workflows.engine.wait(started.id)
+    return workflows.store.run(user, started.id)
 
 
 @pytest.fixture

@@ -10,16 +10,15 @@ the ``code`` scope is refused before anything runs.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from llmasos.access.users import UserManager
 from llmasos.storage import Database
 from llmasos.workflows import WorkflowError, load_workflow
-from llmasos.workflows.store import RunRecord
 from llmasos.workflows.system import Workflows
 from tests.sandbox.conftest import require_namespaces
+from tests.workflows.conftest import run
 
 TOTAL = """
 name: total
@@ -48,15 +47,6 @@ nodes:
       print("about to divide", file=sys.stderr)
       1 / 0
 """
-
-
-async def run(
-    workflows: Workflows, source: str, inputs: dict[str, Any] | None = None, user: int | None = None
-) -> RunRecord:
-    stored, _ = workflows.store.create(user, source, replace=True)
-    started = workflows.start(user, stored.name, inputs or {})
-    await workflows.engine.wait(started.id)
-    return workflows.store.run(user, started.id)
 
 
 def test_code_is_checked_as_python_and_never_as_a_template() -> None:

@@ -11,17 +11,7 @@ import pytest
 from llmasos.errors import InvalidRequestError, NotFoundError
 from llmasos.workflows.store import AlreadyAnsweredError, RunRecord, StepWrite
 from llmasos.workflows.system import Workflows
-from tests.workflows.conftest import Record
-
-
-async def run(
-    workflows: Workflows, source: str, inputs: dict[str, Any] | None = None, user: int | None = None
-) -> RunRecord:
-    stored, _ = workflows.store.create(user, source, replace=True)
-    started = workflows.start(user, stored.name, inputs or {})
-    await workflows.engine.wait(started.id)
-    return workflows.store.run(user, started.id)
-
+from tests.workflows.conftest import Record, run
 
 FLOW = """
 name: flow
