@@ -154,12 +154,13 @@ class CodeSandbox:
         environment = {**ENVIRONMENT, "HOME": str(scratch), "TMPDIR": str(scratch)}
         if os.environ.get("PYTHONPATH"):  # where the sandbox's own first process is found
             environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        spec = self.spec(scratch, limit)
         started = time.monotonic()
         process = spawn(
             # -E: the program ignores PYTHON* variables (PYTHONPATH above is the sandbox's);
             # -s: no user site; -u: output as it is written; -X utf8: UTF-8 whatever the locale
             [sys.executable, "-E", "-s", "-u", "-X", "utf8", SCRIPT],
-            self.spec(scratch, limit),
+            spec,
             mode=self.mode,
             cwd=scratch,
             env=environment,
@@ -191,9 +192,7 @@ class CodeSandbox:
         elif cancel.is_set():
             reason = "cancelled"
         elif reason is None and code == -signal.SIGXCPU:
-            reason = (
-                f"stopped at the CPU time limit of {self.spec(scratch, limit).limits.cpu_seconds} s"
-            )
+            reason = f"stopped at the CPU time limit of {spec.limits.cpu_seconds} s"
         stdout, stderr = readers
         return CodeResult(
             exit_code=code,
