@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, text
 
 from llmasos.errors import InvalidRequestError
-from llmasos.retrieval.hybrid import HybridIndex
+from llmasos.retrieval.hybrid import HybridIndex, bm25_scores
 from llmasos.retrieval.interface import IndexEntry, SearchFilters, reciprocal_rank_fusion
 from llmasos.retrieval.terms import TermBlinder, words
 from llmasos.storage import Database
@@ -250,3 +250,51 @@ def test_terms_common_in_a_large_namespace_are_dropped_from_the_query(
     assert [h.ref_id for h in hits] == [41]
     tiny = index.search("tiny", "weather", None, k=10, mode="bm25")
     assert len(tiny) == 5  # small namespaces keep every term
+
+
+def test_bm25_among_candidates_ranks_as_fts5_does() -> None:
+    import sqlite3
+
+    documents = [
+        "storm over the harbour",
+        "storm storm warning for the harbour tonight",
+        "a quiet harbour",
+        "storm",
+        "nothing to see here at all today",
+    ]
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE VIRTUAL TABLE t USING fts5(body)")
+    connection.executemany("INSERT INTO t(rowid, body) VALUES (?, ?)", enumerate(documents))
+    fts5 = connection.execute(
+        "SELECT rowid FROM t WHERE t MATCH 'storm OR harbour' ORDER BY bm25(t)"
+    ).fetchall()
+    held = {"storm": 3, "harbour": 3}
+    scores = bm25_scores([d.split() for d in documents], held, len(documents))
+    ours = sorted((i for i, score in enumerate(scores) if score > 0), key=lambda i: -scores[i])
+    assert ours == [row for (row,) in fts5]
+    assert scores[4] == 0  # no query word
+
+
+def test_common_words_are_ranked_among_the_meaning_candidates(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database.is_sqlite:
+        pytest.skip("the FTS5 vocabulary exists on SQLite only")
+    from llmasos.retrieval import hybrid
+
+    monkeypatch.setattr(hybrid, "COMMON_TERM_MIN_ROWS", 20)
+    monkeypatch.setattr(hybrid, "LEXICAL_ROW_BUDGET", 10)
+    index = HybridIndex(database, "budget", TermBlinder(KEY), candidates=4)
+    near, far = [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]
+    rows = [entry(n + 1, f"weather report {n}", near if n < 4 else far, "big") for n in range(30)]
+    rows.append(entry(31, "weather weather weather report report", far, "big"))
+    with database.session(write=True) as session:
+        index.add(session, rows)
+    [hit] = index.search("big", "weather report", near, k=1, mode="hybrid")
+    assert hit.ref_id in {1, 2, 3, 4} and hit.bm25_rank is not None
+    among = index._lexical("big", "weather report", SearchFilters(), 10, among=[1, 2, 3, 31])
+    assert among[0][0] == 31 and {ref for ref, _ in among} == {1, 2, 3, 31}
+    # words alone still search the whole namespace
+    assert index.search("big", "weather report", None, k=1, mode="bm25")[0].ref_id == 31
+    everywhere = index._lexical("big", "weather report", SearchFilters(), 40)
+    assert len(everywhere) == 31

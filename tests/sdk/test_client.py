@@ -47,9 +47,12 @@ def test_embed_models_and_call(served: Served) -> None:
         assert [len(v) for v in embeddings.vectors] == [384, 384]
         ids = {m.id for m in client.models()}
         assert "smollm2" in ids or "smollm2:latest" in ids
-        summary = client.call("summarize", TEXT, parameters={"max_tokens": 40})
+        summary = client.call("summarize", TEXT, method="generate", parameters={"max_tokens": 40})
         assert summary.service == "summarize" and isinstance(summary.output, str)
-        assert summary.output and summary.usage.calls == 1
+        assert summary.output and summary.usage.calls == 1 and summary.usage.completion_tokens
+        extract = client.call("summarize", TEXT, max_sentences=1)  # extractive by default
+        assert extract.output in TEXT and extract.output.count(".") == 1
+        assert extract.model.startswith("all-minilm") and extract.usage.completion_tokens == 0
         label = client.call("classify", TEXT, labels=["travel", "cooking"])
         assert label.output in ("travel", "cooking")
 

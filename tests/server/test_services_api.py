@@ -47,7 +47,12 @@ def test_list_includes_builtins_and_user_yaml(live: LiveServer) -> None:
 def test_call_returns_service_model_output_usage(live: LiveServer) -> None:
     reply = httpx.post(
         f"{live.url}/v1/services/summarize",
-        json={"text": "A text.", "model": "smollm2", "parameters": {"max_tokens": 9}},
+        json={
+            "text": "A text.",
+            "model": "smollm2",
+            "parameters": {"max_tokens": 9},
+            "method": "generate",
+        },
     )
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -55,6 +60,15 @@ def test_call_returns_service_model_output_usage(live: LiveServer) -> None:
     assert body["output"] == "Hello world!" and body["usage"]["calls"] == 1
     request = live.engine.requests[-1]
     assert request.model == "smollm2" and request.sampling.max_tokens == 9
+
+
+def test_an_unknown_method_is_400_naming_the_methods(live: LiveServer) -> None:
+    reply = httpx.post(
+        f"{live.url}/v1/services/summarize", json={"text": "A text.", "method": "abstractive"}
+    )
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["param"] == "method" and "extractive, generate" in error["message"]
 
 
 def test_bad_input_is_400_naming_the_field(live: LiveServer) -> None:

@@ -20,6 +20,7 @@ from llmasos.models.store import ModelStore
 from llmasos.services.interface import ServiceDefinition
 from llmasos.services.registry import ServiceRegistry, builtin_definitions
 from llmasos.services.runner import ServiceRunner, runner_for
+from llmasos.services.strategies import central_sentences, split_sentences
 from tests.services.fake_engine import WordEngine
 
 LONG_TEXT = " ".join(
@@ -47,7 +48,9 @@ def test_bad_input_names_the_field() -> None:
 
 def test_template_defaults_and_per_call_parameters() -> None:
     engine = WordEngine()
-    result = run_fake(engine, "summarize", {"text": "one two"}, parameters={"max_tokens": 7})
+    result = run_fake(
+        engine, "summarize", {"text": "one two"}, parameters={"max_tokens": 7}, method="generate"
+    )
     request = engine.requests[0]
     assert request.sampling.max_tokens == 7 and "max_tokens" in request.explicit
     assert request.sampling.temperature == 0.2  # the service's default
@@ -117,7 +120,7 @@ def test_output_field_returns_one_field_and_the_rest_as_details() -> None:
 def test_summary_keeps_at_most_the_requested_sentences() -> None:
     engine = WordEngine(context=2000, reply_words=8)
     text = "A b. C d. E f. G h."
-    result = run_fake(engine, "summarize", {"text": text, "max_sentences": 2})
+    result = run_fake(engine, "summarize", {"text": text, "max_sentences": 2}, method="generate")
     assert result.output == "A b. C d."  # the fake echoed all four sentences
 
 
@@ -136,15 +139,17 @@ def test_services_use_the_largest_resident_model() -> None:
             return [small, replace(small, name="big:latest", size_bytes=10)]
 
     engine = TwoModels(context=2000)
-    run_fake(engine, "summarize", {"text": "x"})
+    run_fake(engine, "summarize", {"text": "x"}, method="generate")
     assert engine.requests[0].model == "big:latest"
-    run_fake(engine, "summarize", {"text": "x"}, model="fake")
+    run_fake(engine, "summarize", {"text": "x"}, model="fake", method="generate")
     assert engine.requests[-1].model == "fake"
 
 
 def test_map_reduce_splits_then_reduces() -> None:
     engine = WordEngine(context=400, reply_words=5)
-    result = run_fake(engine, "summarize", {"text": LONG_TEXT}, parameters={"max_tokens": 50})
+    result = run_fake(
+        engine, "summarize", {"text": LONG_TEXT}, parameters={"max_tokens": 50}, method="generate"
+    )
     assert result.usage.chunks > 1
     assert result.usage.calls >= result.usage.chunks + 1
     for request in engine.requests[1:]:  # the first call failed admission
@@ -212,7 +217,9 @@ def test_extract_validates_against_the_schema(real_runner) -> None:  # type: ign
 def test_long_summary_goes_through_map_reduce(real_runner) -> None:  # type: ignore[no-untyped-def]
     loop, runner = real_runner
     result = loop.run_until_complete(
-        runner.call("summarize", {"text": LONG_TEXT}, parameters={"max_tokens": 32})
+        runner.call(
+            "summarize", {"text": LONG_TEXT}, parameters={"max_tokens": 32}, method="generate"
+        )
     )
     assert result.usage.chunks > 1 and result.usage.calls > result.usage.chunks
     assert isinstance(result.output, str) and result.output.strip()
@@ -235,3 +242,55 @@ def test_examples_are_rendered_as_earlier_turns() -> None:
         ("assistant", "AB"),
         ("user", "Upper: x"),
     ]
+
+
+@pytest.mark.model
+def test_extractive_summary_keeps_the_central_sentences(real_runner) -> None:  # type: ignore[no-untyped-def]
+    loop, runner = real_runner
+    text = (
+        "The town library reopened on Monday after a two-year renovation. "
+        "My cousin once owned a red bicycle with a bent wheel. "
+        "The renovated library has a larger children's section and a new reading room. "
+        "Library staff say visits doubled in the first week after the reopening. "
+        "Bananas are a good source of potassium."
+    )
+    sentences = split_sentences(text)
+    result = loop.run_until_complete(
+        runner.call("summarize", {"text": text, "max_sentences": 2}, method="extractive")
+    )
+    kept = split_sentences(result.output)
+    assert len(kept) == 2 and all(s in sentences for s in kept)
+    assert kept == sorted(kept, key=sentences.index)  # the text's order
+    assert not {sentences[1], sentences[4]} & set(kept)  # the off-topic ones are left out
+    assert result.model.startswith("all-minilm") and result.usage.completion_tokens == 0
+
+
+def test_a_recorded_evaluation_picks_the_method_for_its_model() -> None:
+    measured: dict[str, object] = {}
+    runner = ServiceRunner(
+        WordEngine(context=2000),
+        ServiceRegistry(builtin_definitions()),
+        canonical_model=lambda name: "fake:latest" if name in (None, "fake") else str(name),
+        measured=lambda service: measured.get(service),  # type: ignore[arg-type,return-value]
+    )
+    summarize = runner.registry.get("summarize")
+    assert summarize.methods == ("extractive", "generate")
+    assert runner.method_for(summarize, None) == "extractive"  # nothing measured: the first
+    measured["summarize"] = {
+        "model": "fake",
+        "methods": {"extractive": 30.0, "generate": 35.5},
+    }
+    assert runner.method_for(summarize, None) == "generate"
+    assert runner.method_for(summarize, "other:7b") == "extractive"  # measured on another model
+    result = asyncio.run(runner.call("summarize", {"text": "One. Two. Three. Four."}))
+    assert result.model == "fake:latest"  # generated, as measured best
+    with pytest.raises(InvalidRequestError) as caught:
+        asyncio.run(runner.call("summarize", {"text": "x"}, method="abstractive"))
+    assert caught.value.param == "method" and "extractive, generate" in caught.value.message
+
+
+def test_central_sentences_rank_by_cosine_and_keep_order() -> None:
+    whole = [1.0, 1.0]
+    vectors = [[0.0, 1.0], [1.0, 1.0], [-1.0, 0.0], [1.0, 0.9]]
+    assert central_sentences(whole, vectors, 2) == [1, 3]
+    assert central_sentences(whole, vectors, 10) == [0, 1, 2, 3]

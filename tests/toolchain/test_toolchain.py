@@ -134,10 +134,10 @@ def test_tune_serves_the_chosen_version_and_keeps_the_reference(tmp_path: Path) 
 
 
 def _result(
-    fmt: str, speed: float, ppl: float, paris: bool = True, ref: bool = False
+    fmt: str, speed: float, ppl: float, paris: bool = True, ref: bool = False, prefill: float = 400
 ) -> FormatResult:
     return FormatResult(
-        fmt, f"sha256:{fmt}", 1, ref, speed, 1.0, ppl, "Paris" if paris else "Lyon", paris
+        fmt, f"sha256:{fmt}", 1, ref, speed, prefill, ppl, "Paris" if paris else "Lyon", paris
     )
 
 
@@ -152,3 +152,19 @@ def test_the_choice_is_the_fastest_within_the_quality_limit() -> None:
     _choose(report)
     assert report.chosen == "Q8_0"
     assert "perplexity" in report.results[1].why_not and not report.results[3].eligible
+
+
+def test_prefill_decides_between_formats_that_decode_alike() -> None:
+    # this AVX2 machine's tune: Q4_1 decodes 155 tok/s but prefills 285; F16 150 and 534
+    report = TuneReport("m", "x86_64:avx2", 8, 64, 2)
+    report.results = [
+        _result("Q4_1", 155.3, 9.82, ref=True, prefill=285.2),
+        _result("Q8_0", 151.9, 9.68, prefill=462.0),
+        _result("F16", 149.5, 9.58, prefill=534.1),
+    ]
+    _choose(report)
+    assert report.chosen == "F16"
+    assert report.results[2].seconds_per_request < report.results[0].seconds_per_request
+    assert report.to_dict()["results"][2]["seconds_per_request"] == pytest.approx(
+        256 / 534.1 + 128 / 149.5, abs=1e-4
+    )

@@ -53,11 +53,15 @@ def _table(report: dict[str, Any]) -> Table:
     table.add_column("system", overflow="fold")
     for name in names:
         table.add_column(name.replace("_", " "), justify="right", overflow="fold")
-    labels = {"service": "the service", "baseline": "content-free baseline", "chat": "plain chat"}
-    for system, label in labels.items():
-        if system not in scores:
-            continue
-        row = [scores[system].get(name) for name in names]
+    rows = {"service": "the service", "baseline": "content-free baseline", "chat": "plain chat"}
+    labelled = [(label, scores[system]) for system, label in rows.items() if system in scores]
+    methods = [
+        (f"  method {m}{' (used)' if m == report.get('method') else ''}", figures)
+        for m, figures in report.get("methods", {}).items()
+    ]
+    labelled[1:1] = methods
+    for label, figures in labelled:
+        row = [figures.get(name) for name in names]
         table.add_row(label, *("" if v is None else f"{v:.2f}" for v in row))
     return table
 
@@ -125,7 +129,11 @@ def evaluate(
                 disable=as_json,
             ) as progress:
                 systems = SYSTEMS if references else ("service",)
-                bars = {s: progress.add_task(f"{service}: {s}", total=len(items)) for s in systems}
+                runs = {"service": len(runner.registry.get(service).methods)}
+                bars = {
+                    s: progress.add_task(f"{service}: {s}", total=len(items) * runs.get(s, 1))
+                    for s in systems
+                }
                 return await evaluate_service(
                     engine,
                     runner,

@@ -334,6 +334,7 @@ def print_tune(report: dict[str, Any]) -> None:
         "SIZE",
         f"DECODE TOK/S (BATCH {batch})",
         "PREFILL TOK/S",
+        "MS/REQUEST",
         "PERPLEXITY",
         "FRANCE",
         "",
@@ -348,6 +349,7 @@ def print_tune(report: dict[str, Any]) -> None:
             human_size(row["size_bytes"]),
             f"{row['decode_tokens_per_second']:.1f}",
             f"{row['prefill_tokens_per_second']:.1f}",
+            f"{row['seconds_per_request'] * 1000:.0f}",
             f"{row['perplexity']:.3f}",
             "Paris" if row["says_paris"] else row["answer"][:30] or "-",
             note,
@@ -382,12 +384,13 @@ def tune(
     Derives each candidate format with llama.cpp's quantizer (stored as versions of the
     model, with their provenance), measures batched prefill and decode speed, perplexity on a
     public-domain text and the France question next to the current version, and serves the
-    fastest one whose perplexity is within 3% from now on, on this machine only. The model's
+    one that answers a typical request (256 prompt tokens, 128 answer tokens) soonest among
+    those whose perplexity is within 3%, from now on, on this machine only. The model's
     current version stays what it was; NAME@ID loads any version.
 
     JSON fields: model, machine, batch, tokens, threads, chosen, results (format, digest,
-    size_bytes, reference, decode_tokens_per_second, prefill_tokens_per_second, perplexity,
-    answer, says_paris, eligible, why_not).
+    size_bytes, reference, decode_tokens_per_second, prefill_tokens_per_second,
+    seconds_per_request, perplexity, answer, says_paris, eligible, why_not).
     """
     if reset:
         forgotten = state.store.forget_tuning(name)

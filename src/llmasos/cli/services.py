@@ -69,7 +69,11 @@ def _parameters(items: list[str]) -> dict[str, Any]:
 
 
 def run_local(
-    service: str, data: dict[str, Any], model: str | None, parameters: dict[str, Any]
+    service: str,
+    data: dict[str, Any],
+    model: str | None,
+    parameters: dict[str, Any],
+    method: str | None = None,
 ) -> dict[str, Any]:
     from llmasos.kernel.client import InProcessEngineClient
     from llmasos.services.runner import runner_for
@@ -80,7 +84,9 @@ def run_local(
         engine = InProcessEngineClient(settings, state.store)
         try:
             runner = runner_for(engine, settings.home, state.store, settings.default_model)
-            result = await runner.call(service, data, model=model, parameters=parameters)
+            result = await runner.call(
+                service, data, model=model, parameters=parameters, method=method
+            )
             return result.to_dict()
         finally:
             await engine.close()
@@ -103,6 +109,14 @@ def call(
         typer.Option("--option", "-o", help="NAME=VALUE sampling parameter (repeatable)."),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model to use.")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="One of the service's methods (summarize: extractive or generate; default: "
+            "the one measured best for the model).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result.")] = False,
 ) -> None:
     """Call a named service on a text."""
@@ -114,9 +128,11 @@ def call(
         body: dict[str, Any] = {**data, "parameters": parameters}
         if model:
             body["model"] = model
+        if method:
+            body["method"] = method
         result = call_server(state.settings, "POST", f"/v1/services/{service}", json=body)
     else:
-        result = run_local(service, data, model, parameters)
+        result = run_local(service, data, model, parameters, method)
     if as_json:
         print_json(result)
         return

@@ -5,7 +5,9 @@ Words: on SQLite an FTS5 table ``retrieval_fts_ns`` (rowid = entry id, ranked wi
 query touches only its own namespace's postings (no intersection with a posting list of the
 whole namespace, and document frequencies are per namespace); query terms held by more than
 a fifth of a large namespace are dropped (BM25 weighs them near zero, and scoring their rows
-is what made queries slow at 10^5 rows). On PostgreSQL a GIN index over
+is what made queries slow at 10^5 rows), and when the words left are still held by more
+than `LEXICAL_ROW_BUDGET` rows, a hybrid query ranks them by BM25 among the meaning side's
+candidates only (`bm25_scores` over their stored terms). On PostgreSQL a GIN index over
 ``to_tsvector('simple', terms)`` ranked with ``ts_rank``. Both are derived data:
 `HybridIndex` creates them at start and rebuilds the FTS5 table when it disagrees with the
 entries (a crash between two statements cannot happen — they share a transaction — but an
@@ -21,8 +23,10 @@ worse ones. Results are fused with reciprocal rank fusion.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -63,6 +67,11 @@ FTS_VOCAB = "retrieval_fts_vocab"
 """FTS5's view of the text index's vocabulary: document frequency per token."""
 COMMON_TERM_SHARE = 0.2
 COMMON_TERM_MIN_ROWS = 5_000
+LEXICAL_ROW_BUDGET = 2_000
+"""In a large namespace, a hybrid query whose words are held by more rows than this (summed
+over its terms) is ranked by words among the vector side's candidates only: scoring every
+row that holds a common word is what costs the time, and such words barely tell rows
+apart."""
 DF_CACHE_SECONDS = 300.0
 DF_CACHE_SIZE = 100_000
 OLD_FTS_TABLES = ("retrieval_fts",)
@@ -315,10 +324,11 @@ class HybridIndex(RetrievalIndexInterface):
         depth = max(self.candidates, 4 * k)
         lexical: list[tuple[int, float]] = []
         semantic: list[tuple[int, float]] = []
-        if mode in ("hybrid", "bm25"):
-            lexical = self._lexical(namespace, query, filters, depth)
         if mode in ("hybrid", "vector") and embedding is not None:
             semantic = self._semantic(namespace, embedding, filters, depth)
+        if mode in ("hybrid", "bm25"):
+            among = [ref for ref, _ in semantic] if mode == "hybrid" and semantic else None
+            lexical = self._lexical(namespace, query, filters, depth, among)
         lexical_rank = {ref: rank for rank, (ref, _) in enumerate(lexical, start=1)}
         semantic_rank = {ref: rank for rank, (ref, _) in enumerate(semantic, start=1)}
         similarity = dict(semantic)
@@ -362,8 +372,15 @@ class HybridIndex(RetrievalIndexInterface):
         return conditions
 
     def _lexical(
-        self, namespace: str, query: str, filters: SearchFilters, depth: int
+        self,
+        namespace: str,
+        query: str,
+        filters: SearchFilters,
+        depth: int,
+        among: list[int] | None = None,
     ) -> list[tuple[int, float]]:
+        """Rows ranked by BM25 for ``query``; with ``among`` (the vector side's candidates),
+        only those rows when the query's words are too common to score everywhere."""
         terms = self.blinder.query_terms(query)
         if not terms:
             return []
@@ -372,6 +389,8 @@ class HybridIndex(RetrievalIndexInterface):
             scope = scope_token(self.collection, namespace)
             scoped = self._without_common([f"{scope}{t}" for t in dict.fromkeys(terms)], namespace)
             match = " OR ".join(f'"{t}"' for t in scoped)
+            if among is not None and self._too_common(scoped, namespace):
+                return self._bm25_among(scoped, namespace, among, depth)
             if filters.empty:  # the scoped terms already limit the match: no join needed
                 return self._fts_only(match, depth)
             fts = table(FTS_TABLE, column("rowid"))
@@ -414,6 +433,46 @@ class HybridIndex(RetrievalIndexInterface):
         limit = COMMON_TERM_SHARE * size
         kept = [t for t in scoped if frequencies[t] <= limit]
         return kept or [min(scoped, key=lambda t: frequencies[t])]
+
+    def _too_common(self, scoped: list[str], namespace: str) -> bool:
+        """Whether scoring every row that holds these terms would pass `LEXICAL_ROW_BUDGET`
+        (only in a namespace of at least `COMMON_TERM_MIN_ROWS`)."""
+        if self._census(namespace)[0] < COMMON_TERM_MIN_ROWS:
+            return False
+        return sum(self._frequencies(scoped).values()) > LEXICAL_ROW_BUDGET
+
+    def _bm25_among(
+        self, scoped: list[str], namespace: str, refs: list[int], depth: int
+    ) -> list[tuple[int, float]]:
+        """The rows of ``refs`` that hold a query term, ranked by BM25 computed here from their
+        stored terms and the namespace's document frequencies: FTS5 cannot restrict a match
+        to a few rowids without reading the terms' whole doclists, which is the cost
+        avoided. Document length is normalized by the candidates' mean length."""
+        scope = scope_token(self.collection, namespace)
+        wanted = {t.removeprefix(scope): t for t in scoped}
+        with self.database.session() as session:
+            rows = session.execute(
+                select(RetrievalEntry.ref_id, RetrievalEntry.terms).where(
+                    RetrievalEntry.collection == self.collection,
+                    RetrievalEntry.namespace == namespace,
+                    RetrievalEntry.ref_id.in_(refs),
+                )
+            ).all()
+        documents = [(int(ref), (terms or "").split()) for ref, terms in rows]
+        if not documents:
+            return []
+        frequencies = self._frequencies(scoped)
+        size = max(self._census(namespace)[0], len(documents))
+        scores = bm25_scores(
+            [words for _, words in documents],
+            {term: frequencies[scoped_term] for term, scoped_term in wanted.items()},
+            size,
+        )
+        ranked = sorted(
+            ((ref, score) for (ref, _), score in zip(documents, scores, strict=True) if score > 0),
+            key=lambda hit: -hit[1],
+        )
+        return ranked[:depth]
 
     def _frequencies(self, scoped: list[str]) -> dict[str, int]:
         now = time.monotonic()
@@ -606,3 +665,25 @@ def _fts_delete(session: Session, ids: list[int]) -> None:
         session.execute(
             text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({','.join(map(str, chunk))})")
         )
+
+
+def bm25_scores(
+    documents: Sequence[Sequence[str]],
+    frequencies: dict[str, int],
+    size: int,
+    k1: float = 1.2,
+    b: float = 0.75,
+) -> list[float]:
+    """Okapi BM25 of each document (its terms) for the query terms of ``frequencies`` (term:
+    rows holding it, of ``size``), with FTS5's constants and its floor on a term's IDF."""
+    average = sum(len(d) for d in documents) / len(documents) or 1.0
+    weights = {
+        term: max(math.log((size - held + 0.5) / (held + 0.5)), 1e-6)
+        for term, held in frequencies.items()
+    }
+    scores = []
+    for document in documents:
+        counts = Counter(t for t in document if t in weights)
+        norm = k1 * (1 - b + b * len(document) / average)
+        scores.append(sum(weights[t] * n * (k1 + 1) / (n + norm) for t, n in counts.items()))
+    return scores

@@ -20,7 +20,11 @@ from llmasos.errors import InvalidRequestError
 from llmasos.types import OLLAMA_PARAMETER_FIELDS, SamplingParams
 
 LongInputStrategy = Literal["error", "map_reduce", "chunked"]
-RESERVED_INPUTS = frozenset({"model", "parameters", "user"})
+METHODS = ("generate", "extractive")
+"""How a text service makes its output: ``generate`` asks the model (the prompt, grammar
+and strategies below); ``extractive`` returns the ``sentence_limit`` sentences of the
+``text_input`` closest in meaning to the whole text, in their order (no chat model)."""
+RESERVED_INPUTS = frozenset({"model", "parameters", "user", "method"})
 """Body keys of ``POST /v1/services/{name}`` that are not service inputs."""
 SAMPLING_FIELD_NAMES = frozenset(f.name for f in fields(SamplingParams)) - {"structured"}
 _KEYS = {
@@ -40,6 +44,7 @@ _KEYS = {
     "split",
     "examples",
     "grounding",
+    "methods",
 }
 
 
@@ -88,6 +93,11 @@ class ServiceDefinition:
     the ``text_input`` (the question) is the template's ``quote`` and ``details.quote``, so
     the model answers from the passage that holds the answer; a reply whose words are not in
     the context is replaced by the quote (``details.grounded`` false)."""
+    methods: tuple[str, ...] = ("generate",)
+    """The methods (`METHODS`) the service can use, the default first. With more than one,
+    a call may name one (``method``); otherwise the service uses the method that scored best
+    for the call's model in the last ``llmasos eval`` that measured them all, else the
+    first."""
     examples: tuple[dict[str, Any], ...] = ()
     """Few-shot examples, ``{input: {...}, output: ...}``: rendered with the same templates as
     earlier user/assistant turns."""
@@ -188,6 +198,23 @@ class ServiceDefinition:
             raise ServiceDefinitionError(
                 f"{where}: grounding must name a string input, and the service a text_input"
             )
+        methods = data.get("methods", ["generate"])
+        if (
+            not isinstance(methods, list)
+            or not methods
+            or any(m not in METHODS for m in methods)
+            or len(set(methods)) != len(methods)
+        ):
+            raise ServiceDefinitionError(
+                f"{where}: methods must be a list of distinct names from {list(METHODS)}"
+            )
+        if "extractive" in methods and (
+            sentence_limit is None or text_input is None or output is not None
+        ):
+            raise ServiceDefinitionError(
+                f"{where}: the extractive method needs a text_input, a sentence_limit and a "
+                "text output (no output_schema)"
+            )
         system, model = data.get("system"), data.get("model")
         return cls(
             name=name,
@@ -204,6 +231,7 @@ class ServiceDefinition:
             output_field=output_field,
             sentence_limit=sentence_limit,
             split=split,
+            methods=tuple(methods),
             examples=tuple(examples),
             grounding=grounding,
             source=source,
@@ -226,6 +254,7 @@ class ServiceDefinition:
             "split": self.split,
             "examples": len(self.examples),
             "grounding": self.grounding,
+            "methods": list(self.methods),
             "source": self.source,
         }
 

@@ -11,6 +11,13 @@ Inputs longer than the context window are never silently truncated. ``map_reduce
 summarizes each, then summarizes the joined summaries (again in chunks if they are still too
 long); ``chunked`` (translate) processes chunk by chunk and joins the results; any other
 service raises `ContextLengthExceededError` naming its text field.
+
+A service with several ``methods`` (summarize: ``extractive`` and ``generate``) runs the one a
+call names, else the one that scored best for the call's model in the last evaluation that
+measured them all (``measured``: the service's recorded quality), else its first. The
+extractive method embeds the text and its sentences with the embedding model
+(`EngineClientInterface.embed`) and keeps the ``sentence_limit`` sentences whose embeddings are
+closest to the text's, in their order: no chat model runs.
 """
 
 from __future__ import annotations
@@ -36,12 +43,14 @@ from llmasos.services.interface import (
     ServiceUsage,
     sampling_values,
 )
+from llmasos.services.quality import read_quality
 from llmasos.services.registry import ServiceRegistry
 from llmasos.services.strategies import (
     CONTENT_FREE_TEXT,
     PriorCache,
     best_sentences,
     calibrate,
+    central_sentences,
     keep_sentences,
     split_sentences,
     supported,
@@ -158,10 +167,12 @@ class ServiceRunner:
         registry: ServiceRegistry | Callable[[], ServiceRegistry],
         *,
         canonical_model: Callable[[str | None], str] | None = None,
+        measured: Callable[[str], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.engine = engine
         self._registry = registry
         self.canonical_model = canonical_model
+        self.measured = measured
         self._priors = PriorCache()
 
     @property
@@ -176,11 +187,19 @@ class ServiceRunner:
         model: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         tenant: str = "anonymous",
+        method: str | None = None,
     ) -> ServiceResult:
-        """Run ``service`` on ``data``; per-call ``model`` / ``parameters`` override defaults."""
+        """Run ``service`` on ``data``; per-call ``model`` / ``parameters`` / ``method``
+        override defaults."""
         definition = self.registry.get(service)
         if not isinstance(data, Mapping):
             raise InvalidRequestError(f"service {service}: the input must be a JSON object")
+        if method is not None and method not in definition.methods:
+            raise InvalidRequestError(
+                f"service {service}: method {method!r} is not one of its methods "
+                f"({', '.join(definition.methods)})",
+                param="method",
+            )
         values = validate_input(definition, data)
         details: dict[str, Any] | None = None
         if definition.grounding is not None:
@@ -204,6 +223,9 @@ class ServiceRunner:
         )
         if definition.choose_from is not None:
             return await self._choose(call, values)
+        if (method or self.method_for(definition, call.model)) == "extractive":
+            summary = await self._extract(call, values)
+            return ServiceResult(service, call.model_name, summary, call.usage, None)
         try:
             if definition.split == "sentences":
                 text, finish = await self._by_sentence(call, values), "stop"
@@ -236,6 +258,41 @@ class ServiceRunner:
             if isinstance(limit, int) and limit > 0:
                 output = keep_sentences(output, limit)
         return ServiceResult(service, call.model_name, output, call.usage, details)
+
+    def method_for(self, definition: ServiceDefinition, model: str | None) -> str:
+        """The method a call of ``definition`` on ``model`` uses when it names none."""
+        first = definition.methods[0]
+        if len(definition.methods) == 1 or self.measured is None:
+            return first
+        entry = self.measured(definition.name) or {}
+        scores, measured_on = entry.get("methods"), entry.get("model")
+        if not isinstance(scores, Mapping) or not measured_on or self.canonical_model is None:
+            return first
+        try:
+            if self.canonical_model(model) != self.canonical_model(str(measured_on)):
+                return first
+        except LLMasOSError:  # a model the store no longer has
+            return first
+        known = [m for m in definition.methods if isinstance(scores.get(m), int | float)]
+        if len(known) != len(definition.methods):
+            return first
+        return max(known, key=lambda m: (scores[m], -definition.methods.index(m)))
+
+    async def _extract(self, call: _Call, values: Mapping[str, Any]) -> str:
+        """The ``sentence_limit`` sentences of the text closest in meaning to all of it."""
+        definition = call.definition
+        assert definition.text_input is not None and definition.sentence_limit is not None
+        text = str(values[definition.text_input]).strip()
+        limit = values.get(definition.sentence_limit)
+        sentences = split_sentences(text)
+        if not isinstance(limit, int) or limit < 1 or len(sentences) <= limit:
+            return text
+        embedded = await self.engine.embed(None, [text, *sentences])
+        call.model_name = embedded.model
+        call.usage.prompt_tokens += embedded.prompt_tokens
+        call.usage.calls += 1
+        kept = central_sentences(embedded.vectors[0], embedded.vectors[1:], limit)
+        return " ".join(sentences[i] for i in kept)
 
     def best_resident_model(self) -> str | None:
         """The largest loaded text model (None: the kernel's default): a model a user pulled
@@ -449,6 +506,7 @@ def runner_for(
         engine,
         lambda: ServiceRegistry.load(home),
         canonical_model=lambda name: store.manifest(name or default_model).name,
+        measured=(lambda service: read_quality(home, service)) if home is not None else None,
     )
 
 

@@ -8,6 +8,8 @@ helpers for templates.
   per (model, messages) in a small cache.
 * `split_sentences` / `keep_sentences`: sentence boundaries (. ! ? and the CJK 。！？) that
   never split inside a decimal number or an abbreviation followed by a lower-case word.
+* `central_sentences`: which sentences' embeddings are closest to the whole text's (the
+  extractive summary);
 * `best_sentences`: the sentences of a context that share the most words with a question,
   in their original order (the ``best_sentences`` Jinja filter of service templates);
   `supported`: whether an answer's content words come from the context.
@@ -109,6 +111,24 @@ def keep_sentences(text: str, limit: int) -> str:
     if len(sentences) <= limit:
         return text.strip()
     return " ".join(sentences[:limit])
+
+
+def central_sentences(
+    whole: Sequence[float], sentences: Sequence[Sequence[float]], count: int
+) -> list[int]:
+    """The indexes, in order, of the ``count`` sentence embeddings with the highest cosine to
+    the embedding of the ``whole`` text (earlier sentences win ties)."""
+
+    def norm(vector: Sequence[float]) -> float:
+        return math.sqrt(sum(x * x for x in vector)) or 1.0
+
+    centre = norm(whole)
+
+    def cosine(vector: Sequence[float]) -> float:
+        return sum(a * b for a, b in zip(whole, vector, strict=True)) / (centre * norm(vector))
+
+    ranked = sorted(range(len(sentences)), key=lambda i: (-cosine(sentences[i]), i))
+    return sorted(ranked[:count])
 
 
 def _content_words(text: str) -> list[str]:

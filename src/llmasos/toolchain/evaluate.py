@@ -279,24 +279,70 @@ async def evaluate_service(
     errors: list[dict[str, str]] = []
     used_model = model or ""
     extra: list[dict[str, Any]] = []
-    for item in items:
+    several = len(definition.methods) > 1
+    by_method: dict[str, dict[str, Any]] = {}
+    for method in definition.methods if several else (None,):
+        outputs: list[Any] = []
+        details: list[dict[str, Any]] = []
+        failures: list[dict[str, str]] = []
         started = time.perf_counter()
-        try:
-            result = await runner.call(service, item["input"], model=model)
-            predictions["service"].append(result.output)
-            used_model = result.model or used_model
-            extra.append({k: v for k, v in result.details.items()} if result.details else {})
-        except LLMasOSError as error:
-            predictions["service"].append(None)
-            errors.append({"id": str(item["id"]), "error": error.message})
-            extra.append({})
-        seconds["service"] += time.perf_counter() - started
-        if advance:
-            advance("service")
+        for item in items:
+            try:
+                result = await runner.call(service, item["input"], model=model, method=method)
+                outputs.append(result.output)
+                if method != "extractive":  # the extractive method names the embedding model
+                    used_model = result.model or used_model
+                details.append(dict(result.details) if result.details else {})
+            except LLMasOSError as error:
+                outputs.append(None)
+                failures.append({"id": str(item["id"]), "error": error.message})
+                details.append({})
+            if advance:
+                advance("service")
+        by_method[method or ""] = {
+            "predictions": outputs,
+            "details": details,
+            "errors": [{**f, "method": method} if method else f for f in failures],
+            "seconds": time.perf_counter() - started,
+            "scores": task.score(outputs, items),
+        }
+    # the service uses the best-scoring method for this model once this report is recorded
+    best = max(by_method, key=lambda m: by_method[m]["scores"][task.main])
+    predictions["service"] = by_method[best]["predictions"]
+    extra = by_method[best]["details"]
+    seconds["service"] = by_method[best]["seconds"]
+    errors = [e for run in by_method.values() for e in run["errors"]]
+    methods = (
+        {
+            "method": best,
+            "methods": {
+                m: {
+                    **run["scores"],
+                    "seconds_per_item": run["seconds"] / len(items),
+                    "predictions": run["predictions"],
+                }
+                for m, run in by_method.items()
+            },
+        }
+        if several
+        else {}
+    )
     systems = SYSTEMS if references else ("service",)
     if not references:
-        return _report(
-            service, dataset, items, used_model, task, predictions, seconds, errors, extra, systems
+        return (
+            _report(
+                service,
+                dataset,
+                items,
+                used_model,
+                task,
+                predictions,
+                seconds,
+                errors,
+                extra,
+                systems,
+            )
+            | methods
         )
     for item in items:
         predictions["baseline"].append(task.baseline(item))
@@ -313,8 +359,11 @@ async def evaluate_service(
         seconds["chat"] += time.perf_counter() - started
         if advance:
             advance("chat")
-    return _report(
-        service, dataset, items, used_model, task, predictions, seconds, errors, extra, systems
+    return (
+        _report(
+            service, dataset, items, used_model, task, predictions, seconds, errors, extra, systems
+        )
+        | methods
     )
 
 
@@ -370,4 +419,12 @@ def quality_entry(report: dict[str, Any]) -> dict[str, Any]:
         "plain_chat": round(scores["chat"][main], 2),
         "model": report["model"],
         "date": report["date"],
+        **(
+            {
+                "method": report["method"],
+                "methods": {m: round(r[main], 2) for m, r in report["methods"].items()},
+            }
+            if "methods" in report
+            else {}
+        ),
     }

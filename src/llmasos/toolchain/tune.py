@@ -11,9 +11,11 @@ alternating rounds (the machine may be shared):
 - quality: perplexity on the public-domain text LLMasOS ships, and a greedy answer to "What
   is the capital of France?" that must name Paris when the reference's does.
 
-The fastest batched decode among the versions whose perplexity is within
-``QUALITY_TOLERANCE`` of the reference's (and that pass the France question) is recorded in
-the store for this machine (`llmasos.models.tuning`), and `resolve` serves it from then on;
+Among the versions whose perplexity is within ``QUALITY_TOLERANCE`` of the reference's (and
+that pass the France question), the one that serves a typical request soonest — reading a
+``SERVED_PROMPT``-token prompt at its batched prefill rate and writing ``SERVED_OUTPUT``
+tokens at its batched decode rate — is recorded in the store for this machine
+(`llmasos.models.tuning`), and `resolve` serves it from then on;
 the reference stays the model's current version, and ``name@DIGEST`` still loads any one.
 """
 
@@ -40,6 +42,11 @@ DEFAULT_FORMATS = ("Q4_0", "Q8_0")
 the high-quality fallback when requantizing a 4-bit source to 4 bits costs too much."""
 QUALITY_TOLERANCE = 0.03
 """A candidate's perplexity may exceed the reference's by at most this fraction."""
+SERVED_PROMPT = 256
+SERVED_OUTPUT = 128
+"""The request a choice is made for: prompts are about twice as long as answers in chat and
+in the serve benchmark's random workload, so on a CPU whose decode rates are close across
+formats (llama.cpp repacks several of them) the prefill rate decides."""
 FRANCE = "What is the capital of France?"
 SPEED_PROMPT = "Write a long, detailed story about a robot who learns to paint, part {n}."
 
@@ -62,6 +69,16 @@ class FormatResult:
     eligible: bool = True
     why_not: str = ""
 
+    @property
+    def seconds_per_request(self) -> float:
+        """Time one slot of a batch spends on the typical request (prefill, then decode)."""
+        if self.prefill_tokens_per_second <= 0 or self.decode_tokens_per_second <= 0:
+            return float("inf")
+        return (
+            SERVED_PROMPT / self.prefill_tokens_per_second
+            + SERVED_OUTPUT / self.decode_tokens_per_second
+        )
+
 
 @dataclass
 class TuneReport:
@@ -75,7 +92,10 @@ class TuneReport:
     """Format chosen."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for row, result in zip(data["results"], self.results, strict=True):
+            row["seconds_per_request"] = round(result.seconds_per_request, 4)
+        return data
 
 
 def provenance(source: Manifest, weight_format: str) -> str:
@@ -221,12 +241,14 @@ def _figures(result: FormatResult) -> dict[str, float]:
     return {
         "decode_tokens_per_second": round(result.decode_tokens_per_second, 1),
         "prefill_tokens_per_second": round(result.prefill_tokens_per_second, 1),
+        "seconds_per_request": round(result.seconds_per_request, 4),
         "perplexity": round(result.perplexity, 4),
     }
 
 
 def _choose(report: TuneReport) -> None:
-    """Mark ineligible versions and pick the fastest eligible one (the reference always is)."""
+    """Mark ineligible versions and pick the eligible one (the reference always is) that
+    serves the typical request soonest."""
     reference = next(r for r in report.results if r.reference)
     limit = reference.perplexity * (1 + QUALITY_TOLERANCE)
     for result in report.results:
@@ -240,4 +262,4 @@ def _choose(report: TuneReport) -> None:
             result.eligible = False
             result.why_not = "does not answer Paris"
     eligible = [r for r in report.results if r.eligible]
-    report.chosen = max(eligible, key=lambda r: r.decode_tokens_per_second).format
+    report.chosen = min(eligible, key=lambda r: r.seconds_per_request).format

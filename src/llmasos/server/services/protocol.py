@@ -1,7 +1,7 @@
 """Response models of the named-service endpoints.
 
 The request of ``POST /v1/services/{name}`` is the service's input object itself, plus the
-optional reserved keys ``model``, ``parameters`` and ``user``; it is checked against the
+optional reserved keys ``model``, ``parameters``, ``user`` and ``method``; it is checked against the
 service's own input schema, so it has no pydantic model here.
 """
 
@@ -35,11 +35,18 @@ class ServiceInfo(BaseModel):
     grounding: str | None = Field(
         None, description="The context input the answer is grounded on (details.quote)."
     )
+    methods: list[str] = Field(
+        default_factory=lambda: ["generate"],
+        description="generate and/or extractive, the default first; a call may name one "
+        "(the reserved body key method).",
+    )
     source: str = "builtin"
     quality: dict[str, Any] | None = Field(
         None,
         description="The last measured quality (`llmasos eval service:NAME`): dataset, items, "
-        "metric, value, baseline, plain_chat, model, date; null if never measured here.",
+        "metric, value, baseline, plain_chat, model, date, and with several methods their "
+        "values (methods) and the one the service uses for that model (method); null if "
+        "never measured here.",
     )
 
 

@@ -1,9 +1,10 @@
 """Named services over HTTP: split the body into input, model and parameters; run; shape.
 
 The reserved body keys ``model`` (a string), ``parameters`` (an object of sampling
-parameters) and ``user`` (the tenant when no API key names one, as in OpenAI's API) are
-taken out; everything else is the service's input. The registry is reloaded
-per request, so a YAML file dropped into ``$LLMASOS_HOME/services`` shows up at once.
+parameters), ``user`` (the tenant when no API key names one, as in OpenAI's API) and
+``method`` (one of the service's methods) are taken out; everything else is the service's
+input. The registry is reloaded per request, so a YAML file dropped into
+``$LLMASOS_HOME/services`` shows up at once.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class ServicesService:
         model = data.pop("model", None)
         parameters = data.pop("parameters", None)
         user = data.pop("user", None)
+        method = data.pop("method", None)
+        if method is not None and not isinstance(method, str):
+            raise InvalidRequestError("method must be a string", param="method")
         if model is not None and not isinstance(model, str):
             raise InvalidRequestError("model must be a string", param="model")
         if parameters is not None and not isinstance(parameters, dict):
@@ -81,7 +85,7 @@ class ServicesService:
                 )
             data["sources"] = sources_prompt(grounding.citations)
         result = await self.runner.call(
-            name, data, model=model, parameters=parameters, tenant=tenant
+            name, data, model=model, parameters=parameters, tenant=tenant, method=method
         )
         report_usage(result.model, result.usage.prompt_tokens, result.usage.completion_tokens)
         output = result.output
