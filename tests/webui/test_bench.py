@@ -10,7 +10,7 @@ from tests.webui.conftest import ADMIN, Console
 
 
 def test_console_bench_measures_every_page(console: Console, admin_context: Any) -> None:
-    report = measure(console.url, *ADMIN, repeat=2, chats=1, model="smollm2", say=lambda _: None)
+    report = measure(console.url, *ADMIN, repeat=1, chats=1, model="smollm2", say=lambda _: None)
     assert [page.path for page in report.pages] == list(PAGES)
     assert set(DETAIL_PAGES) < set(PAGES) and "/administration/scheduler" in PAGES
     for page in report.pages:
