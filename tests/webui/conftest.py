@@ -49,15 +49,20 @@ class FirstRun:
     signed_in_as: str
 
 
-def shot(page: Any, name: str) -> Path:
-    """Save a screenshot of ``page`` as ``console-NAME.png`` (see the module docstring)."""
+def shot_dir() -> Path:
+    """Where screenshots (and the accessibility audit's report) go: see the module docstring."""
     folder = (
         ROOT / "docs" / "images"
         if os.environ.get("LLMASOS_CONSOLE_SHOTS") == "1"
         else Path(os.environ.get("LLMASOS_CONSOLE_SHOT_DIR", "/tmp/llmasos-console-shots"))
     )
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"console-{name}.png"
+    return folder
+
+
+def shot(page: Any, name: str) -> Path:
+    """Save a screenshot of ``page`` as ``console-NAME.png`` (see the module docstring)."""
+    path = shot_dir() / f"console-{name}.png"
     page.screenshot(path=str(path), full_page=False)
     return path
 

@@ -127,6 +127,33 @@ def test_html_in_messages_is_shown_as_text(admin_page: Any, admin_api: Any) -> N
     assert page.evaluate("() => window.__pwned === undefined")
 
 
+def test_a_reply_stored_before_citations_says_its_sources_are_missing(
+    admin_page: Any, admin_api: Any
+) -> None:
+    """A turn as the console stored it before it kept sources (the reply's text alone, with
+    markers): reopened, its markers stay unlinked and the reply says why, instead of showing
+    nothing (docs/design/console.md)."""
+    client, token = admin_api
+    conversation = client.post(
+        "/v1/conversations",
+        json={
+            "metadata": {"title": "before citations"},
+            "items": [
+                {"type": "message", "role": "user", "content": "How is the reactor cooled?"},
+                {"type": "message", "role": "assistant", "content": "With helium [1] [2]."},
+            ],
+        },
+        headers={"X-CSRF-Token": token},
+    )
+    assert conversation.status_code == 200, conversation.text
+    page = admin_page
+    page.goto(f"/chat/{conversation.json()['id']}")
+    reply = page.locator("#messages .message.assistant")
+    note = reply.locator("[data-unlinked]").text_content() or ""
+    assert "[1], [2]" in note and "cannot be recovered" in note
+    assert reply.locator("a.cite").count() == 0 and reply.locator(".sources").count() == 0
+
+
 def test_conversations_rename_search_and_delete(admin_page: Any, admin_api: Any) -> None:
     client, token = admin_api
     for title in ("alpha notes", "beta notes"):

@@ -9,6 +9,7 @@ from typing import cast
 import pytest
 
 from llmasos.config import Settings
+from llmasos.memory.items import message_item
 from llmasos.webui.api import ApiError, ConsoleApi
 from llmasos.webui.console import Console
 from llmasos.webui.i18n import translator
@@ -141,6 +142,25 @@ def test_a_stored_reply_shows_its_sources_again() -> None:
         t=translator("en"), **chat.reply_view("See [1].", bare, []), stopped=False
     )
     assert "a.txt" in shown and "/chat/sources/" not in shown
+
+
+def test_a_reply_stored_before_citations_says_its_markers_have_no_source() -> None:
+    """The console once stored a reply as its text alone; the conversations API keeps that as
+    an ``output_text`` part without annotations, so its ``[n]`` cannot be linked: the page
+    says so instead of leaving bare markers. Markers in code and cited markers are not named."""
+    old = message_item("assistant", "Cooled by helium [1], see `a[2]` and [3].")
+    assert old["content"][0]["annotations"] == []  # nothing stored to recover from
+    citations = chat.citations_of(old)
+    view = chat.reply_view(old["content"][0]["text"], citations, [])
+    assert citations == [] and view["unlinked"] == "[1], [3]"
+    templates = Console(cast(ConsoleApi, None), Settings(), []).templates
+    shown = templates.get_template("chat/_reply.html").render(
+        t=translator("en"), **view, stopped=False
+    )
+    assert "No source was stored with this reply for [1], [3]" in shown
+    cited = [{"number": 1, "chunk_id": "c1", "vector_store_id": "vs_1", "filename": "a.txt"}]
+    assert chat.reply_view("Helium [1].", cited, [])["unlinked"] == ""
+    assert chat.reply_view("No markers here.", [], [])["unlinked"] == ""
 
 
 def test_the_trace_shows_each_model_nodes_cost_and_the_total() -> None:

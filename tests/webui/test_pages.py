@@ -7,17 +7,26 @@ Screenshots of each page go through `shot`.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import re
+import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.webui.conftest import USER, Console, shot, signed_in_client
+from tests.webui.conftest import USER, Console, new_context, shot, shot_dir, signed_in_client
 
 WAIT_S = 120.0
+TRANSLATOR = Path(__file__).resolve().parents[2] / "src/llmasos/userland/apps/translator"
+ADMIN_SECTIONS = ("users", "keys", "quotas", "prices", "usage", "audit", "scheduler")
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +138,8 @@ def test_install_and_open_a_builtin_app_after_its_permission_review(
     assert "call services.summarize" in review.locator("[data-permissions]").inner_text()
     shot(page, "apps-review")
     client, token = admin_api
-    assert client.get("/v1/apps").json()["data"] == []  # the review installed nothing
+    installed = {app["name"] for app in client.get("/v1/apps").json()["data"]}
+    assert "summarizer" not in installed  # the review installed nothing
     page.get_by_role("button", name="Install with these permissions").click()
     row = page.locator('[data-app="summarizer"]')
     row.wait_for()
@@ -239,7 +249,7 @@ def test_admin_pages_and_a_quota_the_user_then_hits(
     admin_page: Any, user_page: Any, admin_api: tuple[httpx.Client, str]
 ) -> None:
     page = admin_page
-    for section in ("usage", "audit", "scheduler"):
+    for section in ("usage", "audit"):
         page.goto(f"/administration/{section}")
         shot(page, f"admin-{section}")
     page.goto("/administration/usage")
@@ -263,3 +273,190 @@ def test_admin_pages_and_a_quota_the_user_then_hits(
         assert message.startswith("Limit reached:") and "minute" in message, message
     finally:
         client.put("/admin/quotas/bob", json={}, headers={"X-CSRF-Token": token})
+
+
+AUDITED = (
+    "/chat",
+    "/memory",
+    "/knowledge",
+    "/files",
+    "/app-store",
+    "/tasks",
+    "/workflows",
+    "/models",
+    *(f"/administration/{section}" for section in ADMIN_SECTIONS),
+)
+BLOCKING = ("serious", "critical")
+
+
+def axe_counts(page: Any, axe: Any) -> tuple[dict[str, int], list[str]]:
+    """axe-core's violations on ``page``: nodes per impact, and one line per rule."""
+    violations = axe.run(page).response["violations"]
+    counts = dict.fromkeys(("critical", "serious", "moderate", "minor"), 0)
+    lines = []
+    for violation in violations:
+        counts[violation["impact"]] += len(violation["nodes"])
+        targets = ", ".join(str(n["target"]) for n in violation["nodes"][:3])
+        lines.append(f"{violation['id']} ({violation['impact']}): {targets}")
+    return counts, lines
+
+
+def test_every_page_passes_axe_core(
+    browser: Any,
+    console: Console,
+    admin_page: Any,
+    user_page: Any,
+    admin_api: tuple[httpx.Client, str],
+    user_api: tuple[httpx.Client, str],
+) -> None:
+    """axe-core (the engine behind Lighthouse's accessibility score; offline, bundled by
+    axe-playwright-python) over every page in this session's one Chromium: the sign-in page
+    signed out, every area and admin section signed in as the admin, and the detail pages
+    (a store, a file, an app as the admin; the user's task, workflow and run from the tests
+    above): no serious or critical violation."""
+    axe_module = pytest.importorskip("axe_playwright_python.sync_playwright", reason="dev extra")
+    axe = axe_module.Axe()
+    client, token = admin_api
+    store = client.post(
+        "/v1/vector_stores", json={"name": "audit"}, headers={"X-CSRF-Token": token}
+    )
+    put = client.put("/v1/fs/files/audit.md", content=b"# Audit\n", headers={"X-CSRF-Token": token})
+    assert store.status_code in (200, 201) and put.status_code == 201, (store.text, put.text)
+    as_admin = [*AUDITED, f"/knowledge/{store.json()['id']}", "/files/file?path=/audit.md"]
+    as_admin += [f"/app-store/{app['name']}" for app in client.get("/v1/apps").json()["data"][:1]]
+    chats = client.get("/v1/conversations").json()["data"]  # test_chat.py's, when it ran
+    as_admin += [f"/chat/{chat['id']}" for chat in chats[:1]]
+    user = user_api[0]
+    as_user = [f"/tasks/{task['id']}" for task in user.get("/v1/tasks").json()["data"][:1]]
+    for flow in user.get("/v1/workflows").json()["data"]:
+        as_user.append(f"/workflows/{flow['name']}")
+        runs = user.get(f"/v1/workflows/{flow['name']}/runs").json()["data"]
+        as_user += [f"/workflows/runs/{run['id']}" for run in runs[:1]]
+    results: dict[str, dict[str, Any]] = {}
+
+    def audit(page: Any, path: str) -> None:
+        response = page.goto(path)
+        assert response is not None and response.status == 200, path
+        counts, lines = axe_counts(page, axe)
+        results[path] = {"counts": counts, "rules": lines}
+
+    signed_out = new_context(browser, console, locale="en-US")
+    try:
+        audit(signed_out.new_page(), "/sign-in")
+    finally:
+        signed_out.close()
+    for path in as_admin:
+        audit(admin_page, path)
+    for path in as_user:
+        audit(user_page, path)
+    (shot_dir() / "console-axe.json").write_text(json.dumps(results, indent=1))
+    assert len(results) == 1 + len(as_admin) + len(as_user) > len(AUDITED)
+    blocking = {
+        path: result["rules"]
+        for path, result in results.items()
+        if any(result["counts"][impact] for impact in BLOCKING)
+    }
+    assert not blocking, json.dumps(blocking, indent=1)
+
+
+def test_the_scheduler_view_follows_a_running_request(
+    admin_page: Any, console: Console, user_context: Any
+) -> None:
+    """The admin's scheduler page, left open, shows the user's streamed request while it
+    runs (running 1, the user's tenant row, tokens/s) and drops it when the client goes away,
+    by its own polling of ``/metrics`` (no reload)."""
+    page = admin_page
+    page.goto("/administration/scheduler")
+    page.evaluate("window.samePage = true")
+    page.locator("[data-running]").filter(has_text=re.compile("^0$")).wait_for()
+    client, token = signed_in_client(console, *USER)
+    started, stop = threading.Event(), threading.Event()
+
+    def stream() -> None:
+        body = {
+            "model": "smollm2",
+            "stream": True,
+            "max_tokens": 1000,
+            "ignore_eos": True,
+            "messages": [{"role": "user", "content": "Count from one to a thousand."}],
+        }
+        with client.stream(
+            "POST", "/v1/chat/completions", json=body, headers={"X-CSRF-Token": token}
+        ) as response:
+            for _ in response.iter_lines():
+                started.set()
+                if stop.is_set():
+                    break  # closing the stream cancels the request in the kernel
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    try:
+        assert started.wait(WAIT_S), "the streamed request never started"
+        bob = page.locator(f'[data-tenant="{USER[0]}"]')
+        page.locator("[data-running]").filter(has_text=re.compile("^1$")).wait_for()
+        bob.locator("[data-tenant-running]").filter(has_text=re.compile("^1$")).wait_for()
+        page.wait_for_function(  # a rate, once two refreshes saw the counter move
+            "() => { const c = document.querySelector('[data-tenant=bob] [data-rate]');"
+            " return c && parseFloat(c.textContent) > 0; }"
+        )
+        shot(page, "admin-scheduler")
+    finally:
+        stop.set()
+        worker.join()
+        client.close()
+    page.locator("[data-running]").filter(has_text=re.compile("^0$")).wait_for()
+    assert page.evaluate("window.samePage === true")
+
+
+@pytest.fixture
+def app_index(tmp_path: Path) -> Iterator[str]:
+    """An app index on loopback HTTP (``index.json`` listing the built-in translator packed
+    as an archive, with its digest), as a publisher would serve one; yields its URL."""
+    archive = tmp_path / "translator-1.0.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as packed:
+        packed.add(
+            TRANSLATOR,
+            arcname="translator",
+            filter=lambda info: None if "__pycache__" in info.name else info,
+        )
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    entry = {"name": "translator", "version": "1.0.0", "url": archive.name, "sha256": digest}
+    (tmp_path / "index.json").write_text(json.dumps({"apps": [entry]}))
+    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/index.json"
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_install_from_an_index_after_its_permission_review(
+    admin_page: Any, admin_api: tuple[httpx.Client, str], app_index: str
+) -> None:
+    page = admin_page
+    page.goto("/app-store")
+    form = page.locator("form").filter(has=page.get_by_label("Index URL"))
+    form.get_by_label("Index URL").fill(app_index)
+    form.get_by_label("App name (NAME or NAME@VERSION)").fill("translator")
+    form.get_by_role("button", name="Review permissions").click()
+    review = page.locator('[data-review="translator"]')
+    review.wait_for()
+    assert "call services.translate" in review.locator("[data-permissions]").inner_text()
+    client, token = admin_api
+    assert "translator" not in {a["name"] for a in client.get("/v1/apps").json()["data"]}
+    page.get_by_role("button", name="Install with these permissions").click()
+    page.locator('[data-app="translator"]').wait_for()
+    try:
+        installed = client.get("/v1/apps/translator").json()
+        assert installed["version"] == "1.0.0"
+        assert installed["source"].startswith(app_index.removesuffix("index.json"))
+    finally:
+        client.delete("/v1/apps/translator", headers={"X-CSRF-Token": token})

@@ -26,7 +26,7 @@ def test_model_output_html_is_text() -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<strong>bold</strong>" in html
     assert 'href="javascript:' not in html
-    assert '<pre><code class="language-html">&lt;script&gt;' in html
+    assert '<pre tabindex="0"><code class="language-html">&lt;script&gt;' in html
 
 
 def test_citation_markers_link_their_chunk_outside_code() -> None:

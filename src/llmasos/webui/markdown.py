@@ -28,8 +28,16 @@ def _parser() -> MarkdownIt:
 
 
 def render_markdown(text: str) -> Markup:
-    """``text`` (markdown) as HTML that cannot run script."""
-    return Markup(_parser().render(text))
+    """``text`` (markdown) as HTML that cannot run script. Code blocks are focusable, so a
+    keyboard can scroll a long line (the parser writes ``<pre>`` only for code blocks: raw
+    HTML in the text is escaped)."""
+    return Markup(_parser().render(text).replace("<pre>", '<pre tabindex="0">'))
+
+
+def markers(html: Markup) -> list[int]:
+    """The distinct ``[n]`` markers of ``html`` outside code, in order."""
+    prose = (part for part in _CODE.split(str(html)) if not part.startswith("<code"))
+    return list(dict.fromkeys(int(m) for part in prose for m in _MARKER.findall(part)))
 
 
 def cite_markers(html: Markup, link: Callable[[int], str | None]) -> Markup:

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from llmasos.webui.api import CSRF_FIELD, ApiError
 from llmasos.webui.console import Console, Viewer, console_of
-from llmasos.webui.markdown import cite_markers, render_markdown
+from llmasos.webui.markdown import cite_markers, markers, render_markdown
 
 CONVERSATIONS_SHOWN = 100
 HISTORY_SHOWN = 100
@@ -130,15 +130,19 @@ def reply_view(
     text: str, citations: list[dict[str, Any]], memories: list[dict[str, str]]
 ) -> dict[str, Any]:
     """What ``chat/_reply.html`` shows of a reply: its safe HTML with ``[n]`` linked to the
-    cited chunk, its sources and the memories it used."""
+    cited chunk, its sources, the memories it used, and the markers that name no stored
+    source (``unlinked``: a reply stored before the console kept its sources has markers but
+    no citations, and they cannot be recovered, see docs/design/console.md)."""
     by_number = {int(c["number"]): c for c in citations if isinstance(c.get("number"), int)}
 
     def link(number: int) -> str | None:
         citation = by_number.get(number)
         return source_link(citation) if citation else None
 
+    html = render_markdown(text)
     return {
-        "html": cite_markers(render_markdown(text), link),
+        "html": cite_markers(html, link),
+        "unlinked": ", ".join(f"[{n}]" for n in markers(html) if n not in by_number),
         "citations": [{**c, "href": source_link(c)} for c in citations],
         "memories": memories,
     }

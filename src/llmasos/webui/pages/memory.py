@@ -30,10 +30,6 @@ async def memory_page(request: Request) -> Response:
     else:
         found = await console.api.get(request, "/v1/memories", limit=200)
     settings = await console.api.get(request, "/v1/memories/settings")
-    try:
-        recommended = await console.api.get(request, "/v1/recommendations", limit=5)
-    except ApiError:  # recommendations are a hint; the page works without them
-        recommended = {"data": []}
     return console.render(
         request,
         "memory/index.html",
@@ -43,6 +39,22 @@ async def memory_page(request: Request) -> Response:
         query=query,
         kinds=KINDS,
         settings=settings,
+    )
+
+
+async def recommendations(request: Request) -> Response:
+    """The recommendations, fetched by the page once it has loaded: they embed every
+    candidate's description (about 0.3 s here), which the page's first byte need not wait for."""
+    console = console_of(request)
+    viewer = await signed_in(request)
+    try:
+        recommended = await console.api.get(request, "/v1/recommendations", limit=5)
+    except ApiError:  # recommendations are a hint; the page works without them
+        recommended = {"data": []}
+    return console.render(
+        request,
+        "memory/_recommendations.html",
+        viewer=viewer,
         recommendations=recommended.get("data", []),
     )
 
@@ -83,6 +95,7 @@ async def memory_settings(request: Request) -> Response:
 
 routes = [
     Route(PATH, memory_page, methods=["GET"]),
+    Route(f"{PATH}/recommendations", recommendations, methods=["GET"]),
     Route(f"{PATH}/add", add_memory, methods=["POST"]),
     Route(f"{PATH}/settings", memory_settings, methods=["POST"]),
     Route(PATH + "/{memory_id}/edit", edit_memory, methods=["POST"]),
