@@ -186,6 +186,14 @@ def _model(
 
     task, backend = check_task(task), check_backend(backend)
     settings = state.settings
+    from llmasos.errors import ModelNotFoundError
+
+    try:
+        state.store.manifest(name)
+    except ModelNotFoundError as error:
+        raise InvalidRequestError(
+            f"{error.message}; to evaluate a service, give service:NAME (e.g. service:summarize)"
+        ) from None
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -243,9 +251,8 @@ def _model(
 
 
 def _history(name: str, as_json: bool, plot: Path | None) -> None:
-    from llmasos.toolchain.model_eval import History, plot_history, version_order
-
     from llmasos.errors import ModelNotFoundError
+    from llmasos.toolchain.model_eval import History, plot_history, version_order
 
     try:
         canonical = state.store.manifest(name.split("@")[0]).name
