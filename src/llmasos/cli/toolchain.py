@@ -348,6 +348,15 @@ def quantize_command(
     name: Annotated[
         str | None, typer.Option("--name", help="The new model's name (default MODEL-FORMAT).")
     ] = None,
+    imatrix: Annotated[
+        str | None,
+        typer.Option(
+            "--imatrix",
+            help="Calibration data for an importance matrix: a prepared dataset (its train "
+            "split) or a text/jsonl file. Computed by llama.cpp's forward pass; the quantizer "
+            "then rounds the weights that meet large activations more carefully.",
+        ),
+    ] = None,
     no_eval: Annotated[
         bool, typer.Option("--no-eval", help="Skip the perplexity before and after.")
     ] = False,
@@ -357,11 +366,15 @@ def quantize_command(
     """Quantize a GGUF model with llama.cpp's own quantizer; register it under a new name.
 
     An already-quantized source (such as the embedded smollm2, Q4_1) is de-quantized by
-    llama.cpp first, with a warning: the result cannot be better than the source. Prints the
-    size and the perplexity on the shipped public-domain text before and after.
+    llama.cpp first, with a warning: the result cannot be better than the source. With
+    --imatrix, the importance matrix is computed on the float weights (an F16 de-quantized
+    copy for a quantized source) and kept in llama-imatrix's GGUF format under
+    $LLMASOS_HOME/toolchain/imatrix/. Prints the size and the perplexity on the shipped
+    public-domain text before and after.
 
     JSON fields: model, digest, source, source_format, format, size_before, size_after,
-    warning, perplexity_before, perplexity_after (without --no-eval).
+    warning, imatrix (dataset, chunks, tokens, tensors, file), perplexity_before,
+    perplexity_after (without --no-eval).
     """
     import tempfile
 
@@ -369,6 +382,12 @@ def quantize_command(
 
     weight_format = format_name(to)
     target = name or default_name(model, weight_format.lower().replace("_", "-"))
+    texts: list[str] = []
+    if imatrix is not None:
+        from llmasos.toolchain.model_eval import load_eval_data
+
+        calibration = load_eval_data(registry(), imatrix, "perplexity", split="train")
+        texts = [item.text for item in calibration.items]
     state.settings.models_dir.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix=".quantize-", dir=state.settings.models_dir) as work,
@@ -383,6 +402,11 @@ def quantize_command(
             work_dir=Path(work),
             threads=threads,
             measure=not no_eval,
+            imatrix_texts=texts,
+            imatrix_dataset=imatrix or "",
+            imatrix_file=state.settings.home / "toolchain" / "imatrix" / f"{target}.gguf"
+            if imatrix
+            else None,
         )
     if as_json:
         print_json(report)
@@ -394,6 +418,12 @@ def quantize_command(
         f"{report['source_format']} -> {report['format']}, "
         f"{human_size(report['size_before'])} -> {human_size(report['size_after'])}"
     )
+    if report["imatrix"]:
+        matrix = report["imatrix"]
+        line += (
+            f"\nimportance matrix: {matrix['tensors']} tensors from {matrix['chunks']} chunks "
+            f"({matrix['tokens']} tokens) of {matrix['dataset']}; {matrix['file']}"
+        )
     if "perplexity_after" in report:
         line += (
             f"\nperplexity on the public-domain text: {report['perplexity_before']:.3f} before, "
