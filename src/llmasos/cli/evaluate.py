@@ -24,6 +24,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from llmasos.cli.jobs import BACKGROUND_HELP, start_in_background
 from llmasos.cli.output import print_json
 from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import InvalidRequestError
@@ -123,6 +124,7 @@ def evaluate(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="With `history`: write a PNG of the results.")
     ] = None,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     references: Annotated[
         bool,
@@ -151,6 +153,8 @@ def evaluate(
     JSON fields (a model): model, version, task, backend, dataset, dataset_digest, value,
     items, details, predictions, seconds, date.
     """
+    if target != "history" and start_in_background(background):
+        return
     if target == "history":
         if not history_model:
             raise InvalidRequestError("give the model: llmasos eval history MODEL")

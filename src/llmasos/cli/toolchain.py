@@ -16,6 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from llmasos.cli.data import registry
+from llmasos.cli.jobs import BACKGROUND_HELP, start_in_background
 from llmasos.cli.models import human_size
 from llmasos.cli.output import JSON_OPTION_HELP, print_json
 from llmasos.cli.root import app, audited, console, err_console, state
@@ -111,6 +112,7 @@ def finetune_command(
         int, typer.Option("--max-steps", help="Stop after this many steps in this run (0: none).")
     ] = 0,
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP)] = 0,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Fine-tune a model (PEFT LoRA or full) and register it as a new model.
@@ -128,6 +130,8 @@ def finetune_command(
     train_seconds, tokens_per_second, peak_memory_bytes, trainable_parameters, dequantized,
     history, versions, gguf_agreement.
     """
+    if start_in_background(background):
+        return
     from llmasos.toolchain.finetune import FinetuneConfig, finetune
 
     target = name or default_name(base, data)
@@ -233,6 +237,7 @@ def prune_command(
     ] = None,
     dequantize: Annotated[bool, typer.Option("--dequantize", help=DEQUANTIZE_HELP)] = False,
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP)] = 0,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Prune a model (whole layers or smallest weights) and register it as a new model.
@@ -244,6 +249,8 @@ def prune_command(
     after; the result is stored as an F16 GGUF (current) and an HF version.
 
     """
+    if start_in_background(background):
+        return
     from llmasos.toolchain.compress import prune
 
     suffix = f"pruned{layers}" if layers else f"sparse{round(sparsity * 100)}"
@@ -292,6 +299,7 @@ def distill_command(
     ] = 0,
     dequantize: Annotated[bool, typer.Option("--dequantize", help=DEQUANTIZE_HELP)] = False,
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP)] = 0,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Distill a teacher into a student (KL on the teacher's tokens) and register it.
@@ -302,6 +310,8 @@ def distill_command(
     public-domain text is measured before and after; the result is stored like `prune`'s.
 
     """
+    if start_in_background(background):
+        return
     from llmasos.toolchain.compress import distill
 
     target = name or default_name(student, "distilled")
@@ -361,6 +371,7 @@ def quantize_command(
         bool, typer.Option("--no-eval", help="Skip the perplexity before and after.")
     ] = False,
     threads: Annotated[int, typer.Option("--threads", help="Threads (0: all CPUs).")] = 0,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Quantize a GGUF model with llama.cpp's own quantizer; register it under a new name.
@@ -376,6 +387,8 @@ def quantize_command(
     warning, imatrix (dataset, chunks, tokens, tensors, file), perplexity_before,
     perplexity_after (without --no-eval).
     """
+    if start_in_background(background):
+        return
     import tempfile
 
     from llmasos.toolchain.quantize import format_name, quantize_model
