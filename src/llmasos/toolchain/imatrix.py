@@ -31,6 +31,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,8 +119,9 @@ def _collect(result: Imatrix, tensor: _Tensor) -> None:
         raise BackendError(f"unexpected shapes for {_weight_name(weight.name)}")
     stride = int(inputs.nb[1]) // 4
     buffer = (ctypes.c_float * (stride * (rows - 1) + columns)).from_address(inputs.data)
+    flat = np.ctypeslib.as_array(buffer)
     values = np.lib.stride_tricks.as_strided(
-        np.frombuffer(buffer, dtype=np.float32), shape=(rows, columns), strides=(stride * 4, 4)
+        flat, shape=(rows, columns), strides=(stride * 4, 4)
     ).astype(np.float64)
     name = _weight_name(weight.name)
     squares = np.einsum("ij,ij->j", values, values)
@@ -248,7 +250,7 @@ def quantizer_entries(imatrix: Imatrix) -> dict[str, np.ndarray]:
     }
 
 
-def quantize_params_imatrix(entries: dict[str, np.ndarray]) -> tuple[object, list[object]]:
+def quantize_params_imatrix(entries: dict[str, np.ndarray]) -> tuple[Any, list[object]]:
     """A ``llama_model_imatrix_data`` array (name = NULL terminated) for ``params.imatrix``,
     and the buffers it points into (keep them alive until the quantizer returns)."""
     import llama_cpp
@@ -256,10 +258,9 @@ def quantize_params_imatrix(entries: dict[str, np.ndarray]) -> tuple[object, lis
     keep: list[object] = []
     array = (llama_cpp.llama_model_imatrix_data * (len(entries) + 1))()
     for i, (name, values) in enumerate(sorted(entries.items())):
-        encoded = ctypes.create_string_buffer(name.encode())
         data = np.ascontiguousarray(values, dtype=np.float32)
-        keep.extend([encoded, data])
-        array[i].name = ctypes.cast(encoded, ctypes.c_char_p)
+        keep.append(data)
+        array[i].name = name.encode()  # ctypes keeps the bytes alive with the array
         array[i].data = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         array[i].size = data.size
     array[len(entries)].name = None
