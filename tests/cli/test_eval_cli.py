@@ -48,3 +48,32 @@ def test_eval_scores_the_service_and_both_references_and_records_quality(
     assert quality is not None and quality["metric"] == "accuracy"
     assert quality["value"] == round(report["scores"]["service"]["accuracy"], 2)
     assert quality["items"] == 2 and quality["model"] == report["model"] and quality["date"]
+
+
+@pytest.mark.model
+def test_eval_model_prints_the_perplexity_and_keeps_a_history(tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("Four score and seven years ago our fathers brought forth a new nation.")
+    result = llmasos("eval", "smollm2", "--data", str(text), "--window", "64", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("perplexity ") and float(first.split()[1]) > 1
+    assert "tokenizer: llama.cpp" in result.stdout and "bits per byte" in result.stdout
+    plot = tmp_path / "history.png"
+    shown = llmasos("eval", "history", "smollm2", "--json", "--plot", str(plot), home=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    (entry,) = json.loads(shown.stdout)
+    assert entry["task"] == "perplexity" and entry["value"] == pytest.approx(
+        float(first.split()[1]), abs=0.01
+    )
+    assert entry["version"].startswith("sha256:") and entry["dataset"] == str(text)
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    for args, message in [
+        (("eval", "smollm2", "--task", "bleu"), "--task bleu needs --data"),
+        (("eval", "smollm2", "--task", "bleu", "--data", str(text)), "only --task perplexity"),
+        (("eval", "history", "nomodel"), "no evaluation recorded"),
+        (("eval", "smollm2", "--backend", "onnx"), "backends: llamacpp, transformers"),
+    ]:
+        failed = llmasos(*args, home=tmp_path)
+        assert failed.returncode != 0 and message in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr

@@ -11,6 +11,7 @@ from llmasos.cli import (  # noqa: F401
     doctor,
     evaluate,
     fs,
+    jobs,
     kb,
     kernel,
     kg,

@@ -16,6 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from llmasos.cli.data import registry
+from llmasos.cli.jobs import BACKGROUND_HELP, start_in_background
 from llmasos.cli.models import human_size
 from llmasos.cli.output import JSON_OPTION_HELP, print_json
 from llmasos.cli.root import app, audited, console, err_console, state
@@ -111,6 +112,7 @@ def finetune_command(
         int, typer.Option("--max-steps", help="Stop after this many steps in this run (0: none).")
     ] = 0,
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP)] = 0,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Fine-tune a model (PEFT LoRA or full) and register it as a new model.
@@ -128,6 +130,8 @@ def finetune_command(
     train_seconds, tokens_per_second, peak_memory_bytes, trainable_parameters, dequantized,
     history, versions, gguf_agreement.
     """
+    if start_in_background(background):
+        return
     from llmasos.toolchain.finetune import FinetuneConfig, finetune
 
     target = name or default_name(base, data)
@@ -233,6 +237,7 @@ def prune_command(
     ] = None,
     dequantize: Annotated[bool, typer.Option("--dequantize", help=DEQUANTIZE_HELP)] = False,
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP)] = 0,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Prune a model (whole layers or smallest weights) and register it as a new model.
@@ -244,6 +249,8 @@ def prune_command(
     after; the result is stored as an F16 GGUF (current) and an HF version.
 
     """
+    if start_in_background(background):
+        return
     from llmasos.toolchain.compress import prune
 
     suffix = f"pruned{layers}" if layers else f"sparse{round(sparsity * 100)}"
@@ -292,6 +299,7 @@ def distill_command(
     ] = 0,
     dequantize: Annotated[bool, typer.Option("--dequantize", help=DEQUANTIZE_HELP)] = False,
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP)] = 0,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Distill a teacher into a student (KL on the teacher's tokens) and register it.
@@ -302,6 +310,8 @@ def distill_command(
     public-domain text is measured before and after; the result is stored like `prune`'s.
 
     """
+    if start_in_background(background):
+        return
     from llmasos.toolchain.compress import distill
 
     target = name or default_name(student, "distilled")
@@ -348,27 +358,49 @@ def quantize_command(
     name: Annotated[
         str | None, typer.Option("--name", help="The new model's name (default MODEL-FORMAT).")
     ] = None,
+    imatrix: Annotated[
+        str | None,
+        typer.Option(
+            "--imatrix",
+            help="Calibration data for an importance matrix: a prepared dataset (its train "
+            "split) or a text/jsonl file. Computed by llama.cpp's forward pass; the quantizer "
+            "then rounds the weights that meet large activations more carefully.",
+        ),
+    ] = None,
     no_eval: Annotated[
         bool, typer.Option("--no-eval", help="Skip the perplexity before and after.")
     ] = False,
     threads: Annotated[int, typer.Option("--threads", help="Threads (0: all CPUs).")] = 0,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Quantize a GGUF model with llama.cpp's own quantizer; register it under a new name.
 
     An already-quantized source (such as the embedded smollm2, Q4_1) is de-quantized by
-    llama.cpp first, with a warning: the result cannot be better than the source. Prints the
-    size and the perplexity on the shipped public-domain text before and after.
+    llama.cpp first, with a warning: the result cannot be better than the source. With
+    --imatrix, the importance matrix is computed on the float weights (an F16 de-quantized
+    copy for a quantized source) and kept in llama-imatrix's GGUF format under
+    $LLMASOS_HOME/toolchain/imatrix/. Prints the size and the perplexity on the shipped
+    public-domain text before and after.
 
     JSON fields: model, digest, source, source_format, format, size_before, size_after,
-    warning, perplexity_before, perplexity_after (without --no-eval).
+    warning, imatrix (dataset, chunks, tokens, tensors, file), perplexity_before,
+    perplexity_after (without --no-eval).
     """
+    if start_in_background(background):
+        return
     import tempfile
 
     from llmasos.toolchain.quantize import format_name, quantize_model
 
     weight_format = format_name(to)
     target = name or default_name(model, weight_format.lower().replace("_", "-"))
+    texts: list[str] = []
+    if imatrix is not None:
+        from llmasos.toolchain.model_eval import load_eval_data
+
+        calibration = load_eval_data(registry(), imatrix, "perplexity", split="train")
+        texts = [item.text for item in calibration.items]
     state.settings.models_dir.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix=".quantize-", dir=state.settings.models_dir) as work,
@@ -383,6 +415,11 @@ def quantize_command(
             work_dir=Path(work),
             threads=threads,
             measure=not no_eval,
+            imatrix_texts=texts,
+            imatrix_dataset=imatrix or "",
+            imatrix_file=state.settings.home / "toolchain" / "imatrix" / f"{target}.gguf"
+            if imatrix
+            else None,
         )
     if as_json:
         print_json(report)
@@ -394,6 +431,12 @@ def quantize_command(
         f"{report['source_format']} -> {report['format']}, "
         f"{human_size(report['size_before'])} -> {human_size(report['size_after'])}"
     )
+    if report["imatrix"]:
+        matrix = report["imatrix"]
+        line += (
+            f"\nimportance matrix: {matrix['tensors']} tensors from {matrix['chunks']} chunks "
+            f"({matrix['tokens']} tokens) of {matrix['dataset']}; {matrix['file']}"
+        )
     if "perplexity_after" in report:
         line += (
             f"\nperplexity on the public-domain text: {report['perplexity_before']:.3f} before, "

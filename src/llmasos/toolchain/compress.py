@@ -12,7 +12,7 @@ is a few lines, and TRL's trainers would bring their own loop, logging and depen
 for it). Teacher and student must share a tokenizer.
 
 Both measure token-level perplexity on the shipped public-domain text before and after
-(`torch_perplexity`, in torch, the same windows as `llmasos.toolchain.perplexity`), and
+(`perplexity.torch_perplexity`: in torch, the same tokens and windows as on a backend), and
 register the result like a fine-tune (`registering.register_result`: HF and GGUF versions,
 one store change).
 """
@@ -20,7 +20,6 @@ one store change).
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from llmasos.errors import InvalidRequestError
 from llmasos.models import ModelStoreInterface
 from llmasos.toolchain.datasets import DatasetRegistry
 from llmasos.toolchain.finetune import Progress, TrainEvent
-from llmasos.toolchain.perplexity import public_domain_text
+from llmasos.toolchain.perplexity import public_domain_text, torch_perplexity
 from llmasos.toolchain.registering import register_result
 from llmasos.toolchain.training import (
     IGNORE,
@@ -69,34 +68,6 @@ class CompressReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def torch_perplexity(model: Any, tokenizer: Any, text: str, window: int = 1024) -> float:
-    """Token-level perplexity of ``text`` (BOS first), in half-overlapping windows."""
-    import torch
-    import torch.nn.functional as functional
-
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if tokenizer.bos_token_id is not None:
-        ids = [tokenizer.bos_token_id, *ids]
-    if len(ids) < 2:
-        raise InvalidRequestError("the text is too short to measure a perplexity")
-    stride = max(1, window // 2)
-    total, counted, begin = 0.0, 0, 0
-    model.eval()
-    with torch.no_grad():
-        while True:
-            end = min(begin + window, len(ids))
-            chunk = torch.tensor([ids[begin:end]])
-            logprobs = functional.log_softmax(model(input_ids=chunk).logits[0, :-1].float(), -1)
-            scores = logprobs.gather(1, chunk[0, 1:, None])[:, 0]
-            for score in scores[counted - begin :].tolist():
-                total -= score
-                counted += 1
-            if end == len(ids):
-                break
-            begin += stride
-    return math.exp(total / counted)
 
 
 def layer_redundancy(model: Any, tokenizer: Any, text: str) -> list[float]:
@@ -227,7 +198,7 @@ def prune(
     report = CompressReport(model=name, source=trainable.manifest.name, how=how)
     report.parameters_before = _count(model)[0]
     progress(TrainEvent("measure", message="perplexity before"))
-    report.perplexity_before = torch_perplexity(model, tokenizer, text)
+    report.perplexity_before = torch_perplexity(model, tokenizer, text).value
     progress(TrainEvent("prune", message=f"pruning: {how}"))
     if layers:
         report.removed_layers = remove_layers(
@@ -237,7 +208,7 @@ def prune(
         zero_smallest(model, sparsity)
     report.parameters_after, report.nonzero_after = _count(model)
     progress(TrainEvent("measure", message="perplexity after"))
-    report.perplexity_after = torch_perplexity(model, tokenizer, text)
+    report.perplexity_after = torch_perplexity(model, tokenizer, text).value
     report.peak_memory_bytes = peak_memory_bytes()
     digest = trainable.manifest.digest
     return _register(
@@ -294,7 +265,7 @@ def distill(
         model=name, source=student_model.manifest.name, how=f"distill from {teacher}"
     )
     report.parameters_before = report.parameters_after = _count(model)[0]
-    report.perplexity_before = torch_perplexity(model, tokenizer, text)
+    report.perplexity_before = torch_perplexity(model, tokenizer, text).value
     rows = registry.rows(dataset, "train")
     train = build_examples(rows, student_model.manifest, tokenizer, max_length)
     embeddings = model.get_input_embeddings().weight
@@ -341,7 +312,7 @@ def distill(
         if max_steps and step >= max_steps:
             break
     progress(TrainEvent("measure", message="perplexity after"))
-    report.perplexity_after = torch_perplexity(model, tokenizer, text)
+    report.perplexity_after = torch_perplexity(model, tokenizer, text).value
     report.nonzero_after = _count(model)[1]
     report.peak_memory_bytes = peak_memory_bytes()
     del teacher_net, teacher_model

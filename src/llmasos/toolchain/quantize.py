@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,21 @@ def format_name(name: str) -> str:
     return upper
 
 
-def quantize_gguf(source: Path, destination: Path, weight_format: str, *, threads: int = 0) -> None:
-    """Write ``source`` in ``weight_format`` to ``destination`` (`BackendError` on failure)."""
+def quantize_gguf(
+    source: Path,
+    destination: Path,
+    weight_format: str,
+    *,
+    threads: int = 0,
+    imatrix: dict[str, Any] | None = None,
+) -> None:
+    """Write ``source`` in ``weight_format`` to ``destination`` (`BackendError` on failure);
+    ``imatrix``: per tensor, the mean squared activation of each column
+    (`llmasos.toolchain.imatrix.quantizer_entries`)."""
     import llama_cpp
 
     from llmasos.backends.llamacpp.backend import configure_native_logging
+    from llmasos.toolchain.imatrix import quantize_params_imatrix
 
     configure_native_logging()
     ftype = getattr(llama_cpp, FORMATS[format_name(weight_format)])
@@ -63,9 +74,14 @@ def quantize_gguf(source: Path, destination: Path, weight_format: str, *, thread
     params.nthread = threads or os.cpu_count() or 1
     params.ftype = ftype
     params.allow_requantize = True
+    keep: list[object] = []
+    if imatrix:
+        array, keep = quantize_params_imatrix(imatrix)
+        params.imatrix = ctypes.cast(array, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     status = llama_cpp.llama_model_quantize(
         str(source).encode(), str(destination).encode(), ctypes.byref(params)
     )
+    del keep
     if status != 0 or not destination.is_file():
         destination.unlink(missing_ok=True)
         raise BackendError(
@@ -97,8 +113,17 @@ def quantize_model(
     work_dir: Path,
     threads: int = 0,
     measure: bool = True,
+    imatrix_texts: Sequence[str] = (),
+    imatrix_dataset: str = "",
+    imatrix_file: Path | None = None,
 ) -> dict[str, Any]:
-    """``name`` in ``weight_format``, stored as ``new_name``; sizes and perplexities."""
+    """``name`` in ``weight_format``, stored as ``new_name``; sizes and perplexities.
+
+    With ``imatrix_texts`` (calibration text), an importance matrix is computed by llama.cpp's
+    forward pass (`llmasos.toolchain.imatrix`) on the float source — an already quantized
+    source is de-quantized to F16 first, and both the matrix and the result come from that
+    F16 — and handed to the quantizer; ``imatrix_file`` keeps it in llama-imatrix's format.
+    """
     weight_format = format_name(weight_format)
     source = store.manifest(name)
     if source.format != "gguf" or source.kind != "generate":
@@ -115,18 +140,48 @@ def quantize_model(
         logger.warning(warning)
     resolved = store.resolve(name)
     target = work_dir / f"{weight_format}.gguf"
+    float_copy = work_dir / "F16.gguf"
+    imatrix_report: dict[str, Any] = {}
     try:
-        quantize_gguf(resolved.path, target, weight_format, threads=threads)
+        origin = resolved.path
+        entries = None
+        if imatrix_texts:
+            from llmasos.toolchain.imatrix import (
+                compute_imatrix,
+                quantizer_entries,
+                write_imatrix_gguf,
+            )
+
+            if source_format not in ("F32", "F16", "BF16"):
+                quantize_gguf(origin, float_copy, "F16", threads=threads)
+                origin = float_copy
+            matrix = compute_imatrix(
+                origin, imatrix_texts, threads=threads, dataset=imatrix_dataset
+            )
+            entries = quantizer_entries(matrix)
+            imatrix_report = {
+                "dataset": imatrix_dataset,
+                "chunks": matrix.chunks,
+                "tokens": matrix.tokens,
+                "tensors": len(entries),
+            }
+            if imatrix_file is not None:
+                imatrix_file.parent.mkdir(parents=True, exist_ok=True)
+                write_imatrix_gguf(matrix, imatrix_file)
+                imatrix_report["file"] = str(imatrix_file)
+        quantize_gguf(origin, target, weight_format, threads=threads, imatrix=entries)
         import llama_cpp
 
+        how = f"{weight_format}:imatrix={imatrix_dataset}" if entries else weight_format
         made = store.add_derived(
             new_name,
             [target],
             like=f"{source.name}@{source.digest.removeprefix('sha256:')}",
-            source=f"quantize:{source.digest}:{weight_format}:{TOOL} {llama_cpp.__version__}",
+            source=f"quantize:{source.digest}:{how}:{TOOL} {llama_cpp.__version__}",
         )
     finally:
         target.unlink(missing_ok=True)
+        float_copy.unlink(missing_ok=True)
     report: dict[str, Any] = {
         "model": made.name,
         "digest": made.digest,
@@ -136,6 +191,7 @@ def quantize_model(
         "size_before": source.size,
         "size_after": made.size,
         "warning": warning,
+        "imatrix": imatrix_report,
     }
     if measure:
         report["perplexity_before"] = llama_perplexity(resolved.path, threads)

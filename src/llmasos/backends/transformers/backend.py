@@ -326,6 +326,26 @@ class TransformersBackend(BackendInterface):
             return layout.attention_mask(windows[""])
         return {kind: layout.attention_mask(window) for kind, window in windows.items()}
 
+    # --- scoring -----------------------------------------------------------------------
+
+    def score(self, tokens: Sequence[int]) -> list[float]:
+        """Teacher-forced log-probabilities of ``tokens[1:]``: one plain forward pass of the
+        whole sequence (no slot, no KV cache: nothing resident is touched)."""
+        tokens = [int(t) for t in tokens]
+        if len(tokens) < 2:
+            raise InvalidRequestError("scoring needs at least two tokens")
+        if len(tokens) > self._context_length:
+            raise ContextLengthExceededError(
+                f"{len(tokens)} tokens exceed the context length of {self._context_length}"
+            )
+        if any(not 0 <= t < self._vocab_size for t in tokens):
+            raise InvalidRequestError("a token id is outside the vocabulary")
+        with torch.inference_mode():
+            ids = torch.tensor([tokens], device=self._device)
+            logits = self._model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+            chosen = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
+        return [float(v) for v in chosen.tolist()]
+
     def close(self) -> None:
         self._sequences.clear()
         self._cache = SlotKVCache(slots=0, max_length=0, device=self._device, dtype=torch.float32)
