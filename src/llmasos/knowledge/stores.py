@@ -863,14 +863,16 @@ class KnowledgeBase:
                         )
                     ).all()
                 )
+                # by primary key, the owner checked here: with it in the condition SQLite may
+                # walk the owner's index instead, every chunk they have
                 rows_by_id = {
                     row.id: row
                     for row in session.scalars(
                         select(KnowledgeChunk).where(
-                            KnowledgeChunk.id.in_([h.ref_id for h, _ in found]),
-                            owned_by(KnowledgeChunk.user_id, user_id),
+                            KnowledgeChunk.id.in_([h.ref_id for h, _ in found])
                         )
                     )
+                    if row.user_id == user_id
                 }
                 for hit, store_id in found:
                     row = rows_by_id.get(hit.ref_id)
@@ -907,16 +909,20 @@ class KnowledgeBase:
         by_id = {h.ref_id: h for h in hits}
         extra = [ref for ref in reached if ref not in by_id]
         with self.database.session() as session:
-            rows = session.execute(
-                select(RetrievalEntry.ref_id, RetrievalEntry.embedding, RetrievalEntry.meta).where(
+            rows = session.execute(  # by the unique (collection, ref_id); the store checked here
+                select(
+                    RetrievalEntry.ref_id,
+                    RetrievalEntry.namespace,
+                    RetrievalEntry.embedding,
+                    RetrievalEntry.meta,
+                ).where(
                     RetrievalEntry.collection == COLLECTION,
-                    RetrievalEntry.namespace == store_id,
                     RetrievalEntry.ref_id.in_(extra),
                 )
             ).all()
         query = np.asarray(vector, dtype=np.float32) if vector is not None else None
-        for ref, embedding, meta in rows:
-            if (meta or {}).get("file_id") not in allowed_files:
+        for ref, namespace, embedding, meta in rows:
+            if namespace != store_id or (meta or {}).get("file_id") not in allowed_files:
                 continue
             similarity = None
             if query is not None and embedding:

@@ -440,13 +440,14 @@ class MemoryStore:
                     or (h.similarity is not None and h.similarity >= min_similarity)
                 ]
             with self.database.session() as session:
+                # by primary key only: with the owner in the condition, SQLite may walk the
+                # owner's index instead, every item of a large memory (18 ms at 10^5)
                 rows = {
                     row.id: row
                     for row in session.scalars(
-                        select(Memory).where(
-                            Memory.id.in_([h.ref_id for h in hits]), Memory.owner == owner.key
-                        )
+                        select(Memory).where(Memory.id.in_([h.ref_id for h in hits]))
                     )
+                    if row.owner == owner.key
                 }
                 return [self._item(rows[h.ref_id], h.score) for h in hits if h.ref_id in rows]
 

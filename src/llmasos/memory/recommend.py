@@ -224,12 +224,11 @@ class Recommender:
         if not refs:
             return {}
         with self.database.session() as session:
-            rows = session.scalars(
-                select(Memory).where(Memory.id.in_(refs), Memory.owner == owner.key)
-            )
+            rows = session.scalars(select(Memory).where(Memory.id.in_(refs)))  # by key, as search
             return {
                 row.id: self.memory.cipher.decrypt_text(row.text, context=f"memory:{row.id}")
                 for row in rows
+                if row.owner == owner.key
             }
 
     def _actions(

@@ -451,14 +451,16 @@ class HybridIndex(RetrievalIndexInterface):
         scope = scope_token(self.collection, namespace)
         wanted = {t.removeprefix(scope): t for t in scoped}
         with self.database.session() as session:
+            # by (collection, ref_id), the unique key: with the namespace in the condition,
+            # SQLite walks the namespace's index instead, every row of a large namespace
             rows = session.execute(
-                select(RetrievalEntry.ref_id, RetrievalEntry.terms).where(
-                    RetrievalEntry.collection == self.collection,
-                    RetrievalEntry.namespace == namespace,
-                    RetrievalEntry.ref_id.in_(refs),
+                select(RetrievalEntry.ref_id, RetrievalEntry.namespace, RetrievalEntry.terms).where(
+                    RetrievalEntry.collection == self.collection, RetrievalEntry.ref_id.in_(refs)
                 )
             ).all()
-        documents = [(int(ref), (terms or "").split()) for ref, terms in rows]
+        documents = [
+            (int(ref), (terms or "").split()) for ref, space, terms in rows if space == namespace
+        ]
         if not documents:
             return []
         frequencies = self._frequencies(scoped)
