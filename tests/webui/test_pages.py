@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
+from llmasos.bench.console import ADMIN_SECTIONS, AREAS
 from tests.webui.conftest import USER, Console, new_context, shot, shot_dir, signed_in_client
 
 WAIT_S = 120.0
 TRANSLATOR = Path(__file__).resolve().parents[2] / "src/llmasos/userland/apps/translator"
-ADMIN_SECTIONS = ("users", "keys", "quotas", "prices", "usage", "audit", "scheduler")
 
 
 @pytest.fixture(scope="module")
@@ -276,14 +276,7 @@ def test_admin_pages_and_a_quota_the_user_then_hits(
 
 
 AUDITED = (
-    "/chat",
-    "/memory",
-    "/knowledge",
-    "/files",
-    "/app-store",
-    "/tasks",
-    "/workflows",
-    "/models",
+    *AREAS,
     *(f"/administration/{section}" for section in ADMIN_SECTIONS),
 )
 BLOCKING = ("serious", "critical")

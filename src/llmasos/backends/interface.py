@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from llmasos.errors import UnsupportedError
+from llmasos.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedError
 from llmasos.types import ChatMessage, SamplingParams
 
 
@@ -206,3 +206,18 @@ class BackendInterface(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model's memory."""
+
+
+def scored_tokens(tokens: Sequence[int], context_length: int, vocab_size: int) -> list[int]:
+    """``tokens`` as ints, checked for `BackendInterface.score`: at least two, within the
+    context, every id in the vocabulary."""
+    checked = [int(t) for t in tokens]
+    if len(checked) < 2:
+        raise InvalidRequestError("scoring needs at least two tokens")
+    if len(checked) > context_length:
+        raise ContextLengthExceededError(
+            f"{len(checked)} tokens exceed the context length of {context_length}"
+        )
+    if any(not 0 <= t < vocab_size for t in checked):
+        raise InvalidRequestError("a token id is outside the vocabulary")
+    return checked

@@ -23,7 +23,6 @@ so ``llmasos eval history MODEL`` shows and plots it across versions.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ from llmasos.models.manifest import Manifest
 from llmasos.toolchain import metrics
 from llmasos.toolchain.datasets import NAME_PATTERN, SPLITS, DatasetRegistry, file_digest
 from llmasos.toolchain.perplexity import Perplexity, perplexity, public_domain_text
+from llmasos.toolchain.training import background_niceness
 
 TASKS = ("perplexity", "bleu", "chrf", "rouge", "exact-match", "accuracy")
 BACKENDS = ("llamacpp", "transformers")
@@ -265,16 +265,6 @@ def load_backend(
     return TransformersBackend.load(spec), manifest
 
 
-def lower_priority() -> None:
-    """Niceness 10 at least: an evaluation does not starve serving on the same machine."""
-    try:
-        current = os.nice(0)
-        if current < 10:
-            os.nice(10 - current)
-    except OSError:
-        pass
-
-
 # --- evaluating ----------------------------------------------------------------------------
 
 
@@ -379,7 +369,7 @@ def evaluate_model(
     if window < 2:
         raise InvalidRequestError("--window must hold at least two tokens")
     items = load_eval_data(registry, data, task, split=split, limit=limit)
-    lower_priority()
+    background_niceness()
     started = time.perf_counter()
     context = window if task == "perplexity" else 4096
     loaded, manifest = load_backend(

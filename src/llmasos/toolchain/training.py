@@ -39,16 +39,21 @@ FLOAT_GGUF = ("F32", "F16", "BF16")
 IGNORE = -100
 
 
-def lower_priority(threads: int = 0) -> int:
-    """Run this process at niceness >= 10 with ``threads`` torch threads (0: half the CPUs)."""
-    import torch
-
+def background_niceness() -> None:
+    """Niceness 10 at least: a toolchain job does not starve serving on the same machine."""
     try:
         current = os.nice(0)
         if current < 10:
             os.nice(10 - current)
     except OSError:
         pass
+
+
+def lower_priority(threads: int = 0) -> int:
+    """Run this process at niceness >= 10 with ``threads`` torch threads (0: half the CPUs)."""
+    import torch
+
+    background_niceness()
     count = threads or max(1, (os.cpu_count() or 2) // 2)
     torch.set_num_threads(count)
     return count

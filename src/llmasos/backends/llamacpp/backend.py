@@ -27,7 +27,13 @@ from typing import Any, ClassVar
 
 import llama_cpp
 
-from llmasos.backends.interface import BackendInterface, LoadSpec, SampledToken, SequenceWork
+from llmasos.backends.interface import (
+    BackendInterface,
+    LoadSpec,
+    SampledToken,
+    SequenceWork,
+    scored_tokens,
+)
 from llmasos.backends.llamacpp.sampler import SamplerChain, token_logprobs
 from llmasos.chat_template import render_chat_template
 from llmasos.errors import (
@@ -442,15 +448,7 @@ class LlamaCppBackend(BackendInterface):
         The slot is emptied before and after, so scoring neither reuses nor leaves a prefix.
         """
         self._check_open()
-        tokens = [int(t) for t in tokens]
-        if len(tokens) < 2:
-            raise InvalidRequestError("scoring needs at least two tokens")
-        if len(tokens) > self._context_length:
-            raise ContextLengthExceededError(
-                f"{len(tokens)} tokens exceed the context length of {self._context_length}"
-            )
-        if any(not 0 <= t < self._n_vocab for t in tokens):
-            raise InvalidRequestError("a token id is outside the vocabulary")
+        tokens = scored_tokens(tokens, self._context_length, self._n_vocab)
         free = [s for s in self._slots if s.seq_id is None]
         if not free:
             raise BackendError(f"all {len(self._slots)} sequence slots are in use")

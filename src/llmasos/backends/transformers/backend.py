@@ -27,7 +27,13 @@ from typing import Any
 
 import torch
 
-from llmasos.backends.interface import BackendInterface, LoadSpec, SampledToken, SequenceWork
+from llmasos.backends.interface import (
+    BackendInterface,
+    LoadSpec,
+    SampledToken,
+    SequenceWork,
+    scored_tokens,
+)
 from llmasos.backends.transformers.cache import SlotKVCache, SlotTable, StepLayout, build_step
 from llmasos.backends.transformers.loading import LoadedCausalLM, load_causal_lm
 from llmasos.backends.transformers.sampling import SequenceSampler
@@ -331,15 +337,7 @@ class TransformersBackend(BackendInterface):
     def score(self, tokens: Sequence[int]) -> list[float]:
         """Teacher-forced log-probabilities of ``tokens[1:]``: one plain forward pass of the
         whole sequence (no slot, no KV cache: nothing resident is touched)."""
-        tokens = [int(t) for t in tokens]
-        if len(tokens) < 2:
-            raise InvalidRequestError("scoring needs at least two tokens")
-        if len(tokens) > self._context_length:
-            raise ContextLengthExceededError(
-                f"{len(tokens)} tokens exceed the context length of {self._context_length}"
-            )
-        if any(not 0 <= t < self._vocab_size for t in tokens):
-            raise InvalidRequestError("a token id is outside the vocabulary")
+        tokens = scored_tokens(tokens, self._context_length, self._vocab_size)
         with torch.inference_mode():
             ids = torch.tensor([tokens], device=self._device)
             logits = self._model(input_ids=ids, use_cache=False).logits[0, :-1].float()
