@@ -389,8 +389,10 @@ class HybridIndex(RetrievalIndexInterface):
             scope = scope_token(self.collection, namespace)
             scoped = self._without_common([f"{scope}{t}" for t in dict.fromkeys(terms)], namespace)
             match = " OR ".join(f'"{t}"' for t in scoped)
-            if among is not None and self._too_common(scoped, namespace):
-                return self._bm25_among(scoped, namespace, among, depth)
+            if among is not None and (size := self._census(namespace)[0]) >= COMMON_TERM_MIN_ROWS:
+                frequencies = self._frequencies(scoped)
+                if sum(frequencies.values()) > LEXICAL_ROW_BUDGET:  # too many rows to score
+                    return self._bm25_among(namespace, among, depth, frequencies, size)
             if filters.empty:  # the scoped terms already limit the match: no join needed
                 return self._fts_only(match, depth)
             fts = table(FTS_TABLE, column("rowid"))
@@ -434,22 +436,20 @@ class HybridIndex(RetrievalIndexInterface):
         kept = [t for t in scoped if frequencies[t] <= limit]
         return kept or [min(scoped, key=lambda t: frequencies[t])]
 
-    def _too_common(self, scoped: list[str], namespace: str) -> bool:
-        """Whether scoring every row that holds these terms would pass `LEXICAL_ROW_BUDGET`
-        (only in a namespace of at least `COMMON_TERM_MIN_ROWS`)."""
-        if self._census(namespace)[0] < COMMON_TERM_MIN_ROWS:
-            return False
-        return sum(self._frequencies(scoped).values()) > LEXICAL_ROW_BUDGET
-
     def _bm25_among(
-        self, scoped: list[str], namespace: str, refs: list[int], depth: int
+        self,
+        namespace: str,
+        refs: list[int],
+        depth: int,
+        frequencies: dict[str, int],
+        size: int,
     ) -> list[tuple[int, float]]:
         """The rows of ``refs`` that hold a query term, ranked by BM25 computed here from their
-        stored terms and the namespace's document frequencies: FTS5 cannot restrict a match
-        to a few rowids without reading the terms' whole doclists, which is the cost
-        avoided. Document length is normalized by the candidates' mean length."""
+        stored terms and the namespace's document frequencies (``frequencies`` of the scoped
+        terms, of ``size`` rows): FTS5 cannot restrict a match to a few rowids without reading
+        the terms' whole doclists, which is the cost avoided. Document length is normalized
+        by the candidates' mean length."""
         scope = scope_token(self.collection, namespace)
-        wanted = {t.removeprefix(scope): t for t in scoped}
         with self.database.session() as session:
             # by (collection, ref_id), the unique key: with the namespace in the condition,
             # SQLite walks the namespace's index instead, every row of a large namespace
@@ -463,12 +463,10 @@ class HybridIndex(RetrievalIndexInterface):
         ]
         if not documents:
             return []
-        frequencies = self._frequencies(scoped)
-        size = max(self._census(namespace)[0], len(documents))
         scores = bm25_scores(
             [words for _, words in documents],
-            {term: frequencies[scoped_term] for term, scoped_term in wanted.items()},
-            size,
+            {term.removeprefix(scope): held for term, held in frequencies.items()},
+            max(size, len(documents)),
         )
         ranked = sorted(
             ((ref, score) for (ref, _), score in zip(documents, scores, strict=True) if score > 0),

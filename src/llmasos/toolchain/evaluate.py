@@ -276,9 +276,7 @@ async def evaluate_service(
     budget = int(definition.parameters.get("max_tokens") or 256)
     predictions: dict[str, list[Any]] = {system: [] for system in SYSTEMS}
     seconds: dict[str, float] = dict.fromkeys(SYSTEMS, 0.0)
-    errors: list[dict[str, str]] = []
     used_model = model or ""
-    extra: list[dict[str, Any]] = []
     several = len(definition.methods) > 1
     by_method: dict[str, dict[str, Any]] = {}
     for method in definition.methods if several else (None,):
