@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     default_embedding_model: str = Field(
         "all-minilm:l6-v2", description="Embedding model used when a request names none."
     )
+    embedding_runtime: Literal["auto", "torch"] = Field(
+        "auto",
+        description=(
+            "What runs an embedding model's short calls (queries): auto uses ONNX Runtime "
+            "where it is installed, torch never does."
+        ),
+    )
     threads: int = Field(0, ge=0, description="CPU threads per model; 0 means all cores.")
     context_length: int = Field(
         4096, ge=256, description="Context window per sequence, in tokens (Ollama's num_ctx)."

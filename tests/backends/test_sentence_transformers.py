@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("sentence_transformers")
 
 from llmasos.backends.interface import LoadSpec, SequenceWork
-from llmasos.backends.sentence_transformers import SentenceTransformersBackend
+from llmasos.backends.onnx_embedding import OnnxEncoder, OnnxUnavailable, weights_key
+from llmasos.backends.sentence_transformers import ONNX_MAX_TEXTS, SentenceTransformersBackend
 from llmasos.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
@@ -28,16 +29,20 @@ def minilm_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-@pytest.fixture(scope="module")
-def backend() -> SentenceTransformersBackend:
+def load(runtime: str = "auto") -> SentenceTransformersBackend:
     spec = LoadSpec(
         path=minilm_dir(),
         format="sentence-transformers",
         context_length=256,
         embedding=True,
-        options={"name": "all-minilm"},
+        options={"name": "all-minilm", "runtime": runtime},
     )
     return SentenceTransformersBackend.load(spec)
+
+
+@pytest.fixture(scope="module")
+def backend() -> SentenceTransformersBackend:
+    return load()
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -96,3 +101,64 @@ def test_load_rejects_other_formats(tmp_path: Path) -> None:
         )
     with pytest.raises(ModelFormatError, match="gguf"):
         SentenceTransformersBackend.load(LoadSpec(path=tmp_path, format="gguf", context_length=256))
+
+
+SENTENCES = [
+    "Where did I put the notes about the March budget?",
+    "sqlite row factory",
+    "The cat sits on the mat.",
+    "A kitten is lying on a rug, asleep in the afternoon sun by the window.",
+]
+
+
+@pytest.mark.model
+def test_short_calls_run_on_onnx_runtime_with_torchs_vectors(
+    backend: SentenceTransformersBackend,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    assert backend.runtime == "onnxruntime"
+    torch_only = load("torch")
+    assert torch_only.runtime == "torch"
+    assert len(SENTENCES) <= ONNX_MAX_TEXTS  # one call on ONNX Runtime ...
+    fast, tokens = backend.embed(SENTENCES)
+    reference, reference_tokens = torch_only.embed(SENTENCES)
+    assert tokens == reference_tokens
+    for a, b in zip(fast, reference, strict=True):
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
+        assert math.isclose(math.sqrt(cosine(a, a)), 1.0, rel_tol=1e-5)
+    bulk, _ = backend.embed(SENTENCES * 2)  # ... and a bulk one on torch: the same vectors
+    assert max(abs(x - y) for x, y in zip(bulk[0], fast[0], strict=True)) < 1e-4
+    with pytest.raises(InvalidRequestError, match="runtime 'tpu'"):
+        load("tpu")
+
+
+@pytest.mark.model
+def test_the_export_is_kept_reused_and_made_again_when_damaged(
+    backend: SentenceTransformersBackend, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    model = backend._loaded()
+    key = weights_key(minilm_dir())
+    first = OnnxEncoder.build(model, key=key, threads=1, cache=tmp_path)
+    assert first.path.parent == tmp_path and first.path.stat().st_size > 1_000_000
+    made = first.path.stat().st_mtime_ns
+    again = OnnxEncoder.build(model, key=key, threads=1, cache=tmp_path)
+    assert again.path == first.path and again.path.stat().st_mtime_ns == made  # reused
+    first.path.write_bytes(b"not an ONNX graph")  # a damaged cache file is exported again
+    repaired = OnnxEncoder.build(model, key=key, threads=1, cache=tmp_path)
+    assert repaired.path.stat().st_size > 1_000_000
+    vector = repaired.encode(["hello"])[0]
+    assert math.isclose(float((vector * vector).sum()), 1.0, rel_tol=1e-5)
+    assert list(tmp_path.iterdir()) == [repaired.path]  # no temporary files left behind
+
+
+def test_a_model_onnx_cannot_pool_stays_on_torch() -> None:
+    class Pooling:
+        def get_config_dict(self) -> dict[str, str]:
+            return {"pooling_mode": "weightedmean"}
+
+    class Transformer:
+        pass
+
+    with pytest.raises(OnnxUnavailable, match="weightedmean"):
+        OnnxEncoder.build([Transformer(), Pooling()], key="k", threads=1)

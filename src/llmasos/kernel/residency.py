@@ -222,6 +222,8 @@ class ModelManager:
                 "cache_dir": str(cache_dir),
                 "adapter": resolved.adapter_path,
                 "name": manifest.name,
+                "digest": manifest.digest,
+                "runtime": self.settings.embedding_runtime,
             },
         )
 

@@ -820,12 +820,20 @@ class KnowledgeBase:
             raise InvalidRequestError(
                 "vector_store_ids: name at least one", param="vector_store_ids"
             )
-        stores = [await asyncio.to_thread(self.get_store, user_id, s) for s in store_ids]
-        vector = (
+        # the query's embedding and the stores' checks at once: both are on every search's path
+        embedding = (
             None
             if mode == "bm25"
-            else (await self.engine.embed(self.embedding_model, [query])).vectors[0]
+            else asyncio.ensure_future(self.engine.embed(self.embedding_model, [query]))
         )
+        try:
+            stores = [await asyncio.to_thread(self.get_store, user_id, s) for s in store_ids]
+        except BaseException:
+            if embedding is not None:
+                embedding.cancel()
+                await asyncio.gather(embedding, return_exceptions=True)
+            raise
+        vector = None if embedding is None else (await embedding).vectors[0]
 
         def run() -> list[SearchResult]:
             found: list[tuple[SearchHit, str]] = []
