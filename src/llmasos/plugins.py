@@ -232,7 +232,7 @@ BUILTIN_TOOLS: dict[str, tuple[str, ...]] = {
     "web": ("http_fetch", "service_call"),
     "ostools": (
         "OsModels", "OsResidentModels", "OsServices", "OsApps", "OsTasks", "OsStatus",
-        "AppLaunch",
+        "OsUsage", "ModelCreate", "AppInstall", "AppLaunch",
     ),
     "code": ("PythonRun",),  # model-written Python in the sandbox (design/tools.md)
     "mcp.client": ("McpToolProvider",),  # the tools of each user's MCP servers (design/mcp.md)

@@ -174,7 +174,8 @@ def test_read_only_tasks_are_graded_by_answer_and_unchanged_state(world: World) 
 )
 def test_bench_tasks_runs_a_task_on_the_embedded_model(tmp_path: Path) -> None:
     """`llmasos bench tasks --limit 1` end to end: both modes, graded, table, JSON and PNG.
-    What the tiny model does (and so whether it passes) is not asserted."""
+    Whether the tiny model passes is not asserted; with the first turn ``required`` the
+    grammar makes its first step a call of the task's tool."""
     from typer.testing import CliRunner
 
     from llmasos.cli.main import app
@@ -183,12 +184,15 @@ def test_bench_tasks_runs_a_task_on_the_embedded_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
         ["bench", "tasks", "--category", "calculator", "--limit", "1", "--trials", "1",
-         "--max-steps", "2", "--max-seconds", "300", "--json", str(out), "--plot", str(png)],
+         "--max-steps", "2", "--max-seconds", "300", "--tool-choice", "required",
+         "--json", str(out), "--plot", str(png)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "pass^1" in result.stdout and "unconstrained" in result.stdout
     report = json.loads(out.read_text())
     assert [r["mode"] for r in report["results"]] == ["constrained", "unconstrained"]
+    assert report["settings"]["tool_choice"] == "required"
+    assert report["results"][0]["tools_called"][:1] == ["calculator"]
     for trial in report["results"]:
         assert trial["task"] == "calc-multiply" and trial["status"] in FINAL
         assert trial["passed"] == (not trial["failures"])

@@ -6,8 +6,8 @@ aiosmtpd, on loopback) through the real `AgentRuntime` on a real model, with the
 side effects granted in advance; it is graded by `suite.grade` from the apps' state before
 and after. Two modes:
 
-* ``constrained``: the runtime as it is, every tool call grammar-constrained
-  (``tool_choice`` auto);
+* ``constrained``: the runtime as it is, every tool call grammar-constrained (the first
+  turn's ``tool_choice`` auto by default, ``required`` with ``--tool-choice required``);
 * ``unconstrained``: the same prompt and tools, no grammar, and calls read leniently out of
   whatever the model wrote (`parse_tool_output_lenient`) — what a runtime without
   constrained decoding gets.
@@ -153,15 +153,20 @@ async def run_task_suite(
     progress: Callable[[str], None] = lambda message: None,
     tasks: Sequence[SuiteTask] | None = None,
     budget: Budget = TASK_BUDGET,
+    tool_choice: str = "auto",
 ) -> SuiteReport:
     """Every (task, mode, trial) on ``engine``/``model``, at most ``concurrency`` at once (the
-    kernel batches them), each for its own user of one throwaway home."""
+    kernel batches them), each for its own user of one throwaway home. ``tool_choice`` is
+    the tasks' first turn's (``required``: a tool call, as the openai-agents SDK forces it;
+    later turns are ``auto`` either way)."""
     from aiosmtpd.controller import Controller  # the bench extra
 
     chosen = list(tasks if tasks is not None else load_tasks())
     if categories:
         chosen = [t for t in chosen if t.category in categories]
     chosen = chosen[:limit] if limit else chosen
+    if tool_choice not in ("auto", "required"):
+        raise InvalidRequestError(f"tool_choice {tool_choice!r}: use auto or required")
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise InvalidRequestError(f"unknown mode {', '.join(unknown)}; use {', '.join(MODES)}")
@@ -223,6 +228,7 @@ async def run_task_suite(
                         tools=task.tools,
                         granted=task.tools,
                         budget=budget,
+                        tool_choice=tool_choice,
                     )
                     record = await runtime.create(principal, spec)
                     await runtime.wait(record.id)
@@ -279,7 +285,7 @@ async def run_task_suite(
         settings={
             "budget": budget.to_dict(),
             "concurrency": concurrency,
-            "tool_choice": "auto",
+            "tool_choice": tool_choice,
         },
     )
 

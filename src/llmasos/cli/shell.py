@@ -63,7 +63,8 @@ def shell(
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Steps per line.")] = 6,
 ) -> None:
     """Talk to the OS: each line becomes a task with the os tools (models, services, apps,
-    tasks, memory and disk, launching an app); side effects ask y/n inline."""
+    tasks, memory and disk, token usage; making a model, installing and launching an app);
+    side effects ask y/n inline."""
     allowed = list(dict.fromkeys(([] if only else ["os"]) + list(tools or [])))
     if not allowed:
         raise LLMasOSError("--only needs at least one --tool")

@@ -44,6 +44,14 @@ def bench_tasks(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=64, help="Tasks run at once.")
     ] = 4,
+    tool_choice: Annotated[
+        str,
+        typer.Option(
+            "--tool-choice",
+            help="The first turn's tool_choice: auto, or required (a call, as the "
+            "openai-agents SDK forces it); later turns are auto.",
+        ),
+    ] = "auto",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write every trial and the summary as JSON.")
     ] = None,
@@ -79,6 +87,7 @@ def bench_tasks(
                 limit=limit,
                 categories=category,
                 concurrency=concurrency,
+                tool_choice=tool_choice,
                 budget=Budget(max_steps=max_steps, max_tokens=16_000, max_seconds=max_seconds),
                 progress=lambda message: err_console.print(message, highlight=False),
             )
@@ -89,8 +98,8 @@ def bench_tasks(
     k = report.k
     table = Table(
         "mode", "category", "tasks", "success rate", f"pass^{k}",
-        title=f"task suite: {report.model}, {report.tasks} tasks x {k} trials "
-        f"({report.seconds:.0f} s)",
+        title=f"task suite: {report.model}, {report.tasks} tasks x {k} trials, first turn "
+        f"{report.settings['tool_choice']} ({report.seconds:.0f} s)",
     )  # fmt: skip
     for summary in report.modes:
         for name, row in summary.by_category.items():

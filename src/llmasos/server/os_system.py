@@ -2,7 +2,8 @@
 the process manager (`llmasos.apps`), and the caller's tasks (`llmasos.agents`), which live
 in layers above the tools. `serve` puts one `ServerOperatingSystem` in the `ToolSystem` the
 agent runtime uses, so a task (and ``llmasos shell``) can list apps and tasks and, with
-approval and the admin scope, start an app as ``llmasos app start`` would."""
+approval and the admin scope, install a built-in app and start an app as ``llmasos app
+install builtin:NAME`` and ``llmasos app start`` would."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from llmasos.access.principal import Principal
 from llmasos.agents.store import TaskStore
+from llmasos.apps.catalog import BUILTIN_PREFIX
 from llmasos.apps.confinement import AppConfinement
 from llmasos.apps.store import AppStore
 from llmasos.apps.supervisor import AppSupervisor
@@ -52,6 +54,21 @@ class ServerOperatingSystem:
 
     async def describe_app(self, name: str) -> dict[str, Any]:
         return await asyncio.to_thread(self._app, name)
+
+    async def review_app(self, name: str) -> dict[str, Any]:
+        manifest = await asyncio.to_thread(self.supervisor.store.review, f"{BUILTIN_PREFIX}{name}")
+        return {
+            "name": manifest.name,
+            "version": manifest.version,
+            "description": manifest.description,
+            "permissions": manifest.scopes,
+        }
+
+    async def install_app(self, name: str) -> dict[str, Any]:
+        installed = await asyncio.to_thread(
+            self.supervisor.store.install, f"{BUILTIN_PREFIX}{name}"
+        )
+        return await asyncio.to_thread(self._app, installed.name)
 
     async def launch_app(self, name: str) -> dict[str, Any]:
         state = await asyncio.to_thread(self.supervisor.start, name)

@@ -118,6 +118,15 @@ class OperatingSystemInterface(Protocol):
         """An installed app (an unknown name is a `NotFoundError`)."""
         ...
 
+    async def review_app(self, name: str) -> dict[str, Any]:
+        """What installing the built-in app ``name`` would install: name, version,
+        description, permissions (an unknown name is a `NotFoundError`)."""
+        ...
+
+    async def install_app(self, name: str) -> dict[str, Any]:
+        """Install the built-in app ``name``; the installed app as `describe_app` gives it."""
+        ...
+
 
 @dataclass(frozen=True)
 class ToolSystem:

@@ -2,10 +2,13 @@
 
 Read-only introspection — the models in the store (``os_models``), the models loaded now
 (``os_resident_models``), the named services (``os_services``), the installed apps
-(``os_apps``), the caller's tasks (``os_tasks``), memory and disk (``os_status``) — and one
-action, ``app_launch``, which starts an installed app through the process manager: a side
-effect, so it stops for approval, and only admins may use it. Each tool is gated by the
-scope the same operation needs on the API (``models:read``, ``chat``, ``tasks``, ``admin``).
+(``os_apps``), the caller's tasks (``os_tasks``), memory and disk (``os_status``), tokens
+used (``os_usage``: one's own, or anyone's for an admin) — and three actions, each a side
+effect that stops for approval showing exactly what will happen: ``model_create`` (a model
+made from an installed one with its own system prompt, as ``llmasos create`` makes it from a
+Modelfile), ``app_install`` (a built-in app) and ``app_launch`` (an installed app started
+through the process manager). Each tool is gated by the scope the same operation needs on
+the API (``models:read``, ``chat``, ``tasks``, ``models:write``, ``admin``).
 
 Apps and tasks live in layers above the tools; the server supplies them through
 `ToolSystem.os` (`OperatingSystemInterface`). Where no server runs, those tools say so.
@@ -19,6 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from llmasos.errors import InvalidRequestError
 from llmasos.tools.interface import (
     OperatingSystemInterface,
     Tool,
@@ -217,4 +221,143 @@ class AppLaunch(Tool):
         return (
             f"start the app {app['name']} {app.get('version', '')} as its own confined "
             f"process (permissions: {permissions})"
+        )
+
+
+USAGE_GROUPS = ("user", "model", "day")
+
+
+class OsUsage(Tool):
+    spec = ToolSpec(
+        name="os_usage",
+        description=(
+            "Tokens and requests used since a moment, per user, model or day. since: 7d "
+            "(default: this week), 24h, 30d or a date such as 2030-01-31. user: a user's name "
+            "(admins may ask about anyone; others see their own)."
+        ),
+        parameters={
+            "type": "object",
+            "properties": {
+                "user": {"type": "string", "minLength": 1, "maxLength": 64},
+                "since": {"type": "string", "minLength": 2, "maxLength": 40},
+                "by": {"type": "string", "enum": list(USAGE_GROUPS)},
+            },
+            "additionalProperties": False,
+        },
+        permission="chat",
+        group=GROUP,
+    )
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        from llmasos.access.usage import UsageLog, parse_since
+
+        since = parse_since(arguments.get("since") or "7d")
+        by = arguments.get("by") or "user"
+        rows = await asyncio.to_thread(
+            UsageLog(context.system.database).report,
+            by=by,
+            since=since,
+            user=arguments.get("user"),
+            actor=context.principal,
+        )
+        return ToolResult(
+            {
+                "since": since.isoformat(timespec="seconds"),
+                "by": by,
+                "rows": [row.public() for row in rows],
+                "total_tokens": sum(row.total_tokens for row in rows),
+                "requests": sum(row.requests for row in rows),
+            }
+        )
+
+
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
+
+
+class ModelCreate(Tool):
+    spec = ToolSpec(
+        name="model_create",
+        description=(
+            "Make a new model from an installed one, with its own system prompt (for example "
+            "one that always answers in French), as `llmasos create` does from a Modelfile."
+        ),
+        parameters={
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "pattern": MODEL_NAME, "maxLength": 129},
+                "base": {"type": "string", "minLength": 1, "maxLength": 129},
+                "system": {"type": "string", "minLength": 1, "maxLength": 4000},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            },
+            "required": ["name", "base", "system"],
+            "additionalProperties": False,
+        },
+        permission="models:write",
+        side_effect=True,
+        group=GROUP,
+        timeout_s=120.0,
+    )
+
+    @staticmethod
+    def modelfile(arguments: dict[str, Any]) -> str:
+        """The Modelfile this call amounts to (what the approval shows)."""
+        system = arguments["system"]
+        if '"""' in system:
+            raise InvalidRequestError('the system prompt may not contain """', param="system")
+        lines = [f"FROM {arguments['base']}", f'SYSTEM """{system}"""']
+        if "temperature" in arguments:
+            lines.append(f"PARAMETER temperature {arguments['temperature']:g}")
+        return "\n".join(lines) + "\n"
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        from llmasos.models import open_model_store
+
+        settings = context.system.settings
+        store = open_model_store(settings)
+        manifest = await asyncio.to_thread(
+            store.create, arguments["name"], self.modelfile(arguments), base_dir=settings.home
+        )
+        return ToolResult(
+            {"name": manifest.name, "base": arguments["base"], "id": manifest.short_id},
+            effects=(f"created model {manifest.name} from {arguments['base']}",),
+        )
+
+    async def describe(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        return (
+            f"create the model {arguments['name']} in the model store from this Modelfile:\n"
+            + self.modelfile(arguments)
+        )
+
+
+class AppInstall(Tool):
+    spec = ToolSpec(
+        name="app_install",
+        description=(
+            "Install one of the built-in apps (assistant, summarizer, translator, tutor, "
+            "writer) by name; os_apps lists what is installed."
+        ),
+        parameters={
+            "type": "object",
+            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}},
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+        permission="admin",
+        side_effect=True,
+        group=GROUP,
+        timeout_s=120.0,
+    )
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        installed = await _os_of(context).install_app(arguments["name"])
+        return ToolResult(
+            installed, effects=(f"installed app {installed['name']} {installed['version']}",)
+        )
+
+    async def describe(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        app = await _os_of(context).review_app(arguments["name"])
+        permissions = ", ".join(app.get("permissions") or []) or "none"
+        return (
+            f"install the built-in app {app['name']} {app['version']} "
+            f"({app['description']}); it may use: {permissions}"
         )
