@@ -559,7 +559,7 @@ def _system_package_present(package: str) -> bool:
 
 
 def _dev_commands(context: Context) -> list[list[str]]:
-    extras = "embeddings,perception,transformers,toolchain,bench,cluster,eval,dev"
+    extras = "embeddings,perception,whisper,transformers,toolchain,bench,cluster,eval,dev"
     # the test suite starts hundreds of Python processes that import torch, transformers and
     # the rest: byte-compile everything once, in parallel, as pip does (uv does not by default)
     compile_all = ["--compile-bytecode"] if context.installer.uv else []

@@ -44,6 +44,7 @@ def test_this_installation_passes_with_stable_check_names(tmp_path: Path) -> Non
         "backend.sentence-transformers",
         "model.smollm2",
         "model.all-minilm",
+        "model.whisper",
         "database",
         "system.postgresql",
         "system.chromium",
@@ -57,7 +58,7 @@ def test_this_installation_passes_with_stable_check_names(tmp_path: Path) -> Non
     assert all(check.fix is None for check in report.checks if check.ok)
     models = [c for c in report.checks if c.group == "model"]
     assert all(c.ok and c.detail.endswith(" loads") for c in models), models
-    assert [c.required for c in models] == [True, False]  # smollm2, all-minilm
+    assert [c.required for c in models] == [True, False, False]  # smollm2, all-minilm, whisper
     assert not (tmp_path / "home").exists(), "doctor must not create the home or the database"
     data = report.to_dict()
     assert data["ok"] is True

@@ -172,6 +172,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest recording /v1/audio/transcriptions accepts, in seconds (413 past it).",
     )
+    speech_model: str = Field(
+        "",
+        description="Speech recognizer when a transcription names none (or whisper-1): an "
+        "engine (pocketsphinx, faster-whisper) or a whisper model in the store; empty: the "
+        "embedded whisper:tiny.en where faster-whisper is installed, else pocketsphinx.",
+    )
     perception_workers: int = Field(
         1, ge=1, description="Speech and OCR jobs run at once; the rest wait, fairly by tenant."
     )

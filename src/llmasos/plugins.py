@@ -158,7 +158,9 @@ class PluginRegistry:
         """Register a perception engine: ``kind`` is ``speech`` (speech to text, a
         `SpeechToTextInterface`), ``voice`` (text to speech, `TextToSpeechInterface`) or
         ``ocr`` (`OcrInterface`); ``target`` the class or ``"module:Class"``. The first
-        engine registered for a kind is its default."""
+        engine registered for a kind is its default, except that a speech engine running a
+        store model (a ``model_format`` on its class, as whisper's) is preferred while such a
+        model is in the store (`llmasos.perception.service`)."""
         if kind not in PERCEPTION_KINDS:
             raise InvalidRequestError(
                 f"unknown perception kind {kind!r} (one of: {', '.join(PERCEPTION_KINDS)})"
@@ -260,6 +262,9 @@ def register_builtins(registry: PluginRegistry) -> None:
     )
     registry.register_perception_engine(
         "speech", "pocketsphinx", "llmasos.perception.pocketsphinx:PocketSphinxEngine"
+    )
+    registry.register_perception_engine(
+        "speech", "faster-whisper", "llmasos.perception.whisper:FasterWhisperEngine"
     )
     registry.register_perception_engine(
         "voice", "espeak-ng", "llmasos.perception.espeak:EspeakEngine"

@@ -32,7 +32,7 @@ def test_one_speech_case_and_the_table() -> None:
     assert 0 < case.first_chunk_seconds <= case.synthesize_seconds
     assert case.audio_seconds > 1 and case.recognize_seconds > 0
     rows = table_rows(PerceptionBenchReport(machine={}, speech=[case]))
-    assert [r[0] for r in rows][:2] == ["round trip WER", "recognition RTF"]
+    assert [r[0] for r in rows][:2] == ["WER pocketsphinx", "RTF pocketsphinx"]
 
 
 def test_pages_render_clean_and_scanned() -> None:

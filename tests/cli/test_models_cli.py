@@ -124,7 +124,13 @@ def test_builtins_are_listed() -> None:
     code, out = run("list")
     assert code == 0
     names = [line.split()[0] for line in out.strip().splitlines()[1:]]
-    assert names == ["all-minilm:l6-v2", "all-minilm:latest", "smollm2:135m", "smollm2:latest"]
+    assert names == [
+        "all-minilm:l6-v2",
+        "all-minilm:latest",
+        "smollm2:135m",
+        "smollm2:latest",
+        "whisper:tiny.en",
+    ]
     _, out = run("show", "smollm2")
     assert "temperature" in out and "Q4_1" in out
 

@@ -13,7 +13,13 @@ from llmasos.cli.main import app, main
 from llmasos.cli.root import state
 from llmasos.net import free_port
 from llmasos.perception.media import sniff
-from tests.perception.media_fixtures import espeak_wav, needs_espeak, needs_tesseract, text_png
+from tests.perception.media_fixtures import (
+    espeak_wav,
+    needs_espeak,
+    needs_tesseract,
+    needs_whisper,
+    text_png,
+)
 
 runner = CliRunner()
 pytestmark = [needs_espeak, needs_tesseract]
@@ -44,11 +50,21 @@ def test_say_then_listen_round_trips_through_files(tmp_path: Path) -> None:
     assert sniff(out.read_bytes()) == "audio/mpeg"
     code, stdout = invoke("listen", str(out))
     assert code == 0 and stdout.strip()
-    code, stdout = invoke("listen", str(out), "--format", "json")
+    code, stdout = invoke("listen", str(out), "--model", "pocketsphinx", "--format", "json")
     transcript = json.loads(stdout)
     assert transcript["engine"] == "pocketsphinx" and transcript["segments"]
     code, stdout = invoke("listen", str(out), "--format", "srt")
     assert code == 0 and " --> " in stdout
+
+
+@needs_whisper
+def test_listen_uses_whisper_where_installed(tmp_path: Path) -> None:
+    out = tmp_path / "weather.wav"
+    out.write_bytes(espeak_wav())  # "Hello world. The weather is nice today."
+    code, stdout = invoke("listen", str(out), "--format", "json")
+    transcript = json.loads(stdout)
+    assert code == 0 and transcript["engine"] == "faster-whisper:whisper:tiny.en"
+    assert "today" in transcript["text"].lower() and transcript["segments"][0]["words"]
 
 
 def test_say_writes_wav_to_a_pipe() -> None:
@@ -75,6 +91,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["listen", str(tmp_path / "missing.wav")], "no such file"),
         (["ocr", str(note)], "text/plain, not an image"),
         (["listen", str(note), "--language", "fr"], "available: en"),
+        (["listen", str(note), "--model", "nope"], "unknown speech model 'nope' (one of: pocket"),
     ):
         with pytest.raises(SystemExit) as exit_code:
             main(args)

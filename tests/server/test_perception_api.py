@@ -15,6 +15,7 @@ import ollama
 import openai
 import pytest
 
+from llmasos.bench.speech import words_of
 from llmasos.config import Settings
 from llmasos.models.store import ModelStore
 from llmasos.perception.media import decode_audio, sniff
@@ -24,6 +25,7 @@ from tests.perception.media_fixtures import (
     flac_claiming,
     needs_espeak,
     needs_tesseract,
+    needs_whisper,
     silent_wav,
     text_png,
 )
@@ -106,6 +108,38 @@ def test_translations_answer_in_english(server: Server) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["task"] == "translate" and body["language"] == "english" and body["text"]
+
+
+@needs_whisper
+def test_openai_client_picks_whisper_or_pocketsphinx_by_model(server: Server) -> None:
+    wav = espeak_wav("The quick brown fox jumps over the lazy dog.")
+    transcribe = server.api.audio.transcriptions.create
+    whisper = transcribe(
+        model="whisper:tiny.en",
+        file=("fox.wav", wav),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
+    assert {"quick", "fox", "lazy", "dog"} <= set(words_of(whisper.text))
+    assert whisper.segments and whisper.segments[0].avg_logprob < 0
+    assert whisper.words and all(w.end >= w.start for w in whisper.words)
+    assert whisper.segments[-1].end <= (whisper.duration or 0) + 0.05
+    default = transcribe(model="whisper-1", file=("fox.wav", wav))  # whisper where installed
+    assert default.text == whisper.text
+    sphinx = transcribe(model="pocketsphinx", file=("fox.wav", wav))
+    assert sphinx.text != whisper.text
+    vtt = transcribe(model="whisper:tiny.en", file=("fox.wav", wav), response_format="vtt")
+    assert str(vtt).startswith("WEBVTT") and "fox" in str(vtt)
+    refused = httpx.post(
+        f"{server.url}/v1/audio/translations",
+        files={"file": ("fox.wav", wav)},
+        data={"model": "whisper:tiny.en", "language": "fr"},
+        timeout=60,
+    )
+    assert refused.status_code == 400
+    assert "English-only and cannot translate from 'fr'" in refused.json()["error"]["message"]
+    with pytest.raises(openai.BadRequestError, match="smollm2:135m is a generate model"):
+        transcribe(model="smollm2:135m", file=("fox.wav", wav))
 
 
 @pytest.mark.parametrize(

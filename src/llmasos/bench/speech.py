@@ -1,17 +1,19 @@
 """``llmasos bench speech``: speech and OCR quality and speed on this machine.
 
 Speech: each sentence shipped in ``data/perception_texts.json`` is spoken by espeak-ng and
-recognized by pocketsphinx through the engines the server uses; it reports the word error
-rate of the round trip, the recognizer's real-time factor (seconds of work per second of
-audio; below 1 is faster than real time), the voice's characters per second and its time
-to the first audio chunk. OCR: the shipped English and Chinese lines are rendered with
-Debian's fonts (DejaVu Sans / Serif / Sans Mono, WenQuanYi Micro Hei) at several sizes,
-plus a "scanned" variant (rotated, blurred, noisy, JPEG-compressed), read by tesseract; it
+recognized by every recognizer available (pocketsphinx, and each whisper model in the store
+when faster-whisper is installed) through the engines the server uses; it reports, per
+recognizer, the word error rate of the round trip and the real-time factor (seconds of work
+per second of audio; below 1 is faster than real time), and the voice's characters per
+second and its time to the first audio chunk. OCR: the shipped English and Chinese lines are
+rendered with Debian's fonts (DejaVu Sans / Serif / Sans Mono, WenQuanYi Micro Hei) at several
+sizes, plus a "scanned" variant (rotated, blurred, noisy, JPEG-compressed), read by tesseract; it
 reports the character error rate and the latency per page. Prints a table, writes JSON.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -24,8 +26,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from llmasos.perception.interface import SAMPLE_RATE, VOICE_SAMPLE_RATE
+from llmasos.models.interface import ModelStoreInterface
+from llmasos.perception.interface import SAMPLE_RATE, VOICE_SAMPLE_RATE, SpeechToTextInterface
 from llmasos.perception.media import resample
+from llmasos.perception.service import PerceptionService
 from llmasos.plugins import get_registry
 
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/wqy")
@@ -63,9 +67,11 @@ class SpeechCase:
     audio_seconds: float
     recognize_seconds: float
     recognize_cpu_seconds: float
-    """CPU time of the recognition (the decoder is one thread): what it costs on an idle core."""
+    """CPU time of the recognition, all its threads (pocketsphinx runs one, CTranslate2 may
+    run several): what it costs the machine."""
     synthesize_seconds: float
     first_chunk_seconds: float
+    engine: str = "pocketsphinx"
 
 
 @dataclass
@@ -87,18 +93,29 @@ class PerceptionBenchReport:
 
     def summary(self) -> dict[str, Any]:
         speech = self.speech
-        audio = sum(c.audio_seconds for c in speech) or 1.0
         result: dict[str, Any] = {}
+        engines: dict[str, list[SpeechCase]] = {}
+        for spoken in speech:
+            engines.setdefault(spoken.engine, []).append(spoken)
         if speech:
+            first = next(iter(engines.values()))  # each sentence was spoken once
             result["speech"] = {
-                "sentences": len(speech),
-                "wer": sum(c.word_errors for c in speech) / max(1, sum(c.words for c in speech)),
-                "real_time_factor": sum(c.recognize_seconds for c in speech) / audio,
-                "real_time_factor_cpu": sum(c.recognize_cpu_seconds for c in speech) / audio,
-                "tts_chars_per_second": sum(len(c.sentence) for c in speech)
-                / max(1e-9, sum(c.synthesize_seconds for c in speech)),
+                "sentences": len(first),
+                "tts_chars_per_second": sum(len(c.sentence) for c in first)
+                / max(1e-9, sum(c.synthesize_seconds for c in first)),
                 "tts_first_chunk_ms_median": 1000
-                * statistics.median(c.first_chunk_seconds for c in speech),
+                * statistics.median(c.first_chunk_seconds for c in first),
+                "recognizers": {
+                    engine: {
+                        "wer": sum(c.word_errors for c in cases)
+                        / max(1, sum(c.words for c in cases)),
+                        "real_time_factor": sum(c.recognize_seconds for c in cases)
+                        / (sum(c.audio_seconds for c in cases) or 1.0),
+                        "real_time_factor_cpu": sum(c.recognize_cpu_seconds for c in cases)
+                        / (sum(c.audio_seconds for c in cases) or 1.0),
+                    }
+                    for engine, cases in engines.items()
+                },
             }
         groups: dict[str, list[OcrCase]] = {}
         for case in self.ocr:
@@ -139,11 +156,30 @@ def machine() -> dict[str, Any]:
     }
 
 
-def bench_speech(sentences: list[str], voice: str = "alloy") -> list[SpeechCase]:
-    registry = get_registry()
-    tts = registry.perception_engine("voice")()
-    stt = registry.perception_engine("speech")()
-    stt.transcribe(b"\x00\x00" * SAMPLE_RATE, language="en", prompt=None)  # load the decoder
+def recognizers(
+    store: ModelStoreInterface | None, names: list[str] | None = None
+) -> list[SpeechToTextInterface]:
+    """The recognizers ``names`` picks (engines or store speech models); None: pocketsphinx
+    and, where faster-whisper is installed, every whisper model in ``store``."""
+    service = PerceptionService(store=store)
+    if names is None:
+        names = ["pocketsphinx"]
+        if importlib.util.find_spec("faster_whisper") is not None:
+            names += [name for name, _ in service.speech_models()]
+    return [service.speech_engine(name) for name in names]
+
+
+def bench_speech(
+    sentences: list[str],
+    engines: list[SpeechToTextInterface] | None = None,
+    voice: str = "alloy",
+) -> list[SpeechCase]:
+    """Each sentence spoken once and recognized by each of ``engines`` (None: the
+    default speech engine without a store, pocketsphinx)."""
+    tts = get_registry().perception_engine("voice")()
+    stts = engines if engines is not None else recognizers(None, ["pocketsphinx"])
+    for stt in stts:  # load the decoder or the weights before timing
+        stt.transcribe(b"\x00\x00" * SAMPLE_RATE, language="en", prompt=None)
     cases = []
     for sentence in sentences:
         started = time.perf_counter()
@@ -153,23 +189,25 @@ def bench_speech(sentences: list[str], voice: str = "alloy") -> list[SpeechCase]
         pcm = first + b"".join(chunks)
         synthesized = time.perf_counter() - started
         audio = resample(pcm, VOICE_SAMPLE_RATE, SAMPLE_RATE)
-        started, cpu = time.perf_counter(), time.process_time()
-        transcript = stt.transcribe(audio, language="en", prompt=None)
-        recognized, recognized_cpu = time.perf_counter() - started, time.process_time() - cpu
         reference = words_of(sentence)
-        cases.append(
-            SpeechCase(
-                sentence=sentence,
-                heard=transcript.text,
-                word_errors=edit_distance(reference, words_of(transcript.text)),
-                words=len(reference),
-                audio_seconds=len(audio) / (2 * SAMPLE_RATE),
-                recognize_seconds=recognized,
-                recognize_cpu_seconds=recognized_cpu,
-                synthesize_seconds=synthesized,
-                first_chunk_seconds=first_chunk,
+        for stt in stts:
+            started, cpu = time.perf_counter(), time.process_time()
+            transcript = stt.transcribe(audio, language="en", prompt=None)
+            recognized, recognized_cpu = time.perf_counter() - started, time.process_time() - cpu
+            cases.append(
+                SpeechCase(
+                    sentence=sentence,
+                    heard=transcript.text,
+                    word_errors=edit_distance(reference, words_of(transcript.text)),
+                    words=len(reference),
+                    audio_seconds=len(audio) / (2 * SAMPLE_RATE),
+                    recognize_seconds=recognized,
+                    recognize_cpu_seconds=recognized_cpu,
+                    synthesize_seconds=synthesized,
+                    first_chunk_seconds=first_chunk,
+                    engine=transcript.engine or stt.name,
+                )
             )
-        )
     return cases
 
 
@@ -238,11 +276,18 @@ def bench_ocr(texts: dict[str, list[str]]) -> list[OcrCase]:
     return cases
 
 
-def run_perception_bench(*, speech: bool = True, ocr: bool = True) -> PerceptionBenchReport:
+def run_perception_bench(
+    *,
+    speech: bool = True,
+    ocr: bool = True,
+    store: ModelStoreInterface | None = None,
+    models: list[str] | None = None,
+) -> PerceptionBenchReport:
+    """``models``: the recognizers to compare (see `recognizers`)."""
     texts = load_texts()
     report = PerceptionBenchReport(machine=machine())
     if speech:
-        report.speech = bench_speech(texts["speech_sentences"])
+        report.speech = bench_speech(texts["speech_sentences"], recognizers(store, models))
     if ocr:
         report.ocr = bench_ocr(texts)
     report.machine["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
@@ -255,18 +300,20 @@ def table_rows(report: PerceptionBenchReport) -> list[tuple[str, str, str]]:
     rows = []
     if "speech" in summary:
         s = summary["speech"]
+        for engine, r in s["recognizers"].items():
+            rows += [
+                (
+                    f"WER {engine}",
+                    f"{r['wer']:.1%}",
+                    f"{s['sentences']} sentences, espeak-ng → {engine}",
+                ),
+                (
+                    f"RTF {engine}",
+                    f"{r['real_time_factor']:.2f}",
+                    f"wall seconds per audio second; {r['real_time_factor_cpu']:.2f} CPU seconds",
+                ),
+            ]
         rows += [
-            (
-                "round trip WER",
-                f"{s['wer']:.1%}",
-                f"{s['sentences']} sentences, espeak-ng → pocketsphinx",
-            ),
-            ("recognition RTF", f"{s['real_time_factor']:.2f}", "wall seconds per audio second"),
-            (
-                "recognition RTF (CPU)",
-                f"{s['real_time_factor_cpu']:.2f}",
-                "CPU seconds per audio second: one idle core",
-            ),
             ("TTS speed", f"{s['tts_chars_per_second']:.0f} chars/s", "espeak-ng, whole sentences"),
             (
                 "TTS first chunk",

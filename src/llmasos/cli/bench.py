@@ -383,15 +383,28 @@ def _report_table(report: CampaignReport) -> Table:
 def speech_bench(
     speech: Annotated[bool, typer.Option(help="Measure the speech round trip.")] = True,
     ocr: Annotated[bool, typer.Option(help="Measure OCR on rendered pages.")] = True,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A recognizer to measure (pocketsphinx, a whisper model such as "
+            "whisper:tiny.en); repeat for several. Default: pocketsphinx and every whisper "
+            "in the store.",
+        ),
+    ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
     ] = None,
 ) -> None:
-    """Speech and OCR: round-trip WER, real-time factor, TTS speed, OCR CER and latency."""
+    """Speech and OCR: round-trip WER and real-time factor of each recognizer, TTS speed, OCR
+    CER and latency."""
     from llmasos.bench.speech import run_perception_bench, table_rows
 
-    with console.status("speaking, recognizing and reading (about a minute)"):
-        report = run_perception_bench(speech=speech, ocr=ocr)
+    with console.status("speaking, recognizing and reading (a minute or two)"):
+        report = run_perception_bench(
+            speech=speech, ocr=ocr, store=state.store, models=model or None
+        )
     table = Table("measure", "figure", "detail", title="Perception on this machine")
     for row in table_rows(report):
         table.add_row(*row)

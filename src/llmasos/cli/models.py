@@ -240,7 +240,13 @@ def copy(
 
 @app.command("import")
 def import_model(
-    path: Annotated[Path, typer.Argument(help="A .gguf file or a Hugging Face model directory.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A .gguf file, a Hugging Face model directory, or a whisper directory in "
+            "CTranslate2 format (faster-whisper)."
+        ),
+    ],
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Name (default: the file stem).")
     ] = None,

@@ -26,9 +26,14 @@ from llmasos.perception.subtitles import srt, vtt
 TENANT = "cli"
 
 
-def _service() -> PerceptionService:
+def _service(*, store: bool = False) -> PerceptionService:
+    """The service; ``store``: with the model store (whisper models), for recognition."""
     settings = state.settings
-    return PerceptionService(PerceptionLimits(max_audio_seconds=settings.max_audio_seconds))
+    return PerceptionService(
+        PerceptionLimits(max_audio_seconds=settings.max_audio_seconds),
+        store=state.store if store else None,
+        speech_model=settings.speech_model,
+    )
 
 
 def _read(path: Path) -> bytes:
@@ -37,9 +42,14 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def transcribe_file(path: Path, *, language: str | None = None) -> Transcript:
-    service = _service()
-    return asyncio.run(service.transcribe(_read(path), tenant=TENANT, language=language))
+def transcribe_file(
+    path: Path, *, language: str | None = None, model: str | None = None, task: str = "transcribe"
+) -> Transcript:
+    service = _service(store=True)
+    audio = _read(path)
+    return asyncio.run(
+        service.transcribe(audio, tenant=TENANT, model=model, language=language, task=task)
+    )
 
 
 def _format_of(out: Path | None, given: str | None) -> str:
@@ -76,11 +86,25 @@ def listen(
         str,
         typer.Option("--format", "-f", help="text, json (segments and words), srt or vtt."),
     ] = "text",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="pocketsphinx, faster-whisper, or a whisper model in the store "
+            "(whisper:tiny.en); default: the speech_model setting, else whisper where "
+            "installed, else pocketsphinx.",
+        ),
+    ] = None,
+    translate: Annotated[
+        bool, typer.Option("--translate", help="English text from speech in another language.")
+    ] = False,
 ) -> None:
-    """Transcribe a recording (pocketsphinx, offline)."""
+    """Transcribe a recording (whisper or pocketsphinx, offline)."""
     if output_format not in ("text", "json", "srt", "vtt"):
         raise InvalidRequestError(f"--format must be text, json, srt or vtt, not {output_format!r}")
-    transcript = transcribe_file(file, language=language)
+    task = "translate" if translate else "transcribe"
+    transcript = transcribe_file(file, language=language, model=model, task=task)
     if output_format == "json":
         print_json(dataclasses.asdict(transcript))
     elif output_format == "srt":

@@ -64,6 +64,13 @@ def apply_model_defaults(
     return sampling.with_changes(**changes) if changes else sampling
 
 
+_KIND_WORDS = {
+    "generate": "a text model",
+    "embed": "an embedding model",
+    "transcribe": "a speech recognition model (POST /v1/audio/transcriptions)",
+}
+
+
 class InProcessEngineClient(EngineClientInterface):
     """The kernel running inside this process (``llmasos serve``'s default)."""
 
@@ -107,7 +114,7 @@ class InProcessEngineClient(EngineClientInterface):
         manifest = resolved.manifest
         if manifest.kind != "generate":
             raise UnsupportedError(
-                f"{manifest.name} is an embedding model; it cannot generate text",
+                f"{manifest.name} is {_KIND_WORDS[manifest.kind]}; it cannot generate text",
                 param="model",
             )
         timeout = request.timeout or self.settings.request_timeout
@@ -254,6 +261,11 @@ class InProcessEngineClient(EngineClientInterface):
 
     async def embed(self, model: str | None, texts: Sequence[str]) -> EmbedResult:
         resolved = self.store.resolve(model or self.settings.default_embedding_model)
+        if resolved.manifest.kind == "transcribe":
+            raise UnsupportedError(
+                f"{resolved.manifest.name} is {_KIND_WORDS['transcribe']}; it cannot embed text",
+                param="model",
+            )
         loaded = await self.models.acquire(resolved, "", self.settings.request_timeout)
         try:
 
@@ -278,7 +290,8 @@ class InProcessEngineClient(EngineClientInterface):
         resolved = self.store.resolve(request.model or self.settings.default_model)
         if resolved.manifest.kind != "generate":
             raise UnsupportedError(
-                f"{resolved.manifest.name} is an embedding model; it has no chat prompt",
+                f"{resolved.manifest.name} is {_KIND_WORDS[resolved.manifest.kind]}; "
+                "it has no chat prompt",
                 param="model",
             )
         loaded = await self.models.acquire(
@@ -298,7 +311,8 @@ class InProcessEngineClient(EngineClientInterface):
         resolved = self.store.resolve(request.model or self.settings.default_model)
         if resolved.manifest.kind != "generate":
             raise UnsupportedError(
-                f"{resolved.manifest.name} is an embedding model; it cannot score text",
+                f"{resolved.manifest.name} is {_KIND_WORDS[resolved.manifest.kind]}; "
+                "it cannot score text",
                 param="model",
             )
         timeout = request.timeout or self.settings.request_timeout

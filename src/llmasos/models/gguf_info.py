@@ -3,12 +3,15 @@
 `read_gguf` uses the ``gguf`` package's `GGUFReader` and checks that every tensor's data
 lies inside the file, so a corrupt or truncated file raises `ModelFormatError` here, before
 anything is written to the store. `read_hf_dir` reads ``config.json``,
-``tokenizer_config.json`` and sentence-transformers' ``modules.json``.
+``tokenizer_config.json`` and sentence-transformers' ``modules.json``; a CTranslate2 whisper
+directory (``model.bin``, ``config.json``, a vocabulary), the format faster-whisper loads, is
+recognized by `is_ctranslate2_whisper` and read by `read_ctranslate2_whisper`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,10 @@ GGUF_MAGIC = b"GGUF"
 
 #: Files an HF model directory may hold that the store keeps (weights, config, tokenizer).
 HF_WEIGHT_SUFFIXES = (".safetensors",)
+#: The vocabulary file a CTranslate2 model directory carries beside ``model.bin``.
+CT2_VOCABULARIES = ("vocabulary.txt", "vocabulary.json")
+WHISPER_MULTILINGUAL_VOCABULARY = 51865
+"""Whisper's multilingual models have at least this many tokens; the ``.en`` ones 51864."""
 
 
 @dataclass
@@ -122,11 +129,61 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def is_ctranslate2_whisper(names: Iterable[str]) -> bool:
+    """Whether a directory with these relative file names is a CTranslate2 model
+    (``model.bin`` + ``config.json`` + a vocabulary) rather than a transformers one."""
+    present = set(names)
+    return (
+        "model.bin" in present
+        and "config.json" in present
+        and any(v in present for v in CT2_VOCABULARIES)
+        and not any(n.endswith(HF_WEIGHT_SUFFIXES) for n in present)
+    )
+
+
+def whisper_vocabulary_size(files: dict[str, Path]) -> int:
+    """Tokens in a CTranslate2 whisper's vocabulary (one per line, or a JSON list)."""
+    if "vocabulary.txt" in files:
+        with files["vocabulary.txt"].open("rb") as handle:
+            return sum(1 for _ in handle)
+    data = json.loads(files["vocabulary.json"].read_text(encoding="utf-8"))
+    return len(data) if isinstance(data, list) else 0
+
+
+def read_ctranslate2_whisper(files: dict[str, Path], label: str) -> ModelFacts:
+    """Facts from a whisper converted to CTranslate2 (what faster-whisper loads)."""
+    config = _load_json(files["config.json"])
+    if "suppress_ids" not in config and "alignment_heads" not in config:
+        raise ModelFormatError(
+            f"{label} is a CTranslate2 model but not a whisper (its config.json has no "
+            "alignment_heads or suppress_ids); only whisper models are supported"
+        )
+    with files["model.bin"].open("rb") as handle:
+        header = handle.read(4)
+    if len(header) < 4:
+        raise ModelFormatError(f"{label}: model.bin is empty or truncated")
+    try:
+        vocabulary = whisper_vocabulary_size(files)
+    except (OSError, ValueError) as error:
+        raise ModelFormatError(f"{label}: unreadable vocabulary: {error}") from None
+    if vocabulary < 1000:
+        raise ModelFormatError(f"{label}: its vocabulary has {vocabulary} tokens; not a whisper")
+    return ModelFacts(
+        format="ctranslate2",
+        kind="transcribe",
+        family="whisper",
+        context_length=448,  # whisper's decoder positions: the longest text per 30 s window
+    )
+
+
 def read_hf_dir(files: dict[str, Path], label: str) -> ModelFacts:
-    """Facts from an HF / sentence-transformers model given its files (relative path -> path).
+    """Facts from an HF / sentence-transformers model given its files (relative path -> path);
+    a CTranslate2 whisper directory is read by `read_ctranslate2_whisper`.
 
     ``label`` names the model in errors (the directory or repo).
     """
+    if is_ctranslate2_whisper(files):
+        return read_ctranslate2_whisper(files, label)
     if "config.json" not in files:
         raise ModelFormatError(
             f"{label} is not a model directory: no config.json (expected a Hugging Face "

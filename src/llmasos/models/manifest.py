@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ModelFormat = Literal["gguf", "safetensors", "sentence-transformers"]
-ModelKind = Literal["generate", "embed"]
+ModelFormat = Literal["gguf", "safetensors", "sentence-transformers", "ctranslate2"]
+ModelKind = Literal["generate", "embed", "transcribe"]
+"""``transcribe``: a speech recognizer (whisper in CTranslate2 format) that the perception
+layer runs for ``/v1/audio/transcriptions``; the kernel never loads it."""
 
 
 @dataclass(frozen=True)

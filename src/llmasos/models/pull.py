@@ -25,7 +25,7 @@ import httpx
 
 from llmasos.errors import DownloadError, InvalidRequestError
 from llmasos.models.blobs import CHUNK, storage_error, write_chunk
-from llmasos.models.gguf_info import read_gguf, read_hf_dir
+from llmasos.models.gguf_info import is_ctranslate2_whisper, read_gguf, read_hf_dir
 from llmasos.models.manifest import BlobRef, Manifest
 from llmasos.models.names import parse_name
 from llmasos.models.repository import (
@@ -149,15 +149,19 @@ def choose_files(repo: str, wanted: str | None, files: dict[str, HubFile]) -> li
         raise DownloadError(
             f"{repo} has several GGUF files; pick one with {repo}:FILE from: {', '.join(ggufs)}"
         )
+    ct2 = is_ctranslate2_whisper(p for p in files if "/" not in p)
     chosen = [
         f
         for p, f in sorted(files.items())
         if not any(part.startswith(".") or part in SKIPPED_DIRS for part in p.split("/"))
-        and not p.lower().endswith(SKIPPED_SUFFIXES + SKIPPED_EXTRA)
+        and ((ct2 and p == "model.bin") or not p.lower().endswith(SKIPPED_SUFFIXES + SKIPPED_EXTRA))
     ]
+    if ct2:  # a whisper for faster-whisper (CTranslate2): model.bin, config, vocabulary
+        return chosen
     if "config.json" not in files or not any(f.path.endswith(".safetensors") for f in chosen):
         raise DownloadError(
-            f"{repo} has neither a .gguf file nor a transformers model in safetensors format"
+            f"{repo} has neither a .gguf file, a transformers model in safetensors format, "
+            "nor a CTranslate2 whisper (model.bin, config.json, vocabulary)"
         )
     return chosen
 

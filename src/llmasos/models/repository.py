@@ -46,7 +46,7 @@ from llmasos.models.blobs import (
     storage_error,
     write_text_atomic,
 )
-from llmasos.models.gguf_info import ModelFacts, read_gguf, read_hf_dir
+from llmasos.models.gguf_info import ModelFacts, is_ctranslate2_whisper, read_gguf, read_hf_dir
 from llmasos.models.known import known_overrides
 from llmasos.models.manifest import BlobRef, Manifest, ModelName, ResolvedModel
 from llmasos.models.names import not_found_message, parse_name, split_digest
@@ -105,11 +105,14 @@ def default_name(path: Path) -> str:
 def model_dir_files(directory: Path) -> dict[str, Path]:
     """The files of a model directory to store (relative path -> path)."""
     files: dict[str, Path] = {}
+    # a CTranslate2 model's weights are model.bin: keep it there (and only there)
+    ct2 = is_ctranslate2_whisper(p.name for p in directory.iterdir() if p.is_file())
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory)
         if any(p.startswith(".") or p in SKIPPED_DIRS for p in relative.parts):
             continue
-        if path.is_file() and not path.name.endswith(SKIPPED_SUFFIXES):
+        kept = ct2 and relative.as_posix() == "model.bin"
+        if path.is_file() and (kept or not path.name.endswith(SKIPPED_SUFFIXES)):
             files[relative.as_posix()] = path
     return files
 

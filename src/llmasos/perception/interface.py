@@ -55,27 +55,35 @@ class SpeechToTextInterface(ABC):
     """Turns 16 kHz mono PCM into text."""
 
     name: str = ""
+    translates: bool = False
+    """Whether the engine turns speech in another language into English text (task
+    ``translate``). One that does not can still "translate" English speech: it recognizes it."""
 
     @abstractmethod
     def languages(self) -> list[str]:
         """ISO-639-1 codes this engine recognizes (``en``)."""
 
-    def check_language(self, language: str | None) -> str:
+    def check_language(self, language: str | None, *, task: str = "transcribe") -> str:
         """The language code to recognize ``language`` as (None: the engine's first);
         `UnsupportedError` listing the available ones when the engine lacks it."""
         available = self.languages()
         code = (language or available[0]).strip().lower().replace("_", "-").split("-")[0]
         if code not in available:
+            cannot = " and cannot translate" if task == "translate" and not self.translates else ""
             raise UnsupportedError(
-                f"{self.name} does not recognize {language!r} (available: {', '.join(available)})",
+                f"{self.name} does not recognize {language!r}{cannot} "
+                f"(available: {', '.join(available)})",
                 param="language",
             )
         return code
 
     @abstractmethod
-    def transcribe(self, pcm: bytes, *, language: str | None, prompt: str | None) -> Transcript:
+    def transcribe(
+        self, pcm: bytes, *, language: str | None, prompt: str | None, task: str = "transcribe"
+    ) -> Transcript:
         """Recognize ``pcm`` (`SAMPLE_RATE`, mono, s16le). ``language`` None means the
-        engine's default; one it lacks raises `UnsupportedError` listing `languages()`."""
+        engine's default; one it lacks raises `UnsupportedError` listing `languages()`.
+        ``task`` ``translate`` gives English text where the engine `translates`."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ The recording is split at pauses by pocketsphinx's voice-activity segmenter; eac
 of speech is decoded as one utterance and becomes a `Segment` with its time span, words
 and mean log-probability. A decoder takes most of a second to load, so decoders are kept
 in a pool and reused (one per concurrent job). ``prompt`` cannot steer an n-gram decoder
-and is ignored; so is ``temperature`` (decoding is deterministic).
+and is ignored; so is ``temperature`` (decoding is deterministic). It recognizes English only,
+so a translation is a transcription of English speech.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ class PocketSphinxEngine(SpeechToTextInterface):
             ) from None
         return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
 
-    def transcribe(self, pcm: bytes, *, language: str | None, prompt: str | None) -> Transcript:
-        language = self.check_language(language)
+    def transcribe(
+        self, pcm: bytes, *, language: str | None, prompt: str | None, task: str = "transcribe"
+    ) -> Transcript:
+        language = self.check_language(language, task=task)
         from pocketsphinx import Segmenter
 
         decoder = self._decoder()

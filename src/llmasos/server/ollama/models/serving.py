@@ -126,7 +126,9 @@ def show_response(name: str, manifest: Manifest) -> dict[str, Any]:
         info[f"{family}.context_length"] = manifest.context_length
     if manifest.embedding_length:
         info[f"{family}.embedding_length"] = manifest.embedding_length
-    capabilities = ["embedding"] if manifest.kind == "embed" else ["completion", "tools"]
+    capabilities = {"embed": ["embedding"], "transcribe": ["audio"]}.get(
+        manifest.kind, ["completion", "tools"]
+    )
     return {
         "license": manifest.license or "",
         "modelfile": modelfile_of(name, manifest),
