@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from llmasos.agents.suite import AppState, SuiteTask, grade, load_tasks, seed, s
 from llmasos.agents.suite_bench import delivered_count
 from llmasos.config import Settings
 from llmasos.knowledge.filesystem import FileSystem
+from llmasos.knowledge.stores import KnowledgeBase
 from llmasos.models.builtin import BUILTINS, package_path
 from llmasos.plugins import PluginRegistry, register_builtins
 from llmasos.storage import Database, open_database
@@ -36,7 +38,9 @@ FINAL = {"completed", "stopped", "failed", "cancelled"}
 def test_suite_has_forty_tasks_over_the_personal_tools() -> None:
     assert len(TASKS) >= 40
     categories = {task.category for task in TASKS.values()}
-    assert {"notes", "calendar", "reminders", "mail", "files", "calculator", "clock"} < categories
+    assert {
+        "notes", "calendar", "reminders", "mail", "files", "calculator", "clock", "knowledge", "os"
+    } < categories  # fmt: skip
     registry = PluginRegistry()
     register_builtins(registry)
     names = {tool.spec.name for tool in registry.tools() if hasattr(tool, "spec")}
@@ -198,3 +202,36 @@ def test_bench_tasks_runs_a_task_on_the_embedded_model(tmp_path: Path) -> None:
         assert trial["passed"] == (not trial["failures"])
     assert {m["mode"] for m in report["modes"]} == {"constrained", "unconstrained"}
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_knowledge_task_is_indexed_before_it_starts(world: World, tmp_path: Path) -> None:
+    """A task's ``knowledge`` documents are in a vector store of the user's, indexed, before
+    the task runs: file_search finds the passage, and the note made from it passes."""
+    task = TASKS["knowledge-to-note"]
+    settings = Settings(home=tmp_path)
+    knowledge = KnowledgeBase.open(settings, world.database, world.engine)
+    system = replace(world.system, knowledge=knowledge)
+    principal = world.user()
+
+    async def scenario() -> tuple[Any, AppState, AppState]:
+        await seed(task, world.personal, system.files, principal.user_id, knowledge)
+        before = await snapshot(world.personal, system.files, principal.user_id)
+        registry = PluginRegistry()
+        register_builtins(registry)
+        context = ToolContext(principal, system, task_id="task_suite", step=1)
+        tools = await ToolSet.load(context, registry=registry)
+        found = await tools.call("file_search", {"query": "wifi password"}, context)
+        await tools.call(
+            "notes_create",
+            {"title": "Wifi", "body": "maple-7731"},
+            ToolContext(principal, system, task_id="task_suite", step=2),
+        )
+        after = await snapshot(world.personal, system.files, principal.user_id)
+        await knowledge.worker.close()
+        return found, before, after
+
+    found, before, after = asyncio.run(scenario())
+    assert not found.is_error, found.output
+    assert "maple-7731" in found.text() and "house-guide.md" in found.text()
+    assert [s.name for s in knowledge.list_stores(principal.user_id)] == ["documents"]
+    assert grade(task, before, after, "Saved.").passed

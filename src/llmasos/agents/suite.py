@@ -13,6 +13,7 @@ having changed. This module knows nothing of models: it grades states, whoever m
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,11 +25,16 @@ import yaml
 from llmasos.errors import InvalidRequestError
 from llmasos.knowledge.filesystem import FileSystem
 from llmasos.knowledge.fstypes import FileOwner
+from llmasos.knowledge.stores import KnowledgeBase
 from llmasos.tools.personal import Personal
 from llmasos.tools.records import Owner
 
 TASKS_FILE: Final = Path(__file__).parent / "data" / "tasks.yaml"
 APPS: Final = ("notes", "events", "reminders", "outbox", "files")
+SETUPS: Final = (*APPS, "knowledge")
+"""What a task's ``setup`` may fill: the apps, and ``knowledge`` (documents, by file name,
+indexed into a vector store of the user's before the task starts)."""
+KNOWLEDGE_STORE: Final = "documents"
 CHANGE_KINDS: Final = ("added", "removed", "changed")
 _FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "notes": ("title", "body", "tags"),
@@ -80,7 +86,7 @@ def load_tasks(path: Path = TASKS_FILE) -> list[SuiteTask]:
                 continue
             if app not in APPS or not set(expected) <= set(CHANGE_KINDS):
                 raise InvalidRequestError(f"task {task.id}: bad expectation {app}: {expected}")
-        if not set(task.setup) <= set(APPS) or any(t.id == task.id for t in tasks):
+        if not set(task.setup) <= set(SETUPS) or any(t.id == task.id for t in tasks):
             raise InvalidRequestError(f"task {task.id}: bad setup or duplicate id")
         tasks.append(task)
     return tasks
@@ -133,9 +139,14 @@ async def snapshot(personal: Personal, files: FileSystem | None, user_id: int | 
 
 
 async def seed(
-    task: SuiteTask, personal: Personal, files: FileSystem | None, user_id: int | None
+    task: SuiteTask,
+    personal: Personal,
+    files: FileSystem | None,
+    user_id: int | None,
+    knowledge: KnowledgeBase | None = None,
 ) -> None:
-    """Put the task's ``setup`` into the user's apps (directly, not as the task's doing)."""
+    """Put the task's ``setup`` into the user's apps (directly, not as the task's doing);
+    its ``knowledge`` documents are indexed before this returns."""
     owner = Owner.for_user(user_id)
     for note in task.setup.get("notes", []):
         await personal.notes.create(owner, note["title"], note.get("body", ""), note.get("tags"))
@@ -157,6 +168,19 @@ async def seed(
             raise InvalidRequestError(f"task {task.id} needs the file space")
         for path, text in task.setup["files"].items():
             await files.put_bytes(FileOwner.for_user(user_id), path, text.encode())
+    if task.setup.get("knowledge"):
+        if knowledge is None:
+            raise InvalidRequestError(f"task {task.id} needs the knowledge base")
+        documents = [
+            await asyncio.to_thread(
+                knowledge.files.add_bytes, user_id, name, text.encode(), "assistants"
+            )
+            for name, text in task.setup["knowledge"].items()
+        ]
+        await knowledge.create_store(
+            user_id, name=KNOWLEDGE_STORE, file_ids=[d.id for d in documents]
+        )
+        await knowledge.worker.wait_idle()
 
 
 # --- grading -------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from llmasos.config import Settings
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.interface import EngineClientInterface
 from llmasos.knowledge.filesystem import FileSystem
+from llmasos.knowledge.stores import KnowledgeBase
 from llmasos.net import free_port
 from llmasos.storage import ContentCipher, open_database
 from llmasos.storage.crypto import load_master_key
@@ -191,8 +192,9 @@ async def run_task_suite(
                 users = UserManager(database)
                 users.create("suite-admin")  # the first user is the admin; trials are users
                 files = FileSystem.open(settings, database, engine)
+                knowledge = KnowledgeBase.open(settings, database, engine)
                 personal = personal_of(settings, database, engine)
-                system = ToolSystem(settings, database, engine, files=files)
+                system = ToolSystem(settings, database, engine, files=files, knowledge=knowledge)
                 store = TaskStore(database, ContentCipher(load_master_key(settings)))
                 runtimes = {
                     mode: AgentRuntime(store, system, priority=0, constrained=mode == "constrained")
@@ -219,7 +221,7 @@ async def run_task_suite(
                     runtime: AgentRuntime,
                     principal: Principal,
                 ) -> TrialResult:
-                    await seed(task, personal, files, principal.user_id)
+                    await seed(task, personal, files, principal.user_id, knowledge)
                     before = await snapshot(personal, files, principal.user_id)
                     trial_started = time.monotonic()
                     spec = TaskSpec(
@@ -273,6 +275,7 @@ async def run_task_suite(
                 results = list(await asyncio.gather(*jobs))
                 for runtime in runtimes.values():
                     await runtime.close()
+                await knowledge.worker.close()
     finally:
         controller.stop()
     return SuiteReport(
