@@ -112,6 +112,7 @@ class RelevanceResult:
 class KnowledgeBenchReport:
     database: str
     embedding_model: str
+    embedding_runtime: str = "auto"
     ingestion: IngestionResult | None = None
     search: list[LatencyResult] = field(default_factory=list)
     relevance: RelevanceResult | None = None
@@ -264,7 +265,9 @@ async def run_knowledge_bench(
         with open_database(settings) as database:
             kb = KnowledgeBase.open(settings, database, engine)
             report = KnowledgeBenchReport(
-                database=database.display_url, embedding_model=settings.default_embedding_model
+                database=database.display_url,
+                embedding_model=settings.default_embedding_model,
+                embedding_runtime=settings.embedding_runtime,
             )
             if docs:
                 report.ingestion = await bench_ingestion(kb, docs, pages)
@@ -334,10 +337,20 @@ def main(argv: list[str] | None = None) -> None:
         "--no-relevance", action="store_true", help="skip the relevance-floor measurement"
     )
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp home")
+    parser.add_argument(
+        "--embedding-runtime",
+        choices=("auto", "torch"),
+        default="auto",
+        help="what embeds the queries: auto (ONNX Runtime where installed) or torch",
+    )
     parser.add_argument("--output", type=Path, default=Path("knowledge-bench.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="llmasos-kb-bench-") as home:
-        settings = load_settings(home=Path(home), database_url=args.database_url)
+        settings = load_settings(
+            home=Path(home),
+            database_url=args.database_url,
+            embedding_runtime=args.embedding_runtime,
+        )
         report = asyncio.run(
             run_knowledge_bench(
                 settings,
