@@ -499,6 +499,13 @@ def _doctor_commands(context: Context) -> list[list[str]]:
     return [[str(context.venv / "bin" / "llmasos"), "doctor"]]
 
 
+def _serving_doctor_commands(context: Context) -> list[list[str]]:
+    # what the first answer needs: importing the other backends (torch, transformers,
+    # sentence-transformers) was most of the full check's time, and the server imports
+    # them when they are first used
+    return [[str(context.venv / "bin" / "llmasos"), "doctor", "--serving"]]
+
+
 def _server_import_command(context: Context) -> list[str]:
     # uv does not byte-compile what it installs (pip compiled all of it, torch's and
     # transformers' thousands of modules included). The doctor imports the backends and
@@ -626,6 +633,23 @@ DOCTOR = Step(
         "run the command its table names for that part",
     ),
 )
+SERVING_CHECK = Step(
+    "check-serving",
+    "check what serving needs (`llmasos doctor --serving`: llama.cpp, the chat model loads, "
+    "database; then the server imports)",
+    _by_installer(
+        "about 15 s: Python compiles each module serving imports, once",
+        "about 10 s",
+    ),
+    _serving_doctor_commands,
+    env=_doctor_env,
+    alongside=_server_import_command,
+    reads_pyproject=True,
+    failure=(
+        "`llmasos doctor --serving` found a required part missing or broken",
+        "run the command its table names for that part",
+    ),
+)
 SYSTEM_PACKAGES = Step(
     "system-packages",
     f"install what the tests drive with apt ({', '.join(TEST_SYSTEM_PACKAGES)})",
@@ -658,7 +682,7 @@ DEV = Step(
 )
 
 PROFILES: dict[str, tuple[Step, ...]] = {
-    "serve": (VENV, LLAMA_CPP, SERVE, MODELS, PERCEPTION_PACKAGES, DOCTOR),
+    "serve": (VENV, LLAMA_CPP, SERVE, MODELS, PERCEPTION_PACKAGES, SERVING_CHECK),
     # DEV installs LLMasOS with every extra SERVE's has, so the test profile needs no SERVE.
     "test": (VENV, LLAMA_CPP, DEV, MODELS, PERCEPTION_PACKAGES, SYSTEM_PACKAGES, DOCTOR),
 }

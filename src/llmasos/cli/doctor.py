@@ -23,6 +23,14 @@ def doctor(
         bool,
         typer.Option("--quick", help="Check that the models are installed without loading them."),
     ] = False,
+    serving: Annotated[
+        bool,
+        typer.Option(
+            "--serving",
+            help="Only what a first chat answer needs: llama.cpp and the embedded chat model "
+            "(the set-up of `make serve` runs this).",
+        ),
+    ] = False,
 ) -> None:
     """Check the installation: Python, backends, embedded models, database, system packages,
     memory and disk; print what is missing with the command that installs it.
@@ -33,7 +41,7 @@ def doctor(
     """
     from llmasos.doctor import diagnose
 
-    report = diagnose(state.settings, load_models=not quick)
+    report = diagnose(state.settings, load_models=not quick, serving=serving)
     if as_json:
         print_json(report.to_dict())
         raise typer.Exit(0 if report.ok else 1)
