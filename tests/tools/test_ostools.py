@@ -128,8 +128,8 @@ def test_the_os_changes_itself_only_as_the_approval_says(tmp_path: Path) -> None
 
 
 def test_os_usage_is_ones_own_unless_admin(tmp_path: Path) -> None:
-    """"How many tokens did alice use this week": an admin may ask about anyone; a user
-    sees their own, and another user's name is not found."""
+    """The issue's "how many tokens did alice use this week": an admin may ask about anyone; a
+    user sees their own, and another user's name is not found."""
     settings = Settings(home=tmp_path)
     with open_database(settings) as database:
         users = UserManager(database)

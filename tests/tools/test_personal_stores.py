@@ -135,6 +135,9 @@ def test_deleting_an_event_deletes_its_reminder(personal: Personal) -> None:
     soon = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     with pytest.raises(InvalidRequestError, match="in the past"):
         personal.calendar.create(ALICE, "Now", soon, remind_minutes_before=30)
+    # a model once asked for a reminder 10^20 minutes before: an error, not an overflow
+    with pytest.raises(InvalidRequestError, match="from 0 to 525,600"):
+        personal.calendar.create(ALICE, "Far", start, remind_minutes_before=10**20)
 
 
 # --- reminders -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from llmasos.errors import InvalidRequestError, LLMasOSError
-from llmasos.tools.calendar import MAX_NOTES_CHARS
+from llmasos.tools.calendar import MAX_NOTES_CHARS, MAX_REMIND_MINUTES
 from llmasos.tools.calendar import MAX_TITLE_CHARS as MAX_EVENT_TITLE_CHARS
 from llmasos.tools.interface import Tool, ToolContext, ToolError, ToolResult, ToolSpec
 from llmasos.tools.mail import MAX_BODY_CHARS as MAX_MAIL_BODY_CHARS
@@ -216,7 +216,11 @@ class CalendarCreateEvent(Tool):
                 "location": {"type": "string", "maxLength": MAX_EVENT_TITLE_CHARS},
                 "notes": {"type": "string", "maxLength": MAX_NOTES_CHARS},
                 "all_day": {"type": "boolean"},
-                "remind_minutes_before": {"type": "number", "minimum": 0},
+                "remind_minutes_before": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": MAX_REMIND_MINUTES,
+                },
             },
             "required": ["title", "start"],
             "additionalProperties": False,

@@ -43,6 +43,8 @@ MAX_NOTES_CHARS: Final = 10_000
 MAX_ICS_BYTES: Final = 10 * 2**20
 MAX_EVENT_DAYS: Final = 366
 PRODID: Final = "-//LLMasOS//calendar//EN"
+MAX_REMIND_MINUTES: Final = 525_600
+"""The earliest reminder an event may have: a year before it."""
 
 
 class CalendarStore:
@@ -104,9 +106,13 @@ class CalendarStore:
         check_span(start_at, end_at)
         reminder_at = None
         if remind_minutes_before is not None:
-            if not isinstance(remind_minutes_before, int | float) or remind_minutes_before < 0:
+            if (
+                not isinstance(remind_minutes_before, int | float)
+                or not 0 <= remind_minutes_before <= MAX_REMIND_MINUTES
+            ):
                 raise InvalidRequestError(
-                    "remind_minutes_before: must be a number of minutes, 0 or more",
+                    "remind_minutes_before: must be a number of minutes from 0 to "
+                    f"{MAX_REMIND_MINUTES:,} (a year)",
                     param="remind_minutes_before",
                 )
             reminder_at = start_at - timedelta(minutes=float(remind_minutes_before))
