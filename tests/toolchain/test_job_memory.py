@@ -22,11 +22,13 @@ import pytest
 
 from llmasos.config import Settings
 from llmasos.errors import QueueFullError
+from llmasos.kernel.client import InProcessEngineClient
 from llmasos.kernel.ledger import MemoryHolder, MemoryLedger
 from llmasos.kernel.metrics import KernelMetrics
 from llmasos.kernel.residency import ModelManager
 from llmasos.models.builtin import BUILTINS, package_path
 from llmasos.models.store import ModelStore
+from llmasos.server.ollama.models.serving import OllamaModelsService
 from llmasos.toolchain.jobs import FINAL, Job, JobRegistry
 from tests.cli.test_services_cli import llmasos
 
@@ -95,7 +97,7 @@ def _state(jobs: JobRegistry, job_id: str) -> Job:
 @pytest.mark.model
 @pytest.mark.skipif(package_path(BUILTINS[0]) is None, reason="the embedded model is missing")
 def test_a_job_yields_memory_to_a_model_load_and_resumes(tmp_path: Path) -> None:
-    resolved = ModelStore.open(Settings(home=tmp_path)).resolve("smollm2")
+    ModelStore.open(Settings(home=tmp_path))  # the store set up before the job reads it
     jobs = JobRegistry(tmp_path / "jobs")
     first = jobs.start(["eval", "smollm2", "--window", "64", "--threads", "1"])
     _until(lambda: _state(jobs, first.id).memory_rss > 0, what="running")
@@ -105,11 +107,11 @@ def test_a_job_yields_memory_to_a_model_load_and_resumes(tmp_path: Path) -> None
     # a budget that holds the job or the model (its GGUF and a 1,024-token cache), not both
     settings = Settings(home=tmp_path, max_memory=f"{running.memory_estimate + 60 * MiB}",
                         kv_cache_tokens=1024, context_length=1024, threads=1)  # fmt: skip
-    manager = ModelManager(settings, KernelMetrics())
+    kernel = InProcessEngineClient(settings)
+    manager = kernel.models
 
     async def serve() -> None:
-        model = await manager.acquire(resolved, "", timeout=60)
-        manager.release(model)
+        await kernel.load("smollm2")  # asks the job to yield, waits for it, loads
         job = _state(jobs, first.id)
         assert job.state == "yielded" and job.yields == 1 and job.memory_rss == 0
         assert "yielding" in jobs.log(first.id)
@@ -117,21 +119,25 @@ def test_a_job_yields_memory_to_a_model_load_and_resumes(tmp_path: Path) -> None
         await asyncio.sleep(2)  # neither fits beside the model: both wait
         assert _state(jobs, second.id).state == "waiting"
         assert _state(jobs, first.id).state == "yielded"
-        listed = {j.id: j for j in manager.jobs()}
-        assert {listed[f"job-{first.id}"].state, listed[f"job-{second.id}"].state} == {
-            "yielded",
-            "waiting",
-        }
+        status = await OllamaModelsService(kernel, kernel.store).ps()  # GET /api/ps
+        assert [(j["id"], j["state"], j["memory_bytes"]) for j in status["jobs"]] == [
+            (first.id, "yielded", 0),
+            (second.id, "waiting", 0),
+        ]
+        assert status["memory"]["models"] == status["models"][0]["size"] > 0
+        assert status["memory"]["budget"] == manager.max_memory
         shown = json.loads(llmasos("jobs", "ps", "--json", home=tmp_path).stdout)
         assert [j["state"] for j in shown] == ["yielded", "waiting"]
-        assert await manager.unload(model.name)  # memory is free: the jobs run, one at a time
+        table = llmasos("jobs", "ps", home=tmp_path, COLUMNS="200").stdout
+        assert "yielded to serving" in table and "waiting for memory" in table
+        assert await kernel.unload("smollm2")  # memory is free: the jobs run, one at a time
         both = (first.id, second.id)
         await asyncio.to_thread(
             _until, lambda: all(_state(jobs, j).state in FINAL for j in both), 300, "both done"
         )
         first_run, second_run = (_state(jobs, j) for j in both)
         assert first_run.finished <= second_run.finished  # the yielded one resumed first
-        await manager.close()
+        await kernel.close()
 
     asyncio.run(serve())
     for job_id in (first.id, jobs.list()[-1].id):
