@@ -248,12 +248,15 @@ written for LLMasOS and not the text perplexity is measured on."""
 
 
 def shipped_calibration_texts() -> list[str]:
+    """The shipped calibration as one text, its paragraphs separated by blank lines (as
+    `quantize --imatrix FILE.txt` reads a file: the token stream then has the paragraph
+    breaks a document has, not paragraphs run into each other)."""
     import json
     from importlib import resources
 
     path = resources.files("llmasos.toolchain") / "data" / "services" / "summarize.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["input"]["text"] for line in lines if line.strip()]
+    return ["\n\n".join(json.loads(line)["input"]["text"] for line in lines if line.strip())]
 
 
 def quantizer_entries(imatrix: Imatrix) -> dict[str, np.ndarray]:
