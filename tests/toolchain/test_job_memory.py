@@ -30,6 +30,7 @@ from llmasos.models.builtin import BUILTINS, package_path
 from llmasos.models.store import ModelStore
 from llmasos.server.ollama.models.serving import OllamaModelsService
 from llmasos.toolchain.jobs import FINAL, Job, JobRegistry
+from llmasos.toolchain.perplexity import public_domain_text
 from tests.cli.test_services_cli import llmasos
 
 MiB = 2**20
@@ -98,8 +99,11 @@ def _state(jobs: JobRegistry, job_id: str) -> Job:
 @pytest.mark.skipif(package_path(BUILTINS[0]) is None, reason="the embedded model is missing")
 def test_a_job_yields_memory_to_a_model_load_and_resumes(tmp_path: Path) -> None:
     ModelStore.open(Settings(home=tmp_path))  # the store set up before the job reads it
+    long_text = tmp_path / "long.txt"  # three times the shipped text: still running when asked
+    long_text.write_text("\n\n".join([public_domain_text()] * 3))
     jobs = JobRegistry(tmp_path / "jobs")
-    first = jobs.start(["eval", "smollm2", "--window", "64", "--threads", "1"])
+    first = jobs.start(["eval", "smollm2", "--data", str(long_text), "--window", "128",
+                        "--threads", "1"])  # fmt: skip
     _until(lambda: _state(jobs, first.id).memory_rss > 0, what="running")
     running = _state(jobs, first.id)
     assert running.state == "running" and running.memory_estimate > 100 * MiB

@@ -15,7 +15,8 @@ its own session, niceness 10 inherited by the command, so serving on the same ma
 the CPU it needs) which runs the command, waits and records how it ended. `cancel` sends the
 command SIGINT: the toolchain's commands treat it as Ctrl-C (a fine-tune keeps its last
 checkpoint, and the store's change that registers a result is one transaction, so nothing
-is half-registered); a command that has not stopped after `CANCEL_GRACE` seconds is killed.
+is half-registered); a command that has not stopped gets the SIGINT again after
+`RESEND_AFTER` seconds and is killed after `CANCEL_GRACE`.
 
 Memory: jobs are in the kernel's memory ledger (`llmasos.kernel.ledger`) with the server's
 models. Before it starts, a job's memory is estimated from its command and model
@@ -50,6 +51,8 @@ from llmasos.kernel.residency import total_memory_bytes
 COMMANDS = ("finetune", "distill", "prune", "quantize", "eval")
 NICENESS = 10
 CANCEL_GRACE = 30.0
+RESEND_AFTER = 10.0
+"""Seconds after which a command that has not stopped gets its SIGINT again."""
 POLL_SECONDS = 0.5
 FINAL = ("done", "failed", "cancelled", "lost")
 MiB = 2**20
@@ -323,7 +326,7 @@ class _Supervisor:
             self.job.pid = process.pid
             self._set("running")
             stopping_since = 0.0
-            yielding = killed = False
+            yielding = killed = resent = False
             while True:
                 try:
                     returncode = process.wait(timeout=POLL_SECONDS)
@@ -342,7 +345,13 @@ class _Supervisor:
                     )
                     err.flush()
                     process.send_signal(signal.SIGINT)
-                late = stopping_since and time.monotonic() - stopping_since > CANCEL_GRACE
+                waited = time.monotonic() - stopping_since if stopping_since else 0.0
+                if waited > RESEND_AFTER and not resent:
+                    # a SIGINT that lands in a native library's callback into Python (llama.cpp's
+                    # log callback) raises there and is swallowed; once more, then the kill
+                    process.send_signal(signal.SIGINT)
+                    resent = True
+                late = waited > CANCEL_GRACE
                 if late and not killed:
                     process.kill()
                     killed = True
