@@ -16,6 +16,7 @@ from llmasos.errors import InvalidRequestError
 from llmasos.models.builtin import BUILTINS, package_path
 from llmasos.models.gguf_info import read_gguf
 from llmasos.models.store import ModelStore
+from llmasos.toolchain.imatrix import shipped_calibration_texts
 from llmasos.toolchain.perplexity import perplexity, public_domain_text
 from llmasos.toolchain.quantize import format_name, quantize_gguf
 from llmasos.toolchain.tune import FormatResult, TuneReport, _choose, tune_model
@@ -131,6 +132,31 @@ def test_tune_serves_the_chosen_version_and_keeps_the_reference(tmp_path: Path) 
     assert len(store.versions("smollm2")) == 2
     assert store.forget_tuning("smollm2")
     assert store.resolve("smollm2").manifest.digest == reference.digest
+
+
+def test_tune_makes_low_bit_candidates_with_an_importance_matrix(tmp_path: Path) -> None:
+    store = ModelStore.open(Settings(home=tmp_path / "home"))
+    work = tmp_path / "work"
+    work.mkdir()
+    text = public_domain_text().split("\n\n")[0]
+    tune = functools.partial(
+        tune_model, store, "smollm2", formats=["Q4_0"], batch=1, rounds=1, tokens=2,
+        threads=2, text=text, work_dir=work, record=False,
+        calibration=[shipped_calibration_texts()[0][:900]], calibration_name="short",
+        calibration_chunk=128,
+    )  # fmt: skip
+    with_matrix = tune()
+    assert with_matrix.imatrix["calibration"] == "short" and with_matrix.imatrix["chunks"] == 1
+    assert with_matrix.imatrix["tensors"] == 210  # 7 matrices x 30 blocks
+    q4 = with_matrix.results[1]
+    assert q4.format == "Q4_0" and q4.imatrix and not with_matrix.results[0].imatrix
+    source = store.manifest(f"smollm2@{q4.digest.removeprefix('sha256:')}").source or ""
+    assert ":Q4_0:imatrix=short:" in source
+    plain = tune(imatrix=False)  # the plain Q4_0 is another version, not the one above
+    assert not plain.results[1].imatrix and plain.results[1].digest != q4.digest
+    assert plain.imatrix == {} and len(store.versions("smollm2")) == 3
+    assert q4.perplexity > 1 and plain.results[1].perplexity > 1  # compared in benchmarks.md
+    assert tune().results[1].digest == q4.digest and not work.joinpath("F16.gguf").exists()
 
 
 def _result(

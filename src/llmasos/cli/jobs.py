@@ -15,7 +15,7 @@ from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table
 from llmasos.cli.root import app, console, state
 
 if TYPE_CHECKING:
-    from llmasos.toolchain.jobs import JobRegistry
+    from llmasos.toolchain.jobs import Job, JobRegistry
 
 BACKGROUND_HELP = (
     "Run as a background job at low priority (niceness 10) and return at once; follow it "
@@ -40,8 +40,14 @@ def start_in_background(background: bool) -> bool:
     if not background:
         return False
     job = registry().start(sys.argv[1:])
+    started = (
+        f"started job {job.id} (pid {job.pid})"
+        if job.state == "running"
+        else f"queued job {job.id}: waiting for {memory(job.memory_estimate)} of memory "
+        "(it starts when serving and the other jobs leave room)"
+    )
     console.print(
-        f"started job {job.id} (pid {job.pid}): llmasos {' '.join(job.command)}\n"
+        f"{started}: llmasos {' '.join(job.command)}\n"
         f"follow it: llmasos jobs logs {job.id}; stop it: llmasos jobs cancel {job.id}",
         markup=False,
         highlight=False,
@@ -49,14 +55,35 @@ def start_in_background(background: bool) -> bool:
     return True
 
 
+def memory(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size else ""
+
+
+STATES = {"waiting": "waiting for memory", "yielded": "yielded to serving"}
+
+
+def job_memory(job: Job) -> str:
+    """What a job holds: its resident set (peak) while it runs, else its estimate."""
+    if job.memory_rss:
+        return f"{memory(job.memory_rss)} (peak {memory(job.memory_peak)})"
+    if job.state in ("waiting", "yielded"):
+        return f"needs ~{memory(job.memory_estimate)}"
+    return f"peak {memory(job.memory_peak)}" if job.memory_peak else ""
+
+
 @jobs_app.command("ps")
 def jobs_ps(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """List the jobs, oldest first, with their state.
+    """List the jobs, oldest first, with their state and memory.
+
+    States: waiting (for memory: it starts when serving and older jobs leave room in the
+    budget), running, yielded (stopped to give its memory to serving; runs again when it
+    fits, a fine-tune from the step it stopped at), done, failed, cancelled, lost.
 
     JSON fields: id, command, state, created, finished, returncode, supervisor_pid, pid,
-    directory, cancel_requested, extra.
+    directory, cancel_requested, memory_estimate, memory_rss, memory_peak (bytes), yields,
+    extra.
     """
     jobs = registry().list()
     if as_json:
@@ -65,12 +92,15 @@ def jobs_ps(
     if not jobs:
         console.print("no jobs")
         return
-    result = table(Column("id", key=True), Column("state", key=True), "command", "created",
-                   "finished", Column("exit", justify="right"))  # fmt: skip
+    result = table(Column("id", key=True), Column("state", key=True), "memory", "command",
+                   "created", "finished", Column("exit", justify="right"))  # fmt: skip
     for job in jobs:
         exit_code = "" if job.returncode is None else str(job.returncode)
-        result.add_row(job.id, job.state, " ".join(job.command), job.created, job.finished,
-                       exit_code)  # fmt: skip
+        state_text = STATES.get(job.state, job.state)
+        if job.yields and job.state == "running":
+            state_text += f" (yielded {job.yields}x)"
+        result.add_row(job.id, state_text, job_memory(job), " ".join(job.command), job.created,
+                       job.finished, exit_code)  # fmt: skip
     print_table(result)
 
 
@@ -87,9 +117,11 @@ def jobs_show(
         print_json({**job.to_dict(), "report": report})
         return
     console.print(
-        f"{job.id}: {job.state}"
+        f"{job.id}: {STATES.get(job.state, job.state)}"
         + (f" (exit {job.returncode})" if job.returncode is not None else "")
         + f"\ncommand: llmasos {' '.join(job.command)}\nlog: {job.path / 'log'}"
+        + f"\nmemory: {job_memory(job) or 'none'} (estimated {memory(job.memory_estimate)})"
+        + (f"\nyielded to serving: {job.yields}x" if job.yields else "")
         + (f"\nreport: {job.path / 'report.json'}" if report is not None else ""),
         markup=False,
         highlight=False,

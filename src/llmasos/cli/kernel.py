@@ -29,6 +29,9 @@ def _until(expires_at: str | None) -> str:
     return f"{minutes} minutes from now" if minutes else f"{secs} seconds from now"
 
 
+JOB_STATES = {"waiting": "waiting for memory", "yielded": "yielded to serving"}
+
+
 def resident_model(model: dict[str, Any]) -> dict[str, Any]:
     """One model of ``llmasos ps --json``, from the server's ``/api/ps`` entry."""
     details = model.get("llmasos", {})
@@ -50,10 +53,12 @@ def resident_model(model: dict[str, Any]) -> dict[str, Any]:
 def ps(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """List the models the running server has loaded; REQUESTS is running/waiting.
+    """List the models the running server has loaded; REQUESTS is running/waiting. Background
+    toolchain jobs sharing its memory budget follow, with their memory and state (running,
+    waiting for memory, yielded to serving).
 
     --json fields: name, id, digest, size, processor, backend, context_length, running, waiting,
-    expires_at.
+    expires_at. The jobs, as data: `llmasos jobs ps --json`.
     """
     data = call_server(state.settings, "GET", "/api/ps")
     models = [resident_model(model) for model in data.get("models", [])]
@@ -83,6 +88,22 @@ def ps(
             _until(model["expires_at"]),
         )
     print_table(rows)
+    jobs, memory = data.get("jobs") or [], data.get("memory")
+    if memory:
+        console.print(
+            f"memory: {human_size(memory['models'])} models + {human_size(memory['jobs'])} jobs "
+            f"of a {human_size(memory['budget'])} budget",
+            markup=False,
+            highlight=False,
+        )
+    if jobs:
+        job_rows = table(Column("JOB", key=True), "STATE", "MEMORY", "COMMAND", plain=True)
+        for job in jobs:
+            job_rows.add_row(
+                job["id"], JOB_STATES.get(job["state"], job["state"]),
+                human_size(job["memory_bytes"] or job["estimate_bytes"]), job["command"],
+            )  # fmt: skip
+        print_table(job_rows)
 
 
 @app.command()

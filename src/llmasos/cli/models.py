@@ -25,7 +25,7 @@ from rich.progress import (
 
 from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
 from llmasos.cli.root import app, audited, console, state
-from llmasos.errors import ModelfileError
+from llmasos.errors import InvalidRequestError, ModelfileError
 from llmasos.models.manifest import Manifest
 from llmasos.models.modelfile import to_modelfile
 
@@ -306,12 +306,27 @@ def create(
     console.print(f"created '{manifest.name}' ({manifest.short_id})", highlight=False)
 
 
-def run_tune(name: str, formats: list[str] | None, tokens: int, rounds: int) -> dict[str, Any]:
+def run_tune(
+    name: str,
+    formats: list[str] | None,
+    tokens: int,
+    rounds: int,
+    *,
+    imatrix: bool = True,
+    calibration: str | None = None,
+) -> dict[str, Any]:
     """Tune ``name`` on this machine with progress on the console; the report as a dict."""
     import tempfile
 
     from llmasos.toolchain.tune import DEFAULT_FORMATS, tune_model
 
+    texts = None
+    if calibration is not None:
+        from llmasos.cli.data import registry
+        from llmasos.toolchain.model_eval import load_eval_data
+
+        loaded = load_eval_data(registry(), calibration, "perplexity", split="train")
+        texts = [item.text for item in loaded.items]
     store = state.store
     state.settings.models_dir.mkdir(parents=True, exist_ok=True)
     with (
@@ -328,6 +343,9 @@ def run_tune(name: str, formats: list[str] | None, tokens: int, rounds: int) -> 
             threads=state.settings.threads,
             work_dir=Path(work),
             progress=lambda line: status.update(f"tuning {name}: {line}"),
+            imatrix=imatrix,
+            calibration=texts,
+            calibration_name=calibration or "",
         )
     return report.to_dict()
 
@@ -350,7 +368,7 @@ def print_tune(report: dict[str, Any]) -> None:
         if row["reference"]:
             note = f"reference; {note}" if note else "reference"
         listing.add_row(
-            row["format"],
+            row["format"] + (" (imatrix)" if row.get("imatrix") else ""),
             row["digest"].removeprefix("sha256:")[:12],
             human_size(row["size_bytes"]),
             f"{row['decode_tokens_per_second']:.1f}",
@@ -361,6 +379,14 @@ def print_tune(report: dict[str, Any]) -> None:
             note,
         )
     print_table(listing)
+    matrix = report.get("imatrix") or {}
+    if matrix:
+        console.print(
+            f"importance matrix: {matrix['tokens']} tokens of {matrix['calibration']} in "
+            f"{matrix['chunks']} chunks ({matrix['seconds']} s)",
+            markup=False,
+            highlight=False,
+        )
     console.print(
         f"{report['model']} is served as {report['chosen']} on this machine ({report['machine']})",
         highlight=False,
@@ -383,20 +409,36 @@ def tune(
     reset: Annotated[
         bool, typer.Option("--reset", help="Forget the choice: serve the model as it is.")
     ] = False,
+    imatrix: Annotated[
+        str | None,
+        typer.Option(
+            "--imatrix",
+            help="Calibration for the importance matrix of the low-bit candidates: a prepared "
+            "dataset (its train split) or a file. Default: the shipped summarize development "
+            "set (not the perplexity text).",
+        ),
+    ] = None,
+    no_imatrix: Annotated[
+        bool,
+        typer.Option("--no-imatrix", help="Derive low-bit candidates without importance matrix."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Serve a GGUF model in the weight format this machine runs fastest.
 
     Derives each candidate format with llama.cpp's quantizer (stored as versions of the
-    model, with their provenance), measures batched prefill and decode speed, perplexity on a
+    model, with their provenance; formats below 8 bits a weight with an importance matrix
+    computed by llama.cpp's forward pass over a calibration text, as llama-quantize
+    --imatrix would), measures batched prefill and decode speed, perplexity on a
     public-domain text and the France question next to the current version, and serves the
     one that answers a typical request (256 prompt tokens, 128 answer tokens) soonest among
     those whose perplexity is within 3%, from now on, on this machine only. The model's
     current version stays what it was; NAME@ID loads any version.
 
-    JSON fields: model, machine, batch, tokens, threads, chosen, results (format, digest,
-    size_bytes, reference, decode_tokens_per_second, prefill_tokens_per_second,
-    seconds_per_request, perplexity, answer, says_paris, eligible, why_not).
+    JSON fields: model, machine, batch, tokens, threads, chosen, imatrix (calibration,
+    tokens, chunks, tensors, seconds), results (format, digest, size_bytes, reference,
+    decode_tokens_per_second, prefill_tokens_per_second, seconds_per_request, perplexity,
+    answer, says_paris, eligible, why_not, imatrix).
     """
     if reset:
         forgotten = state.store.forget_tuning(name)
@@ -406,7 +448,11 @@ def tune(
             highlight=False,
         )
         return
-    report = run_tune(name, weight_format, tokens, rounds)
+    if imatrix is not None and no_imatrix:
+        raise InvalidRequestError("--imatrix and --no-imatrix exclude each other")
+    report = run_tune(
+        name, weight_format, tokens, rounds, imatrix=not no_imatrix, calibration=imatrix
+    )
     if as_json:
         print_json(report)
     else:

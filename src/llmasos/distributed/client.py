@@ -37,6 +37,7 @@ from llmasos.distributed.router import ClusterRouter, ReplicaState, prefix_key
 from llmasos.errors import RequestTimeoutError
 from llmasos.kernel.client import InProcessEngineClient
 from llmasos.kernel.interface import (
+    BackgroundJob,
     EmbedResult,
     EngineClientInterface,
     GenerateOutput,
@@ -380,6 +381,12 @@ class ClusterEngineClient(EngineClientInterface):
         if await self._deployed(model) is not None:
             return False  # replicas stay until `llmasos deploy MODEL --replicas 0`
         return await self.local.unload(model)
+
+    def background_jobs(self) -> list[BackgroundJob]:
+        return self.local.background_jobs()
+
+    def memory_budget(self) -> int | None:
+        return self.local.memory_budget()
 
     def resident_models(self) -> list[ResidentModel]:
         models = self.local.resident_models()

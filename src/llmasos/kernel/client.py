@@ -25,6 +25,7 @@ from llmasos.errors import (
     UnsupportedError,
 )
 from llmasos.kernel.interface import (
+    BackgroundJob,
     ContinuationScores,
     EmbedResult,
     EngineClientInterface,
@@ -356,6 +357,23 @@ class InProcessEngineClient(EngineClientInterface):
 
     async def unload(self, model: str) -> bool:
         return await self.models.unload(self.store.resolve(model).manifest.name)
+
+    def background_jobs(self) -> list[BackgroundJob]:
+        return [
+            BackgroundJob(
+                id=job.id.removeprefix("job-"),
+                command=job.label,
+                state=job.state,
+                memory_bytes=job.charged,
+                estimate_bytes=job.estimate,
+                rss_bytes=job.rss,
+                yields=job.yields,
+            )
+            for job in self.models.jobs()
+        ]
+
+    def memory_budget(self) -> int | None:
+        return self.models.max_memory
 
     def resident_models(self) -> list[ResidentModel]:
         result = []

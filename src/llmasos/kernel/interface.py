@@ -145,6 +145,23 @@ class ResidentModel:
 
 
 @dataclass(frozen=True)
+class BackgroundJob:
+    """A toolchain job in the resource manager's memory ledger (``llmasos.kernel.ledger``),
+    as ``llmasos ps`` / ``/api/ps`` show it beside the loaded models."""
+
+    id: str
+    command: str
+    state: str
+    """``running``, ``waiting`` (for memory, not started yet) or ``yielded`` (stopped to
+    give its memory to serving; runs again when it fits)."""
+    memory_bytes: int
+    """What it counts for against the budget now (0 unless running)."""
+    estimate_bytes: int
+    rss_bytes: int
+    yields: int
+
+
+@dataclass(frozen=True)
 class RemoteModel:
     """A model served by another OpenAI-compatible endpoint (``llmasos remote add``), as
     model lists show it."""
@@ -209,6 +226,14 @@ class EngineClientInterface(ABC):
     def remote_models(self) -> list[RemoteModel]:
         """Models this client serves from remote providers (the kernel itself: none)."""
         return []
+
+    def background_jobs(self) -> list[BackgroundJob]:
+        """Toolchain jobs sharing this kernel's memory budget (none where it keeps none)."""
+        return []
+
+    def memory_budget(self) -> int | None:
+        """The resource manager's memory budget in bytes, None where it keeps none."""
+        return None
 
     @property
     def metrics_registry(self) -> CollectorRegistry | None:

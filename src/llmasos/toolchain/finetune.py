@@ -16,17 +16,22 @@ directory and, for a GGUF base, as an F16 GGUF (`gguf_export`) whose greedy answ
 compared with transformers', and both are registered in one store change as versions of the
 new name (the GGUF current, so ``llmasos run NAME`` serves it with llama.cpp). The adapter
 stays in the run directory. Nothing is registered unless every step succeeded: a cancelled
-run leaves its checkpoint and no model.
+run leaves its checkpoint and no model. A SIGINT during training (Ctrl-C, `llmasos jobs
+cancel`, a background job yielding its memory to serving) takes effect at the end of the
+step it arrives in, after a checkpoint of that step (`interrupt_between_steps`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +158,28 @@ def _trainable_state(model: Any) -> dict[str, Any]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+@contextlib.contextmanager
+def interrupt_between_steps() -> Iterator[threading.Event]:
+    """Defer the first SIGINT to the end of the training step it arrives in (the event is
+    set; the loop checkpoints and raises KeyboardInterrupt), so an interrupted run resumes
+    from the step it was on, not from its last periodic checkpoint. A second SIGINT
+    interrupts at once. Outside the main thread (no signal handlers there) nothing changes."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def defer(signum: int, frame: Any) -> None:
+        interrupted.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, defer)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 def finetune(
     store: ModelStoreInterface,
     registry: DatasetRegistry,
@@ -263,56 +290,60 @@ def finetune(
     tokens = 0
     steps_now = 0
     stop = False
-    while state["epoch"] < config.epochs and not stop:
-        epoch = state["epoch"]
-        model.train()
-        epoch_loss, epoch_count = 0.0, 0
-        for index, batch in enumerate(batches(train, config.batch_size, config.seed + epoch)):
-            if index < state["step_in_epoch"]:
-                continue
-            inputs = collate(batch, pad)
-            loss_sum, count = token_losses(model, inputs)
-            loss = loss_sum / max(1, count)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            tokens += int(inputs["attention_mask"].sum())
-            epoch_loss += float(loss_sum.detach())
-            epoch_count += count
-            state["step_in_epoch"] = index + 1
-            state["global_step"] += 1
-            steps_now += 1
-            if checkpoint_every and state["global_step"] % checkpoint_every == 0:
-                checkpoint()
-            progress(
-                TrainEvent(
-                    "train", epoch + 1, state["global_step"], total, loss=float(loss.detach())
+    with interrupt_between_steps() as interrupted:
+        while state["epoch"] < config.epochs and not stop:
+            epoch = state["epoch"]
+            model.train()
+            epoch_loss, epoch_count = 0.0, 0
+            for index, batch in enumerate(batches(train, config.batch_size, config.seed + epoch)):
+                if index < state["step_in_epoch"]:
+                    continue
+                inputs = collate(batch, pad)
+                loss_sum, count = token_losses(model, inputs)
+                loss = loss_sum / max(1, count)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                tokens += int(inputs["attention_mask"].sum())
+                epoch_loss += float(loss_sum.detach())
+                epoch_count += count
+                state["step_in_epoch"] = index + 1
+                state["global_step"] += 1
+                steps_now += 1
+                if checkpoint_every and state["global_step"] % checkpoint_every == 0:
+                    checkpoint()
+                progress(
+                    TrainEvent(
+                        "train", epoch + 1, state["global_step"], total, loss=float(loss.detach())
+                    )
                 )
+                if interrupted.is_set():  # Ctrl-C, `jobs cancel`, a yield: stop at a whole step
+                    checkpoint()
+                    raise KeyboardInterrupt
+                if max_steps and steps_now >= max_steps:
+                    stop = True
+                    break
+            progress(TrainEvent("validate", epoch + 1, state["global_step"], total))
+            validation_loss = mean_loss(model, validation, pad, config.batch_size)
+            state["history"].append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": epoch_loss / max(1, epoch_count),
+                    "validation_loss": validation_loss,
+                }
             )
-            if max_steps and steps_now >= max_steps:
+            if validation_loss < best["loss"]:
+                best.update(loss=validation_loss, epoch=epoch + 1, bad_epochs=0)
+                _save_atomic(_trainable_state(model), run_dir / "best.pt")
+            else:
+                best["bad_epochs"] += 1
+            state["epoch"] = epoch + 1
+            state["step_in_epoch"] = 0
+            if best["bad_epochs"] >= config.patience and state["epoch"] < config.epochs:
+                report.stopped_early = True
                 stop = True
-                break
-        progress(TrainEvent("validate", epoch + 1, state["global_step"], total))
-        validation_loss = mean_loss(model, validation, pad, config.batch_size)
-        state["history"].append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": epoch_loss / max(1, epoch_count),
-                "validation_loss": validation_loss,
-            }
-        )
-        if validation_loss < best["loss"]:
-            best.update(loss=validation_loss, epoch=epoch + 1, bad_epochs=0)
-            _save_atomic(_trainable_state(model), run_dir / "best.pt")
-        else:
-            best["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        state["step_in_epoch"] = 0
-        if best["bad_epochs"] >= config.patience and state["epoch"] < config.epochs:
-            report.stopped_early = True
-            stop = True
-        checkpoint()
+            checkpoint()
     report.train_seconds = round(time.perf_counter() - started, 2)
     report.train_tokens = tokens
     report.tokens_per_second = round(tokens / max(1e-9, report.train_seconds), 1)

@@ -241,6 +241,24 @@ def compute_imatrix(
     return result
 
 
+SHIPPED_CALIBRATION = "summarize-dev"
+"""The calibration `llmasos tune` uses: the 40 paragraphs of the shipped ``summarize``
+development set (news, science, e-mail, stories, how-tos ...: 3,072 tokens of SmolLM2's),
+written for LLMasOS and not the text perplexity is measured on."""
+
+
+def shipped_calibration_texts() -> list[str]:
+    """The shipped calibration as one text, its paragraphs separated by blank lines (as
+    `quantize --imatrix FILE.txt` reads a file: the token stream then has the paragraph
+    breaks a document has, not paragraphs run into each other)."""
+    import json
+    from importlib import resources
+
+    path = resources.files("llmasos.toolchain") / "data" / "services" / "summarize.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return ["\n\n".join(json.loads(line)["input"]["text"] for line in lines if line.strip())]
+
+
 def quantizer_entries(imatrix: Imatrix) -> dict[str, np.ndarray]:
     """Per tensor: the mean squared activation of each column (``llama-quantize``'s values)."""
     return {

@@ -11,6 +11,14 @@ alternating rounds (the machine may be shared):
 - quality: perplexity on the public-domain text LLMasOS ships, and a greedy answer to "What
   is the capital of France?" that must name Paris when the reference's does.
 
+A candidate below 8 bits a weight (Q4_0, Q4_K_M, IQ4_NL ...) is made with an importance
+matrix (`llmasos.toolchain.imatrix`), as ``llama-quantize --imatrix`` would: the current
+version is de-quantized to F16 by llama.cpp once, the matrix is computed on that F16 over a
+calibration text (by default the shipped ``summarize`` development set, not the perplexity
+text), and every low-bit candidate is quantized from the F16 with it. So each format is
+judged by its good version; ``imatrix=False`` derives them plainly (both kinds are kept
+apart in the store by their provenance, ``...:<format>:imatrix=<calibration>:...``).
+
 Among the versions whose perplexity is within ``QUALITY_TOLERANCE`` of the reference's (and
 that pass the France question), the one that serves a typical request soonest — reading a
 ``SERVED_PROMPT``-token prompt at its batched prefill rate and writing ``SERVED_OUTPUT``
@@ -32,6 +40,7 @@ from llmasos.errors import InvalidRequestError
 from llmasos.models import ModelStoreInterface
 from llmasos.models.manifest import Manifest
 from llmasos.models.tuning import TuningChoice, machine_fingerprint
+from llmasos.toolchain.imatrix import SHIPPED_CALIBRATION, shipped_calibration_texts
 from llmasos.toolchain.perplexity import perplexity, public_domain_text
 from llmasos.toolchain.quantize import TOOL, format_name, quantize_gguf
 from llmasos.toolchain.registering import greedy_text
@@ -40,6 +49,9 @@ from llmasos.types import SamplingParams
 DEFAULT_FORMATS = ("Q4_0", "Q8_0")
 """Candidates on CPUs: Q4_0 is what llama.cpp repacks for AVX2/ARM matrix kernels, Q8_0
 the high-quality fallback when requantizing a 4-bit source to 4 bits costs too much."""
+WITHOUT_IMATRIX = ("F32", "F16", "BF16", "Q8_0")
+"""Formats of 8 bits a weight or more: rounding is fine enough that no importance matrix is
+used (llama.cpp's quantizer ignores one for them)."""
 QUALITY_TOLERANCE = 0.03
 """A candidate's perplexity may exceed the reference's by at most this fraction."""
 SERVED_PROMPT = 256
@@ -68,6 +80,8 @@ class FormatResult:
     says_paris: bool = False
     eligible: bool = True
     why_not: str = ""
+    imatrix: bool = False
+    """Quantized with the run's importance matrix."""
 
     @property
     def seconds_per_request(self) -> float:
@@ -90,6 +104,9 @@ class TuneReport:
     results: list[FormatResult] = field(default_factory=list)
     chosen: str = ""
     """Format chosen."""
+    imatrix: dict[str, Any] = field(default_factory=dict)
+    """The importance matrix the low-bit candidates were made with (calibration, tokens,
+    chunks, seconds), empty when none was computed in this run."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -98,28 +115,79 @@ class TuneReport:
         return data
 
 
-def provenance(source: Manifest, weight_format: str) -> str:
+def provenance(source: Manifest, weight_format: str, imatrix: str = "") -> str:
     import llama_cpp
 
-    return f"derived:{source.digest}:{weight_format}:{TOOL} {llama_cpp.__version__}"
+    how = f"{weight_format}:imatrix={imatrix}" if imatrix else weight_format
+    return f"derived:{source.digest}:{how}:{TOOL} {llama_cpp.__version__}"
+
+
+@dataclass
+class Calibration:
+    """An importance matrix for the low-bit candidates: computed at most once per run, on an
+    F16 de-quantization of the current version, from which those candidates are then made."""
+
+    name: str
+    texts: Sequence[str]
+    chunk_size: int = 512
+    float_copy: Path | None = None
+    entries: dict[str, Any] | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def prepare(self, source: Path, work_dir: Path, threads: int) -> tuple[Path, dict[str, Any]]:
+        """The F16 to quantize from and the matrix's entries for the quantizer."""
+        from llmasos.toolchain.imatrix import compute_imatrix, quantizer_entries
+
+        if self.float_copy is None or self.entries is None:
+            started = time.perf_counter()
+            self.float_copy = work_dir / "F16.gguf"
+            quantize_gguf(source, self.float_copy, "F16", threads=threads)
+            matrix = compute_imatrix(
+                self.float_copy,
+                self.texts,
+                chunk_size=self.chunk_size,
+                threads=threads,
+                dataset=self.name,
+            )
+            self.entries = quantizer_entries(matrix)
+            self.report = {
+                "calibration": self.name,
+                "tokens": matrix.tokens,
+                "chunks": matrix.chunks,
+                "tensors": len(self.entries),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        return self.float_copy, self.entries
 
 
 def derive(
-    store: ModelStoreInterface, name: str, weight_format: str, *, threads: int, work_dir: Path
+    store: ModelStoreInterface,
+    name: str,
+    weight_format: str,
+    *,
+    threads: int,
+    work_dir: Path,
+    calibration: Calibration | None = None,
 ) -> Manifest:
     """The version of ``name`` in ``weight_format`` derived from its current one (made now,
-    or found from an earlier run)."""
+    or found from an earlier run), with ``calibration``'s importance matrix if given."""
     current = store.manifest(name)
-    prefix = f"derived:{current.digest}:{weight_format}:"
+    tag = calibration.name if calibration else ""
+    prefix = f"derived:{current.digest}:{weight_format}:" + (f"imatrix={tag}:" if tag else "")
     for version in store.versions(name):
-        if (version.source or "").startswith(prefix):
+        source_text = version.source or ""
+        if source_text.startswith(prefix) and (tag or ":imatrix=" not in source_text):
             return version
     source = store.resolve(f"{name}@{current.digest.removeprefix('sha256:')}")
     target = work_dir / f"{weight_format}.gguf"
     try:
-        quantize_gguf(source.path, target, weight_format, threads=threads)
+        if calibration is not None:
+            origin, entries = calibration.prepare(source.path, work_dir, threads)
+            quantize_gguf(origin, target, weight_format, threads=threads, imatrix=entries)
+        else:
+            quantize_gguf(source.path, target, weight_format, threads=threads)
         return store.add_version(
-            name, target, quantization=weight_format, source=provenance(current, weight_format)
+            name, target, quantization=weight_format, source=provenance(current, weight_format, tag)
         )
     finally:
         target.unlink(missing_ok=True)
@@ -163,10 +231,17 @@ def tune_model(
     progress: Progress = lambda line: None,
     record: bool = True,
     text: str | None = None,
+    imatrix: bool = True,
+    calibration: Sequence[str] | None = None,
+    calibration_name: str = "",
+    calibration_chunk: int = 512,
 ) -> TuneReport:
     """Measure ``name``'s current version and each of ``formats``; record the best.
 
-    ``text`` replaces the shipped public-domain text for the perplexity."""
+    ``text`` replaces the shipped public-domain text for the perplexity. Low-bit candidates
+    are made with an importance matrix over ``calibration`` (default: the shipped
+    calibration texts, in chunks of ``calibration_chunk`` tokens) unless ``imatrix`` is
+    False."""
     from llmasos.backends.llamacpp.backend import LlamaCppBackend
 
     if batch < 1 or tokens < 1 or rounds < 1:
@@ -175,13 +250,32 @@ def tune_model(
     if current.format != "gguf" or current.kind != "generate":
         raise InvalidRequestError(f"{current.name} is not a GGUF generation model; only those tune")
     wanted = [format_name(f) for f in formats]
+    matrix = None
+    if imatrix:
+        matrix = Calibration(
+            calibration_name or (SHIPPED_CALIBRATION if calibration is None else "calibration"),
+            list(calibration) if calibration is not None else shipped_calibration_texts(),
+            calibration_chunk,
+        )
     versions = [current]
-    for weight_format in dict.fromkeys(wanted):
-        if weight_format == (current.quantization or "").upper():
-            continue
-        progress(f"deriving {weight_format} with {TOOL}")
-        versions.append(derive(store, name, weight_format, threads=threads, work_dir=work_dir))
+    with_matrix: set[str] = set()
+    try:
+        for weight_format in dict.fromkeys(wanted):
+            if weight_format == (current.quantization or "").upper():
+                continue
+            low_bit = matrix is not None and weight_format not in WITHOUT_IMATRIX
+            how = " and an importance matrix" if low_bit else ""
+            progress(f"deriving {weight_format} with {TOOL}{how}")
+            version = derive(store, name, weight_format, threads=threads, work_dir=work_dir,
+                             calibration=matrix if low_bit else None)  # fmt: skip
+            versions.append(version)
+            if low_bit:
+                with_matrix.add(version.digest)
+    finally:
+        if matrix is not None and matrix.float_copy is not None:
+            matrix.float_copy.unlink(missing_ok=True)
     report = TuneReport(current.name, machine_fingerprint(), batch, tokens, threads)
+    report.imatrix = matrix.report if matrix is not None else {}
     text = text or public_domain_text()
     backends: list[BackendInterface] = []
     try:
@@ -203,6 +297,7 @@ def tune_model(
                 digest=version.digest,
                 size_bytes=version.size,
                 reference=version is current,
+                imatrix=version.digest in with_matrix,
             )
             progress(f"{result.format}: perplexity and the France question")
             result.perplexity = perplexity(backend, text, window=1024).value

@@ -40,6 +40,7 @@ from llmasos.errors import (
     UnsupportedError,
 )
 from llmasos.kernel.interface import (
+    BackgroundJob,
     ContinuationScores,
     EmbedResult,
     EngineClientInterface,
@@ -315,6 +316,12 @@ class RemoteEngineClient(EngineClientInterface):
         if self.remote(model) is not None:
             return False
         return await self.inner.unload(model)
+
+    def background_jobs(self) -> list[BackgroundJob]:
+        return self.inner.background_jobs()
+
+    def memory_budget(self) -> int | None:
+        return self.inner.memory_budget()
 
     def resident_models(self) -> list[ResidentModel]:
         return self.inner.resident_models()

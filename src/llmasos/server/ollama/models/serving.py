@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,16 @@ class OllamaModelsService:
                     },
                 }
             )
-        return {"models": models}
+        jobs = [asdict(job) for job in self.engine.background_jobs()]
+        budget = self.engine.memory_budget()
+        memory = None
+        if budget is not None:
+            memory = {
+                "budget": budget,
+                "models": sum(r.size_bytes for r in self.engine.resident_models()),
+                "jobs": sum(j["memory_bytes"] for j in jobs),
+            }
+        return {"models": models, "jobs": jobs, "memory": memory}
 
     async def show(self, name: str) -> dict[str, Any]:
         for remote in self.engine.remote_models():
