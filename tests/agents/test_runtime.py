@@ -4,6 +4,7 @@ recorded and sealed, budgets, approvals, untrusted tool output, restarts, owners
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -297,6 +298,33 @@ def test_required_tool_choice_forces_the_first_call(
         first, second = model.requests[0].sampling.structured, model.requests[1].sampling.structured
         assert first is not None and first.kind == "json_schema"  # exactly one call
         assert second is not None and second.kind == "grammar"  # then auto
+
+    asyncio.run(main())
+
+
+def test_a_required_call_the_schema_refuses_is_a_step_the_model_reads(
+    make_runtime: RuntimeFactory, model: ScriptedModel
+) -> None:
+    """Under ``required`` a whole call whose arguments fail the schema (a bound the grammar
+    cannot hold) is run as a failed step the model reads, not reported as cut off; output
+    that is no call at all still ends the task as ``invalid_tool_call``."""
+    model.replies = [("call", "lookup", {"title": 5}), "Read it."]
+
+    async def main() -> None:
+        runtime = make_runtime()
+        task = await runtime.create(ALICE, spec(tools=("lookup",), tool_choice="required"))
+        await runtime.wait(task.id)
+        record = await runtime.get(ALICE, task.id)
+        assert record.status == TaskStatus.COMPLETED and record.result == "Read it."
+        first = runtime.store.steps(task.id)[0]
+        assert first.tool == "lookup" and first.status == StepStatus.FAILED
+        assert "title" in json.dumps(first.result)  # the schema's complaint, for the model
+
+        model.replies = ['{"name": "lookup", "argu']
+        cut = await runtime.create(ALICE, spec(tools=("lookup",), tool_choice="required"))
+        await runtime.wait(cut.id)
+        ended = await runtime.get(ALICE, cut.id)
+        assert ended.status == TaskStatus.FAILED and ended.error_code == "invalid_tool_call"
 
     asyncio.run(main())
 

@@ -267,6 +267,24 @@ def test_json_schema_output_validates(backend: LlamaCppBackend) -> None:
     assert isinstance(value["city"], str) and isinstance(value["population"], int)
 
 
+def test_an_integer_range_is_held_by_the_grammar(backend: LlamaCppBackend) -> None:
+    """The converter ignores minimum and maximum (file_search's max_num_results of 1-20 came
+    out as 100 and the call was refused after the fact); a narrow range becomes an enum."""
+    schema = {
+        "type": "object",
+        "properties": {"results": {"type": "integer", "minimum": 1, "maximum": 20}},
+        "required": ["results"],
+        "additionalProperties": False,
+    }
+    assert grammar_schema(schema)["properties"]["results"]["enum"] == list(range(1, 21))
+    wide = {"type": "integer", "minimum": 0, "maximum": 10**6}
+    assert grammar_schema(wide) == wide  # too many values for an enum: the schema check's
+    params = GREEDY.with_changes(structured=StructuredOutput(kind="json_schema", schema=schema))
+    prompt = chat_prompt(backend, "Give the JSON with results set to 100.")
+    value = json.loads(generate_text(backend, prompt, params, 20))
+    assert 1 <= value["results"] <= 20
+
+
 def test_wide_length_bounds_build_a_grammar(backend: LlamaCppBackend) -> None:
     """A note's 20,000-character body bound, and the auto tool grammar of the notes and mail
     tools: once nested twenty thousand rules deep, which overflowed llama.cpp's recursive

@@ -482,8 +482,18 @@ class _Run:
             and self.plan.structured is not None
             and (self.plan.mode == "required")
         ):
-            # The grammar allows only a call, so none parsed means the output was cut off
-            # (a small model can ramble inside an argument string): not an answer.
+            # The grammar allows only a call. A whole call whose arguments the schema check
+            # refused (a bound the grammar cannot hold, such as a number's range) is run as
+            # such: the tool set reports the mismatch as the step's error, which the model
+            # reads. Anything else means the output was cut off (a small model can ramble
+            # inside an argument string): not an answer.
+            content, calls = parse_tool_output_lenient(text, self.plan)
+        if (
+            not calls
+            and self.plan is not None
+            and self.plan.structured is not None
+            and (self.plan.mode == "required")
+        ):
             raise TaskEnded(
                 TaskStatus.FAILED,
                 f"the model's tool call was cut off after {completion_tokens} tokens and "

@@ -18,12 +18,18 @@ one tool definition or ``response_format``; measured here: 512 nested rules samp
 2000 crash). Bounds up to `GRAMMAR_MAX_SPAN` (256) stay in the grammar, so a short field
 (a calculator expression) always closes; a wider bound is left to the JSON-schema check
 that every caller runs on the parsed output.
+
+The converter ignores ``minimum`` and ``maximum``: a tool's ``max_num_results`` of 1 to 20
+came out as 100, valid in the grammar and refused by the schema check, so a call that the
+grammar was to guarantee did not happen. An integer with both bounds at most
+`GRAMMAR_MAX_SPAN` apart is therefore written as the ``enum`` of its values, which the
+converter does enforce.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 from llmasos.errors import InvalidRequestError, UnsupportedError
 from llmasos.types import StructuredOutput
@@ -88,6 +94,16 @@ def grammar_schema(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     bounded = {key: grammar_schema(value) for key, value in schema.items()}
+    low, high = bounded.get("minimum"), bounded.get("maximum")
+    if (
+        bounded.get("type") == "integer"
+        and "enum" not in bounded
+        and _whole(low)
+        and _whole(high)
+        and 0 <= float(high) - float(low) <= GRAMMAR_MAX_SPAN
+    ):
+        bounded = {k: v for k, v in bounded.items() if k not in ("minimum", "maximum")}
+        bounded["enum"] = list(range(int(float(low)), int(float(high)) + 1))
     for low_key, high_key in _BOUNDS:
         high, low = bounded.get(high_key), bounded.get(low_key, 0)
         if isinstance(high, int) and isinstance(low, int) and high - low > GRAMMAR_MAX_SPAN:
@@ -95,6 +111,13 @@ def grammar_schema(schema: Any) -> Any:
         if isinstance(low, int) and low > GRAMMAR_MAX_SPAN:
             bounded[low_key] = GRAMMAR_MAX_SPAN
     return bounded
+
+
+def _whole(value: Any) -> TypeGuard[int | float]:
+    """An int, or a float with no fraction (JSON's ``20.0``); never a bool."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return float(value).is_integer()
 
 
 _LOOSE_CHAR = 'char ::= [^"\\\\] |'
