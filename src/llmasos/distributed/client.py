@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
@@ -31,8 +33,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from llmasos.config import Settings
 from llmasos.distributed.cluster import ClusterError, connect
-from llmasos.distributed.deploy import list_replicas
-from llmasos.distributed.replica import NAMESPACE, ReplicaError
+from llmasos.distributed.deploy import controller_name, list_replicas
+from llmasos.distributed.replica import NAMESPACE, ReplicaDraining, ReplicaError
 from llmasos.distributed.router import ClusterRouter, ReplicaState, prefix_key
 from llmasos.errors import RequestTimeoutError
 from llmasos.kernel.client import InProcessEngineClient
@@ -50,7 +52,7 @@ from llmasos.models import ModelStoreInterface
 logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 5.0
-"""How old the router's list of replicas may be before a request refreshes it."""
+"""How often the client re-reads the replicas and tells autoscalers its router queues."""
 
 
 class ClusterMetrics:
@@ -86,6 +88,11 @@ class ClusterMetrics:
 
 class ReplicaLost(Exception):
     """The replica (or its node) failed under a request; the reason, for the log."""
+
+
+class ReplicaDrained(Exception):
+    """The replica is draining (being scaled down) and refused the request before running
+    it: send it to another one."""
 
 
 def continuation(
@@ -141,6 +148,9 @@ class ClusterEngineClient(EngineClientInterface):
         self._refreshed = 0.0
         self._refresh_lock = asyncio.Lock()
         self._attempts: dict[str, tuple[ReplicaState, str]] = {}
+        self.refresh_seconds = REFRESH_SECONDS
+        self.server_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def metrics_registry(self) -> CollectorRegistry:
@@ -152,10 +162,37 @@ class ClusterEngineClient(EngineClientInterface):
     async def warm_up(self, model: str | None = None) -> None:
         """Learn the deployed replicas; load ``model`` here only if it is not deployed."""
         await self.refresh(force=True)
+        self._watch()
         if await self._deployed(model) is None:
             await self.local.warm_up(model)
 
     # --- replicas --------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Start the background loop that keeps the replica list fresh (once)."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                await self.refresh(force=True)
+                await self._report_queues()
+            except Exception:  # the next look may succeed; never end the loop
+                logger.exception("cluster: refreshing the replicas failed")
+
+    async def _report_queues(self) -> None:
+        """Tell each autoscaled model's controller how many requests wait in our router."""
+        for model in self.router.models():
+            try:
+                controller: Any = await asyncio.to_thread(
+                    ray.get_actor, controller_name(model), NAMESPACE
+                )
+            except ValueError:  # a fixed-size deployment
+                continue
+            queue = self.router.queues.get(model)
+            controller.report.remote(self.server_id, len(queue) if queue else 0)
 
     async def refresh(self, *, force: bool = False) -> None:
         """Re-read the cluster's replicas (at most every `REFRESH_SECONDS` unless forced)."""
@@ -204,6 +241,7 @@ class ClusterEngineClient(EngineClientInterface):
         return self._generate(request)
 
     async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
+        self._watch()
         model = await self._deployed(request.model)
         if model is None:
             async for output in self.local.generate(request):
@@ -256,6 +294,12 @@ class ClusterEngineClient(EngineClientInterface):
                     if output.finished:
                         return
                 raise ReplicaLost("the stream ended without a final delta")
+            except ReplicaDrained:
+                # scaled down under us before it ran anything: the same attempt, elsewhere
+                self.router.mark_unhealthy(model, replica.replica_id)
+                tried.append(replica.replica_id)
+                attempt = dataclasses.replace(attempt, request_id=new_request_id())
+                await self.refresh(force=True)
             except ReplicaLost as lost:
                 logger.warning(
                     "replica %s of %s lost mid-request %s (%s): failing over",
@@ -311,6 +355,9 @@ class ClusterEngineClient(EngineClientInterface):
                 if isinstance(item, ReplicaError):
                     finished = True
                     raise item.error
+                if isinstance(item, ReplicaDraining):
+                    finished = True
+                    raise ReplicaDrained(replica.replica_id)
                 finished = item.finished
                 yield item
                 if finished:
@@ -401,6 +448,10 @@ class ClusterEngineClient(EngineClientInterface):
         return models
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.local.close()
         if self._owns_connection and ray.is_initialized():
             ray.shutdown()

@@ -1,0 +1,172 @@
+"""Autoscaling on a real Ray cluster: a head (two CPUs) as its own process tree, one
+deployment of the embedded model with ``--min 1 --max 2`` and short delays. A flood makes a
+second replica appear; a trickle of one request at a time then lets it drain and go, and
+every request of both phases ends with its whole allowance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("ray")
+
+import ray
+
+from llmasos.config import Settings
+from llmasos.distributed.autoscale import AutoscalePolicy
+from llmasos.distributed.client import ClusterEngineClient
+from llmasos.distributed.cluster import ClusterError, connect, local_ip
+from llmasos.distributed.deploy import (
+    ReplicaResources,
+    controller_name,
+    deploy,
+    list_replicas,
+)
+from llmasos.distributed.replica import NAMESPACE
+from llmasos.kernel.interface import GenerateRequest
+from llmasos.models.store import ModelStore
+from llmasos.net import free_port
+from llmasos.server.main import engine_client
+from llmasos.types import SamplingParams
+from tests.distributed.raycluster import Cluster, start_node, wait_nodes
+
+pytestmark = pytest.mark.model
+MODEL = "smollm2:135m"
+TOKENS = 48
+POLICY = AutoscalePolicy(
+    1, 2, upscale_delay=0.5, downscale_delay=2.0, cooldown=1.0, interval=0.25, drain_timeout=60
+)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    root = tempfile.mkdtemp(prefix="llma-", dir="/tmp")  # short: Ray's socket paths
+    port = free_port()
+    address = f"{local_ip()}:{port}"
+    head_args = ["start", "--head", "--port", str(port), "--num-cpus", "2", "--memory", "2GiB"]
+    head = start_node(head_args, root, "head")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                connect(address)
+                break
+            except ClusterError:
+                if head.process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the head did not start: {head.log.read_text()[-2000:]}")
+                time.sleep(0.5)
+        wait_nodes(1, [head])
+        yield Cluster(address, head, [], root)
+    finally:
+        ray.shutdown()
+        head.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def engine(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterEngineClient]:
+    settings = Settings(
+        home=tmp_path_factory.mktemp("autoscale-home"),
+        threads=1,
+        context_length=1024,
+        max_batch_size=2,
+        cluster_address=cluster.address,
+    )
+    store = ModelStore.open(settings)
+    deployed = deploy(
+        settings,
+        store,
+        MODEL,
+        1,
+        resources=ReplicaResources(num_cpus=1, memory=600 << 20),
+        cache_dir=str(Path(cluster.root) / "model-cache"),
+        autoscale=POLICY,
+    )
+    assert [r["index"] for r in deployed] == [0]
+    client = engine_client(settings, store).inner
+    assert isinstance(client, ClusterEngineClient)
+    client.refresh_seconds = 0.25
+    yield client
+    asyncio.run(client.close())
+
+
+def _request(index: int) -> GenerateRequest:
+    return GenerateRequest(
+        model="smollm2",
+        prompt=f"Request {index}: write a long list of fruit names.",
+        sampling=SamplingParams(temperature=0.0, max_tokens=TOKENS, ignore_eos=True),
+        explicit=frozenset({"temperature", "max_tokens"}),
+        timeout=120,
+    )
+
+
+async def _answer(engine: ClusterEngineClient, index: int) -> tuple[str | None, int]:
+    final = None
+    async for output in engine.generate(_request(index)):
+        if output.finished:
+            final = output
+    assert final is not None, f"request {index} ended without a final delta"
+    return final.finish_reason, final.completion_tokens
+
+
+def _controller() -> dict[str, Any]:
+    actor = ray.get_actor(controller_name(MODEL), namespace=NAMESPACE)
+    status: dict[str, Any] = ray.get(actor.status.remote(), timeout=10)
+    return status
+
+
+def test_a_flood_adds_a_replica_and_idle_drains_it_back_with_every_request_answered(
+    engine: ClusterEngineClient,
+) -> None:
+    async def run() -> tuple[list[tuple[str | None, int]], int, list[tuple[str | None, int]]]:
+        seen = 1
+
+        async def watch() -> None:
+            nonlocal seen
+            while True:
+                seen = max(seen, sum(1 for r in engine.router.replicas.get(MODEL, [])))
+                await asyncio.sleep(0.1)
+
+        watcher = asyncio.create_task(watch())
+        # the flood: 12 requests at once on one replica that takes 2 at a time
+        flood = await asyncio.gather(*(_answer(engine, i) for i in range(12)))
+        # a trickle of one request at a time (load 1 <= half of one replica's 2): the second
+        # replica drains and stops while requests keep coming; none may be cut off
+        trickle = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            trickle.append(await _answer(engine, 100 + len(trickle)))
+            status = await asyncio.to_thread(_controller)
+            if status["replicas"] == 1 and not status["draining"] and len(trickle) >= 3:
+                break
+        watcher.cancel()
+        return flood, seen, trickle
+
+    flood, seen, trickle = asyncio.run(run())
+    assert seen == 2, "no second replica appeared under the flood"
+    assert flood == [("length", TOKENS)] * 12
+    assert trickle == [("length", TOKENS)] * len(trickle)
+    status = _controller()
+    assert status["replicas"] == 1 and not status["draining"], status
+    events = " | ".join(status["events"])
+    assert "starting replica(s) [1]" in events and "replica 1 drained, stopped" in events
+    replicas = [r for r in list_replicas() if r["model"] == MODEL]
+    assert [(r["index"], r["state"]) for r in replicas] == [(0, "ready")]
+    # both replicas served: the new one took part of the flood
+    served = {
+        s.labels["replica"]
+        for metric in engine.metrics.requests.collect()
+        for s in metric.samples
+        if s.name.endswith("_total") and s.value > 0
+    }
+    assert served == {f"replica:{MODEL}:0", f"replica:{MODEL}:1"}
