@@ -1,7 +1,10 @@
-"""Autoscaling on a real Ray cluster: a head (two CPUs) as its own process tree, one
-deployment of the embedded model with ``--min 1 --max 2`` and short delays. A flood makes a
-second replica appear; a trickle of one request at a time then lets it drain and go, and
-every request of both phases ends with its whole allowance.
+"""Autoscaling and a head restart on a real Ray cluster: a head (two CPUs) as its own
+process tree, one deployment of the embedded model with ``--min 1 --max 2`` and short delays.
+
+A flood makes a second replica appear; a trickle of one request at a time then lets it drain
+and go, and every request of both phases ends with its whole allowance. Then the head is
+killed: the API answers 503 naming the model at once, and when a head starts again at the
+same address the server reconnects and redeploys the recorded deployment by itself.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import asyncio
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("ray")
@@ -34,9 +38,11 @@ from llmasos.distributed.replica import NAMESPACE
 from llmasos.kernel.interface import GenerateRequest
 from llmasos.models.store import ModelStore
 from llmasos.net import free_port
+from llmasos.server.app import create_app
 from llmasos.server.main import engine_client
 from llmasos.types import SamplingParams
 from tests.distributed.raycluster import Cluster, start_node, wait_nodes
+from tests.server.conftest import ServerThread
 
 pytestmark = pytest.mark.model
 MODEL = "smollm2:135m"
@@ -46,13 +52,17 @@ POLICY = AutoscalePolicy(
 )
 
 
+def _head_args(port: int) -> list[str]:
+    return ["start", "--head", "--port", str(port), "--num-cpus", "2", "--memory", "2GiB"]
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     root = tempfile.mkdtemp(prefix="llma-", dir="/tmp")  # short: Ray's socket paths
     port = free_port()
     address = f"{local_ip()}:{port}"
-    head_args = ["start", "--head", "--port", str(port), "--num-cpus", "2", "--memory", "2GiB"]
-    head = start_node(head_args, root, "head")
+    head = start_node(_head_args(port), root, "head")
+    cluster_state = Cluster(address, head, [], root)  # a test may replace its head
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -64,10 +74,12 @@ def cluster() -> Iterator[Cluster]:
                     pytest.fail(f"the head did not start: {head.log.read_text()[-2000:]}")
                 time.sleep(0.5)
         wait_nodes(1, [head])
-        yield Cluster(address, head, [], root)
+        yield cluster_state
     finally:
         ray.shutdown()
         head.kill()
+        if cluster_state.head is not head:
+            cluster_state.head.kill()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -170,3 +182,49 @@ def test_a_flood_adds_a_replica_and_idle_drains_it_back_with_every_request_answe
         if s.name.endswith("_total") and s.value > 0
     }
     assert served == {f"replica:{MODEL}:0", f"replica:{MODEL}:1"}
+
+
+def test_the_api_survives_a_head_restart_and_redeploys_what_was_recorded(
+    cluster: Cluster, engine: ClusterEngineClient
+) -> None:
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 8,
+    }
+    app = create_app(engine.settings, engine, engine.store)
+    with ServerThread(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        assert http.post("/v1/chat/completions", json=body).status_code == 200
+        cluster.head.kill()
+        _wait_for(lambda: engine.down is not None, 10, "the server did not notice the head")
+        started = time.monotonic()
+        response = http.post("/v1/chat/completions", json=body)
+        assert time.monotonic() - started < 5  # no hang on the dead head
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "cluster_unavailable"
+        assert f"{MODEL} is unavailable" in error["message"] and "head" in error["message"]
+        rows = [m for m in engine.resident_models() if m.backend == "cluster"]
+        assert [(m.name, m.processor.split(":")[0]) for m in rows] == [(MODEL, "unavailable")]
+
+        # a head again at the same address: the server reconnects and redeploys
+        port = int(cluster.address.rpartition(":")[2])
+        cluster.head = start_node(_head_args(port), cluster.root, "head2")
+        _wait_for(
+            lambda: engine.down is None and bool(engine.router.replicas.get(MODEL)),
+            120,
+            "the server did not reconnect and redeploy",
+        )
+        response = http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["completion_tokens"] > 0
+    assert [r["state"] for r in list_replicas() if r["model"] == MODEL] == ["ready"]
+    assert _controller()["policy"]["max_replicas"] == 2  # autoscaling came back too
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(message)
+        time.sleep(0.1)

@@ -18,10 +18,13 @@ Callers hold a connection (`cluster.connected`) around these functions.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -120,7 +123,7 @@ def controller_name(model: str) -> str:
     return f"{CONTROLLER_PREFIX}{model}"
 
 
-def _alive_replicas(model: str) -> dict[int, Any]:
+def alive_replicas(model: str) -> dict[int, Any]:
     found: dict[int, Any] = {}
     for entry in ray.util.list_named_actors(all_namespaces=True):
         if entry.get("namespace") != NAMESPACE:
@@ -242,6 +245,51 @@ def stop_controller(model: str) -> None:
     ray.kill(controller, no_restart=True)
 
 
+def _record_path(settings: Settings) -> Path:
+    return settings.home / "cluster" / "deployments.json"
+
+
+def recorded_deployments(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The deployments `deploy` made from this home, by model: what to redeploy on a cluster
+    that lost them (a restarted head keeps no detached actor)."""
+    try:
+        data = json.loads(_record_path(settings).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record(settings: Settings, model: str, entry: dict[str, Any] | None) -> None:
+    records = recorded_deployments(settings)
+    if entry is None:
+        records.pop(model, None)
+    else:
+        records[model] = entry
+    path = _record_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(records, indent=2, sort_keys=True))
+    temporary.replace(path)
+
+
+def redeploy(settings: Settings, store: ModelStoreInterface, model: str) -> list[dict[str, Any]]:
+    """Deploy ``model`` again as it was recorded (after a head restart)."""
+    entry = recorded_deployments(settings).get(model)
+    if entry is None:
+        raise ClusterError(f"{model} has no recorded deployment")
+    policy = entry.get("autoscale")
+    return deploy(
+        settings,
+        store,
+        model,
+        int(entry["replicas"]),
+        resources=ReplicaResources(**entry["resources"]),
+        cache_dir=str(entry["cache_dir"]),
+        copy=bool(entry["copy"]),
+        autoscale=AutoscalePolicy(**policy) if policy else None,
+    )
+
+
 def deploy(
     settings: Settings,
     store: ModelStoreInterface,
@@ -261,7 +309,7 @@ def deploy(
     spec = replica_spec(settings, store, model, resources, cache_dir, copy)
     name = spec.model
     stop_controller(name)  # one writer at a time; a new one starts below when asked
-    existing = _alive_replicas(name)
+    existing = alive_replicas(name)
     if any(index not in existing for index in range(replicas)):
         check_fits(name, spec.needs)
     for index, actor in existing.items():
@@ -269,6 +317,14 @@ def deploy(
             retire(actor, settings.request_timeout)
         else:
             actor.drain.remote(False)  # one a stopped controller was draining serves again
+    record = {
+        "replicas": replicas,
+        "resources": dataclasses.asdict(resources),
+        "cache_dir": cache_dir,
+        "copy": copy,
+        "autoscale": autoscale.to_json() if autoscale else None,
+    }
+    _record(settings, name, record if replicas else None)
     if replicas == 0:
         return []
     failures = start_replicas(spec, [i for i in range(replicas) if i not in existing])
@@ -383,7 +439,7 @@ class DeploymentController:
 
     def tick(self) -> None:
         now = time.monotonic()
-        alive = _alive_replicas(self.spec.model)
+        alive = alive_replicas(self.spec.model)
         serving: dict[int, Any] = {}
         load = 0.0
         for index, actor in alive.items():
