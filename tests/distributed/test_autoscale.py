@@ -182,6 +182,14 @@ def test_a_flood_adds_a_replica_and_idle_drains_it_back_with_every_request_answe
         if s.name.endswith("_total") and s.value > 0
     }
     assert served == {f"replica:{MODEL}:0", f"replica:{MODEL}:1"}
+    # no request failed over: none reached a replica still loading or already stopped
+    failovers = [
+        s.value
+        for metric in engine.metrics.failovers.collect()
+        for s in metric.samples
+        if s.name.endswith("_total")
+    ]
+    assert sum(failovers) == 0
 
 
 def test_the_api_survives_a_head_restart_and_redeploys_what_was_recorded(

@@ -360,7 +360,10 @@ def list_replicas() -> list[dict[str, Any]]:
         try:
             actor = ray.get_actor(entry["name"], namespace=NAMESPACE)
             info: Any = ray.get(actor.info.remote(), timeout=INFO_TIMEOUT)
-            report.update(info, state="draining" if info.get("draining") else "ready")
+            state = "draining" if info.get("draining") else "ready"
+            if not info.get("loaded", True):
+                state = "starting"  # still fetching or loading its model: not routed to yet
+            report.update(info, state=state)
         except Exception:  # dead, or its node is gone: report it, do not fail the listing
             report["state"] = "unreachable"
         reports.append(report)

@@ -149,6 +149,7 @@ class ModelReplica:
             "waiting": waiting,
             "context_length": self.settings.context_length,
             "size_bytes": self.manifest.size,
+            "loaded": self.engine is not None,
             "draining": self.draining,
             "active": self.active,
         }
