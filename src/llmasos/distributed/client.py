@@ -23,9 +23,9 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import ray
@@ -158,7 +158,6 @@ class ClusterEngineClient(EngineClientInterface):
         self.gcs_address: str = ray.get_runtime_context().gcs_address
         self.down: str | None = None
         """Why the cluster's models are unavailable (the head is gone); None when it is up."""
-        self._ray_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmasos-ray")
         self.router = router or ClusterRouter(max_queue=settings.max_queue)
         self.local = local or InProcessEngineClient(settings, store)
         self.metrics = ClusterMetrics(self.local.metrics_registry)
@@ -200,12 +199,35 @@ class ClusterEngineClient(EngineClientInterface):
             except Exception:  # the next look may succeed; never end the loop
                 logger.exception("cluster: refreshing the replicas failed")
 
-    async def _ray(self, call: Callable[..., T], *args: Any) -> T:
-        """A blocking Ray call on the client's own threads, given up after
-        `RAY_CALL_TIMEOUT` (its thread may stay stuck until the head answers)."""
+    async def _ray(
+        self, call: Callable[..., T], *args: Any, timeout: float | None = RAY_CALL_TIMEOUT
+    ) -> T:
+        """A blocking Ray call in a daemon thread of its own, given up after ``timeout``.
+
+        Ray calls hang while the head is away, and a thread stuck in one must neither hold
+        a pool's worker nor keep the process from exiting (a pool's threads are joined at
+        exit), hence a daemon thread per call; the client makes a few calls per refresh."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._ray_pool, call, *args)
-        return await asyncio.wait_for(future, RAY_CALL_TIMEOUT)
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if future.done():  # given up already
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def run() -> None:
+            try:
+                result, error = call(*args), None
+            except BaseException as raised:  # carried to the awaiting task
+                result, error = None, raised
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name="llmasos-ray", daemon=True).start()
+        return await asyncio.wait_for(future, timeout)
 
     async def check(self) -> None:
         """One look at the cluster: is the head there, did it restart, which replicas live."""
@@ -237,9 +259,8 @@ class ClusterEngineClient(EngineClientInterface):
     async def _reconnect(self) -> None:
         """Connect to the head again and redeploy the recorded deployments it lost (a
         restarted head keeps no detached actor without GCS fault tolerance)."""
-        loop = asyncio.get_running_loop()
         try:  # no time limit: redeploying loads models; the next look retries a failure
-            await loop.run_in_executor(self._ray_pool, self._reconnect_now)
+            await self._ray(self._reconnect_now, timeout=None)
             await self.refresh(force=True)
         except Exception as error:  # the head is not ready yet: the next look tries again
             logger.warning("cluster: reconnecting to %s failed: %s", self.gcs_address, error)
@@ -561,6 +582,5 @@ class ClusterEngineClient(EngineClientInterface):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.local.close()
-        self._ray_pool.shutdown(wait=False, cancel_futures=True)
         if self._owns_connection and ray.is_initialized():
             ray.shutdown()
