@@ -28,6 +28,7 @@ from llmasos.config import Settings
 from llmasos.distributed.autoscale import AutoscalePolicy
 from llmasos.distributed.client import ClusterEngineClient
 from llmasos.distributed.cluster import ClusterError, connect, local_ip
+from llmasos.distributed.cluster import status as cluster_status
 from llmasos.distributed.deploy import (
     ReplicaResources,
     controller_name,
@@ -170,6 +171,9 @@ def test_a_flood_adds_a_replica_and_idle_drains_it_back_with_every_request_answe
     assert trickle == [("length", TOKENS)] * len(trickle)
     status = _controller()
     assert status["replicas"] == 1 and not status["draining"], status
+    shown = cluster_status(None).to_json()["autoscaling"]  # what `cluster status` prints
+    bounds = [(a["model"], a["policy"]["min_replicas"], a["policy"]["max_replicas"]) for a in shown]
+    assert bounds == [(MODEL, 1, 2)]
     events = " | ".join(status["events"])
     assert "starting replica(s) [1]" in events and "replica 1 drained, stopped" in events
     replicas = [r for r in list_replicas() if r["model"] == MODEL]
