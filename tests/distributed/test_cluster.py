@@ -11,22 +11,15 @@ temporary directories.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
-import psutil
 import pytest
 from prometheus_client import generate_latest
 
@@ -47,73 +40,11 @@ from llmasos.net import free_port
 from llmasos.server.app import create_app
 from llmasos.server.main import engine_client
 from llmasos.types import SamplingParams
+from tests.distributed.raycluster import Cluster, start_node, wait_nodes
 from tests.server.conftest import ServerThread
 
 pytestmark = pytest.mark.model
 MODEL = "smollm2:135m"
-FAST_FAILURE_DETECTION = {
-    # the GCS declares a silent node dead after ~1.5 s instead of ~30 s
-    "RAY_health_check_initial_delay_ms": "1000",
-    "RAY_health_check_period_ms": "500",
-    "RAY_health_check_timeout_ms": "500",
-    "RAY_health_check_failure_threshold": "3",
-}
-
-
-@dataclass
-class Node:
-    process: subprocess.Popen[bytes]
-    temp_dir: str
-    log: Path
-
-    def kill(self) -> None:
-        """SIGKILL this node's whole process tree (raylet, workers, GCS on the head)."""
-        try:
-            tree = [psutil.Process(self.process.pid)]
-            tree += tree[0].children(recursive=True)
-        except psutil.NoSuchProcess:
-            tree = []
-        for process in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(signal.SIGKILL)
-        psutil.wait_procs(tree, timeout=10)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
-
-
-@dataclass
-class Cluster:
-    address: str
-    head: Node
-    workers: list[Node] = field(default_factory=list)
-    root: str = ""
-
-
-def _start(args: list[str], root: str, name: str) -> Node:
-    temp_dir = tempfile.mkdtemp(prefix=f"{name}-", dir=root)
-    log = Path(root) / f"{name}.log"
-    command = ["nice", "-n", "10", sys.executable, "-m", "llmasos", "cluster", *args]
-    command += ["--temp-dir", temp_dir, "--object-store-memory", "100MB", "--block"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **FAST_FAILURE_DETECTION},
-        )
-    return Node(process, temp_dir, log)
-
-
-def _wait_nodes(count: int, nodes: list[Node], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(1 for n in ray.nodes() if n["Alive"]) < count:
-        for node in nodes:
-            if node.process.poll() is not None:
-                pytest.fail(f"a Ray node exited: {node.log.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"the cluster did not reach {count} nodes")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +52,7 @@ def cluster() -> Iterator[Cluster]:
     root = tempfile.mkdtemp(prefix="llmr-", dir="/tmp")  # short: Ray's socket paths
     port = free_port()
     address = f"{local_ip()}:{port}"
-    head = _start(["start", "--head", "--port", str(port), "--num-cpus", "0"], root, "head")
+    head = start_node(["start", "--head", "--port", str(port), "--num-cpus", "0"], root, "head")
     nodes = [head]
     try:
         deadline = time.monotonic() + 60
@@ -135,9 +66,11 @@ def cluster() -> Iterator[Cluster]:
                 time.sleep(0.5)
         for index in range(2):
             nodes.append(
-                _start(["join", address, "--num-cpus", "1", "--memory", "1GiB"], root, f"w{index}")
+                start_node(
+                    ["join", address, "--num-cpus", "1", "--memory", "1GiB"], root, f"w{index}"
+                )
             )
-        _wait_nodes(3, nodes)
+        wait_nodes(3, nodes)
         yield Cluster(address, head, nodes[1:], root)
     finally:
         ray.shutdown()

@@ -99,3 +99,19 @@ def test_a_corrupt_copy_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="refused"):
         fetch_blob(digest, len(data), cache, head_path=None, read=lambda d, o, n: b"x" * n)
     assert not [p for p in (cache / "blobs").iterdir()]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--min", "1"], "autoscaling needs both --min and --max"),
+        (["--min", "2", "--max", "1"], "--max (1) is below --min (2)"),
+        (["--min", "1", "--max", "2", "--replicas", "0"], "--replicas 0 removes the model"),
+    ],
+)
+def test_autoscaling_flags_are_checked_before_any_cluster(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, output = run_cli(capsys, "deploy", "smollm2", *args)
+    assert code == 1 and message in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1

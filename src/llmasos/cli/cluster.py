@@ -14,6 +14,7 @@ import typer
 from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
 from llmasos.cli.root import app, console, state
 from llmasos.config import parse_size
+from llmasos.errors import ClusterError
 
 cluster_app = typer.Typer(
     help="Start, join, inspect and stop a Ray cluster of LLMasOS nodes.", no_args_is_help=True
@@ -190,14 +191,51 @@ def cluster_status(
                 str(replica.get("waiting", "")),
             )
         print_table(replicas)
+    for scaler in result.autoscaling:
+        policy = scaler["policy"]
+        console.print(
+            f"{scaler['model']}: autoscaling {policy['min_replicas']}-{policy['max_replicas']} "
+            f"replicas on queue depth (now {scaler['replicas']}, load {scaler['load']:g}, "
+            f"target {scaler['target']:g} per replica)",
+            highlight=False,
+        )
 
 
 @app.command("deploy")
 def deploy(
     model: Annotated[str, typer.Argument(help="A model in this machine's store.")],
     replicas: Annotated[
-        int, typer.Option("--replicas", min=0, help="Replicas to run; 0 removes the model.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--replicas",
+            min=0,
+            help="Replicas to run (with --min/--max: to start with); 0 removes the model.",
+        ),
+    ] = None,
+    min_replicas: Annotated[
+        int | None,
+        typer.Option("--min", min=1, help="Autoscale: never fewer replicas than this."),
+    ] = None,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option("--max", min=1, help="Autoscale: never more replicas than this."),
+    ] = None,
+    target: Annotated[
+        float,
+        typer.Option(
+            "--target-queue",
+            min=0,
+            help="Autoscale: requests per replica to aim at; 0 = its batch size.",
+        ),
+    ] = 0.0,
+    upscale_delay: Annotated[
+        float,
+        typer.Option("--upscale-delay", min=0, help="Autoscale: seconds of overload to grow."),
+    ] = 5.0,
+    downscale_delay: Annotated[
+        float,
+        typer.Option("--downscale-delay", min=0, help="Autoscale: seconds of low load to shrink."),
+    ] = 60.0,
     num_cpus: Annotated[
         float, typer.Option("--cpus-per-replica", min=0.1, help="CPU cores each replica holds.")
     ] = 1.0,
@@ -223,12 +261,30 @@ def deploy(
     address: Address = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
-    """Run REPLICAS replicas of MODEL on the cluster (from the head; see `cluster status`)."""
+    """Run REPLICAS replicas of MODEL on the cluster (from the head; see `cluster status`).
+
+    With --min and --max the deployment scales itself on queue depth between the two."""
     from llmasos.distributed import cluster
 
     cluster.require_ray()
+    from llmasos.distributed.autoscale import AutoscalePolicy
     from llmasos.distributed.deploy import ReplicaResources
     from llmasos.distributed.deploy import deploy as deploy_model
+
+    policy = None
+    if min_replicas is not None or max_replicas is not None:
+        if min_replicas is None or max_replicas is None:
+            raise ClusterError("autoscaling needs both --min and --max")
+        if replicas == 0:
+            raise ClusterError("--replicas 0 removes the model: leave out --min and --max")
+        policy = AutoscalePolicy(
+            min_replicas,
+            max_replicas,
+            target=target,
+            upscale_delay=upscale_delay,
+            downscale_delay=downscale_delay,
+        )
+    count = replicas if replicas is not None else (min_replicas or 1)
 
     resources = ReplicaResources(
         num_cpus=num_cpus, memory=parse_size(memory) if memory else None, num_gpus=gpus
@@ -238,10 +294,11 @@ def deploy(
             state.settings,
             state.store,
             model,
-            replicas,
+            count,
             resources=resources,
             cache_dir=cache_dir,
             copy=copy,
+            autoscale=policy,
         )
     if as_json:
         print_json(reports)

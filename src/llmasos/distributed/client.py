@@ -21,18 +21,27 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import socket
+import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
 import ray
 import ray.exceptions
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from llmasos.config import Settings
-from llmasos.distributed.cluster import ClusterError, connect
-from llmasos.distributed.deploy import list_replicas
-from llmasos.distributed.replica import NAMESPACE, ReplicaError
+from llmasos.distributed.cluster import ClusterError, check_reachable, connect
+from llmasos.distributed.deploy import (
+    alive_replicas,
+    controller_name,
+    list_replicas,
+    recorded_deployments,
+    redeploy,
+)
+from llmasos.distributed.replica import NAMESPACE, ReplicaDraining, ReplicaError
 from llmasos.distributed.router import ClusterRouter, ReplicaState, prefix_key
 from llmasos.errors import RequestTimeoutError
 from llmasos.kernel.client import InProcessEngineClient
@@ -49,9 +58,15 @@ from llmasos.kernel.interface import (
 from llmasos.models import ModelStoreInterface
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REFRESH_SECONDS = 5.0
-"""How old the router's list of replicas may be before a request refreshes it."""
+"""How often the client re-reads the replicas and tells autoscalers its router queues."""
+RAY_CALL_TIMEOUT = 10.0
+"""The longest the client waits on one Ray control call (a head that died makes them hang)."""
+GCS_RECONNECT_SECONDS = str(7 * 24 * 3600)
+"""Ray ends a driver whose head stays unreachable for ``gcs_rpc_server_reconnect_timeout_s``
+(60 s by default); the API server must outlive its head, so it waits a week instead."""
 
 
 class ClusterMetrics:
@@ -87,6 +102,11 @@ class ClusterMetrics:
 
 class ReplicaLost(Exception):
     """The replica (or its node) failed under a request; the reason, for the log."""
+
+
+class ReplicaDrained(Exception):
+    """The replica is draining (being scaled down) and refused the request before running
+    it: send it to another one."""
 
 
 def continuation(
@@ -134,7 +154,11 @@ class ClusterEngineClient(EngineClientInterface):
         self.settings = settings
         self.store = store
         self.address = settings.cluster_address or "auto"
+        os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", GCS_RECONNECT_SECONDS)
         self._owns_connection = connect(self.address)
+        self.gcs_address: str = ray.get_runtime_context().gcs_address
+        self.down: str | None = None
+        """Why the cluster's models are unavailable (the head is gone); None when it is up."""
         self.router = router or ClusterRouter(max_queue=settings.max_queue)
         self.local = local or InProcessEngineClient(settings, store)
         self.metrics = ClusterMetrics(self.local.metrics_registry)
@@ -142,6 +166,10 @@ class ClusterEngineClient(EngineClientInterface):
         self._refreshed = 0.0
         self._refresh_lock = asyncio.Lock()
         self._attempts: dict[str, tuple[ReplicaState, str]] = {}
+        self.refresh_seconds = REFRESH_SECONDS
+        self.server_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._watcher: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
 
     @property
     def metrics_registry(self) -> CollectorRegistry:
@@ -153,24 +181,135 @@ class ClusterEngineClient(EngineClientInterface):
     async def warm_up(self, model: str | None = None) -> None:
         """Learn the deployed replicas; load ``model`` here only if it is not deployed."""
         await self.refresh(force=True)
+        self._watch()
         if await self._deployed(model) is None:
             await self.local.warm_up(model)
 
     # --- replicas --------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Start the background loop that keeps the replica list fresh (once)."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                await self.check()
+            except Exception:  # the next look may succeed; never end the loop
+                logger.exception("cluster: refreshing the replicas failed")
+
+    async def _ray(
+        self, call: Callable[..., T], *args: Any, timeout: float | None = RAY_CALL_TIMEOUT
+    ) -> T:
+        """A blocking Ray call in a daemon thread of its own, given up after ``timeout``.
+
+        Ray calls hang while the head is away, and a thread stuck in one must neither hold
+        a pool's worker nor keep the process from exiting (a pool's threads are joined at
+        exit), hence a daemon thread per call; the client makes a few calls per refresh."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if future.done():  # given up already
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def run() -> None:
+            try:
+                result, error = call(*args), None
+            except BaseException as raised:  # carried to the awaiting task
+                result, error = None, raised
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name="llmasos-ray", daemon=True).start()
+        return await asyncio.wait_for(future, timeout)
+
+    async def check(self) -> None:
+        """One look at the cluster: is the head there, did it restart, which replicas live."""
+        try:
+            await asyncio.to_thread(check_reachable, self.gcs_address)
+        except ClusterError:
+            self._lost(f"the cluster head at {self.gcs_address} does not answer")
+            return
+        if self.down is None:
+            try:
+                await self.refresh(force=True)
+            except ray.exceptions.AuthenticationError:  # WrongClusterID: a new head
+                self._lost(f"the cluster head at {self.gcs_address} restarted")
+            else:
+                await self._report_queues()
+                return
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    def _lost(self, reason: str) -> None:
+        """The head is gone: every cluster model fails fast, named, until it is back."""
+        if self.down is None:
+            logger.warning("cluster: %s; its models are unavailable", reason)
+        self.down = reason
+        for model in list(self.router.replicas):
+            self.router.set_replicas(model, [])
+            self._count_live(model)
+
+    async def _reconnect(self) -> None:
+        """Connect to the head again and redeploy the recorded deployments it lost (a
+        restarted head keeps no detached actor without GCS fault tolerance)."""
+        try:  # no time limit: redeploying loads models; the next look retries a failure
+            await self._ray(self._reconnect_now, timeout=None)
+            await self.refresh(force=True)
+        except Exception as error:  # the head is not ready yet: the next look tries again
+            logger.warning("cluster: reconnecting to %s failed: %s", self.gcs_address, error)
+            return
+        logger.warning("cluster: reconnected to %s", self.gcs_address)
+        self.down = None
+
+    def _reconnect_now(self) -> None:
+        ray.shutdown()
+        connect(self.gcs_address)
+        for model in recorded_deployments(self.settings):
+            if alive_replicas(model):
+                continue
+            logger.warning("cluster: redeploying %s as recorded", model)
+            try:
+                redeploy(self.settings, self.store, model)
+            except (ClusterError, ValueError) as error:  # another API server is on it
+                logger.warning("cluster: redeploying %s failed: %s", model, error)
+
+    def unavailable(self, model: str) -> ClusterError:
+        return ClusterError(
+            f"{model} is unavailable: {self.down}; its requests are served again once the "
+            "head is back"
+        )
+
+    async def _report_queues(self) -> None:
+        """Tell each autoscaled model's controller how many requests wait in our router."""
+        for model in self.router.models():
+            try:
+                controller: Any = await self._ray(ray.get_actor, controller_name(model), NAMESPACE)
+            except ValueError:  # a fixed-size deployment
+                continue
+            queue = self.router.queues.get(model)
+            controller.report.remote(self.server_id, len(queue) if queue else 0)
 
     async def refresh(self, *, force: bool = False) -> None:
         """Re-read the cluster's replicas (at most every `REFRESH_SECONDS` unless forced)."""
         async with self._refresh_lock:
             if not force and time.monotonic() - self._refreshed < REFRESH_SECONDS:
                 return
-            reports = await asyncio.to_thread(list_replicas)
+            reports = await self._ray(list_replicas)
             by_model: dict[str, list[dict[str, Any]]] = {}
             states: dict[str, list[ReplicaState]] = {}
             for report in reports:
                 if report.get("state") != "ready":
                     continue
                 by_model.setdefault(report["model"], []).append(report)
-                handle = await asyncio.to_thread(ray.get_actor, report["name"], NAMESPACE)
+                handle = await self._ray(ray.get_actor, report["name"], NAMESPACE)
                 states.setdefault(report["model"], []).append(
                     ReplicaState(
                         report["name"],
@@ -195,8 +334,18 @@ class ClusterEngineClient(EngineClientInterface):
         A model once seen deployed stays the cluster's: when its last replica is gone its
         requests fail with a clear error instead of quietly loading it on this machine."""
         name = self.store.resolve(model or self.settings.default_model).manifest.name
+        if self.down is not None:
+            if name in self.router.replicas or name in recorded_deployments(self.settings):
+                raise self.unavailable(name)
+            return None
         if name not in self.router.replicas:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except TimeoutError as error:
+                raise ClusterError(
+                    f"the cluster at {self.gcs_address} did not answer within "
+                    f"{RAY_CALL_TIMEOUT:g} s"
+                ) from error
         return name if name in self.router.replicas else None
 
     # --- generation ----------------------------------------------------------------------
@@ -205,6 +354,7 @@ class ClusterEngineClient(EngineClientInterface):
         return self._generate(request)
 
     async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
+        self._watch()
         model = await self._deployed(request.model)
         if model is None:
             async for output in self.local.generate(request):
@@ -257,6 +407,12 @@ class ClusterEngineClient(EngineClientInterface):
                     if output.finished:
                         return
                 raise ReplicaLost("the stream ended without a final delta")
+            except ReplicaDrained:
+                # scaled down under us before it ran anything: the same attempt, elsewhere
+                self.router.mark_unhealthy(model, replica.replica_id)
+                tried.append(replica.replica_id)
+                attempt = dataclasses.replace(attempt, request_id=new_request_id())
+                await self.refresh(force=True)
             except ReplicaLost as lost:
                 logger.warning(
                     "replica %s of %s lost mid-request %s (%s): failing over",
@@ -312,6 +468,9 @@ class ClusterEngineClient(EngineClientInterface):
                 if isinstance(item, ReplicaError):
                     finished = True
                     raise item.error
+                if isinstance(item, ReplicaDraining):
+                    finished = True
+                    raise ReplicaDrained(replica.replica_id)
                 finished = item.finished
                 yield item
                 if finished:
@@ -390,6 +549,22 @@ class ClusterEngineClient(EngineClientInterface):
 
     def resident_models(self) -> list[ResidentModel]:
         models = self.local.resident_models()
+        if self.down is not None:
+            for name in sorted(self.router.replicas):
+                models.append(
+                    ResidentModel(
+                        name=name,
+                        digest="",
+                        backend="cluster",
+                        processor=f"unavailable: {self.down}",
+                        size_bytes=0,
+                        context_length=0,
+                        expires_at=None,
+                        running=0,
+                        waiting=0,
+                    )
+                )
+            return models
         for name, reports in sorted(self.reports.items()):
             first = reports[0]
             models.append(
@@ -408,6 +583,11 @@ class ClusterEngineClient(EngineClientInterface):
         return models
 
     async def close(self) -> None:
+        for task in (self._watcher, self._reconnecting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.local.close()
         if self._owns_connection and ray.is_initialized():
             ray.shutdown()

@@ -203,6 +203,7 @@ class ClusterStatus:
     total: dict[str, float]
     available: dict[str, float]
     replicas: list[dict[str, Any]] = field(default_factory=list)
+    autoscaling: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -210,6 +211,7 @@ class ClusterStatus:
             "nodes": [node.__dict__ for node in self.nodes],
             "resources": {"total": self.total, "available": self.available},
             "replicas": self.replicas,
+            "autoscaling": self.autoscaling,
         }
 
 
@@ -220,7 +222,7 @@ def _plain(resources: dict[str, float]) -> dict[str, float]:
 
 def status(address: str | None) -> ClusterStatus:
     """The nodes, resources and LLMasOS replicas of the cluster at ``address``."""
-    from llmasos.distributed.deploy import list_replicas
+    from llmasos.distributed.deploy import list_controllers, list_replicas
 
     with connected(address) as ray:
         nodes = [
@@ -240,4 +242,5 @@ def status(address: str | None) -> ClusterStatus:
             total=_plain(ray.cluster_resources()),
             available=_plain(ray.available_resources()),
             replicas=list_replicas(),
+            autoscaling=list_controllers(),
         )

@@ -54,6 +54,14 @@ class ReplicaError:
     error: LLMasOSError
 
 
+@dataclass(frozen=True)
+class ReplicaDraining:
+    """The only item of a request a draining replica refused: the caller sends it elsewhere
+    (nothing ran, so nothing is lost or repeated)."""
+
+    replica: str
+
+
 @ray.remote
 class BlobSource:
     """Chunks of the head's model files, by digest (only those a deployment registered)."""
@@ -94,6 +102,9 @@ class ModelReplica:
         self.engine: Any = None
         self.fetched = ""
         self.path = ""
+        self.draining = False
+        self.active = 0
+        """`generate` calls in progress (a draining replica ends when this reaches 0)."""
 
     async def start(self) -> dict[str, Any]:
         """Fetch and verify the weights, load the model; what and where, for the caller."""
@@ -138,16 +149,31 @@ class ModelReplica:
             "waiting": waiting,
             "context_length": self.settings.context_length,
             "size_bytes": self.manifest.size,
+            "loaded": self.engine is not None,
+            "draining": self.draining,
+            "active": self.active,
         }
+
+    def drain(self, on: bool = True) -> int:
+        """Take no new request from now on (``on=False``: take them again); the requests
+        still running, which finish."""
+        self.draining = on
+        return self.active
 
     async def generate(
         self, request: GenerateRequest
-    ) -> AsyncIterator[GenerateOutput | ReplicaError]:
+    ) -> AsyncIterator[GenerateOutput | ReplicaError | ReplicaDraining]:
+        if self.draining:
+            yield ReplicaDraining(self.manifest.name)
+            return
+        self.active += 1
         try:
             async for output in self.engine.generate(request):
                 yield output
         except LLMasOSError as error:
             yield ReplicaError(error)
+        finally:
+            self.active -= 1
 
     async def abort(self, request_id: str) -> None:
         await self.engine.abort(request_id)
