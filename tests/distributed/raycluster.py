@@ -19,6 +19,8 @@ import psutil
 import pytest
 import ray
 
+from llmasos.distributed.cluster import ClusterError, connect
+
 FAST_FAILURE_DETECTION = {
     # the GCS declares a silent node dead after ~1.5 s instead of ~30 s
     "RAY_health_check_initial_delay_ms": "1000",
@@ -82,3 +84,17 @@ def wait_nodes(count: int, nodes: list[Node], timeout: float = 120) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"the cluster did not reach {count} nodes")
         time.sleep(0.5)
+
+
+def connect_when_up(address: str, head: Node, timeout: float = 60) -> None:
+    """Connect this process to the head at ``address`` once it answers; fail the test with
+    the head's log if it exits or does not answer within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connect(address)
+            return
+        except ClusterError:
+            if head.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the head did not start: {head.log.read_text()[-2000:]}")
+            time.sleep(0.5)

@@ -27,7 +27,7 @@ import ray
 from llmasos.config import Settings
 from llmasos.distributed.autoscale import AutoscalePolicy
 from llmasos.distributed.client import ClusterEngineClient
-from llmasos.distributed.cluster import ClusterError, connect, local_ip
+from llmasos.distributed.cluster import local_ip
 from llmasos.distributed.cluster import status as cluster_status
 from llmasos.distributed.deploy import (
     ReplicaResources,
@@ -42,7 +42,7 @@ from llmasos.net import free_port
 from llmasos.server.app import create_app
 from llmasos.server.main import engine_client
 from llmasos.types import SamplingParams
-from tests.distributed.raycluster import Cluster, start_node, wait_nodes
+from tests.distributed.raycluster import Cluster, connect_when_up, start_node, wait_nodes
 from tests.server.conftest import ServerThread
 
 pytestmark = pytest.mark.model
@@ -65,15 +65,7 @@ def cluster() -> Iterator[Cluster]:
     head = start_node(_head_args(port), root, "head")
     cluster_state = Cluster(address, head, [], root)  # a test may replace its head
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                connect(address)
-                break
-            except ClusterError:
-                if head.process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the head did not start: {head.log.read_text()[-2000:]}")
-                time.sleep(0.5)
+        connect_when_up(address, head)
         wait_nodes(1, [head])
         yield cluster_state
     finally:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from llmasos.cli.main import app
 from llmasos.cli.root import state
 from llmasos.config import Settings
 from llmasos.distributed.client import ClusterEngineClient
-from llmasos.distributed.cluster import ClusterError, connect, local_ip
+from llmasos.distributed.cluster import ClusterError, local_ip
 from llmasos.distributed.deploy import ReplicaResources, deploy
 from llmasos.kernel.interface import GenerateRequest
 from llmasos.models.store import ModelStore
@@ -40,7 +39,7 @@ from llmasos.net import free_port
 from llmasos.server.app import create_app
 from llmasos.server.main import engine_client
 from llmasos.types import SamplingParams
-from tests.distributed.raycluster import Cluster, start_node, wait_nodes
+from tests.distributed.raycluster import Cluster, connect_when_up, start_node, wait_nodes
 from tests.server.conftest import ServerThread
 
 pytestmark = pytest.mark.model
@@ -55,15 +54,7 @@ def cluster() -> Iterator[Cluster]:
     head = start_node(["start", "--head", "--port", str(port), "--num-cpus", "0"], root, "head")
     nodes = [head]
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                connect(address)
-                break
-            except ClusterError:
-                if head.process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the head did not start: {head.log.read_text()[-2000:]}")
-                time.sleep(0.5)
+        connect_when_up(address, head)
         for index in range(2):
             nodes.append(
                 start_node(

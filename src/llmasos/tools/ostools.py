@@ -34,6 +34,13 @@ from llmasos.tools.interface import (
 
 GROUP = "os"
 _NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+_APP_NAME: dict[str, Any] = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}},
+    "required": ["name"],
+    "additionalProperties": False,
+}
+"""The arguments of the app actions: an app's name."""
 
 
 def _introspection(name: str, description: str, permission: str) -> ToolSpec:
@@ -199,12 +206,7 @@ class AppLaunch(Tool):
     spec = ToolSpec(
         name="app_launch",
         description="Start an installed app (by its name, as os_apps lists it).",
-        parameters={
-            "type": "object",
-            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}},
-            "required": ["name"],
-            "additionalProperties": False,
-        },
+        parameters=_APP_NAME,
         permission="admin",
         side_effect=True,
         group=GROUP,
@@ -336,12 +338,7 @@ class AppInstall(Tool):
             "Install one of the built-in apps (assistant, summarizer, translator, tutor, "
             "writer) by name; os_apps lists what is installed."
         ),
-        parameters={
-            "type": "object",
-            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}},
-            "required": ["name"],
-            "additionalProperties": False,
-        },
+        parameters=_APP_NAME,
         permission="admin",
         side_effect=True,
         group=GROUP,
