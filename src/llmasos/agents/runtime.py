@@ -488,18 +488,13 @@ class _Run:
             # reads. Anything else means the output was cut off (a small model can ramble
             # inside an argument string): not an answer.
             content, calls = parse_tool_output_lenient(text, self.plan)
-        if (
-            not calls
-            and self.plan is not None
-            and self.plan.structured is not None
-            and (self.plan.mode == "required")
-        ):
-            raise TaskEnded(
-                TaskStatus.FAILED,
-                f"the model's tool call was cut off after {completion_tokens} tokens and "
-                "cannot be run; ask again, or with a larger model",
-                "invalid_tool_call",
-            )
+            if not calls:
+                raise TaskEnded(
+                    TaskStatus.FAILED,
+                    f"the model's tool call was cut off after {completion_tokens} tokens and "
+                    "cannot be run; ask again, or with a larger model",
+                    "invalid_tool_call",
+                )
         if not calls:
             answer = (content or text).strip()
             step = StepRecord(
