@@ -15,11 +15,14 @@ import ollama
 import openai
 import pytest
 
+from llmasos.access.keys import KeyManager
+from llmasos.access.users import UserManager
 from llmasos.bench.speech import words_of
 from llmasos.config import Settings
 from llmasos.models.store import ModelStore
 from llmasos.perception.media import decode_audio, sniff
 from llmasos.server.app import create_app
+from llmasos.storage import open_database
 from tests.perception.media_fixtures import (
     espeak_wav,
     flac_claiming,
@@ -358,3 +361,28 @@ def test_multipart_body_size_limit_still_applies(tmp_path: Path) -> None:
             data={"model": "whisper-1"},
         )
     assert response.status_code == 413
+
+
+@needs_whisper
+def test_a_keys_model_allow_list_applies_to_speech_models(tmp_path: Path) -> None:
+    config = Settings(home=tmp_path, auth=True)
+    database = open_database(config)
+    UserManager(database).create("alice", role="user")
+    keys = KeyManager(database)
+    chat_only = keys.create("alice", "chat", models=["smollm2"]).secret
+    whisper_too = keys.create("alice", "speech", models=["smollm2", "whisper:*"]).secret
+    app = create_app(config, FakeEngineClient(), ModelStore.open(config), keys=keys)
+    wav = espeak_wav("Good morning.")
+    with ServerThread(app) as url:
+        refused = openai.OpenAI(base_url=f"{url}/v1", api_key=chat_only, max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError, match="may not use the model 'whisper"):
+            refused.audio.transcriptions.create(model="whisper:tiny.en", file=("a.wav", wav))
+        with pytest.raises(openai.PermissionDeniedError, match=r"whisper:tiny\.en"):
+            refused.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav))
+        # pocketsphinx runs no store model: nothing to allow-list
+        heard = refused.audio.transcriptions.create(model="pocketsphinx", file=("a.wav", wav))
+        assert heard.text.strip()
+        allowed = openai.OpenAI(base_url=f"{url}/v1", api_key=whisper_too, max_retries=0)
+        text = allowed.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav)).text
+        assert "morning" in text.lower()
+    database.close()

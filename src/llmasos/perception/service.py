@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,9 +214,17 @@ class PerceptionService:
         language: str | None = None,
         prompt: str | None = None,
         task: str = "transcribe",
+        allow: Callable[[str], None] | None = None,
     ) -> Transcript:
-        """Decode and recognize an audio file's bytes (``task`` ``translate``: into English)."""
+        """Decode and recognize an audio file's bytes (``task`` ``translate``: into English).
+
+        ``allow`` is called with the store name of the model that will run, when the engine
+        runs a store model (a whisper), and raises to refuse it: a key's model allow-list
+        applies to speech models as it does to chat models. Engines without weights in the
+        store (pocketsphinx) are not store models and are not checked."""
         engine = await asyncio.to_thread(self.speech_engine, model)
+        if allow is not None and getattr(engine, "model_format", ""):
+            allow(engine.name)
         engine.check_language(language, task=task)  # before decoding: fail fast
         limit = self.limits.max_audio_seconds
         pcm = await self.jobs.run(tenant, lambda: decode_audio(audio, max_seconds=limit))

@@ -12,7 +12,7 @@ from llmasos.perception.service import PerceptionService
 from llmasos.perception.subtitles import srt, vtt
 from llmasos.server.audio.protocol import SpeechRequest, TranscriptionForm, VoiceList, VoiceOut
 from llmasos.server.audio.serving import encoded, speech_events, usage, verbose
-from llmasos.server.context import tenant_for
+from llmasos.server.context import current_principal, tenant_for
 from llmasos.server.streaming import StreamingBody
 from llmasos.server.uploads import read_upload
 
@@ -44,6 +44,7 @@ def audio_router(perception: PerceptionService) -> APIRouter:
 
     async def transcribe(request: Request, task: str) -> Response:
         audio, form = await read_upload(request, TranscriptionForm)
+        principal = current_principal()  # the auth layer does not read multipart bodies
         transcript = await perception.transcribe(
             audio,
             tenant=tenant_for(form.user),
@@ -53,6 +54,7 @@ def audio_router(perception: PerceptionService) -> APIRouter:
             language=form.language,
             prompt=form.prompt,
             task=task,
+            allow=None if principal is None else lambda name: principal.require(model=name),
         )
         kind = form.response_format
         if kind == "text":
