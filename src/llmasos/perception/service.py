@@ -223,7 +223,8 @@ class PerceptionService:
         applies to speech models as it does to chat models. Engines without weights in the
         store (pocketsphinx) are not store models and are not checked."""
         engine = await asyncio.to_thread(self.speech_engine, model)
-        if allow is not None and getattr(engine, "model_format", ""):
+        runs_store_model = bool(getattr(engine, "model_format", ""))
+        if allow is not None and runs_store_model:
             allow(engine.name)
         engine.check_language(language, task=task)  # before decoding: fail fast
         limit = self.limits.max_audio_seconds
