@@ -11,6 +11,7 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 OUT="${OUT:-/tmp/cluster-bench}"
 RAY_PORT="${RAY_PORT:-6390}"   # below Ray's worker port range (10002-19999)
 export LLMASOS_HOME="${LLMASOS_HOME:-$(mktemp -d /tmp/llmasos-bench-XXXXXX)}"
+export LLMASOS_AUTO_TUNE=false   # no first-start tune in the background of the measured server
 mkdir -p "$OUT"
 BENCH=(--concurrency 8 --num-prompts 16 --input-len 128 --output-len 128 --ignore-eos)
 health() { for _ in $(seq 180); do curl -sf "http://127.0.0.1:$1/health" >/dev/null && return 0; sleep 1; done; return 1; }

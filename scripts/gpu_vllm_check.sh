@@ -87,6 +87,7 @@ done
 
 echo "starting LLMasOS in front of it (port $API_PORT, temporary home) ..."
 export LLMASOS_HOME="$WORK/home"
+export LLMASOS_AUTO_TUNE=false   # no first-start tune of the GGUF model during the measurements
 "$PY" -m llmasos remote add vllm-gpu "http://127.0.0.1:$VLLM_PORT/v1" --model "$NAME" \
     --max-concurrency 64
 setsid "$PY" -m llmasos serve --host 127.0.0.1 --port "$API_PORT" > "$OUT/llmasos.log" 2>&1 &

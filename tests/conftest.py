@@ -30,6 +30,11 @@ import pytest
 
 from llmasos.net import free_port
 
+# A server a test starts must not begin tuning its default model when it has been idle for a
+# while (`llmasos.toolchain.autotune`): that job would take the cores from the tests. The
+# auto-tune tests turn it on in their own settings.
+os.environ.setdefault("LLMASOS_AUTO_TUNE", "false")
+
 _PG_TOOLS = ("initdb", "pg_ctl")
 
 

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
             "where it is installed, torch never does."
         ),
     )
+    auto_tune: bool = Field(
+        True,
+        description=(
+            "The first time the server runs on a machine, find the default model's fastest "
+            "weight format in the background when the server is idle (llmasos tune, as a job)."
+        ),
+    )
     threads: int = Field(0, ge=0, description="CPU threads per model; 0 means all cores.")
     context_length: int = Field(
         4096, ge=256, description="Context window per sequence, in tokens (Ollama's num_ctx)."

@@ -179,7 +179,8 @@ def llmasos_server(
     cleanup = None
     if home is None:
         home = cleanup = Path(tempfile.mkdtemp(prefix="llmasos-bench-home-"))
-    env = {**os.environ, "LLMASOS_HOME": str(home)}
+    # no first-start tune in the background of a server being measured
+    env = {**os.environ, "LLMASOS_HOME": str(home), "LLMASOS_AUTO_TUNE": "false"}
     command = [sys.executable, "-m", "llmasos", "serve", "--port", str(port)]
     if threads:
         command += ["--threads", str(threads)]

@@ -23,6 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from llmasos.cli.jobs import BACKGROUND_HELP, start_in_background
 from llmasos.cli.output import JSON_OPTION_HELP, Column, print_json, print_table, table
 from llmasos.cli.root import app, audited, console, state
 from llmasos.errors import InvalidRequestError, ModelfileError
@@ -423,6 +424,7 @@ def tune(
         typer.Option("--no-imatrix", help="Derive low-bit candidates without importance matrix."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+    background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
 ) -> None:
     """Serve a GGUF model in the weight format this machine runs fastest.
 
@@ -433,7 +435,9 @@ def tune(
     public-domain text and the France question next to the current version, and serves the
     one that answers a typical request (256 prompt tokens, 128 answer tokens) soonest among
     those whose perplexity is within 3%, from now on, on this machine only. The model's
-    current version stays what it was; NAME@ID loads any version.
+    current version stays what it was; NAME@ID loads any version. The server does this by
+    itself for its default model, in the background, the first time it runs on a machine
+    (the auto_tune setting); --reset keeps the model as it is, also from then on.
 
     JSON fields: model, machine, batch, tokens, threads, chosen, imatrix (calibration,
     tokens, chunks, tensors, seconds), results (format, digest, size_bytes, reference,
@@ -441,12 +445,17 @@ def tune(
     answer, says_paris, eligible, why_not, imatrix).
     """
     if reset:
-        forgotten = state.store.forget_tuning(name)
+        from llmasos.toolchain.tune import keep_as_it_is
+
+        was = state.store.tuning_choice(name)
+        keep_as_it_is(state.store, name)
         console.print(
             f"'{state.store.canonical_name(name)}' is served as it is"
-            + ("" if forgotten else " (it was not tuned)"),
+            + ("" if was is not None and was.digest != was.source else " (it was not tuned)"),
             highlight=False,
         )
+        return
+    if start_in_background(background):
         return
     if imatrix is not None and no_imatrix:
         raise InvalidRequestError("--imatrix and --no-imatrix exclude each other")

@@ -207,6 +207,11 @@ class ModelRepository:
         for version in self._versions(model, current):
             if version.digest == choice.digest:
                 return version
+        # tuned under another tag of the same manifest (`tune smollm2:135m`, then `smollm2`)
+        stem = choice.digest.removeprefix("sha256:")
+        for path in sorted(self._version_dir(model).parent.glob(f"*/{stem}")):
+            if path.is_file():
+                return self._read(path)
         return current  # the chosen version was removed: serve what the user has
 
     @property

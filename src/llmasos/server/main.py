@@ -32,6 +32,7 @@ from llmasos.server.context import install_request_id_logging
 from llmasos.server.os_system import ServerOperatingSystem
 from llmasos.storage import ContentCipher, load_master_key, open_database
 from llmasos.storage.rotation import check_master_key
+from llmasos.toolchain.autotune import tune_when_idle
 from llmasos.tools import ToolSystem
 from llmasos.tools.personal import personal_of
 from llmasos.workflows.system import open_workflows
@@ -163,8 +164,18 @@ def serve(
         except LLMasOSError as error:
             logger.warning("default model %s not loaded: %s", settings.default_model, error)
 
+    def busy() -> bool:
+        return any(m.running or m.waiting for m in engine.resident_models())
+
     async def run() -> None:
         warming = asyncio.create_task(warm_up())
+        # the first start on a machine tunes the default model's format (on a cluster, the
+        # model runs on the nodes)
+        tuning = (
+            None
+            if settings.cluster_address
+            else asyncio.create_task(tune_when_idle(settings, store, busy))
+        )
         resumed = await knowledge.worker.resume()
         await asyncio.to_thread(knowledge.graph.mark_interrupted)
         if resumed:
@@ -180,6 +191,8 @@ def serve(
             await server.serve()
         finally:
             warming.cancel()
+            if tuning is not None:
+                tuning.cancel()
             await agents.close()  # running tasks stay "running" and resume at the next start
             await workflows.close()
             await knowledge.worker.close()

@@ -1,4 +1,5 @@
-"""Background toolchain jobs: ``llmasos finetune|distill|prune|quantize|eval ... --background``.
+"""Background toolchain jobs: ``llmasos finetune|distill|prune|quantize|eval|tune ...
+--background``.
 
 The toolchain runs without a server (the server's tasks are agent runs inside it, and need
 one), so its jobs are local processes recorded under ``$LLMASOS_HOME/jobs/<id>/``:
@@ -48,7 +49,7 @@ from llmasos.errors import InvalidRequestError, NotFoundError
 from llmasos.kernel.ledger import MemoryHolder, MemoryLedger, process_alive, resident_bytes
 from llmasos.kernel.residency import total_memory_bytes
 
-COMMANDS = ("finetune", "distill", "prune", "quantize", "eval")
+COMMANDS = ("finetune", "distill", "prune", "quantize", "eval", "tune")
 NICENESS = 10
 CANCEL_GRACE = 30.0
 RESEND_AFTER = 10.0
@@ -136,6 +137,9 @@ def estimate_memory(command: list[str], home: Path) -> int:
         return TORCH_BYTES + 4 * parameters
     if verb == "quantize":  # the source, a de-quantized F16 copy, the result, a perplexity
         return PYTHON_BYTES + 2 * size + 2 * parameters
+    if verb == "tune":  # every version loaded side by side (F16 at most 2 bytes a weight)
+        candidates = command.count("--format") or 2  # tune's two default candidates
+        return PYTHON_BYTES + size + candidates * 2 * parameters + (candidates + 1) * 64 * MiB
     if verb == "finetune":
         full = _option(command, "--method") == "full"
         return TORCH_BYTES + (16 if full else 5) * parameters

@@ -358,3 +358,19 @@ def _choose(report: TuneReport) -> None:
             result.why_not = "does not answer Paris"
     eligible = [r for r in report.results if r.eligible]
     report.chosen = min(eligible, key=lambda r: r.seconds_per_request).format
+
+
+def keep_as_it_is(store: ModelStoreInterface, name: str) -> None:
+    """Serve ``name``'s current version on this machine from now on (``tune --reset``): a
+    choice of the version itself, so the server's first-start tune (`autotune`) leaves the
+    model alone too."""
+    current = store.manifest(name)
+    store.record_tuning(
+        TuningChoice(
+            source=current.digest,
+            digest=current.digest,
+            format=(current.quantization or "?").upper(),
+            measured={},
+            tuned_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+    )
