@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmasos.bench.campaign import CampaignPlan
 from llmasos.bench.metrics import (
     SLO,
     Distribution,
@@ -23,7 +24,14 @@ from llmasos.bench.metrics import (
     summarize,
     throughput_timeline,
 )
-from llmasos.bench.serve import LoadConfig, Target, arrival_delays, request_body, stream_chat
+from llmasos.bench.serve import (
+    STRUCTURED,
+    LoadConfig,
+    Target,
+    arrival_delays,
+    request_body,
+    stream_chat,
+)
 from llmasos.bench.workloads import WORDS, BenchRequest, build_workload, chat_workload
 from llmasos.errors import InvalidRequestError
 from llmasos.net import free_port
@@ -215,6 +223,16 @@ def test_ignore_eos_asks_for_exact_lengths() -> None:
     assert Target("t", "http://h:1/v1/").chat_url == "http://h:1/v1/chat/completions"
 
 
+def test_structured_runs_ask_for_the_schema_and_end_where_it_ends() -> None:
+    body = request_body(Target("t", "http://h"), REQUEST, LoadConfig(response_format=STRUCTURED))
+    assert body["response_format"]["type"] == "json_schema" and "ignore_eos" not in body
+    with pytest.raises(InvalidRequestError, match="drop --ignore-eos"):
+        LoadConfig(response_format=STRUCTURED, ignore_eos=True).check()
+    plan = CampaignPlan(config=LoadConfig(response_format=STRUCTURED), peers=["raw-loop"])
+    with pytest.raises(InvalidRequestError, match="without a grammar"):
+        plan.check()
+
+
 # -- end to end ----------------------------------------------------------------------------
 
 
@@ -237,21 +255,25 @@ def test_bench_serve_end_to_end(tmp_path: Path) -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+
+        def bench(out_json: Path, *options: str) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run(
+                [
+                    *(sys.executable, "-m", "llmasos", "bench", "serve", *options),
+                    *("--base-url", f"http://127.0.0.1:{port}", "--json", str(out_json)),
+                    *("--num-prompts", "4", "--concurrency", "2", "--input-len", "32"),
+                    *("--output-len", "8"),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            return done
+
         out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
-        done = subprocess.run(
-            [
-                *(sys.executable, "-m", "llmasos", "bench", "serve"),
-                *("--base-url", f"http://127.0.0.1:{port}"),
-                *("--num-prompts", "4", "--concurrency", "2", "--input-len", "32"),
-                *("--output-len", "8", "--json", str(out_json), "--plot", str(out_png)),
-                *("--peer", "raw-loop", "--threads", "1"),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
+        done = bench(out_json, "--plot", str(out_png), "--peer", "raw-loop", "--threads", "1")
         document = json.loads(out_json.read_text())
         run, raw = document["runs"]
         assert (run["completed"], run["failed"]) == (4, 0)
@@ -265,6 +287,13 @@ def test_bench_serve_end_to_end(tmp_path: Path) -> None:
         assert document["comparison"]["llmasos_percent_of_raw_loop"] > 0
         assert "of raw-loop" in done.stdout
         assert out_png.stat().st_size > 10_000
+        # The same requests under a JSON schema: every one completes, counted the same way.
+        structured_json = tmp_path / "structured.json"
+        bench(structured_json, "--structured")
+        (structured,) = json.loads(structured_json.read_text())["runs"]
+        assert (structured["completed"], structured["failed"]) == (4, 0)
+        assert structured["total_output_tokens"] > 0
+        assert json.loads(structured_json.read_text())["config"]["response_format"] == STRUCTURED
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(60)

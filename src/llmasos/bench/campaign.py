@@ -97,6 +97,10 @@ class CampaignPlan:
                 )
         if RAW_LOOP in self.peers:
             check_raw_loop_options(scenario=self.scenario, request_rate=self.config.request_rate)
+            if self.config.response_format is not None:
+                raise InvalidRequestError(
+                    "--peer raw-loop samples without a grammar; it cannot run --structured"
+                )
         self.config.check()
 
 

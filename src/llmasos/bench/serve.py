@@ -46,6 +46,22 @@ class Target:
         return f"{base}/chat/completions"
 
 
+STRUCTURED: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "notes",
+        "schema": {
+            "type": "object",
+            "properties": {"notes": {"type": "array", "items": {"type": "string"}}},
+            "required": ["notes"],
+            "additionalProperties": False,
+        },
+    },
+}
+"""``bench serve --structured``: an open-ended list of strings, so a reply runs to
+``max_tokens`` about as often as an unconstrained one, with every token under the grammar."""
+
+
 @dataclass(frozen=True)
 class LoadConfig:
     """How to send a workload."""
@@ -61,6 +77,8 @@ class LoadConfig:
     """Ask for exactly ``max_tokens`` (``ignore_eos`` and ``min_tokens``, vLLM extensions)."""
     timeout_s: float = 600.0
     """Per-request limit; a request past it counts as failed."""
+    response_format: dict[str, Any] | None = None
+    """Sent with every request: structured output (`STRUCTURED`) when set."""
 
     def check(self) -> None:
         if self.concurrency < 0:
@@ -69,6 +87,10 @@ class LoadConfig:
             raise InvalidRequestError("--request-rate must be > 0 (or inf)")
         if not self.timeout_s > 0:
             raise InvalidRequestError("the request timeout must be > 0")
+        if self.response_format is not None and self.ignore_eos:
+            raise InvalidRequestError(
+                "--structured ends where the schema's JSON ends: drop --ignore-eos"
+            )
 
 
 def request_body(target: Target, request: BenchRequest, config: LoadConfig) -> dict[str, Any]:
@@ -86,6 +108,8 @@ def request_body(target: Target, request: BenchRequest, config: LoadConfig) -> d
     if config.ignore_eos:
         body["ignore_eos"] = True
         body["min_tokens"] = request.max_tokens
+    if config.response_format is not None:
+        body["response_format"] = config.response_format
     if request.user:
         body["user"] = request.user
     body.update(request.extra)

@@ -223,6 +223,13 @@ def serve_bench(
     ignore_eos: Annotated[
         bool, typer.Option(help="Ask for exactly max_tokens (ignore_eos + min_tokens).")
     ] = False,
+    structured: Annotated[
+        bool,
+        typer.Option(
+            help="Structured output: every request asks for JSON of a fixed schema "
+            "(response_format json_schema), to compare with a run without it."
+        ),
+    ] = False,
     slo_ttft: Annotated[
         float | None, typer.Option(help="Goodput SLO: TTFT at most this many ms.")
     ] = None,
@@ -264,7 +271,7 @@ def serve_bench(
     """Serving benchmark (TTFT, TPOT, ITL, goodput) against OpenAI-compatible servers."""
     from llmasos.bench.campaign import CampaignPlan, run_campaign
     from llmasos.bench.metrics import SLO
-    from llmasos.bench.serve import LoadConfig
+    from llmasos.bench.serve import STRUCTURED, LoadConfig
 
     plan = CampaignPlan(
         base_url=base_url,
@@ -280,6 +287,7 @@ def serve_bench(
             temperature=temperature,
             ignore_eos=ignore_eos,
             timeout_s=timeout,
+            response_format=STRUCTURED if structured else None,
         ),
         slo=SLO(ttft_ms=slo_ttft, tpot_ms=slo_tpot),
         peers=list(peer or []),
