@@ -52,14 +52,15 @@ STRUCTURED: dict[str, Any] = {
         "name": "notes",
         "schema": {
             "type": "object",
-            "properties": {"notes": {"type": "array", "items": {"type": "string"}}},
+            "properties": {"notes": {"type": "array", "items": {"type": "string"}, "minItems": 32}},
             "required": ["notes"],
             "additionalProperties": False,
         },
     },
 }
-"""``bench serve --structured``: an open-ended list of strings, so a reply runs to
-``max_tokens`` about as often as an unconstrained one, with every token under the grammar."""
+"""``bench serve --structured``: a list of at least 32 strings, so a reply runs to
+``max_tokens`` (128 or so) as an unconstrained one does, every token under the grammar; without
+the lower bound a small model closes the list after a few items."""
 
 
 @dataclass(frozen=True)
