@@ -62,6 +62,19 @@ class SequenceWork:
 
 
 @dataclass(frozen=True)
+class ImagePrompt:
+    """A chat prompt with images, as a backend that sees them encodes it
+    (`BackendInterface.encode_images`)."""
+
+    tokens: list[int]
+    """The whole prompt, each image expanded into the placeholder tokens standing for it."""
+    media: object
+    """The backend's own prepared pixel inputs; given back to `add_image_sequence`."""
+    image_tokens: int
+    """How many of ``tokens`` stand for images."""
+
+
+@dataclass(frozen=True)
 class TokenLogprob:
     token: int
     logprob: float
@@ -149,6 +162,32 @@ class BackendInterface(ABC):
         tools: Sequence[dict[str, Any]] | None = None,
     ) -> str:
         """Render messages with the model's chat template (or the override in LoadSpec)."""
+
+    # --- images ------------------------------------------------------------------------
+
+    @property
+    def accepts_images(self) -> bool:
+        """True for a vision-language model: chat messages may hold image parts."""
+        return False
+
+    def encode_images(self, prompt: str, images: Sequence[bytes]) -> ImagePrompt:
+        """Tokenize ``prompt`` (rendered by `render_chat`, one image placeholder per image,
+        in order) with ``images`` (encoded image files). Thread-safe: the kernel calls it off
+        the engine loop."""
+        raise UnsupportedError(f"the {self.name} backend does not take images")
+
+    def add_image_sequence(
+        self,
+        seq_id: int,
+        params: SamplingParams,
+        tokens: Sequence[int],
+        media: object,
+        *,
+        generated: Sequence[int] = (),
+    ) -> int:
+        """`add_sequence` for a prompt from `encode_images`: the image placeholders are fed
+        the images' features when the prefill reaches them."""
+        raise UnsupportedError(f"the {self.name} backend does not take images")
 
     # --- sequences and steps -----------------------------------------------------------
 

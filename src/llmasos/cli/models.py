@@ -190,6 +190,7 @@ def _print_summary(manifest: Manifest) -> None:
             ("name", manifest.name),
             ("id", manifest.short_id),
             ("format", f"{manifest.format} ({manifest.kind})"),
+            ("capabilities", ", ".join(manifest.capabilities) or "text only"),
             ("architecture", manifest.family or "unknown"),
             ("parameters", human_count(manifest.parameter_count)),
             ("quantization", manifest.quantization or "unknown"),

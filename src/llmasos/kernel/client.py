@@ -34,6 +34,7 @@ from llmasos.kernel.interface import (
     PromptCount,
     ResidentModel,
 )
+from llmasos.kernel.media import split_images
 from llmasos.kernel.metrics import KernelMetrics
 from llmasos.kernel.request import Request, RequestDelta
 from llmasos.kernel.residency import ModelInstance, ModelManager
@@ -123,8 +124,7 @@ class InProcessEngineClient(EngineClientInterface):
         finished = False
         try:
             assert model.engine is not None
-            prompt = self._render(model, request)
-            tokens = model.backend.tokenize(prompt, add_special=True)
+            prompt, tokens, media = await self._encode(model, request)
             sampling = request.sampling
             if request.apply_model_defaults:
                 sampling = apply_model_defaults(sampling, manifest, request.explicit)
@@ -146,6 +146,7 @@ class InProcessEngineClient(EngineClientInterface):
                 priority=request.priority,
                 deadline=time.monotonic() + timeout,
                 emit=lambda delta: loop.call_soon_threadsafe(queue.put_nowait, delta),
+                media=media,
             )
             self._engines_by_request[request.request_id] = model
             model.engine.submit(kernel_request)
@@ -181,13 +182,35 @@ class InProcessEngineClient(EngineClientInterface):
             return None
         return cap
 
+    async def _encode(
+        self, model: ModelInstance, request: GenerateRequest
+    ) -> tuple[str, list[int], object | None]:
+        """The rendered prompt, its tokens, and the backend's pixel inputs for its images
+        (None without images). Image placeholders count as prompt tokens."""
+        prompt, images = self._render_with_images(model, request)
+        if not images:
+            return prompt, model.backend.tokenize(prompt, add_special=True), None
+        backend = model.backend
+        encoded = await asyncio.to_thread(backend.encode_images, prompt, images)
+        return prompt, encoded.tokens, encoded.media
+
     def _render(self, model: ModelInstance, request: GenerateRequest) -> str:
+        prompt, images = self._render_with_images(model, request)
+        if images:
+            raise UnsupportedError(
+                "this call takes text only; send the images in a chat request", param="messages"
+            )
+        return prompt
+
+    def _render_with_images(
+        self, model: ModelInstance, request: GenerateRequest
+    ) -> tuple[str, list[bytes]]:
         manifest = model.resolved.manifest
         if request.messages is not None:
             messages: list[ChatMessage] = list(request.messages)
         elif request.prompt is not None:
             if request.raw:
-                return request.prompt
+                return request.prompt, []
             messages = [{"role": "user", "content": request.prompt}]
         else:
             raise InvalidRequestError("a request needs a prompt or messages", param="messages")
@@ -199,7 +222,14 @@ class InProcessEngineClient(EngineClientInterface):
         if system and not has_system:
             prefix.append({"role": "system", "content": system})
         prefix.extend(dict(m) for m in manifest.messages)
-        return model.backend.render_chat(prefix + messages, tools=request.tools)
+        messages, images = split_images(messages)
+        if images and not model.backend.accepts_images:
+            raise UnsupportedError(
+                f"{model.name} cannot see images (it has no vision projector); send them to "
+                "a vision-language model, or through the server's OCR path",
+                param="messages",
+            )
+        return model.backend.render_chat(prefix + messages, tools=request.tools), images
 
     def _admit(self, model: ModelInstance, tokens: list[int], sampling: SamplingParams) -> int:
         """Context-window and queue checks; returns the output-token allowance."""
@@ -299,7 +329,7 @@ class InProcessEngineClient(EngineClientInterface):
             resolved, request.keep_alive, self.settings.request_timeout
         )
         try:
-            tokens = loaded.backend.tokenize(self._render(loaded, request), add_special=True)
+            _, tokens, _ = await self._encode(loaded, request)
             return PromptCount(loaded.name, len(tokens), loaded.backend.context_length)
         finally:
             self.models.release(loaded, request.keep_alive)

@@ -60,12 +60,21 @@ class BackendKVCache(KVCacheInterface):
         return sum(r.num_computed_tokens for r in self.live.values())
 
     def allocate(self, request: Request) -> int:
-        cached = self.backend.add_sequence(
-            request.seq_id,
-            request.sampling,
-            request.all_tokens,
-            generated=request.output_tokens,
-        )
+        if request.media is not None:
+            cached = self.backend.add_image_sequence(
+                request.seq_id,
+                request.sampling,
+                request.all_tokens,
+                request.media,
+                generated=request.output_tokens,
+            )
+        else:
+            cached = self.backend.add_sequence(
+                request.seq_id,
+                request.sampling,
+                request.all_tokens,
+                generated=request.output_tokens,
+            )
         self.live[request.seq_id] = request
         return cached
 

@@ -78,6 +78,9 @@ class Request:
     last_token_time: float | None = None
     emit: Callable[[RequestDelta], object] | None = None
     """Where the engine sends this request's deltas (thread-safe)."""
+    media: object | None = None
+    """A vision-language backend's pixel inputs for the images in the prompt
+    (`BackendInterface.encode_images`); None for a text prompt."""
 
     @property
     def all_tokens(self) -> list[int]:

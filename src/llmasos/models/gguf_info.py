@@ -42,6 +42,8 @@ class ModelFacts:
     embedding_length: int | None = None
     chat_template: str | None = None
     license: str | None = None
+    capabilities: tuple[str, ...] = ()
+    """``("vision",)`` for a vision-language model (see `read_hf_dir`)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -202,6 +204,8 @@ def read_hf_dir(files: dict[str, Path], label: str) -> ModelFacts:
     if isinstance(template, list):  # a list of named templates: take "default"
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
         template = named.get("default") or next(iter(named.values()), None)
+    if "chat_template.json" in files:  # a processor's template (vision-language models)
+        template = _load_json(files["chat_template.json"]).get("chat_template") or template
     if "chat_template.jinja" in files:
         template = files["chat_template.jinja"].read_text(encoding="utf-8")
     sentence_transformers = "modules.json" in files
@@ -228,6 +232,7 @@ def read_hf_dir(files: dict[str, Path], label: str) -> ModelFacts:
         else (str(dtype) if dtype else None)
     )
     parameter_count = _safetensors_parameters([files[w] for w in weights])
+    vision = kind == "generate" and is_vision_language(config, files)
     return ModelFacts(
         format="sentence-transformers" if sentence_transformers else "safetensors",
         kind=kind,
@@ -237,6 +242,18 @@ def read_hf_dir(files: dict[str, Path], label: str) -> ModelFacts:
         context_length=_int_or_none(context),
         embedding_length=_int_or_none(merged.get("hidden_size") or merged.get("d_model")),
         chat_template=template if isinstance(template, str) and kind == "generate" else None,
+        capabilities=("vision",) if vision else (),
+    )
+
+
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+def is_vision_language(config: dict[str, Any], files: dict[str, Path]) -> bool:
+    """A transformers vision-language model: a ``vision_config`` beside the text model, and
+    an image processor to turn pixels into its inputs (what ``AutoProcessor`` loads)."""
+    return isinstance(config.get("vision_config"), dict) and any(
+        f in files for f in PROCESSOR_FILES
     )
 
 

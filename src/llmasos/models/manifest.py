@@ -72,6 +72,14 @@ class Manifest:
     """Where it came from: a path, ``hf:<repo>``, ``package:<name>``, ``from:<model>``."""
     created_at: str = ""
     """ISO 8601 UTC time the version was written."""
+    capabilities: tuple[str, ...] = ()
+    """What it takes beyond text: ``vision`` (a vision-language model: images in chat go
+    to the model itself, not through OCR). Empty for text-only models, and then left out of
+    the canonical JSON so their digests do not change."""
+
+    @property
+    def sees_images(self) -> bool:
+        return "vision" in self.capabilities
 
     @property
     def size(self) -> int:
@@ -89,6 +97,7 @@ class Manifest:
         data = json.loads(text)
         data["files"] = tuple(BlobRef(**f) for f in data["files"])
         data["messages"] = tuple(data.get("messages") or ())
+        data["capabilities"] = tuple(data.get("capabilities") or ())
         if data.get("adapter"):
             data["adapter"] = BlobRef(**data["adapter"])
         return cls(**data)

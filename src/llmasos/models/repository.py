@@ -68,6 +68,8 @@ def seal(manifest: Manifest) -> Manifest:
     """The manifest with ``digest`` set to the sha256 of its canonical JSON (minus digest)."""
     data = asdict(manifest)
     data.pop("digest")
+    if not data["capabilities"]:
+        data.pop("capabilities")  # text-only manifests keep the digests they had
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return replace(manifest, digest=f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}")
 
@@ -91,6 +93,7 @@ def manifest_from_facts(
         license=facts.license,
         source=source,
         created_at=now_iso(),
+        capabilities=facts.capabilities,
     )
     return seal(replace(manifest, **known_overrides(facts.chat_template)))
 

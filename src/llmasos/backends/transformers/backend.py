@@ -13,14 +13,25 @@ If the batched forward fails for an architecture, the backend logs a warning onc
 the rows one by one through the same slot cache. Sampling is per sequence in torch
 (`hf_sampling`); freed slots keep their tokens as a prefix cache (`hf_cache.SlotTable`).
 Structured output masks tokens with llguidance (`hf_structured`).
+
+A vision-language model (loaded with its ``AutoProcessor``) also takes images: the
+processor turns a rendered prompt and its images into token ids, each image expanded into
+its placeholder tokens, plus pixel inputs (`encode_images`). When such a sequence is added
+its images go through the vision tower and projector once; whenever a step feeds one of its
+placeholder positions (in any prefill chunk, in a batch with other rows) the step runs on
+input embeddings with the image features written over those positions. Steps without image
+positions run on token ids exactly as for a text model. The placeholder ids are the same for
+any image, so the prefix cache never shares a slot past its first image position.
 """
 
 from __future__ import annotations
 
 import gc
 import inspect
+import io
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +40,7 @@ import torch
 
 from llmasos.backends.interface import (
     BackendInterface,
+    ImagePrompt,
     LoadSpec,
     SampledToken,
     SequenceWork,
@@ -44,6 +56,7 @@ from llmasos.errors import (
     BackendError,
     ContextLengthExceededError,
     InvalidRequestError,
+    ModelFormatError,
     UnsupportedError,
 )
 from llmasos.types import ChatMessage, SamplingParams
@@ -52,10 +65,33 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class _ImageFeed:
+    """A sequence's image features, waiting for the prefill to reach their positions."""
+
+    positions: torch.Tensor
+    """``[n]`` prompt positions of the image placeholder tokens, ascending."""
+    features: torch.Tensor
+    """``[n, hidden]`` what the model's input embedding is at those positions."""
+
+
+@dataclass
 class _Sequence:
     seq_id: int
     slot: int
     sampler: SequenceSampler
+    images: _ImageFeed | None = None
+
+
+@dataclass
+class _Row:
+    """One row of a forward step: new tokens for a slot from ``start``, and image features
+    for some of those tokens (``image_columns`` index ``tokens``)."""
+
+    slot: int
+    start: int
+    tokens: Sequence[int]
+    image_columns: torch.Tensor | None = None
+    image_features: torch.Tensor | None = None
 
 
 class TransformersBackend(BackendInterface):
@@ -69,7 +105,9 @@ class TransformersBackend(BackendInterface):
         self._model = loaded.model
         self._tokenizer = loaded.tokenizer
         self._device = loaded.device
-        config = self._model.config
+        self._processor = loaded.processor
+        self._processor_lock = threading.Lock()
+        config = self._model.config.get_text_config()
         limit = getattr(config, "max_position_embeddings", None) or spec.context_length
         self._context_length = min(spec.context_length, int(limit))
         self._max_sequences = spec.max_sequences
@@ -96,6 +134,23 @@ class TransformersBackend(BackendInterface):
         eos = self._tokenizer.eos_token_id
         eos_token = int(eos) if eos is not None else min(self._eog, default=0)
         self._constraints = ConstraintCompiler(self._tokenizer, self._vocab_size, eos_token)
+        self._image_token = self._image_token_id()
+
+    def _image_token_id(self) -> int | None:
+        if self._processor is None:
+            return None
+        for owner, name in (
+            (self._processor, "image_token_id"),
+            (self._model.config, "image_token_id"),
+            (self._model.config, "image_token_index"),
+        ):
+            value = getattr(owner, name, None)
+            if isinstance(value, int):
+                return value
+        raise ModelFormatError(
+            f"{type(self._model).__name__} names no image token (image_token_id); "
+            "it cannot be served with images"
+        )
 
     @classmethod
     def load(cls, spec: LoadSpec) -> TransformersBackend:
@@ -171,7 +226,13 @@ class TransformersBackend(BackendInterface):
         add_generation_prompt: bool = True,
         tools: Sequence[dict[str, Any]] | None = None,
     ) -> str:
-        template = self._spec.chat_template or getattr(self._tokenizer, "chat_template", None)
+        template = (
+            self._spec.chat_template
+            or getattr(self._processor, "chat_template", None)
+            or getattr(self._tokenizer, "chat_template", None)
+        )
+        if self._processor is not None:
+            messages = [with_content_parts(m) for m in messages]
         if not isinstance(template, str) or not template:
             raise UnsupportedError(
                 "this model has no chat template; give one in its Modelfile (TEMPLATE)"
@@ -185,6 +246,76 @@ class TransformersBackend(BackendInterface):
             eos_token=self._tokenizer.eos_token or "",
         )
 
+    # --- images ------------------------------------------------------------------------
+
+    @property
+    def accepts_images(self) -> bool:
+        return self._processor is not None
+
+    def encode_images(self, prompt: str, images: Sequence[bytes]) -> ImagePrompt:
+        if self._processor is None or self._image_token is None:
+            raise UnsupportedError("this model is text-only; it cannot take images")
+        if hasattr(getattr(self._model, "model", None), "get_rope_index"):
+            raise UnsupportedError(
+                f"{type(self._model).__name__} places image tokens with multimodal rotary "
+                "positions (M-RoPE), which this backend's batched steps do not compute"
+            )
+        pictures = [open_rgb(data, index) for index, data in enumerate(images)]
+        try:
+            with self._processor_lock:
+                inputs = self._processor(text=[prompt], images=[pictures], return_tensors="pt")
+        except (ValueError, TypeError, IndexError) as error:
+            raise InvalidRequestError(f"the images do not fit the prompt: {error}") from None
+        ids = inputs.pop("input_ids")[0]
+        inputs.pop("attention_mask", None)
+        count = int((ids == self._image_token).sum())
+        if count == 0:
+            raise InvalidRequestError("the prompt has no image placeholder for its images")
+        return ImagePrompt([int(t) for t in ids.tolist()], dict(inputs), count)
+
+    def add_image_sequence(
+        self,
+        seq_id: int,
+        params: SamplingParams,
+        tokens: Sequence[int],
+        media: object,
+        *,
+        generated: Sequence[int] = (),
+    ) -> int:
+        if self._image_token is None or not isinstance(media, dict):
+            raise UnsupportedError("this model is text-only; it cannot take images")
+        ids = torch.tensor(list(tokens), dtype=torch.long)
+        positions = torch.nonzero(ids == self._image_token).flatten()
+        if positions.numel() == 0:
+            raise InvalidRequestError("the prompt has no image placeholder for its images")
+        features = self._image_features(media)
+        if features.shape[0] != positions.numel():
+            raise BackendError(
+                f"the vision tower gave {features.shape[0]} image features for "
+                f"{positions.numel()} image tokens"
+            )
+        feed = _ImageFeed(positions.to(self._device), features)
+        return self._add(seq_id, params, tokens, generated, feed)
+
+    def _image_features(self, media: dict[str, Any]) -> torch.Tensor:
+        """``[tokens, hidden]`` features of the images, in placeholder order."""
+        inputs: dict[str, Any] = {}
+        for key, value in media.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self._device)
+                if value.is_floating_point():
+                    value = value.to(self._loaded.dtype)
+            inputs[key] = value
+        with torch.inference_mode():
+            output = self._model.get_image_features(**inputs, return_dict=True)
+        features = getattr(output, "pooler_output", None)
+        if features is None:
+            features = output if isinstance(output, torch.Tensor) else output[0]
+        if isinstance(features, (list, tuple)):
+            features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+        hidden = int(self._model.get_input_embeddings().weight.shape[1])
+        return features.reshape(-1, hidden)
+
     # --- sequences and steps -----------------------------------------------------------
 
     def add_sequence(
@@ -194,6 +325,16 @@ class TransformersBackend(BackendInterface):
         tokens: Sequence[int],
         *,
         generated: Sequence[int] = (),
+    ) -> int:
+        return self._add(seq_id, params, tokens, generated, None)
+
+    def _add(
+        self,
+        seq_id: int,
+        params: SamplingParams,
+        tokens: Sequence[int],
+        generated: Sequence[int],
+        images: _ImageFeed | None,
     ) -> int:
         if seq_id in self._sequences:
             raise BackendError(f"sequence {seq_id} is already resident")
@@ -217,13 +358,14 @@ class TransformersBackend(BackendInterface):
             generated=generated,
             constraint=constraint,
         )
+        shareable = int(images.positions[0]) if images is not None else None
         try:
-            slot, source, reused = self._slots.claim(seq_id, tokens)
+            slot, source, reused = self._slots.claim(seq_id, tokens, shareable=shareable)
         except LookupError:
             raise BackendError(f"all {self._max_sequences} sequence slots are in use") from None
         if source is not None:
             self._cache.copy_prefix(source.index, slot.index, reused)
-        self._sequences[seq_id] = _Sequence(seq_id, slot.index, sampler)
+        self._sequences[seq_id] = _Sequence(seq_id, slot.index, sampler, images)
         return reused
 
     def remove_sequence(self, seq_id: int) -> None:
@@ -241,7 +383,7 @@ class TransformersBackend(BackendInterface):
     def execute(self, work: Sequence[SequenceWork]) -> list[SampledToken]:
         if not work:
             return []
-        rows: list[tuple[int, int, Sequence[int]]] = []
+        rows: list[_Row] = []
         seen: set[int] = set()
         added = 0
         for item in work:
@@ -260,7 +402,7 @@ class TransformersBackend(BackendInterface):
                     f"{self._context_length} tokens"
                 )
             added += len(item.tokens)
-            rows.append((sequence.slot, start, item.tokens))
+            rows.append(self._row(sequence, start, item.tokens))
         if self.kv_used_tokens + added > self._kv_capacity:
             raise BackendError(f"the KV pool of {self._kv_capacity} tokens is full")
         logits = self._forward(rows)
@@ -277,7 +419,22 @@ class TransformersBackend(BackendInterface):
 
     # --- the forward pass ----------------------------------------------------------------
 
-    def _forward(self, rows: list[tuple[int, int, Sequence[int]]]) -> torch.Tensor:
+    @staticmethod
+    def _row(sequence: _Sequence, start: int, tokens: Sequence[int]) -> _Row:
+        feed = sequence.images
+        if feed is None:
+            return _Row(sequence.slot, start, tokens)
+        end = start + len(tokens)
+        inside = (feed.positions >= start) & (feed.positions < end)
+        if int(feed.positions[-1]) < end:
+            sequence.images = None  # the prefill passes its last image position now
+        if not bool(inside.any()):
+            return _Row(sequence.slot, start, tokens)
+        return _Row(
+            sequence.slot, start, tokens, feed.positions[inside] - start, feed.features[inside]
+        )
+
+    def _forward(self, rows: list[_Row]) -> torch.Tensor:
         """Logits (float32, ``[rows, vocab]``) after each row's last new token."""
         if self._batched or len(rows) == 1:
             try:
@@ -293,10 +450,13 @@ class TransformersBackend(BackendInterface):
                 self._batched = False
         return torch.cat([self._forward_rows([row]) for row in rows])
 
-    def _forward_rows(self, rows: list[tuple[int, int, Sequence[int]]]) -> torch.Tensor:
-        layout = build_step(rows, pad_token=self._pad_token, device=self._device)
+    def _forward_rows(self, rows: list[_Row]) -> torch.Tensor:
+        layout = build_step(
+            [(r.slot, r.start, r.tokens) for r in rows],
+            pad_token=self._pad_token,
+            device=self._device,
+        )
         kwargs: dict[str, Any] = {
-            "input_ids": layout.input_ids,
             "position_ids": layout.position_ids,
             "attention_mask": self._attention_mask(layout),
             self._cache_kwarg: self._cache,
@@ -305,6 +465,10 @@ class TransformersBackend(BackendInterface):
         if self._keep_last_logits:
             kwargs["logits_to_keep"] = 1
         with torch.inference_mode():
+            if any(r.image_columns is not None for r in rows):
+                kwargs["inputs_embeds"] = self._embeddings(layout, rows)
+            else:
+                kwargs["input_ids"] = layout.input_ids
             self._cache.begin_step(layout)
             try:
                 output = self._model(**kwargs)
@@ -312,6 +476,16 @@ class TransformersBackend(BackendInterface):
                 self._cache.end_step()
         logits: torch.Tensor = output.logits[:, -1, :].float()
         return logits
+
+    def _embeddings(self, layout: StepLayout, rows: list[_Row]) -> torch.Tensor:
+        """The step's input embeddings, image features written over image positions."""
+        embeddings: torch.Tensor = self._model.get_input_embeddings()(layout.input_ids)
+        width = layout.input_ids.shape[1]
+        for index, row in enumerate(rows):
+            if row.image_columns is not None and row.image_features is not None:
+                columns = row.image_columns + (width - len(row.tokens))
+                embeddings[index, columns] = row.image_features.to(embeddings.dtype)
+        return embeddings
 
     @staticmethod
     def _mask_layout(config: Any) -> dict[str, int | None] | None:
@@ -352,3 +526,24 @@ class TransformersBackend(BackendInterface):
         gc.collect()
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def with_content_parts(message: ChatMessage) -> ChatMessage:
+    """``message`` with its content as a list of parts (``{"type": "text", ...}``,
+    ``{"type": "image"}``), the shape vision-language chat templates index into."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return message
+    text = "" if content is None else str(content)
+    return {**message, "content": [{"type": "text", "text": text}]}
+
+
+def open_rgb(data: bytes, index: int) -> Any:
+    """Image file bytes as an RGB Pillow image; `InvalidRequestError` if they are not one."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except Exception as error:  # Pillow raises many types for a broken file
+        raise InvalidRequestError(f"image {index + 1} cannot be read: {error}") from None

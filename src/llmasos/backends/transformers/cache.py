@@ -195,6 +195,13 @@ class Slot:
     tokens: list[int] = field(default_factory=list)
     seq_id: int | None = None
     last_used: int = 0
+    shareable: int | None = None
+    """How many leading tokens another sequence may reuse (None: all). A prompt with images
+    stops at its first image placeholder: the same placeholder ids stand for any image."""
+
+    def prefix_with(self, tokens: Sequence[int]) -> int:
+        length = common_prefix_length(self.tokens, tokens)
+        return length if self.shareable is None else min(length, self.shareable)
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -222,24 +229,28 @@ class SlotTable:
     def free_slots(self) -> list[Slot]:
         return [s for s in self.slots if s.seq_id is None]
 
-    def claim(self, seq_id: int, tokens: Sequence[int]) -> tuple[Slot, Slot | None, int]:
+    def claim(
+        self, seq_id: int, tokens: Sequence[int], *, shareable: int | None = None
+    ) -> tuple[Slot, Slot | None, int]:
         """Pick a free slot for ``tokens``; return it, a slot to copy a prefix from, the length.
 
         At least one token is always left to feed. A free slot holding the longest prefix is
         reused in place; if a live slot holds a longer one, its prefix is copied instead.
-        Among slots with no useful prefix the least recently used is evicted.
+        Among slots with no useful prefix the least recently used is evicted. ``shareable``
+        limits what of ``tokens`` may be taken from, or later given to, another sequence.
         """
         free = self.free_slots()
         if not free:
             raise LookupError("no free slot")
-        wanted = list(tokens[: len(tokens) - 1])
-        best_free = max(free, key=lambda s: (common_prefix_length(s.tokens, wanted), -s.last_used))
-        free_length = common_prefix_length(best_free.tokens, wanted)
+        limit = len(tokens) - 1 if shareable is None else min(shareable, len(tokens) - 1)
+        wanted = list(tokens[:limit])
+        best_free = max(free, key=lambda s: (s.prefix_with(wanted), -s.last_used))
+        free_length = best_free.prefix_with(wanted)
         copy_from: Slot | None = None
         copy_length = 0
         for slot in self.slots:
             if slot.seq_id is not None:
-                length = common_prefix_length(slot.tokens, wanted)
+                length = slot.prefix_with(wanted)
                 if length > copy_length:
                     copy_from, copy_length = slot, length
         if copy_from is not None and copy_length > free_length:
@@ -250,5 +261,6 @@ class SlotTable:
             reused, source = free_length, None
         target.seq_id = seq_id
         target.tokens = wanted[:reused]
+        target.shareable = shareable
         target.last_used = self.tick()
         return target, source, reused

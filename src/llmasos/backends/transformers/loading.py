@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    GgufConfig,
+)
 from transformers.utils import logging as hf_logging
 
 from llmasos.backends.interface import LoadSpec
@@ -35,6 +41,7 @@ from llmasos.errors import ConfigError, ModelFormatError
 logger = logging.getLogger(__name__)
 
 CACHE_MARKER = "llmasos-source.json"
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -49,6 +56,8 @@ class LoadedCausalLM:
     source: str
     """``safetensors``, ``gguf`` (de-quantized now) or ``gguf-cache`` (from the cache)."""
     cache_dir: Path | None
+    processor: Any = None
+    """A vision-language model's ``AutoProcessor`` (None for a text-only model)."""
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -101,6 +110,28 @@ def _from_pretrained(directory: Path, dtype: torch.dtype, **kwargs: Any) -> tupl
     return model, tokenizer
 
 
+def _is_vision_dir(directory: Path) -> bool:
+    """A vision-language model directory: a ``vision_config`` beside the text model and an
+    image processor (the test the model store's ``vision`` capability makes too)."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    processor = any((directory / name).is_file() for name in PROCESSOR_FILES)
+    return isinstance(config, dict) and isinstance(config.get("vision_config"), dict) and processor
+
+
+def _vision_from_pretrained(directory: Path, dtype: torch.dtype) -> tuple[Any, Any, Any]:
+    """A vision-language model, its processor (images to pixel inputs) and its tokenizer."""
+    model = AutoModelForImageTextToText.from_pretrained(
+        directory, dtype=dtype, attn_implementation="sdpa", local_files_only=True
+    )
+    processor = AutoProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+        directory, local_files_only=True
+    )
+    return model, processor, processor.tokenizer
+
+
 def _check_gguf(path: Path) -> None:
     if not path.is_file():
         raise ModelFormatError(f"{path} is not a file")
@@ -138,6 +169,7 @@ def load_causal_lm(spec: LoadSpec) -> LoadedCausalLM:
     started = time.perf_counter()
     path = Path(spec.path)
     cache_dir: Path | None = None
+    processor: Any = None
     try:
         if spec.format == "gguf":
             _check_gguf(path)
@@ -162,7 +194,10 @@ def load_causal_lm(spec: LoadSpec) -> LoadedCausalLM:
         elif spec.format == "safetensors":
             if not (path / "config.json").is_file():
                 raise ModelFormatError(f"{path} is not a model directory (no config.json)")
-            model, tokenizer = _from_pretrained(path, dtype)
+            if _is_vision_dir(path):
+                model, processor, tokenizer = _vision_from_pretrained(path, dtype)
+            else:
+                model, tokenizer = _from_pretrained(path, dtype)
             source = "safetensors"
         else:
             raise ModelFormatError(
@@ -176,4 +211,4 @@ def load_causal_lm(spec: LoadSpec) -> LoadedCausalLM:
     model.eval()
     seconds = time.perf_counter() - started
     logger.info("loaded %s (%s) in %.2fs on %s as %s", path, source, seconds, device, dtype)
-    return LoadedCausalLM(model, tokenizer, device, dtype, seconds, source, cache_dir)
+    return LoadedCausalLM(model, tokenizer, device, dtype, seconds, source, cache_dir, processor)

@@ -130,6 +130,8 @@ def show_response(name: str, manifest: Manifest) -> dict[str, Any]:
     capabilities = {"embed": ["embedding"], "transcribe": ["audio"]}.get(
         manifest.kind, ["completion", "tools"]
     )
+    if manifest.sees_images:
+        capabilities = [*capabilities, "vision"]
     return {
         "license": manifest.license or "",
         "modelfile": modelfile_of(name, manifest),
