@@ -47,3 +47,7 @@ def split_images(messages: Sequence[ChatMessage]) -> tuple[list[ChatMessage], li
                 parts.append(part)
         result.append({**message, "content": parts})
     return result, images
+
+
+def text_part(text: str) -> dict[str, object]:
+    return {"type": "text", "text": text}

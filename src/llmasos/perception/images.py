@@ -2,9 +2,10 @@
 
 An image arrives as a ``data:`` URL, an http(s) URL (fetched only when the settings allow,
 and then only from public addresses through `llmasos.net.fetch_public`), or base64 (Ollama's
-``images``). A model that cannot see gets, in place of each image, the text OCR read from
-it inside a marked block that says so, with a one-line account of the layout; the caller
-reports which path was taken (`ImageInputReport`).
+``images``); over `MAX_IMAGE_BYTES` it is refused (413). A model that sees gets the bytes,
+checked to be an image (`checked_image`). A model that cannot see gets, in place of each
+image, the text OCR read from it inside a marked block that says so, with a one-line account
+of the layout; the caller reports which path was taken (`ImageInputReport`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
-from llmasos.errors import InvalidRequestError, PermissionDeniedError
+from llmasos.errors import InvalidRequestError, PayloadTooLargeError, PermissionDeniedError
 from llmasos.net import fetch_public
 from llmasos.perception.interface import OcrResult
+from llmasos.perception.tesseract import check_image
 
 MAX_IMAGE_BYTES = 20 * 2**20
+MAX_IMAGES = 16
+"""Images one chat request may hold."""
 
 
 def image_from_base64(text: str, *, param: str) -> bytes:
@@ -27,7 +31,22 @@ def image_from_base64(text: str, *, param: str) -> bytes:
         raise InvalidRequestError("the image is not valid base64", param=param) from None
     if not data:
         raise InvalidRequestError("the image is empty", param=param)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise PayloadTooLargeError(
+            f"the image is {len(data) / 2**20:.1f} MiB; at most {MAX_IMAGE_BYTES // 2**20} MiB",
+            param=param,
+        )
     return data
+
+
+def checked_image(data: bytes, *, param: str) -> tuple[str, int, int]:
+    """``(media type, width, height)`` of an image for a model that sees it; 400 naming
+    what the bytes are when they are not an image (the check OCR makes too)."""
+    try:
+        return check_image(data)
+    except InvalidRequestError as error:
+        error.param = param
+        raise
 
 
 def image_from_url(url: str, *, allow_fetch: bool, param: str) -> bytes:
@@ -82,13 +101,28 @@ class ImageInputReport:
     """What the response's ``image_input`` field says: how the model got the images."""
 
     path: str = "ocr"
-    """``ocr``: the model read OCR text in place of each image (the only path today)."""
+    """``vision``: the model saw the images themselves; ``ocr``: it read OCR text in place
+    of each image."""
     images: int = 0
     engine: str = ""
+    """The OCR engine (``ocr`` path)."""
     characters: list[int] = field(default_factory=list)
-    """Characters of OCR text per image."""
+    """Characters of OCR text per image (``ocr`` path)."""
+    sizes: list[str] = field(default_factory=list)
+    """``WIDTHxHEIGHT`` of each image (``vision`` path)."""
+
+    @classmethod
+    def for_model(cls, sees_images: bool) -> ImageInputReport:
+        return cls(path="vision" if sees_images else "ocr")
+
+    def add_seen(self, facts: tuple[str, int, int]) -> None:
+        _, width, height = facts
+        self.images += 1
+        self.sizes.append(f"{width}x{height}")
 
     def as_dict(self) -> dict[str, object]:
+        if self.path == "vision":
+            return {"path": self.path, "images": self.images, "sizes": self.sizes}
         return {
             "path": self.path,
             "images": self.images,

@@ -211,7 +211,12 @@ def create_app(
         speech_model=settings.speech_model,
     )
     app.state.perception = perception
-    images = ImageReader(perception, fetch_image_urls=settings.fetch_image_urls)
+    images = ImageReader(
+        perception,
+        fetch_image_urls=settings.fetch_image_urls,
+        store=store,
+        default_model=settings.default_model,
+    )
     app.include_router(audio_router(perception))
     app.include_router(ocr_router(perception, fetch_image_urls=settings.fetch_image_urls))
     if files is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from llmasos.server.ollama.common import LogprobsRequest, OllamaModel, Options
 
@@ -23,6 +23,17 @@ class GenerateBody(LogprobsRequest):
     stream: bool = True
     keep_alive: float | str | None = None
     think: bool | str | None = None
+    _image_data: list[bytes] = PrivateAttr(default_factory=list)
+    """``images`` decoded and checked, for a model that sees them (`llmasos.server.vision`)."""
+
+    @property
+    def image_data(self) -> list[bytes]:
+        return self._image_data
+
+    def with_image_data(self, images: list[bytes]) -> GenerateBody:
+        body = self.model_copy(update={"images": None})
+        body._image_data = images
+        return body
 
 
 class FunctionCallBody(OllamaModel):
@@ -41,6 +52,17 @@ class ChatMessageBody(OllamaModel):
     tool_calls: list[ToolCallBody] | None = None
     tool_name: str | None = None
     thinking: str | None = None
+    _image_data: list[bytes] = PrivateAttr(default_factory=list)
+    """``images`` decoded and checked, for a model that sees them (`llmasos.server.vision`)."""
+
+    @property
+    def image_data(self) -> list[bytes]:
+        return self._image_data
+
+    def with_image_data(self, images: list[bytes]) -> ChatMessageBody:
+        message = self.model_copy(update={"images": None})
+        message._image_data = images
+        return message
 
 
 class ChatBody(LogprobsRequest):

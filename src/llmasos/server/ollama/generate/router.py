@@ -25,8 +25,8 @@ NDJSON_RESPONSE = {
 
 
 def generate_router(engine: EngineClientInterface, images: ImageReader | None = None) -> APIRouter:
-    """Ollama's generate and chat; ``images`` reads ``images`` for models that cannot see
-    (without it they are refused)."""
+    """Ollama's generate and chat; ``images`` takes ``images`` to a model that sees them or
+    reads them by OCR for one that cannot (without it they are refused)."""
     router = APIRouter(tags=["ollama"])
     service = OllamaGenerateService(engine)
 
@@ -46,8 +46,7 @@ def generate_router(engine: EngineClientInterface, images: ImageReader | None = 
             )
         report = None
         if images is not None and body.images:
-            prompt, report = await images.ollama_prompt(body.prompt, body.images, tenant_for(None))
-            body = body.model_copy(update={"prompt": prompt, "images": None})
+            body, report = await images.ollama_generate(body, tenant_for(None))
         stream = await service.start_generate(body, current_request_id())
         if body.stream:
             lines = service.generate_stream(body, stream, started)
@@ -75,7 +74,9 @@ def generate_router(engine: EngineClientInterface, images: ImageReader | None = 
             )
         report = None
         if images is not None:
-            messages, report = await images.ollama_messages(body.messages, tenant_for(None))
+            messages, report = await images.ollama_messages(
+                body.messages, tenant_for(None), body.model
+            )
             if report is not None:
                 body = body.model_copy(update={"messages": messages})
         stream, plan = await service.start_chat(body, current_request_id())

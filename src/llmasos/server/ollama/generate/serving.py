@@ -19,6 +19,7 @@ from llmasos.kernel.interface import (
     GenerateRequest,
     TokenInfo,
 )
+from llmasos.kernel.media import image_part, text_part
 from llmasos.kernel.structured import (
     ToolPlan,
     looks_like_tool_call,
@@ -45,6 +46,10 @@ def _reject_images(images: list[str] | None, param: str) -> None:
 
 def build_generate_request(body: GenerateBody, request_id: str) -> GenerateRequest:
     _reject_images(body.images, "images")
+    if body.image_data and body.raw:
+        raise UnsupportedError(
+            "raw prompts cannot carry images (the chat template places them)", param="raw"
+        )
     if body.suffix:
         raise UnsupportedError("suffix (fill-in-the-middle) is not supported", param="suffix")
     if body.template:
@@ -55,9 +60,13 @@ def build_generate_request(body: GenerateBody, request_id: str) -> GenerateReque
     sampling, explicit = sampling_from_options(
         body.options, structured_from_ollama_format(body.format), body.sampling_logprobs()
     )
+    images = [image_part(data) for data in body.image_data]
     return GenerateRequest(
         model=body.model,
-        prompt=body.prompt or "",
+        prompt=None if images else body.prompt or "",
+        messages=[{"role": "user", "content": [*images, text_part(body.prompt or "")]}]
+        if images
+        else None,
         raw=body.raw,
         system=body.system,
         sampling=sampling,
@@ -73,7 +82,10 @@ def kernel_messages(messages: list[ChatMessageBody]) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
         _reject_images(message.images, f"messages[{index}].images")
-        item: dict[str, Any] = {"role": message.role, "content": message.content or ""}
+        content: Any = message.content or ""
+        if message.image_data:  # images go before the text, as Ollama places them
+            content = [*(image_part(data) for data in message.image_data), text_part(content)]
+        item: dict[str, Any] = {"role": message.role, "content": content}
         if message.tool_name:
             item["name"] = message.tool_name
         if message.tool_calls:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from llmasos.server.openai.common import OpenAIModel, OpenAISamplingRequest, Usage
 
@@ -25,11 +25,23 @@ class ImagePart(OpenAIModel):
 
     type: Literal["image_url", "input_audio", "file", "image"]
     image_url: ImageURL | str | None = None
+    _data: bytes | None = PrivateAttr(default=None)
+    """The image's bytes, fetched and checked, when it goes to a model that sees
+    (`llmasos.server.vision`); the kernel gets them as an image part."""
 
     def url(self) -> str | None:
         if isinstance(self.image_url, ImageURL):
             return self.image_url.url
         return self.image_url
+
+    @property
+    def data(self) -> bytes | None:
+        return self._data
+
+    def with_data(self, data: bytes) -> ImagePart:
+        part = self.model_copy(update={"image_url": None})
+        part._data = data
+        return part
 
 
 class FunctionCallParam(OpenAIModel):

@@ -120,9 +120,9 @@ def chat_router(
     knowledge: KnowledgeBase | None = None,
     workflows: Workflows | None = None,
 ) -> APIRouter:
-    """The chat endpoint; ``images`` reads image parts for models that cannot see (without
-    it they are refused); ``knowledge`` grounds requests with ``metadata.vector_store_ids``;
-    ``workflows`` answers ``model: "workflow:NAME"`` with a run of that workflow."""
+    """The chat endpoint; ``images`` takes image parts to a model that sees them or reads them
+    by OCR for one that cannot (without it they are refused); ``knowledge`` grounds requests
+    with ``metadata.vector_store_ids``; ``workflows`` answers ``model: "workflow:NAME"`` with a run of that workflow."""
     router = APIRouter(tags=["openai"])
     service = ChatCompletionService(engine)
 
@@ -137,7 +137,9 @@ def chat_router(
             return await workflow_completion(workflows, body)
         extra: dict[str, Any] = {}
         if images is not None:
-            messages, report = await images.openai_messages(body.messages, tenant_for(body.user))
+            messages, report = await images.openai_messages(
+                body.messages, tenant_for(body.user), body.model
+            )
             if report is not None:
                 body = body.model_copy(update={"messages": messages})
                 extra["image_input"] = report.as_dict()

@@ -24,6 +24,7 @@ from typing import Any
 
 from llmasos.errors import LLMasOSError, UnsupportedError
 from llmasos.kernel.interface import EngineClientInterface, GenerateOutput, GenerateRequest
+from llmasos.kernel.media import image_part
 from llmasos.kernel.structured import (
     ToolCall,
     ToolPlan,
@@ -45,6 +46,7 @@ from llmasos.server.openai.chat.protocol import (
     ChatMessageOut,
     ChatMessageParam,
     FunctionCall,
+    ImagePart,
     NamedToolChoice,
     ToolCallOut,
 )
@@ -70,13 +72,19 @@ PARAM_NAMES = {"max_tokens": "max_tokens", "logprobs": "top_logprobs", "stop": "
 
 
 def kernel_messages(messages: list[ChatMessageParam]) -> list[dict[str, Any]]:
-    """OpenAI messages as the kernel's chat template sees them: text content, dict arguments."""
+    """OpenAI messages as the kernel's chat template sees them: text content, dict arguments.
+    A message with images for a model that sees them (`llmasos.server.vision` put their
+    bytes in its parts) keeps a list of text and image parts (`llmasos.kernel.media`)."""
     result: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
-        content = message.content
+        content: Any = message.content
         if isinstance(content, list):
             texts: list[str] = []
+            parts: list[dict[str, Any]] = []
             for part in content:
+                if isinstance(part, ImagePart) and part.data is not None:
+                    parts.append(image_part(part.data))
+                    continue
                 if part.type != "text":
                     raise UnsupportedError(
                         f"messages[{index}]: content parts of type {part.type!r} are not "
@@ -84,7 +92,8 @@ def kernel_messages(messages: list[ChatMessageParam]) -> list[dict[str, Any]]:
                         param=f"messages[{index}].content",
                     )
                 texts.append(getattr(part, "text", ""))
-            content = "\n".join(texts)
+                parts.append({"type": "text", "text": getattr(part, "text", "")})
+            content = parts if len(parts) > len(texts) else "\n".join(texts)
         role = "system" if message.role == "developer" else message.role
         item: dict[str, Any] = {"role": role, "content": content or ""}
         if message.name:
