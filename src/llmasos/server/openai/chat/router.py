@@ -122,7 +122,8 @@ def chat_router(
 ) -> APIRouter:
     """The chat endpoint; ``images`` takes image parts to a model that sees them or reads them
     by OCR for one that cannot (without it they are refused); ``knowledge`` grounds requests
-    with ``metadata.vector_store_ids``; ``workflows`` answers ``model: "workflow:NAME"`` with a run of that workflow."""
+    with ``metadata.vector_store_ids``; ``workflows`` answers ``model: "workflow:NAME"``
+    with a run of that workflow."""
     router = APIRouter(tags=["openai"])
     service = ChatCompletionService(engine)
 
