@@ -260,6 +260,12 @@ class TransformersBackend(BackendInterface):
                 f"{type(self._model).__name__} places image tokens with multimodal rotary "
                 "positions (M-RoPE), which this backend's batched steps do not compute"
             )
+        placeholder = getattr(self._processor, "image_token", None)
+        if isinstance(placeholder, str) and prompt.count(placeholder) != len(images):
+            raise InvalidRequestError(
+                f"the prompt has {prompt.count(placeholder)} image placeholders "
+                f"({placeholder}) for {len(images)} images"
+            )
         pictures = [open_rgb(data, index) for index, data in enumerate(images)]
         try:
             with self._processor_lock:
