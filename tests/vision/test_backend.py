@@ -23,7 +23,7 @@ from llmasos.backends.transformers.backend import (  # noqa: E402
 )
 from llmasos.errors import InvalidRequestError, UnsupportedError  # noqa: E402
 from llmasos.types import SamplingParams  # noqa: E402
-from tests.vision.tiny_vlm import IMAGE_SEQ_LEN, TOKENS_PER_IMAGE, build_tiny_vlm, png  # noqa: E402
+from tests.vision.tiny_vlm import IMAGE_SEQ_LEN, TOKENS_PER_IMAGE, png  # noqa: E402
 
 GREEDY = SamplingParams(temperature=0.0)
 RED, BLUE = png((230, 20, 20)), png((20, 20, 230))
@@ -33,11 +33,6 @@ QUESTION = [
         "content": [{"type": "text", "text": "What is in this image?"}, {"type": "image"}],
     }
 ]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +145,7 @@ def test_bad_images_and_text_models_are_refused(backend: TransformersBackend) ->
     prompt = backend.render_chat(QUESTION)
     with pytest.raises(InvalidRequestError, match="image 1 cannot be read"):
         backend.encode_images(prompt, [b"not an image at all"])
-    with pytest.raises(InvalidRequestError, match="1 image placeholders .* for 2 images"):
+    with pytest.raises(InvalidRequestError, match=r"1 image placeholders .* for 2 images"):
         backend.encode_images(prompt, [RED, BLUE])
     text = backend.render_chat([{"role": "user", "content": "hi"}])
     with pytest.raises(InvalidRequestError, match="0 image placeholders"):
@@ -173,3 +168,17 @@ def test_a_text_backend_refuses_images() -> None:
     assert not backend.accepts_images
     with pytest.raises(UnsupportedError):
         backend.encode_images("x", [RED])
+
+
+def test_a_resumed_sequence_finds_images_in_its_prompt_only(backend: TransformersBackend) -> None:
+    """After a preemption the kernel adds the prompt and what was generated; a generated
+    token may be the placeholder id, and it is not an image position."""
+    encoded = backend.encode_images(backend.render_chat(QUESTION), [RED])
+    image = encoded.tokens.index(backend._image_token)  # type: ignore[arg-type]
+    generated = [backend._image_token, encoded.tokens[0]]
+    tokens = [*encoded.tokens, *generated]
+    cached = backend.add_image_sequence(9, GREEDY, tokens, encoded.media, generated=generated)
+    assert cached <= image
+    result = backend.execute([SequenceWork(9, tokens[cached:], True)])
+    assert [r.seq_id for r in result] == [9]
+    backend.remove_sequence(9)

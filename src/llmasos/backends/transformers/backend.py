@@ -290,7 +290,9 @@ class TransformersBackend(BackendInterface):
     ) -> int:
         if self._image_token is None or not isinstance(media, dict):
             raise UnsupportedError("this model is text-only; it cannot take images")
-        ids = torch.tensor(list(tokens), dtype=torch.long)
+        # only the prompt holds images: a generated token may be the placeholder id too
+        prompt = list(tokens[: len(tokens) - len(generated)])
+        ids = torch.tensor(prompt, dtype=torch.long)
         positions = torch.nonzero(ids == self._image_token).flatten()
         if positions.numel() == 0:
             raise InvalidRequestError("the prompt has no image placeholder for its images")
