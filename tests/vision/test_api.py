@@ -26,7 +26,7 @@ from llmasos.perception.images import MAX_IMAGE_BYTES, MAX_IMAGES
 from llmasos.server.app import create_app
 from tests.perception.media_fixtures import needs_tesseract, silent_wav, text_png
 from tests.server.conftest import ServerThread
-from tests.vision.tiny_vlm import TOKENS_PER_IMAGE, png
+from tests.vision.tiny_vlm import IMAGE_SEQ_LEN, TOKENS_PER_IMAGE, png
 
 pytest.importorskip("transformers")
 
@@ -174,7 +174,9 @@ def test_bad_images_are_refused_with_openai_errors(api: openai.OpenAI, url: str)
     assert error_of(too_large)["param"] == "messages[0].content[1]"
     with pytest.raises(openai.BadRequestError) as too_long:
         ask(api, "tiny-vlm-short", RED, BLUE, RED)
-    assert error_of(too_long)["code"] == "context_length_exceeded"
+    error = error_of(too_long)
+    assert error["code"] == "context_length_exceeded"
+    assert f"({3 * IMAGE_SEQ_LEN} of them image tokens)" in error["message"]
     raw = httpx.post(
         f"{url}/api/generate",
         json={

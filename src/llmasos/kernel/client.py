@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from llmasos.backends.interface import ImagePrompt
 from llmasos.config import Settings
 from llmasos.errors import (
     ContextLengthExceededError,
@@ -124,12 +125,12 @@ class InProcessEngineClient(EngineClientInterface):
         finished = False
         try:
             assert model.engine is not None
-            prompt, tokens, media = await self._encode(model, request)
+            prompt, tokens, images = await self._encode(model, request)
             sampling = request.sampling
             if request.apply_model_defaults:
                 sampling = apply_model_defaults(sampling, manifest, request.explicit)
             default_cap = self._default_cap(request, manifest)
-            max_tokens = self._admit(model, tokens, sampling)
+            max_tokens = self._admit(model, tokens, sampling, images)
             capped = default_cap is not None and default_cap < max_tokens
             if capped:
                 assert default_cap is not None
@@ -146,7 +147,7 @@ class InProcessEngineClient(EngineClientInterface):
                 priority=request.priority,
                 deadline=time.monotonic() + timeout,
                 emit=lambda delta: loop.call_soon_threadsafe(queue.put_nowait, delta),
-                media=media,
+                media=images.media if images is not None else None,
             )
             self._engines_by_request[request.request_id] = model
             model.engine.submit(kernel_request)
@@ -184,15 +185,15 @@ class InProcessEngineClient(EngineClientInterface):
 
     async def _encode(
         self, model: ModelInstance, request: GenerateRequest
-    ) -> tuple[str, list[int], object | None]:
-        """The rendered prompt, its tokens, and the backend's pixel inputs for its images
-        (None without images). Image placeholders count as prompt tokens."""
+    ) -> tuple[str, list[int], ImagePrompt | None]:
+        """The rendered prompt, its tokens, and the backend's encoding of its images (None
+        without images). Image placeholders count as prompt tokens."""
         prompt, images = self._render_with_images(model, request)
         if not images:
             return prompt, model.backend.tokenize(prompt, add_special=True), None
         backend = model.backend
         encoded = await asyncio.to_thread(backend.encode_images, prompt, images)
-        return prompt, encoded.tokens, encoded.media
+        return prompt, encoded.tokens, encoded
 
     def _render(self, model: ModelInstance, request: GenerateRequest) -> str:
         prompt, images = self._render_with_images(model, request)
@@ -231,15 +232,22 @@ class InProcessEngineClient(EngineClientInterface):
             )
         return model.backend.render_chat(prefix + messages, tools=request.tools), images
 
-    def _admit(self, model: ModelInstance, tokens: list[int], sampling: SamplingParams) -> int:
+    def _admit(
+        self,
+        model: ModelInstance,
+        tokens: list[int],
+        sampling: SamplingParams,
+        images: ImagePrompt | None = None,
+    ) -> int:
         """Context-window and queue checks; returns the output-token allowance."""
         name = model.name
         context = model.backend.context_length
         if len(tokens) >= context:
             self.metrics.rejected_requests.labels(name, "context").inc()
+            seen = f" ({images.image_tokens} of them image tokens)" if images else ""
             raise ContextLengthExceededError(
                 f"the prompt is {len(tokens)} tokens, but {name}'s context window is "
-                f"{context} tokens",
+                f"{context} tokens{seen}",
                 param="messages",
             )
         allowance = context - len(tokens)
