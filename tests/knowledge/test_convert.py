@@ -142,10 +142,43 @@ def test_docx_headings_paragraphs_and_tables():
     assert "Ana | budget" in by_text
 
 
+def test_an_image_is_read_by_the_registered_ocr_as_one_page():
+    from PIL import Image
+
+    from tests.perception.media_fixtures import text_png
+
+    reader = registered_ocr()
+    if reader is None:
+        pytest.skip("no OCR engine (make setup installs tesseract-ocr)")
+    png = text_png(["The harbour closes at noon", "", "Boats wait outside"])
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(jpeg, format="JPEG", quality=90)
+    for data, name, media_type in (
+        (png, "photo.txt", "image/png"),
+        (jpeg.getvalue(), "scan", "image/jpeg"),
+    ):
+        document = convert(data, name, ocr=reader)  # the bytes decide, not the name
+        assert document.media_type == media_type and document.pages == 1
+        assert "harbour" in document.text.lower() and "boats" in document.text.lower()
+        assert {b.page for b in document.blocks} == {1}
+
+
+def test_an_image_without_ocr_or_text_says_so():
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20
+    with pytest.raises(UnsupportedFileError, match=r"is a PNG image; .*needs an OCR engine"):
+        convert(png, "photo.png")
+    with pytest.raises(UnsupportedFileError, match="OCR read no printed text"):
+        convert(png, "photo.png", ocr=lambda image: "  \n")
+    webp = b"RIFF\x10\x00\x00\x00WEBPVP8 "
+    with pytest.raises(UnsupportedFileError, match="is a WEBP image"):
+        convert(webp, "photo.webp")
+    with pytest.raises(UnsupportedFileError, match="WAV audio"):
+        convert(b"RIFF\x10\x00\x00\x00WAVEfmt ", "voice.wav")
+
+
 @pytest.mark.parametrize(
     ("data", "name", "detected"),
     [
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "photo.txt", "PNG image"),
         (b"\x7fELF\x02\x01\x01" + b"\x00" * 20, "tool", "ELF executable"),
         (b"\x00\x01\x02\x03binary", "blob.bin", "binary data"),
         (b"\x1f\x8b\x08\x00", "logs.gz", "gzip"),
@@ -155,7 +188,7 @@ def test_unsupported_files_name_what_they_are(data, name, detected):
     with pytest.raises(UnsupportedFileError, match=detected) as caught:
         convert(data, name)
     assert caught.value.status_code == 400
-    assert "supported: txt, md, html, pdf, docx" in caught.value.message
+    assert "supported: txt, md, html, pdf, docx, and images (png" in caught.value.message
 
 
 def test_zip_that_is_not_a_word_document():

@@ -109,6 +109,9 @@ def test_binary_files_are_stored_whole_and_found_by_name(fs: FileSystem) -> None
     assert info.type == "binary" and info.note and "not indexed" in info.note
     assert fs.read(ALICE, "/photos/holiday-beach.jpg") == data
     assert found(fs, "beach holiday") == ["/photos/holiday-beach.jpg"]
+    png = run(fs.put_bytes(ALICE, "/photos/board.png", b"\x89PNG\r\n\x1a\n" + bytes(64)))
+    assert png.type == "binary" and png.media_type == "image/png"
+    assert png.note and "add it to a knowledge base" in png.note
 
 
 def test_another_owners_paths_are_not_found(fs: FileSystem) -> None:

@@ -171,9 +171,12 @@ def test_rotating_the_master_key_keeps_chunks_readable_and_searchable(
     assert [r.chunk.id for r in page.results] == [chunk_id]
 
 
-def test_a_scanned_pdf_is_indexed_through_ocr(settings: Settings, database: Database) -> None:
+def test_scanned_pdfs_and_images_are_indexed_through_ocr(
+    settings: Settings, database: Database
+) -> None:
     from llmasos.knowledge.convert import registered_ocr
     from tests.knowledge.test_convert import scanned_pdf
+    from tests.perception.media_fixtures import text_png
 
     if registered_ocr() is None:
         pytest.skip("no OCR engine (make setup installs tesseract-ocr)")
@@ -189,5 +192,14 @@ def test_a_scanned_pdf_is_indexed_through_ocr(settings: Settings, database: Data
         assert kb.get_file(None, store.id, scan.id).status == "completed"
         chunks = kb.list_chunks(None, store.id, scan.id)
         assert any("harbour" in chunk.text.lower() for chunk in chunks)
+        # a photographed page, uploaded as an image, is read the same way
+        photo = kb.files.add_bytes(
+            None, "whiteboard.png", text_png(["Ferry timetable for winter"]), "assistants"
+        )
+        await kb.add_file(None, store.id, photo.id)
+        await kb.worker.wait_idle()
+        assert kb.get_file(None, store.id, photo.id).status == "completed"
+        chunks = kb.list_chunks(None, store.id, photo.id)
+        assert any("ferry" in chunk.text.lower() for chunk in chunks)
 
     asyncio.run(scenario())

@@ -9,9 +9,11 @@ bytes first and the file name second; anything else, a corrupt file or a file wi
 raises a one-line `UnsupportedFileError` / `CorruptFileError` (HTTP 400) naming the problem.
 
 A scanned PDF has pages of images and no text layer. Given an ``ocr`` reader, `convert` reads
-the images of each page without text through it (`registered_ocr` is the OCR engine of the
-plugin registry — tesseract, built in — so this layer needs no import of ``perception``,
-which sits above it). Nothing else here touches the disk, the database or a model.
+the images of each page without text through it, and an image file (PNG, JPEG, TIFF, WebP,
+GIF: a photographed or scanned page) as one page of text (`registered_ocr` is the OCR engine
+of the plugin registry — tesseract, built in — so this layer needs no import of
+``perception``, which sits above it). Without a reader an image is refused, saying why.
+Nothing else here touches the disk, the database or a model.
 """
 
 from __future__ import annotations
@@ -48,6 +50,21 @@ SUPPORTED_MEDIA_TYPES: Mapping[str, str] = {
     DOCX: "docx",
 }
 """Media type -> the short name users see."""
+IMAGE_MEDIA_TYPES: Mapping[str, str] = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/tiff": "tiff",
+    "image/webp": "webp",
+    "image/gif": "gif",
+}
+"""Images whose printed text is read by OCR, when `convert` is given a reader."""
+IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+    (b"GIF8", "image/gif"),
+)
 
 DEFAULT_MAX_UNPACKED = 256 << 20
 """A .docx (a zip archive) may unpack to at most this many bytes: zip bombs stop here."""
@@ -57,10 +74,7 @@ HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 
 # Leading bytes of formats people upload by mistake, to name them in the error.
 SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"RIFF", "a RIFF file (WAV audio or WebP image)"),
+    (b"RIFF", "a RIFF file (WAV audio)"),
     (b"ID3", "MP3 audio"),
     (b"OggS", "Ogg audio"),
     (b"fLaC", "FLAC audio"),
@@ -203,6 +217,11 @@ def detect_media_type(data: bytes, filename: str) -> str:
         raise UnsupportedFileError(
             f"{filename!r} is a zip archive; upload the files inside it one by one"
         )
+    for signature, image_type in IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return image_type
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "image/webp"
     for signature, name in SIGNATURES:
         if data.startswith(signature):
             raise UnsupportedFileError(f"{filename!r} is {name}; supported: {_supported_list()}")
@@ -220,7 +239,8 @@ def detect_media_type(data: bytes, filename: str) -> str:
 
 
 def _supported_list() -> str:
-    return ", ".join(SUPPORTED_MEDIA_TYPES.values())
+    images = ", ".join(IMAGE_MEDIA_TYPES.values())
+    return f"{', '.join(SUPPORTED_MEDIA_TYPES.values())}, and images ({images}) read by OCR"
 
 
 @functools.cache
@@ -249,7 +269,9 @@ def convert(
 ) -> Document:
     """Convert an uploaded file to a `Document`; see the module docstring for what is read."""
     media_type = detect_media_type(data, filename)
-    if media_type == PDF:
+    if media_type in IMAGE_MEDIA_TYPES:
+        document = _convert_image(data, filename, media_type, ocr)
+    elif media_type == PDF:
         document = _convert_pdf(data, filename, ocr)
     elif media_type == DOCX:
         document = _convert_docx(data, filename, max_unpacked_bytes)
@@ -263,7 +285,9 @@ def convert(
             document = _convert_plain(text)
     if not document.blocks:
         hint = ""
-        if media_type == PDF:
+        if media_type in IMAGE_MEDIA_TYPES:
+            hint = " (OCR read no printed text in the image)"
+        elif media_type == PDF:
             hint = (
                 " (its pages are images and OCR read no text from them)"
                 if ocr
@@ -402,6 +426,26 @@ def _convert_pdf(data: bytes, filename: str, ocr: OcrReader | None) -> Document:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise CorruptFileError(f"{filename!r} is not a readable PDF: {error}") from None
+
+
+def _convert_image(data: bytes, filename: str, media_type: str, ocr: OcrReader | None) -> Document:
+    """An image file as one page of the text OCR reads in it."""
+    kind = IMAGE_MEDIA_TYPES[media_type].upper()
+    if ocr is None:
+        raise UnsupportedFileError(
+            f"{filename!r} is a {kind} image; reading its text needs an OCR engine "
+            "(tesseract-ocr) and none is installed"
+        )
+    try:
+        text = ocr(data)
+    except LLMasOSError as error:
+        raise CorruptFileError(
+            f"{filename!r}: OCR could not read the {kind} image: {error}"
+        ) from None
+    builder = _Builder()
+    for paragraph in _paragraphs(text):
+        builder.add(paragraph, page=1)
+    return builder.build(media_type, None, 1)
 
 
 def _read_images(page: Any, ocr: OcrReader, where: str) -> str:

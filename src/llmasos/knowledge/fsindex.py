@@ -66,10 +66,12 @@ def derive(path: str, data: bytes | None, size: int, summary: str | None) -> Der
     """The pieces of one version; ``data`` is None when the file is too large to read."""
     from llmasos.knowledge.chunking import chunk_document
     from llmasos.knowledge.convert import (
+        IMAGE_MEDIA_TYPES,
         SUPPORTED_MEDIA_TYPES,
         CorruptFileError,
         UnsupportedFileError,
         convert,
+        detect_media_type,
     )
 
     filename = path.rsplit("/", 1)[-1]
@@ -79,7 +81,14 @@ def derive(path: str, data: bytes | None, size: int, summary: str | None) -> Der
         note = f"not indexed: {size} bytes is more than the {MAX_INDEXED_BYTES} read for search"
     else:
         try:
-            document = convert(data, filename)
+            if detect_media_type(data, filename) in IMAGE_MEDIA_TYPES:
+                # OCR takes a second or more a page: knowledge bases read images, this index
+                # (written in the version's transaction) does not wait for it
+                note = (
+                    "content not indexed: an image (add it to a knowledge base to search its text)"
+                )
+            else:
+                document = convert(data, filename)
         except (UnsupportedFileError, CorruptFileError) as error:
             note = f"content not indexed: {error.message}"
     if document is None:
