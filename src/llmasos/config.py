@@ -185,6 +185,16 @@ class Settings(BaseSettings):
         "engine (pocketsphinx, faster-whisper) or a whisper model in the store; empty: the "
         "embedded whisper:tiny.en where faster-whisper is installed, else pocketsphinx.",
     )
+    microphone: str = Field(
+        "alsa:default",
+        description="Where `llmasos listen --mic` and `run --mic` record: an FFmpeg input "
+        "device as FORMAT:NAME (alsa:default, pulse:default, avfoundation::0).",
+    )
+    speaker: str = Field(
+        "alsa:default",
+        description="Where `llmasos run --mic` plays its spoken answers: an FFmpeg output "
+        "device as FORMAT:NAME (alsa:default, pulse:default), or wav:PATH for a file.",
+    )
     perception_workers: int = Field(
         1, ge=1, description="Speech and OCR jobs run at once; the rest wait, fairly by tenant."
     )

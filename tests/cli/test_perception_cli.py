@@ -1,4 +1,8 @@
-"""``llmasos say``, ``listen``, ``ocr`` and ``run MODEL --voice`` (a spoken turn)."""
+"""``llmasos say``, ``listen``, ``ocr`` and ``run MODEL --voice`` / ``--mic`` (spoken turns).
+
+The microphone and speaker are FFmpeg devices named by settings: here ``lavfi:amovie=FILE``
+(a microphone that says what the file says) and ``wav:PATH`` (a speaker that writes a file),
+through the same code as ``alsa:default``."""
 
 from __future__ import annotations
 
@@ -92,6 +96,8 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["ocr", str(note)], "text/plain, not an image"),
         (["listen", str(note), "--language", "fr"], "available: en"),
         (["listen", str(note), "--model", "nope"], "unknown speech model 'nope' (one of: pocket"),
+        (["listen"], "give an audio FILE or --mic"),
+        (["listen", str(note), "--mic"], "give an audio FILE or --mic"),
     ):
         with pytest.raises(SystemExit) as exit_code:
             main(args)
@@ -100,21 +106,46 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert message in err and "\n" not in err and "Traceback" not in err
 
 
+def test_listen_mic_transcribes_one_turn_and_a_missing_microphone_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    said = tmp_path / "said.wav"
+    said.write_bytes(espeak_wav("Hello world. Good morning."))
+    monkeypatch.setenv("LLMASOS_MICROPHONE", f"lavfi:amovie={said}")
+    state.reset()
+    code, stdout = invoke("listen", "--mic", "--model", "pocketsphinx", "--format", "json")
+    transcript = json.loads(stdout)
+    assert code == 0 and transcript["engine"] == "pocketsphinx" and transcript["text"].strip()
+    monkeypatch.setenv("LLMASOS_MICROPHONE", "alsa:no-such-card")
+    state.reset()
+    with pytest.raises(SystemExit) as exit_code:
+        main(["listen", "--mic"])
+    assert exit_code.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no microphone: FFmpeg could not open alsa:no-such-card" in err
+
+
 @pytest.mark.model
-def test_run_voice_holds_a_spoken_turn_with_the_embedded_model(
+def test_run_holds_spoken_turns_from_a_recording_and_from_the_microphone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLMASOS_THREADS", "2")
     monkeypatch.setenv("LLMASOS_CONTEXT_LENGTH", "1024")
     question = tmp_path / "question.wav"
     question.write_bytes(espeak_wav("What is the capital of France?"))
-    result = runner.invoke(
-        app, ["run", "smollm2", "--voice", str(question), "-p", "num_predict=24"]
-    )
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    assert "you said:" in result.stderr
-    answer = tmp_path / "question.reply.wav"
-    assert answer.exists() and sniff(answer.read_bytes()) == "audio/wav"
-    assert len(answer.read_bytes()) > 44 + 24000  # at least half a second of speech
+    spoken = tmp_path / "spoken.wav"
+    monkeypatch.setenv("LLMASOS_MICROPHONE", f"lavfi:amovie={question}")
+    monkeypatch.setenv("LLMASOS_SPEAKER", f"wav:{spoken}")
+    state.reset()
+    for turn, answer in (
+        (["--voice", str(question)], tmp_path / "question.reply.wav"),  # a file, answered in one
+        (["--mic", "--turns", "1"], spoken),  # a conversation, answers on the speaker
+    ):
+        result = runner.invoke(app, ["run", "smollm2", *turn, "-p", "num_predict=24"])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        assert result.exit_code == 0, result.output
+        assert "you said:" in result.stderr and "capital" in result.stderr.lower()
+        assert result.stdout.strip()  # the answer is printed too
+        assert sniff(answer.read_bytes()) == "audio/wav"
+        assert len(answer.read_bytes()) > 44 + 24000  # at least half a second of speech

@@ -1,8 +1,9 @@
 """``llmasos listen``, ``say`` and ``ocr``: speech and OCR on this machine, in-process.
 
 They use the same `PerceptionService` and engines as the server (no server needs to run).
-``llmasos run MODEL --voice FILE`` (in `llmasos.cli.run`) uses `transcribe_file` and
-`speak_to_file` from here for a spoken turn.
+``llmasos run MODEL --voice FILE`` and ``--mic`` (in `llmasos.cli.run`) use `transcribe_file`,
+`speak_to_file`, `record_turn` and `play_speech` from here for spoken turns; the devices are
+the microphone and speaker settings (`llmasos.perception.microphone`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Annotated
 import typer
 
 from llmasos.cli.output import print_json
-from llmasos.cli.root import app, console, state
+from llmasos.cli.root import app, console, err_console, state
 from llmasos.errors import InvalidRequestError
 from llmasos.perception.interface import VOICE_SAMPLE_RATE, Transcript
 from llmasos.perception.media import OUTPUT_FORMATS, AudioEncoder
+from llmasos.perception.microphone import Device, Recording, play, record
 from llmasos.perception.service import PerceptionLimits, PerceptionService
 from llmasos.perception.subtitles import srt, vtt
 
@@ -45,11 +47,40 @@ def _read(path: Path) -> bytes:
 def transcribe_file(
     path: Path, *, language: str | None = None, model: str | None = None, task: str = "transcribe"
 ) -> Transcript:
+    return transcribe_audio(_read(path), language=language, model=model, task=task)
+
+
+def transcribe_audio(
+    audio: bytes, *, language: str | None = None, model: str | None = None, task: str = "transcribe"
+) -> Transcript:
     service = _service(store=True)
-    audio = _read(path)
     return asyncio.run(
         service.transcribe(audio, tenant=TENANT, model=model, language=language, task=task)
     )
+
+
+def record_turn(max_seconds: float) -> Recording:
+    """One spoken turn from the microphone setting's device, with a live counter."""
+    device = Device.parse(state.settings.microphone, setting="microphone")
+    err_console.print(
+        f"listening on {device} (a pause of 1.5 s, {max_seconds:.0f} s or Ctrl-C ends it)",
+        highlight=False,
+        markup=False,
+    )
+    with err_console.status("recording 0.0 s") as status:
+        recording = record(
+            device,
+            max_seconds=max_seconds,
+            on_audio=lambda seconds: status.update(f"recording {seconds:.1f} s"),
+        )
+    return recording
+
+
+def play_speech(text: str, *, voice: str = "alloy", speed: float = 1.0) -> None:
+    """``text`` spoken on the speaker setting's device."""
+    device = Device.parse(state.settings.speaker, setting="speaker")
+    pcm = synthesize(text, voice=voice, speed=speed, response_format="pcm")
+    play(device, pcm, VOICE_SAMPLE_RATE)
 
 
 def _format_of(out: Path | None, given: str | None) -> str:
@@ -78,7 +109,18 @@ def speak_to_file(text: str, out: Path, *, voice: str = "alloy", speed: float = 
 
 @app.command(rich_help_panel="Perception")
 def listen(
-    file: Annotated[Path, typer.Argument(help="An audio file: wav, mp3, ogg/opus, flac, webm.")],
+    file: Annotated[
+        Path | None, typer.Argument(help="An audio file: wav, mp3, ogg/opus, flac, webm.")
+    ] = None,
+    mic: Annotated[
+        bool,
+        typer.Option(
+            "--mic", help="Record from the microphone (the microphone setting) instead of FILE."
+        ),
+    ] = False,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=1, help="With --mic: the longest recording.")
+    ] = 60.0,
     language: Annotated[
         str | None, typer.Option("--language", "-l", help="Language of the speech (en).")
     ] = None,
@@ -100,11 +142,19 @@ def listen(
         bool, typer.Option("--translate", help="English text from speech in another language.")
     ] = False,
 ) -> None:
-    """Transcribe a recording (whisper or pocketsphinx, offline)."""
+    """Transcribe a recording or the microphone (whisper or pocketsphinx, offline)."""
     if output_format not in ("text", "json", "srt", "vtt"):
         raise InvalidRequestError(f"--format must be text, json, srt or vtt, not {output_format!r}")
     task = "translate" if translate else "transcribe"
-    transcript = transcribe_file(file, language=language, model=model, task=task)
+    if mic == (file is not None):
+        raise InvalidRequestError("give an audio FILE or --mic (one of them)")
+    if file is not None:
+        transcript = transcribe_file(file, language=language, model=model, task=task)
+    else:
+        recording = record_turn(seconds)
+        if not recording.heard_speech:
+            raise InvalidRequestError(f"heard no speech in {recording.seconds:.1f} s")
+        transcript = transcribe_audio(recording.wav(), language=language, model=model, task=task)
     if output_format == "json":
         print_json(dataclasses.asdict(transcript))
     elif output_format == "srt":

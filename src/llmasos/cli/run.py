@@ -437,6 +437,18 @@ def run(
             "--voice-out", help="Where the spoken answer goes (default: FILE.reply.wav beside it)."
         ),
     ] = None,
+    mic: Annotated[
+        bool,
+        typer.Option(
+            "--mic",
+            help="A spoken conversation: each turn recorded from the microphone setting's "
+            "device, answered, and the answer played on the speaker setting's.",
+        ),
+    ] = False,
+    turns: Annotated[
+        int | None,
+        typer.Option("--turns", min=1, help="With --mic: stop after this many turns."),
+    ] = None,
 ) -> None:
     """Run a model: answer PROMPT, or open an interactive chat."""
     options: dict[str, Any] = {}
@@ -451,8 +463,15 @@ def run(
         state.store.manifest(model)  # unknown names fail here, with suggestions
     session = ChatSession(model, options, system, conversation)
     try:
+        if voice is not None and mic:
+            raise InvalidRequestError(
+                "--voice takes a recording, --mic the microphone: one of them"
+            )
         if voice is not None:
             spoken_turn(session, voice, voice_out or voice.with_suffix(".reply.wav"))
+            return
+        if mic:
+            spoken_conversation(session, turns)
             return
         if prompt is None and not sys.stdin.isatty():
             prompt = sys.stdin.read()
@@ -462,6 +481,34 @@ def run(
             repl(session)
     finally:
         session.close()
+
+
+def spoken_conversation(session: ChatSession, turns: int | None) -> None:
+    """Listen, answer, speak, until ``turns`` or Ctrl-C (while listening, or a turn with no
+    speech). Without a speaker the answers are printed only, and that is said once."""
+    from llmasos.cli.perception import play_speech, record_turn, transcribe_audio
+    from llmasos.perception.microphone import DeviceUnavailableError
+
+    speaker = True
+    done = 0
+    while turns is None or done < turns:
+        recording = record_turn(max_seconds=60.0)
+        if recording.ended_by == "interrupted" or not recording.heard_speech:
+            err_console.print("heard no speech; the conversation ends", highlight=False)
+            return
+        heard = transcribe_audio(recording.wav()).text
+        if not heard.strip():
+            err_console.print("no words were recognized; say it again", highlight=False)
+            continue
+        err_console.print(f"you said: {heard}", highlight=False, markup=False)
+        answer = session.ask(heard)
+        done += 1
+        if speaker and answer.strip():
+            try:
+                play_speech(answer)
+            except DeviceUnavailableError as error:
+                err_console.print(f"{error.message}; answers are printed only", highlight=False)
+                speaker = False
 
 
 def spoken_turn(session: ChatSession, recording: Path, out: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 from llmasos.errors import (
@@ -117,20 +118,15 @@ def decode_audio(data: bytes, *, max_seconds: float) -> bytes:
         stream = container.streams.audio[0]
         if container.duration is not None and container.duration / 1_000_000 > max_seconds:
             _too_long(container.duration / 1_000_000, max_seconds)
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         chunks: list[bytes] = []
         size = 0
         limit = int(max_seconds * SAMPLE_RATE * 2)
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunk = bytes(out.to_ndarray().tobytes())
-                    chunks.append(chunk)
-                    size += len(chunk)
+            for chunk in pcm_chunks(container, stream):
+                chunks.append(chunk)
+                size += len(chunk)
                 if size > limit:
                     _too_long(None, max_seconds)
-            for out in resampler.resample(None):
-                chunks.append(bytes(out.to_ndarray().tobytes()))
         except av.error.FFmpegError as error:
             raise InvalidRequestError(
                 f"the audio ({kind}) could not be decoded: {_reason(error)}", param="file"
@@ -139,6 +135,17 @@ def decode_audio(data: bytes, *, max_seconds: float) -> bytes:
     if len(pcm) < SAMPLE_RATE * 2 // 100:
         raise InvalidRequestError("the recording holds no sound (0 seconds)", param="file")
     return pcm
+
+
+def pcm_chunks(container: Any, stream: Any) -> Iterator[bytes]:
+    """``stream`` of an open PyAV ``container`` as 16 kHz mono s16le, a decoded frame at a
+    time (FFmpeg's errors pass through)."""
+    resampler = _av().AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+            yield bytes(out.to_ndarray().tobytes())
+    for out in resampler.resample(None):
+        yield bytes(out.to_ndarray().tobytes())
 
 
 def _too_long(seconds: float | None, max_seconds: float) -> None:
