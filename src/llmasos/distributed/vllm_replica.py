@@ -35,7 +35,6 @@ import math
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -320,19 +319,20 @@ class VllmReplica:
             # vLLM's Ray executor joins this cluster and places its own GPU workers
             env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
             env.pop("CUDA_VISIBLE_DEVICES", None)
-        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (the server's, kept open)
-            prefix="llmasos-vllm-replica-", suffix=".log", delete=False
-        )
-        self.log = log.name
-        # not in a thread: PR_SET_PDEATHSIG fires when the forking *thread* ends
-        self.process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        # the node's cache keeps the server's log, after the replica too (for what killed it)
+        log = self.cache_dir / "logs" / f"vllm-{self.manifest.short_id}-{os.getpid()}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = str(log)
+        with log.open("wb") as output:
+            # not in a thread: PR_SET_PDEATHSIG fires when the forking *thread* ends
+            self.process = subprocess.Popen(
+                command,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         self.client = httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{self.port}", timeout=None, trust_env=False
         )
@@ -415,6 +415,7 @@ class VllmReplica:
             "pid": os.getpid(),
             "server_pid": self.process.pid if self.process is not None else None,
             "server_url": f"http://127.0.0.1:{self.port}" if self.port else None,
+            "server_log": self.log,
             "fetched": self.fetched,
             "path": self.path,
             "capacity": self.capacity,
