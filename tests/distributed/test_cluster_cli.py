@@ -40,6 +40,24 @@ def test_status_with_no_cluster_there(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 1 and f"no Ray cluster at {address}" in output
 
 
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--engine", "tgi"], "unknown engine 'tgi': llmasos or vllm"),
+        (["--engine", "vllm", "--tensor-parallel", "2"], "give --gpus-per-replica 2"),
+        (["--tensor-parallel", "2", "--gpus-per-replica", "2"], "need --engine vllm"),
+        (["--engine", "vllm", "--pipeline-parallel", "2"], "it needs GPUs"),
+    ],
+)
+def test_engine_options_that_do_not_fit_are_one_line_before_any_cluster(
+    capsys: pytest.CaptureFixture[str], options: list[str], says: str
+) -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing there: the options are checked first
+    code, output = run_cli(capsys, "deploy", "smollm2", *options, "--address", address)
+    assert code == 1 and says in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1
+
+
 def test_start_needs_head(capsys: pytest.CaptureFixture[str]) -> None:
     code, output = run_cli(capsys, "cluster", "start")
     assert code == 2 and "--head" in output
