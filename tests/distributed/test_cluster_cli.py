@@ -43,9 +43,10 @@ def test_status_with_no_cluster_there(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        (["--engine", "tgi"], "unknown engine 'tgi': llmasos or vllm"),
+        (["--engine", "tgi"], "unknown engine 'tgi': auto, llmasos or vllm"),
         (["--engine", "vllm", "--tensor-parallel", "2"], "give --gpus-per-replica 2"),
-        (["--tensor-parallel", "2", "--gpus-per-replica", "2"], "need --engine vllm"),
+        (["--engine", "llmasos", "--tensor-parallel", "2"], "need --engine vllm"),
+        (["--pipeline-parallel", "2"], "it needs GPUs"),  # auto: a split model is vLLM's
         (["--engine", "vllm", "--pipeline-parallel", "2"], "it needs GPUs"),
     ],
 )

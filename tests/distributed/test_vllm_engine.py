@@ -51,6 +51,16 @@ def test_engine_options_that_do_not_fit_are_one_clear_error() -> None:
         EngineSpec("tgi").check(ReplicaResources())
 
 
+def test_auto_is_vllm_for_replicas_with_gpus_and_our_kernel_without() -> None:
+    assert EngineSpec().resolve(ReplicaResources()).name == "llmasos"
+    assert EngineSpec().resolve(ReplicaResources(num_gpus=1)).name == "vllm"
+    split = EngineSpec(tensor_parallel=2).resolve(ReplicaResources(num_gpus=2))
+    assert split.name == "vllm" and split.tensor_parallel == 2
+    assert EngineSpec("llmasos").resolve(ReplicaResources(num_gpus=1)).name == "llmasos"
+    with pytest.raises(ClusterError, match="needs GPUs"):
+        EngineSpec(pipeline_parallel=2).resolve(ReplicaResources())
+
+
 def test_the_command_has_parallelism_only_when_asked_and_ray_for_pipelines() -> None:
     plain = vllm_command(PEER, port=8000, context_length=2048, max_num_seqs=4, eager=True)
     assert plain[plain.index("--max-num-seqs") + 1] == "4"

@@ -262,9 +262,12 @@ def deploy(
         str,
         typer.Option(
             "--engine",
-            help="What serves the replicas: llmasos (our kernel) or vllm (vLLM's server).",
+            help=(
+                "What serves the replicas: llmasos (our kernel), vllm (vLLM's server), or "
+                "auto: vllm when replicas hold GPUs, else llmasos."
+            ),
         ),
-    ] = "llmasos",
+    ] = "auto",
     tensor_parallel: Annotated[
         int,
         typer.Option("--tensor-parallel", min=1, help="vLLM: GPUs of a node per replica."),
@@ -312,7 +315,7 @@ def deploy(
         num_cpus=num_cpus, memory=parse_size(memory) if memory else None, num_gpus=gpus
     )
     engine_spec = EngineSpec(engine, tensor_parallel, pipeline_parallel, eager=not compile_graph)
-    engine_spec.check(resources)
+    engine_spec = engine_spec.resolve(resources)
     with cluster.connected(_address(address)):
         reports = deploy_model(
             state.settings,

@@ -92,9 +92,11 @@ class ReplicaResources:
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Which engine a replica runs: our kernel (``llmasos``) or vLLM's server (``vllm``)."""
+    """Which engine a replica runs: our kernel (``llmasos``), vLLM's server (``vllm``), or
+    ``auto``: vLLM for replicas that hold GPUs (our llama.cpp build computes on CPUs), our
+    kernel otherwise (`resolve`)."""
 
-    name: str = "llmasos"
+    name: str = "auto"
     tensor_parallel: int = 1
     """vLLM: GPUs of one node one model is split across (``--tensor-parallel-size``)."""
     pipeline_parallel: int = 1
@@ -102,10 +104,20 @@ class EngineSpec:
     eager: bool = True
     """vLLM: no torch.compile or CUDA graphs (starts in seconds, decodes somewhat slower)."""
 
+    def resolve(self, resources: ReplicaResources) -> EngineSpec:
+        """This spec with ``auto`` made concrete for ``resources``, checked (`check`)."""
+        name = self.name
+        if name == "auto":
+            split = self.tensor_parallel > 1 or self.pipeline_parallel > 1
+            name = "vllm" if resources.num_gpus > 0 or split else "llmasos"
+        resolved = dataclasses.replace(self, name=name)
+        resolved.check(resources)
+        return resolved
+
     def check(self, resources: ReplicaResources) -> None:
         """A `ClusterError` for options that do not fit together."""
         if self.name not in ("llmasos", "vllm"):
-            raise ClusterError(f"unknown engine {self.name!r}: llmasos or vllm")
+            raise ClusterError(f"unknown engine {self.name!r}: auto, llmasos or vllm")
         if self.name != "vllm" and (self.tensor_parallel > 1 or self.pipeline_parallel > 1):
             raise ClusterError("--tensor-parallel and --pipeline-parallel need --engine vllm")
         if self.tensor_parallel < 1 or self.pipeline_parallel < 1:
@@ -212,8 +224,7 @@ def replica_spec(
     manifest = resolved.manifest
     if manifest.kind != "generate":
         raise ClusterError(f"{manifest.name} is an embedding model: replicas serve generation")
-    engine = engine or EngineSpec()
-    engine.check(resources)
+    engine = (engine or EngineSpec()).resolve(resources)
     digest, size = main_file(manifest)
     memory = resources.memory_for(size)
     gpus = resources.num_gpus
