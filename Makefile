@@ -4,6 +4,8 @@
 # a stamp per finished step in $(VENV)/.setup/ so a re-run resumes where it stopped.
 #   make setup-serve   what serving needs (llama.cpp, the server, embeddings, the models)
 #   make setup         that plus what the tests need (dev tools, PostgreSQL via apt as root)
+# `make setup` ends by installing vLLM's CPU build into $LLMASOS_HOME/peers (3.5 GB, ~3 min the
+# first time) for the vLLM tests; LLMASOS_VLLM=0 leaves it out (those tests then skip).
 # LLMASOS_LLAMA_VISION=1 also builds llama.cpp's multimodal library (see docs/design/install.md).
 VENV ?= .venv
 PYTHON ?= python3

