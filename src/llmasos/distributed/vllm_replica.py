@@ -19,8 +19,12 @@ tokenizer and sends the token ids to vLLM's ``/v1/completions`` (so templates, c
 and token counts are ours), then turns vLLM's stream into `GenerateOutput` deltas with the
 generated token ids (``return_token_ids``). Sampling maps one to one (temperature, top_p,
 top_k, min_p, penalties, seed, stop strings and ids, max_tokens, logprobs, ignore_eos); a
-grammar (structured output) is refused with a clear error. When the server dies, the actor
-exits, so in-flight requests fail over like on a dead node.
+grammar (structured output) is refused with a clear error.
+
+When the server dies (a watcher, or a broken connection, sees it), the actor exits with its
+process group, so in-flight requests fail over as on a dead node; when the actor dies first,
+the server gets SIGTERM (``PR_SET_PDEATHSIG``). The server's log stays in the node's cache
+(``CACHE/logs``), named in the replica's report.
 """
 
 from __future__ import annotations
