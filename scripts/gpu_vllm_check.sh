@@ -60,8 +60,18 @@ BENCH=(--workload random --input-len 128 --output-len "$OUTPUT_LEN" --ignore-eos
 export LLMASOS_MAX_BATCH_SIZE="$MAX_SEQS"
 ADDRESS="127.0.0.1:$RAY_PORT"
 pids=()
-cleanup() {
+descendants() {  # PID: its children, theirs, ... (Ray's workers leave its process group)
+    local child
+    for child in $(pgrep -P "$1"); do echo "$child"; descendants "$child"; done
+}
+cleanup() {  # SIGTERM to each process group started here, then SIGKILL to what is left
+    local tree=()
+    for pid in "${pids[@]}"; do
+        mapfile -t -O "${#tree[@]}" tree < <(echo "$pid"; descendants "$pid")
+    done
     for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
+    sleep 3
+    [ "${#tree[@]}" -eq 0 ] || kill -9 "${tree[@]}" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -90,7 +100,7 @@ else:
 echo "starting a Ray cluster on this machine ($GPUS GPU(s), port $RAY_PORT) ..."
 setsid "${LLMASOS[@]}" cluster start --head --port "$RAY_PORT" --num-gpus "$GPUS" \
     --temp-dir "$WORK/ray" --block > "$OUT/ray-head.log" 2>&1 &
-pids+=($!)
+pids+=($!) && disown
 deadline=$((SECONDS + 120))
 until "${LLMASOS[@]}" cluster status --address "$ADDRESS" >/dev/null 2>&1; do
     if [ $SECONDS -ge $deadline ] || ! kill -0 "${pids[0]}" 2>/dev/null; then
@@ -120,7 +130,7 @@ echo "starting LLMasOS in front of the cluster (port $API_PORT) ..."
 # the deploying home (it resolves MODEL), with no first-start tune during the measurements
 LLMASOS_AUTO_TUNE=false setsid "${LLMASOS[@]}" serve --host 127.0.0.1 --port "$API_PORT" \
     --cluster-address "$ADDRESS" > "$OUT/llmasos.log" 2>&1 &
-pids+=($!)
+pids+=($!) && disown
 wait_http "http://127.0.0.1:$API_PORT/health" 300
 API="http://127.0.0.1:$API_PORT"
 
