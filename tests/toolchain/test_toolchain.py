@@ -160,11 +160,18 @@ def test_tune_makes_low_bit_candidates_with_an_importance_matrix(tmp_path: Path)
 
 
 def _result(
-    fmt: str, speed: float, ppl: float, paris: bool = True, ref: bool = False, prefill: float = 400
+    fmt: str,
+    speed: float,
+    ppl: float,
+    paris: bool = True,
+    ref: bool = False,
+    prefill: float = 400,
+    alone: float = 60,
 ) -> FormatResult:
     return FormatResult(
-        fmt, f"sha256:{fmt}", 1, ref, speed, prefill, ppl, "Paris" if paris else "Lyon", paris
-    )
+        fmt, f"sha256:{fmt}", 1, ref, speed, prefill, alone, prefill / 2, ppl,
+        "Paris" if paris else "Lyon", paris,
+    )  # fmt: skip
 
 
 def test_the_choice_is_the_fastest_within_the_quality_limit() -> None:
@@ -191,6 +198,23 @@ def test_prefill_decides_between_formats_that_decode_alike() -> None:
     _choose(report)
     assert report.chosen == "F16"
     assert report.results[2].seconds_per_request < report.results[0].seconds_per_request
-    assert report.to_dict()["results"][2]["seconds_per_request"] == pytest.approx(
-        256 / 534.1 + 128 / 149.5, abs=1e-4
+    row = report.to_dict()["results"][2]
+    assert row["seconds_in_batch"] == pytest.approx(256 / 534.1 + 128 / 149.5, abs=1e-4)
+    assert row["seconds_alone"] == pytest.approx(256 / 267.05 + 128 / 60, abs=1e-4)
+    assert row["seconds_per_request"] == pytest.approx(
+        row["seconds_alone"] + row["seconds_in_batch"], abs=2e-4
     )
+
+
+def test_a_format_that_slows_one_user_down_is_not_chosen_for_the_batch_alone() -> None:
+    # F16 reads twice Q8_0's bytes a weight: a faster batch, a slower lone sequence
+    report = TuneReport("m", "x86_64:avx2", 8, 64, 2)
+    report.results = [
+        _result("Q4_1", 188, 9.82, ref=True, prefill=294, alone=72),
+        _result("Q8_0", 204, 9.68, prefill=503, alone=62),
+        _result("F16", 202, 9.58, prefill=621, alone=43),
+    ]
+    _choose(report)
+    assert report.chosen == "Q8_0"
+    f16 = report.results[2]
+    assert f16.seconds_in_batch < report.results[1].seconds_in_batch  # F16 wins the batch only

@@ -358,9 +358,10 @@ def print_tune(report: dict[str, Any]) -> None:
         Column("FORMAT", key=True),
         Column("ID", key=True),
         "SIZE",
+        "DECODE TOK/S ALONE",
         f"DECODE TOK/S (BATCH {batch})",
         "PREFILL TOK/S",
-        "MS/REQUEST",
+        "MS ALONE + IN BATCH",
         "PERPLEXITY",
         "FRANCE",
         "",
@@ -373,9 +374,10 @@ def print_tune(report: dict[str, Any]) -> None:
             row["format"] + (" (imatrix)" if row.get("imatrix") else ""),
             row["digest"].removeprefix("sha256:")[:12],
             human_size(row["size_bytes"]),
+            f"{row['single_decode_tokens_per_second']:.1f}",
             f"{row['decode_tokens_per_second']:.1f}",
             f"{row['prefill_tokens_per_second']:.1f}",
-            f"{row['seconds_per_request'] * 1000:.0f}",
+            f"{row['seconds_alone'] * 1000:.0f} + {row['seconds_in_batch'] * 1000:.0f}",
             f"{row['perplexity']:.3f}",
             "Paris" if row["says_paris"] else row["answer"][:30] or "-",
             note,
@@ -434,15 +436,18 @@ def tune(
     computed by llama.cpp's forward pass over a calibration text, as llama-quantize
     --imatrix would), measures batched prefill and decode speed, perplexity on a
     public-domain text and the France question next to the current version, and serves the
-    one that answers a typical request (256 prompt tokens, 128 answer tokens) soonest among
-    those whose perplexity is within 3%, from now on, on this machine only. The model's
+    one that answers a typical request (256 prompt tokens, 128 answer tokens) soonest, alone
+    and in a full batch together, among those whose perplexity is within 3%, from now on,
+    on this machine only. The model's
     current version stays what it was; NAME@ID loads any version. The server does this by
     itself for its default model, in the background, the first time it runs on a machine
     (the auto_tune setting); --reset keeps the model as it is, also from then on.
 
     JSON fields: model, machine, batch, tokens, threads, chosen, imatrix (calibration,
     tokens, chunks, tensors, seconds), results (format, digest, size_bytes, reference,
-    decode_tokens_per_second, prefill_tokens_per_second, seconds_per_request, perplexity,
+    decode_tokens_per_second, prefill_tokens_per_second, single_decode_tokens_per_second,
+    single_prefill_tokens_per_second, seconds_alone, seconds_in_batch, seconds_per_request
+    (alone + in batch), perplexity,
     answer, says_paris, eligible, why_not, imatrix).
     """
     if reset:

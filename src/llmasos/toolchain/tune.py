@@ -58,7 +58,10 @@ SERVED_PROMPT = 256
 SERVED_OUTPUT = 128
 """The request a choice is made for: prompts are about twice as long as answers in chat and
 in the serve benchmark's random workload, so on a CPU whose decode rates are close across
-formats (llama.cpp repacks several of them) the prefill rate decides."""
+formats (llama.cpp repacks several of them) the prefill rate weighs. It is timed twice,
+alone and in a full batch: a format that reads more bytes a weight prefills a batch faster
+but decodes a lone sequence slower (memory-bound), and the sum keeps either from paying for
+the other."""
 FRANCE = "What is the capital of France?"
 SPEED_PROMPT = "Write a long, detailed story about a robot who learns to paint, part {n}."
 
@@ -75,6 +78,10 @@ class FormatResult:
     reference: bool
     decode_tokens_per_second: float = 0.0
     prefill_tokens_per_second: float = 0.0
+    """Rates of a batch of sequences (``TuneReport.batch``) run together."""
+    single_decode_tokens_per_second: float = 0.0
+    single_prefill_tokens_per_second: float = 0.0
+    """Rates of one sequence alone: one user of the machine."""
     perplexity: float = 0.0
     answer: str = ""
     says_paris: bool = False
@@ -84,14 +91,28 @@ class FormatResult:
     """Quantized with the run's importance matrix."""
 
     @property
-    def seconds_per_request(self) -> float:
-        """Time one slot of a batch spends on the typical request (prefill, then decode)."""
-        if self.prefill_tokens_per_second <= 0 or self.decode_tokens_per_second <= 0:
-            return float("inf")
-        return (
-            SERVED_PROMPT / self.prefill_tokens_per_second
-            + SERVED_OUTPUT / self.decode_tokens_per_second
+    def seconds_in_batch(self) -> float:
+        """Time one slot of a full batch spends on the typical request (prefill, decode)."""
+        return _request_seconds(self.prefill_tokens_per_second, self.decode_tokens_per_second)
+
+    @property
+    def seconds_alone(self) -> float:
+        """Time the typical request takes when it is the only one."""
+        return _request_seconds(
+            self.single_prefill_tokens_per_second, self.single_decode_tokens_per_second
         )
+
+    @property
+    def seconds_per_request(self) -> float:
+        """What the choice minimizes: the typical request alone plus in a full batch, so
+        neither one user nor a busy server pays for the other's gain."""
+        return self.seconds_alone + self.seconds_in_batch
+
+
+def _request_seconds(prefill: float, decode: float) -> float:
+    if prefill <= 0 or decode <= 0:
+        return float("inf")
+    return SERVED_PROMPT / prefill + SERVED_OUTPUT / decode
 
 
 @dataclass
@@ -111,6 +132,8 @@ class TuneReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for row, result in zip(data["results"], self.results, strict=True):
+            row["seconds_alone"] = round(result.seconds_alone, 4)
+            row["seconds_in_batch"] = round(result.seconds_in_batch, 4)
             row["seconds_per_request"] = round(result.seconds_per_request, 4)
         return data
 
@@ -314,6 +337,13 @@ def tune_model(
                 prefill, decode = _measure_speed(backend, prompts, tokens)
                 result.prefill_tokens_per_second = max(result.prefill_tokens_per_second, prefill)
                 result.decode_tokens_per_second = max(result.decode_tokens_per_second, decode)
+                prefill, decode = _measure_speed(backend, prompts[:1], tokens)
+                result.single_prefill_tokens_per_second = max(
+                    result.single_prefill_tokens_per_second, prefill
+                )
+                result.single_decode_tokens_per_second = max(
+                    result.single_decode_tokens_per_second, decode
+                )
     finally:
         for backend in backends:
             backend.close()
@@ -336,6 +366,9 @@ def _figures(result: FormatResult) -> dict[str, float]:
     return {
         "decode_tokens_per_second": round(result.decode_tokens_per_second, 1),
         "prefill_tokens_per_second": round(result.prefill_tokens_per_second, 1),
+        "single_decode_tokens_per_second": round(result.single_decode_tokens_per_second, 1),
+        "seconds_alone": round(result.seconds_alone, 4),
+        "seconds_in_batch": round(result.seconds_in_batch, 4),
         "seconds_per_request": round(result.seconds_per_request, 4),
         "perplexity": round(result.perplexity, 4),
     }
@@ -343,7 +376,7 @@ def _figures(result: FormatResult) -> dict[str, float]:
 
 def _choose(report: TuneReport) -> None:
     """Mark ineligible versions and pick the eligible one (the reference always is) that
-    serves the typical request soonest."""
+    serves the typical request soonest, alone and in a full batch together."""
     reference = next(r for r in report.results if r.reference)
     limit = reference.perplexity * (1 + QUALITY_TOLERANCE)
     for result in report.results:
