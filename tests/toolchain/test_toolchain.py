@@ -100,18 +100,22 @@ def test_quantize_writes_the_format_asked_for(tmp_path: Path) -> None:
 
 
 def test_tune_serves_the_chosen_version_and_keeps_the_reference(tmp_path: Path) -> None:
-    store = ModelStore.open(Settings(home=tmp_path / "home"))
+    settings = Settings(home=tmp_path / "home")
+    store = ModelStore.open(settings)
     reference = store.manifest("smollm2")
     work = tmp_path / "work"
     work.mkdir()
     text = public_domain_text().split("\n\n")[0]  # one paragraph keeps the test short
     tune = functools.partial(
-        tune_model, store, "smollm2", formats=["Q8_0"], batch=2, rounds=1, threads=2, text=text
-    )
+        tune_model, store, "smollm2", formats=["Q8_0"], batch=2, rounds=1, threads=2, text=text,
+        settings=settings, served_prompt=24, served_output=6,
+    )  # fmt: skip
     report = tune(tokens=4, work_dir=work)
     formats = [r.format for r in report.results]
     assert formats == [reference.quantization, "Q8_0"] and report.chosen in formats
     assert all(r.perplexity > 1 and r.decode_tokens_per_second > 0 for r in report.results)
+    # served by the kernel, alone and two at once
+    assert all(0 < r.seconds_alone < r.seconds_in_batch < 60 for r in report.results)
     derived = store.manifest(f"smollm2@{report.results[1].digest.removeprefix('sha256:')}")
     assert derived.quantization == "Q8_0"
     assert derived.source is not None and derived.source.startswith(f"derived:{reference.digest}")
@@ -135,13 +139,15 @@ def test_tune_serves_the_chosen_version_and_keeps_the_reference(tmp_path: Path) 
 
 
 def test_tune_makes_low_bit_candidates_with_an_importance_matrix(tmp_path: Path) -> None:
-    store = ModelStore.open(Settings(home=tmp_path / "home"))
+    settings = Settings(home=tmp_path / "home")
+    store = ModelStore.open(settings)
     work = tmp_path / "work"
     work.mkdir()
     text = public_domain_text().split("\n\n")[0]
     tune = functools.partial(
         tune_model, store, "smollm2", formats=["Q4_0"], batch=1, rounds=1, tokens=2,
-        threads=2, text=text, work_dir=work, record=False,
+        threads=2, text=text, work_dir=work, record=False, settings=settings,
+        served_prompt=16, served_output=2,
         calibration=[shipped_calibration_texts()[0][:900]], calibration_name="short",
         calibration_chunk=128,
     )  # fmt: skip
@@ -160,59 +166,36 @@ def test_tune_makes_low_bit_candidates_with_an_importance_matrix(tmp_path: Path)
 
 
 def _result(
-    fmt: str,
-    speed: float,
-    ppl: float,
-    paris: bool = True,
-    ref: bool = False,
-    prefill: float = 400,
-    alone: float = 60,
+    fmt: str, alone: float, in_batch: float, ppl: float, paris: bool = True, ref: bool = False
 ) -> FormatResult:
-    return FormatResult(
-        fmt, f"sha256:{fmt}", 1, ref, speed, prefill, alone, prefill / 2, ppl,
-        "Paris" if paris else "Lyon", paris,
-    )  # fmt: skip
+    result = FormatResult(fmt, f"sha256:{fmt}", 1, ref, perplexity=ppl, says_paris=paris)
+    result.answer = "Paris" if paris else "Lyon"
+    result.seconds_alone, result.seconds_in_batch = alone, in_batch
+    return result
 
 
 def test_the_choice_is_the_fastest_within_the_quality_limit() -> None:
     report = TuneReport("m", "x86_64:avx2", 8, 32, 2)
     report.results = [
-        _result("Q4_1", 100, 10.0, ref=True),
-        _result("Q4_0", 200, 19.0),  # fastest, but perplexity +90 %
-        _result("Q8_0", 120, 10.2),
-        _result("F16", 150, 9.9, paris=False),  # misses Paris where the reference does not
+        _result("Q4_1", 2.0, 10.0, 10.0, ref=True),
+        _result("Q4_0", 1.0, 5.0, 19.0),  # fastest, but perplexity +90 %
+        _result("Q8_0", 2.1, 8.0, 10.2),
+        _result("F16", 1.5, 7.0, 9.9, paris=False),  # misses Paris where the reference does not
     ]
     _choose(report)
     assert report.chosen == "Q8_0"
     assert "perplexity" in report.results[1].why_not and not report.results[3].eligible
-
-
-def test_prefill_decides_between_formats_that_decode_alike() -> None:
-    # this AVX2 machine's tune: Q4_1 decodes 155 tok/s but prefills 285; F16 150 and 534
-    report = TuneReport("m", "x86_64:avx2", 8, 64, 2)
-    report.results = [
-        _result("Q4_1", 155.3, 9.82, ref=True, prefill=285.2),
-        _result("Q8_0", 151.9, 9.68, prefill=462.0),
-        _result("F16", 149.5, 9.58, prefill=534.1),
-    ]
-    _choose(report)
-    assert report.chosen == "F16"
-    assert report.results[2].seconds_per_request < report.results[0].seconds_per_request
-    row = report.to_dict()["results"][2]
-    assert row["seconds_in_batch"] == pytest.approx(256 / 534.1 + 128 / 149.5, abs=1e-4)
-    assert row["seconds_alone"] == pytest.approx(256 / 267.05 + 128 / 60, abs=1e-4)
-    assert row["seconds_per_request"] == pytest.approx(
-        row["seconds_alone"] + row["seconds_in_batch"], abs=2e-4
-    )
+    assert report.to_dict()["results"][2]["seconds_per_request"] == pytest.approx(10.1)
 
 
 def test_a_format_that_slows_one_user_down_is_not_chosen_for_the_batch_alone() -> None:
-    # F16 reads twice Q8_0's bytes a weight: a faster batch, a slower lone sequence
+    # this AVX2 machine's server: F16 gives a batch of 8 the most tokens per second, and one
+    # user the fewest (a lone sequence reads every weight per token: twice Q8_0's bytes)
     report = TuneReport("m", "x86_64:avx2", 8, 64, 2)
     report.results = [
-        _result("Q4_1", 188, 9.82, ref=True, prefill=294, alone=72),
-        _result("Q8_0", 204, 9.68, prefill=503, alone=62),
-        _result("F16", 202, 9.58, prefill=621, alone=43),
+        _result("Q4_1", 1.9, 9.8, 9.82, ref=True),
+        _result("Q8_0", 2.0, 8.9, 9.68),
+        _result("F16", 3.2, 8.6, 9.58),
     ]
     _choose(report)
     assert report.chosen == "Q8_0"

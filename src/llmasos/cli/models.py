@@ -348,6 +348,7 @@ def run_tune(
             imatrix=imatrix,
             calibration=texts,
             calibration_name=calibration or "",
+            settings=state.settings,
         )
     return report.to_dict()
 

@@ -6,8 +6,12 @@ as a version of the same name with its provenance (``derived:<source digest>:<fo
 reused on later runs), and measures, with every version loaded side by side and in
 alternating rounds (the machine may be shared):
 
-- speed: a batch of ``batch`` sequences prefilled together, then ``tokens`` decode steps —
-  the two rates a server's throughput is bound by; the best of the rounds counts;
+- speed as served: the kernel `llmasos serve` runs (`InProcessEngineClient`, the same
+  scheduler, chunked prefill and continuous batching) answers a typical request
+  (``SERVED_PROMPT`` prompt tokens, ``SERVED_OUTPUT`` answer tokens) alone, then ``batch``
+  of them at once; the best of the rounds counts;
+- the backend's raw rates, for the table: a batch of ``batch`` sequences prefilled together,
+  then ``tokens`` decode steps, and one sequence alone;
 - quality: perplexity on the public-domain text LLMasOS ships, and a greedy answer to "What
   is the capital of France?" that must name Paris when the reference's does.
 
@@ -20,15 +24,16 @@ judged by its good version; ``imatrix=False`` derives them plainly (both kinds a
 apart in the store by their provenance, ``...:<format>:imatrix=<calibration>:...``).
 
 Among the versions whose perplexity is within ``QUALITY_TOLERANCE`` of the reference's (and
-that pass the France question), the one that serves a typical request soonest — reading a
-``SERVED_PROMPT``-token prompt at its batched prefill rate and writing ``SERVED_OUTPUT``
-tokens at its batched decode rate — is recorded in the store for this machine
+that pass the France question), the one that serves the typical request soonest, alone and
+in a full batch together, is recorded in the store for this machine
 (`llmasos.models.tuning`), and `resolve` serves it from then on;
 the reference stays the model's current version, and ``name@DIGEST`` still loads any one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from llmasos.backends.interface import BackendInterface, LoadSpec, SequenceWork
+from llmasos.config import Settings, load_settings
 from llmasos.errors import InvalidRequestError
 from llmasos.models import ModelStoreInterface
 from llmasos.models.manifest import Manifest
@@ -90,29 +96,16 @@ class FormatResult:
     imatrix: bool = False
     """Quantized with the run's importance matrix."""
 
-    @property
-    def seconds_in_batch(self) -> float:
-        """Time one slot of a full batch spends on the typical request (prefill, decode)."""
-        return _request_seconds(self.prefill_tokens_per_second, self.decode_tokens_per_second)
-
-    @property
-    def seconds_alone(self) -> float:
-        """Time the typical request takes when it is the only one."""
-        return _request_seconds(
-            self.single_prefill_tokens_per_second, self.single_decode_tokens_per_second
-        )
+    seconds_alone: float = math.inf
+    """The kernel serving the typical request when it is the only one."""
+    seconds_in_batch: float = math.inf
+    """The kernel serving ``batch`` typical requests sent at once (the time of all of them)."""
 
     @property
     def seconds_per_request(self) -> float:
         """What the choice minimizes: the typical request alone plus in a full batch, so
         neither one user nor a busy server pays for the other's gain."""
         return self.seconds_alone + self.seconds_in_batch
-
-
-def _request_seconds(prefill: float, decode: float) -> float:
-    if prefill <= 0 or decode <= 0:
-        return float("inf")
-    return SERVED_PROMPT / prefill + SERVED_OUTPUT / decode
 
 
 @dataclass
@@ -132,8 +125,6 @@ class TuneReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for row, result in zip(data["results"], self.results, strict=True):
-            row["seconds_alone"] = round(result.seconds_alone, 4)
-            row["seconds_in_batch"] = round(result.seconds_in_batch, 4)
             row["seconds_per_request"] = round(result.seconds_per_request, 4)
         return data
 
@@ -236,6 +227,67 @@ def _measure_speed(
     return prompt_tokens / prefill, tokens * len(prompts) / decode
 
 
+async def _served(
+    engine: Any, model: str, batch: int, prompt_tokens: int, output_tokens: int
+) -> tuple[float, float]:
+    """Seconds the kernel takes for one typical request alone, and for ``batch`` at once."""
+    from llmasos.kernel.interface import GenerateRequest
+
+    words = SPEED_PROMPT.format(n="0").split()
+    text = ""
+    while len(await engine.tokenize(model, text)) < prompt_tokens:
+        text = " ".join([text, *words]).strip()
+    params = SamplingParams(
+        temperature=0.0, max_tokens=output_tokens, ignore_eos=True, repetition_guard=False
+    )
+
+    async def one(index: int) -> None:
+        request = GenerateRequest(
+            model=model, prompt=f"{index}. {text}", raw=True, sampling=params,
+            apply_model_defaults=False, keep_alive=None,
+        )  # fmt: skip
+        async for _ in engine.generate(request):
+            pass
+
+    await one(-1)  # warm: the model loaded, its first step behind it
+    start = time.perf_counter()
+    await one(0)
+    alone = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(1, batch + 1)))
+    return alone, time.perf_counter() - start
+
+
+async def _measure_served(
+    settings: Settings,
+    store: ModelStoreInterface,
+    versions: Sequence[str],
+    batch: int,
+    rounds: int,
+    prompt_tokens: int,
+    output_tokens: int,
+    progress: Progress,
+) -> list[tuple[float, float]]:
+    """(alone, in batch) seconds of each of ``versions`` (``name@digest``), best of
+    ``rounds`` alternating rounds, one version resident at a time."""
+    from llmasos.kernel.client import InProcessEngineClient
+
+    engine = InProcessEngineClient(settings, store)
+    best = [(math.inf, math.inf)] * len(versions)
+    try:
+        for round_number in range(rounds):
+            for index, version in enumerate(versions):
+                progress(f"{version}: served alone and {batch} at once, round {round_number + 1}")
+                alone, together = await _served(
+                    engine, version, batch, prompt_tokens, output_tokens
+                )
+                await engine.unload(version)
+                best[index] = (min(best[index][0], alone), min(best[index][1], together))
+    finally:
+        await engine.close()
+    return best
+
+
 def _answer(backend: BackendInterface, question: str, max_tokens: int = 16) -> str:
     prompt = backend.tokenize(backend.render_chat([{"role": "user", "content": question}]))
     return greedy_text(backend, prompt, max_tokens)
@@ -258,13 +310,17 @@ def tune_model(
     calibration: Sequence[str] | None = None,
     calibration_name: str = "",
     calibration_chunk: int = 512,
+    settings: Settings | None = None,
+    served_prompt: int = SERVED_PROMPT,
+    served_output: int = SERVED_OUTPUT,
 ) -> TuneReport:
     """Measure ``name``'s current version and each of ``formats``; record the best.
 
     ``text`` replaces the shipped public-domain text for the perplexity. Low-bit candidates
     are made with an importance matrix over ``calibration`` (default: the shipped
     calibration texts, in chunks of ``calibration_chunk`` tokens) unless ``imatrix`` is
-    False."""
+    False. ``settings`` are the kernel's for the served timings (``threads`` and ``batch``
+    override theirs); the typical request is ``served_prompt`` + ``served_output`` tokens."""
     from llmasos.backends.llamacpp.backend import LlamaCppBackend
 
     if batch < 1 or tokens < 1 or rounds < 1:
@@ -347,6 +403,23 @@ def tune_model(
     finally:
         for backend in backends:
             backend.close()
+    kernel_settings = (settings or load_settings()).model_copy(
+        update={"threads": threads, "max_batch_size": batch, "auto_tune": False}
+    )
+    served = asyncio.run(
+        _measure_served(
+            kernel_settings,
+            store,
+            [f"{name}@{v.digest.removeprefix('sha256:')}" for v in versions],
+            batch,
+            rounds,
+            served_prompt,
+            served_output,
+            progress,
+        )
+    )
+    for result, (alone, together) in zip(report.results, served, strict=True):
+        result.seconds_alone, result.seconds_in_batch = alone, together
     _choose(report)
     if record:
         chosen = next(r for r in report.results if r.format == report.chosen)
