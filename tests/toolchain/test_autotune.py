@@ -73,6 +73,7 @@ def test_the_server_tunes_its_default_model_when_idle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(autotune, "FROM_LOW_BIT", ("Q8_0",))  # one candidate keeps it short
+    monkeypatch.setenv("LLMASOS_MAX_BATCH_SIZE", "2")  # and the job serves batches of two
     settings = _settings(tmp_path)
     store = ModelStore.open(settings)
     reference = store.manifest("smollm2")
@@ -93,6 +94,7 @@ def test_the_server_tunes_its_default_model_when_idle(
     assert ended.state == "done", jobs.log(job.id)
     report = jobs.report(job.id)
     assert report is not None and {r["format"] for r in report["results"]} == {"Q4_1", "Q8_0"}
+    assert report["batch"] == 2 and all(r["seconds_in_batch"] > 0 for r in report["results"])
     choice = store.tuning_choice("smollm2")
     assert choice is not None and choice.format == report["chosen"]
     assert store.resolve("smollm2").manifest.digest == choice.digest
