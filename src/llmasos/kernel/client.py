@@ -71,6 +71,7 @@ _KIND_WORDS = {
     "generate": "a text model",
     "embed": "an embedding model",
     "transcribe": "a speech recognition model (POST /v1/audio/transcriptions)",
+    "speak": "a text-to-speech model (POST /v1/audio/speech)",
 }
 
 
@@ -300,9 +301,10 @@ class InProcessEngineClient(EngineClientInterface):
 
     async def embed(self, model: str | None, texts: Sequence[str]) -> EmbedResult:
         resolved = self.store.resolve(model or self.settings.default_embedding_model)
-        if resolved.manifest.kind == "transcribe":
+        if resolved.manifest.kind in ("transcribe", "speak"):
             raise UnsupportedError(
-                f"{resolved.manifest.name} is {_KIND_WORDS['transcribe']}; it cannot embed text",
+                f"{resolved.manifest.name} is {_KIND_WORDS[resolved.manifest.kind]}; "
+                "it cannot embed text",
                 param="model",
             )
         loaded = await self.models.acquire(resolved, "", self.settings.request_timeout)
@@ -390,6 +392,12 @@ class InProcessEngineClient(EngineClientInterface):
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         resolved = self.store.resolve(model or self.settings.default_model)
+        if resolved.manifest.kind in ("transcribe", "speak"):  # the perception layer runs them
+            raise UnsupportedError(
+                f"{resolved.manifest.name} is {_KIND_WORDS[resolved.manifest.kind]}; "
+                "the kernel does not load it",
+                param="model",
+            )
         loaded = await self.models.acquire(resolved, keep_alive, self.settings.request_timeout)
         self.models.release(loaded, keep_alive)
 

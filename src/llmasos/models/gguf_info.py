@@ -232,6 +232,8 @@ def read_hf_dir(files: dict[str, Path], label: str) -> ModelFacts:
         else (str(dtype) if dtype else None)
     )
     parameter_count = _safetensors_parameters([files[w] for w in weights])
+    if is_vits(config):
+        return read_vits(config, files, label, parameter_count)
     vision = kind == "generate" and is_vision_language(config, files)
     return ModelFacts(
         format="sentence-transformers" if sentence_transformers else "safetensors",
@@ -247,6 +249,33 @@ def read_hf_dir(files: dict[str, Path], label: str) -> ModelFacts:
 
 
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+VITS_VOCABULARY = "vocab.json"
+"""The character vocabulary `VitsTokenizer` reads (MMS-TTS ships it beside the weights)."""
+
+
+def is_vits(config: dict[str, Any]) -> bool:
+    """A transformers VITS text-to-speech model (Meta's MMS-TTS and other VITS checkpoints)."""
+    return config.get("model_type") == "vits" or "VitsModel" in (config.get("architectures") or [])
+
+
+def read_vits(
+    config: dict[str, Any], files: dict[str, Path], label: str, parameter_count: int | None
+) -> ModelFacts:
+    """Facts from a VITS directory: a voice (kind ``speak``) that ``/v1/audio/speech`` runs.
+    Its tokenizer's character vocabulary must be there: without it no text becomes input."""
+    if VITS_VOCABULARY not in files:
+        raise ModelFormatError(
+            f"{label} is a VITS model without its tokenizer's {VITS_VOCABULARY}; "
+            "a VITS voice needs it (MMS-TTS repos ship it)"
+        )
+    return ModelFacts(
+        format="safetensors",
+        kind="speak",
+        family="vits",
+        parameter_count=parameter_count,
+        quantization=str(config.get("torch_dtype") or config.get("dtype") or "") or None,
+        embedding_length=_int_or_none(config.get("hidden_size")),
+    )
 
 
 def is_vision_language(config: dict[str, Any], files: dict[str, Path]) -> bool:

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 ModelFormat = Literal["gguf", "safetensors", "sentence-transformers", "ctranslate2"]
-ModelKind = Literal["generate", "embed", "transcribe"]
+ModelKind = Literal["generate", "embed", "transcribe", "speak"]
 """``transcribe``: a speech recognizer (whisper in CTranslate2 format) that the perception
-layer runs for ``/v1/audio/transcriptions``; the kernel never loads it."""
+layer runs for ``/v1/audio/transcriptions``; ``speak``: a voice (a transformers VITS model such
+as MMS-TTS) that it runs for ``/v1/audio/speech``. The kernel loads neither."""
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def show_response(name: str, manifest: Manifest) -> dict[str, Any]:
         info[f"{family}.context_length"] = manifest.context_length
     if manifest.embedding_length:
         info[f"{family}.embedding_length"] = manifest.embedding_length
-    capabilities = {"embed": ["embedding"], "transcribe": ["audio"]}.get(
+    capabilities = {"embed": ["embedding"], "transcribe": ["audio"], "speak": ["speech"]}.get(
         manifest.kind, ["completion", "tools"]
     )
     if manifest.sees_images:
