@@ -192,6 +192,12 @@ class Settings(BaseSettings):
         "engine (pocketsphinx, faster-whisper) or a whisper model in the store; empty: the "
         "embedded whisper:tiny.en where faster-whisper is installed, else pocketsphinx.",
     )
+    voice_model: str = Field(
+        "",
+        description="Voice when a speech request names none (or tts-1), and of `llmasos say` "
+        "and `run --voice/--mic`: an engine (espeak-ng) or a VITS model in the store "
+        "(facebook/mms-tts-eng); empty: espeak-ng.",
+    )
     microphone: str = Field(
         "alsa:default",
         description="Where `llmasos listen --mic` and `run --mic` record: an FFmpeg input "

@@ -160,7 +160,9 @@ class PluginRegistry:
         ``ocr`` (`OcrInterface`); ``target`` the class or ``"module:Class"``. The first
         engine registered for a kind is its default, except that a speech engine running a
         store model (a ``model_format`` on its class, as whisper's) is preferred while such a
-        model is in the store (`llmasos.perception.service`)."""
+        model is in the store (`llmasos.perception.service`). An engine with a
+        ``model_format`` (and optionally a ``model_family``) is built with a store model's
+        directory and name, and runs that model when a request names it."""
         if kind not in PERCEPTION_KINDS:
             raise InvalidRequestError(
                 f"unknown perception kind {kind!r} (one of: {', '.join(PERCEPTION_KINDS)})"
@@ -269,6 +271,7 @@ def register_builtins(registry: PluginRegistry) -> None:
     registry.register_perception_engine(
         "voice", "espeak-ng", "llmasos.perception.espeak:EspeakEngine"
     )
+    registry.register_perception_engine("voice", "vits", "llmasos.perception.vits:VitsEngine")
     registry.register_perception_engine(
         "ocr", "tesseract", "llmasos.perception.tesseract:TesseractEngine"
     )

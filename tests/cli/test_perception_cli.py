@@ -77,6 +77,31 @@ def test_say_writes_wav_to_a_pipe() -> None:
     assert result.stdout_bytes[:4] == b"RIFF"
 
 
+def test_say_speaks_with_a_vits_voice_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("transformers")
+    from tests.perception.tiny_vits import build_tiny_vits, samples_for
+
+    voice = build_tiny_vits(tmp_path / "voice")
+    code, stdout = invoke("import", str(voice), "--name", "tiny-voice")
+    assert code == 0, stdout
+    out = tmp_path / "hello.wav"
+    code, stdout = invoke("say", "Hello world. Goodbye.", "--model", "tiny-voice", "-o", str(out))
+    assert code == 0 and "wrote" in stdout
+    data = out.read_bytes()
+    assert len(data) == 44 + 2 * samples_for(["Hello world.", "Goodbye."])
+    # the voice_model setting makes it the voice of say (and of run --voice / --mic)
+    monkeypatch.setenv("LLMASOS_VOICE_MODEL", "tiny-voice")
+    state.reset()
+    code, stdout = invoke("say", "Hello world.", "--speed", "2", "-o", str(out))
+    assert code == 0 and len(out.read_bytes()) == 44 + 2 * samples_for(["Hello world."], 2.0)
+    with pytest.raises(SystemExit):
+        main(["say", "Hello.", "--model", "tiny-voice", "--voice", "fr", "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert "a VITS model has one voice, 'eng'" in err and "\n" not in err
+
+
 def test_ocr_prints_text_or_json(tmp_path: Path) -> None:
     image = tmp_path / "note.png"
     image.write_bytes(text_png(["Buy milk and bread"]))

@@ -386,3 +386,126 @@ def test_a_keys_model_allow_list_applies_to_speech_models(tmp_path: Path) -> Non
         text = allowed.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav)).text
         assert "morning" in text.lower()
     database.close()
+
+
+@pytest.fixture(scope="module")
+def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose store holds the tiny VITS voice of `tiny_vits` as ``tiny-voice``."""
+    pytest.importorskip("transformers")
+    from tests.perception.tiny_vits import build_tiny_vits
+
+    home = tmp_path_factory.mktemp("voice-home")
+    voice = build_tiny_vits(tmp_path_factory.mktemp("tiny-vits") / "model")
+    ModelStore.open(Settings(home=home)).import_path(voice, "tiny-voice")
+    yield from _serve(home)
+
+
+def test_a_vits_voice_from_the_store_speaks_through_the_openai_client(
+    voice_server: Server,
+) -> None:
+    from tests.perception.tiny_vits import samples_for
+
+    sentences = ["Hello world.", "A tiny voice speaks.", "Goodbye!"]
+    text = " ".join(sentences)
+    speech = voice_server.api.audio.speech.create
+    wav = speech(model="tiny-voice", voice="alloy", input=text, response_format="wav").read()
+    assert sniff(wav) == "audio/wav"
+    assert int.from_bytes(wav[40:44], "little") == 2 * samples_for(sentences)
+    heard = decode_audio(wav, max_seconds=60)  # 16 kHz again
+    assert abs(len(heard) - 2 * samples_for(sentences, rate=16_000)) <= 4
+    fast = speech(model="tiny-voice", voice="eng", input=text, response_format="pcm", speed=2.0)
+    assert len(fast.read()) == 2 * samples_for(sentences, speed=2.0)
+    longer = speech(model="tiny-voice", voice="nova", input=f"{text} {text}", response_format="pcm")
+    assert len(longer.read()) == 2 * samples_for(sentences * 2)
+    for fmt, kind in (("mp3", "audio/mpeg"), ("opus", "audio/ogg"), ("flac", "audio/flac")):
+        data = speech(model="tiny-voice", voice="alloy", input=text, response_format=fmt).read()
+        assert sniff(data) == kind and decode_audio(data, max_seconds=60)
+
+
+def test_a_vits_voice_streams_a_sentence_per_event(voice_server: Server) -> None:
+    from tests.perception.tiny_vits import samples_for
+
+    sentences = ["One two.", "Three four five.", "Six."]
+    with httpx.stream(
+        "POST",
+        f"{voice_server.url}/v1/audio/speech",
+        json={
+            "model": "tiny-voice",
+            "input": " ".join(sentences),
+            "response_format": "pcm",
+            "stream_format": "sse",
+        },
+        timeout=60,
+    ) as response:
+        events = [
+            json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")
+        ]
+    assert [e["type"] for e in events] == ["speech.audio.delta"] * 3 + ["speech.audio.done"]
+    sizes = [len(base64.b64decode(e["audio"])) for e in events[:-1]]
+    assert sizes == [2 * samples_for([s]) for s in sentences]
+    with voice_server.api.audio.speech.with_streaming_response.create(
+        model="tiny-voice",
+        voice="alloy",
+        input=" ".join(sentences),
+        response_format="wav",
+        extra_body={"stream_format": "audio"},
+    ) as streamed:
+        data = b"".join(streamed.iter_bytes())
+    assert data[:4] == b"RIFF" and len(data) == 44 + 2 * samples_for(sentences)
+
+
+def test_a_vits_voice_is_listed_and_errors_have_openais_shape(voice_server: Server) -> None:
+    listed = httpx.get(
+        f"{voice_server.url}/v1/audio/voices", params={"model": "tiny-voice"}, timeout=30
+    ).json()["data"]
+    assert [(v["id"], v["language"], v["engine"]) for v in listed] == [
+        ("eng", "eng", "tiny-voice:latest")
+    ]
+    every = httpx.get(f"{voice_server.url}/v1/audio/voices", timeout=30).json()["data"]
+    engines = {v["engine"] for v in every}
+    assert {"espeak-ng", "tiny-voice:latest"} <= engines and every[0]["engine"] == "espeak-ng"
+    speech = voice_server.api.audio.speech.create
+    with pytest.raises(openai.BadRequestError) as unknown:
+        speech(model="no-such-voice", voice="alloy", input="hi")
+    error = _error(unknown)
+    assert "unknown voice model 'no-such-voice'" in str(error["message"])
+    assert "tiny-voice:latest" in str(error["message"]) and error["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        speech(model="tiny-voice", voice="alloy", input="a" * 4097)
+    assert "at most 4096" in str(_error(too_long)["message"])
+    assert _error(too_long)["param"] == "input"
+    with pytest.raises(openai.BadRequestError) as not_a_voice:
+        speech(model="all-minilm:l6-v2", voice="alloy", input="hi")
+    assert "all-minilm:l6-v2 is an embed model, not a voice" in str(_error(not_a_voice)["message"])
+    with pytest.raises(openai.BadRequestError, match="a VITS model has one voice"):
+        speech(model="tiny-voice", voice="cmn", input="hi")  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError, match="nothing to speak"):
+        speech(model="tiny-voice", voice="alloy", input="42.")
+
+
+def test_a_keys_model_allow_list_applies_to_voice_models(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tests.perception.tiny_vits import build_tiny_vits
+
+    config = Settings(home=tmp_path, auth=True, voice_model="tiny-voice")
+    store = ModelStore.open(config)
+    store.import_path(build_tiny_vits(tmp_path / "voice"), "tiny-voice")
+    database = open_database(config)
+    UserManager(database).create("alice", role="user")
+    keys = KeyManager(database)
+    chat_only = keys.create("alice", "chat", models=["smollm2"]).secret
+    voice_too = keys.create("alice", "voice", models=["smollm2", "tiny-voice"]).secret
+    app = create_app(config, FakeEngineClient(), store, keys=keys)
+    with ServerThread(app) as url:
+        refused = openai.OpenAI(base_url=f"{url}/v1", api_key=chat_only, max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError, match="may not use the model 'tiny-v"):
+            refused.audio.speech.create(model="tiny-voice", voice="alloy", input="Hello.")
+        # tts-1 means the voice_model setting: the model that runs is what is checked
+        with pytest.raises(openai.PermissionDeniedError, match="tiny-voice:latest"):
+            refused.audio.speech.create(model="tts-1", voice="alloy", input="Hello.")
+        # espeak-ng runs no store model: nothing to allow-list
+        spoken = refused.audio.speech.create(model="espeak-ng", voice="alloy", input="Hello.")
+        assert spoken.read()
+        allowed = openai.OpenAI(base_url=f"{url}/v1", api_key=voice_too, max_retries=0)
+        assert allowed.audio.speech.create(model="tts-1", voice="alloy", input="Hello.").read()
+    database.close()

@@ -68,27 +68,15 @@ def test_pull_of_a_vision_language_repo_keeps_its_processor(
     """``llmasos pull ORG/REPO`` from a hub served on loopback (SmolVLM's repo layout: the
     model files, a README and an example picture, which are left behind), then loaded from
     the store by the transformers backend with its processor."""
-    import threading
-    from http.server import ThreadingHTTPServer
-
     from llmasos.backends.interface import LoadSpec
     from llmasos.backends.transformers.backend import TransformersBackend
-    from tests.models.test_pull import FakeHub, make_handler
+    from tests.models.test_pull import FakeHub, served
     from tests.vision.tiny_vlm import png
 
     files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
     hub = FakeHub(repos={"org/Tiny-VLM": {**files, "README.md": b"hi", "cat.png": png((1, 2, 3))}})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(hub))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    try:
+    with served(hub, monkeypatch):
         assert "pulled 'org/tiny-vlm:latest'" in run("pull", "org/Tiny-VLM")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
     manifest = state.store.manifest("org/tiny-vlm")
     assert manifest.sees_images and manifest.source == "hf:org/Tiny-VLM"
     assert {f.path for f in manifest.files} == set(files)

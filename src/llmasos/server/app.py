@@ -209,6 +209,7 @@ def create_app(
         ),
         store=store,
         speech_model=settings.speech_model,
+        voice_model=settings.voice_model,
     )
     app.state.perception = perception
     images = ImageReader(

@@ -27,10 +27,16 @@ class TranscriptionForm(OpenAIModel):
 
 
 class SpeechRequest(OpenAIModel):
-    model: str = Field("tts-1", description="tts-1 (the default engine) or an engine name.")
+    model: str = Field(
+        "tts-1",
+        description="tts-1 (the default voice engine), an engine name (espeak-ng), or a VITS "
+        "voice model in the store (facebook/mms-tts-eng).",
+    )
     input: str = Field(..., description="The text to speak, at most 4,096 characters.")
     voice: str = Field(
-        "alloy", description="An OpenAI voice name or an espeak-ng voice (GET /v1/audio/voices)."
+        "alloy",
+        description="An OpenAI voice name, an espeak-ng voice, or a VITS model's one voice "
+        "(GET /v1/audio/voices).",
     )
     response_format: Literal["mp3", "opus", "flac", "wav", "pcm", "aac"] = "mp3"
     speed: float = Field(1.0, description="0.25 to 4.0.")

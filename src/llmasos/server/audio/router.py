@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
@@ -92,12 +94,14 @@ def audio_router(perception: PerceptionService) -> APIRouter:
                 "response_format aac is not supported (one of: mp3, opus, flac, wav, pcm)",
                 param="response_format",
             )
+        principal = current_principal()  # perception models are checked here, not by auth
         chunks = await perception.speak(
             body.input,
             tenant=tenant_for(body.user),
             voice=body.voice,
             model=body.model,
             speed=body.speed,
+            allow=None if principal is None else lambda name: principal.require(model=name),
         )
         media_type = MEDIA_TYPES[body.response_format]
         if body.stream_format == "sse":
@@ -113,7 +117,7 @@ def audio_router(perception: PerceptionService) -> APIRouter:
 
     @router.get("/v1/audio/voices", response_model=VoiceList, summary="List the voices")
     async def list_voices(model: str | None = None) -> VoiceList:
-        voices = perception.voices(model)
+        voices = await asyncio.to_thread(perception.voices, model)  # reads the store
         return VoiceList(
             data=[
                 VoiceOut(id=v.id, language=v.language, description=v.description, engine=v.engine)
