@@ -96,6 +96,7 @@ def test_say_speaks_with_a_vits_voice_from_the_store(
     state.reset()
     code, stdout = invoke("say", "Hello world.", "--speed", "2", "-o", str(out))
     assert code == 0 and len(out.read_bytes()) == 44 + 2 * samples_for(["Hello world."], 2.0)
+    capsys.readouterr()  # the progress bars of building and loading the model
     with pytest.raises(SystemExit):
         main(["say", "Hello.", "--model", "tiny-voice", "--voice", "fr", "-o", str(out)])
     err = capsys.readouterr().err.strip()
