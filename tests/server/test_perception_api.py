@@ -461,6 +461,9 @@ def test_a_vits_voice_is_listed_and_errors_have_openais_shape(voice_server: Serv
     assert [(v["id"], v["language"], v["engine"]) for v in listed] == [
         ("eng", "eng", "tiny-voice:latest")
     ]
+    shown = httpx.post(f"{voice_server.url}/api/show", json={"model": "tiny-voice"}, timeout=30)
+    assert shown.json()["capabilities"] == ["speech"]
+    assert shown.json()["details"]["family"] == "vits"
     every = httpx.get(f"{voice_server.url}/v1/audio/voices", timeout=30).json()["data"]
     engines = {v["engine"] for v in every}
     assert {"espeak-ng", "tiny-voice:latest"} <= engines and every[0]["engine"] == "espeak-ng"
