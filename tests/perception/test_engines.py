@@ -103,6 +103,21 @@ def test_tesseract_reads_english_with_boxes_and_confidences(service: PerceptionS
 
 
 @needs_tesseract
+def test_a_page_photographed_under_uneven_light_is_read_whole(service: PerceptionService) -> None:
+    # scikit-image's photographed page (bench/data/scans): its left half is in shadow, which
+    # tesseract's one global threshold loses unless the lighting is flattened first
+    from importlib import resources
+
+    page = (resources.files("llmasos.bench") / "data/scans/skimage-page.png").read_bytes()
+    result = asyncio.run(service.read_image(page, tenant="t"))
+    text = " ".join(result.text.split())
+    assert "Region-based segmentation Let us first determine markers" in text
+    assert "histogram of grey values" in text
+    assert (result.width, result.height) == (384, 191)  # boxes in the page's own pixels
+    assert all(w.left + w.width <= 384 and w.top + w.height <= 191 for w in result.words)
+
+
+@needs_tesseract
 def test_tesseract_reads_chinese_without_spaces_between_characters(
     service: PerceptionService,
 ) -> None:

@@ -7,8 +7,10 @@ recognizer, the word error rate of the round trip and the real-time factor (seco
 per second of audio; below 1 is faster than real time), and the voice's characters per
 second and its time to the first audio chunk. OCR: the shipped English and Chinese lines are
 rendered with Debian's fonts (DejaVu Sans / Serif / Sans Mono, WenQuanYi Micro Hei) at several
-sizes, plus a "scanned" variant (rotated, blurred, noisy, JPEG-compressed), read by tesseract; it
-reports the character error rate and the latency per page. Prints a table, writes JSON.
+sizes, plus a "scanned" variant (rotated, blurred, noisy, JPEG-compressed), and the real
+photographed pages shipped in ``data/scans/`` (their sources and licences in ``pages.json``),
+read by tesseract; it reports the character error rate and the latency per page. Prints a
+table, writes JSON.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class OcrCase:
     characters: int
     character_errors: int
     seconds: float
+    photographed: bool = False
+    """A real photographed or scanned page (``data/scans/``), not a rendered one."""
 
 
 @dataclass
@@ -119,7 +123,9 @@ class PerceptionBenchReport:
             }
         groups: dict[str, list[OcrCase]] = {}
         for case in self.ocr:
-            key = f"{case.language}{' scanned' if case.scanned else ''}"
+            key = case.language + (
+                " photographed" if case.photographed else " scanned" if case.scanned else ""
+            )
             groups.setdefault(key, []).append(case)
         result["ocr"] = {
             key: {
@@ -273,6 +279,24 @@ def bench_ocr(texts: dict[str, list[str]]) -> list[OcrCase]:
                             seconds=seconds,
                         )
                     )
+    scans = resources.files("llmasos.bench") / "data" / "scans"
+    for page in json.loads((scans / "pages.json").read_text(encoding="utf-8"))["pages"]:
+        started = time.perf_counter()
+        result = engine.read((scans / page["file"]).read_bytes(), language=page["language"])
+        seconds = time.perf_counter() - started
+        reference = characters_of("".join(page["text"]))
+        cases.append(
+            OcrCase(
+                language=page["language"],
+                font=page["file"],
+                size=0,
+                scanned=True,
+                characters=len(reference),
+                character_errors=edit_distance(reference, characters_of(result.text)),
+                seconds=seconds,
+                photographed=True,
+            )
+        )
     return cases
 
 
