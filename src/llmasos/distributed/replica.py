@@ -24,7 +24,7 @@ from typing import Any
 import ray
 
 from llmasos.config import Settings
-from llmasos.distributed.modelfetch import ReplicaStore, fetch_blob, main_file
+from llmasos.distributed.modelfetch import FetchResult, ReplicaStore, fetch_blob, main_file
 from llmasos.errors import LLMasOSError, NotFoundError
 from llmasos.kernel.interface import GenerateOutput, GenerateRequest, PromptCount
 from llmasos.models.manifest import Manifest
@@ -81,6 +81,23 @@ class BlobSource:
             return handle.read(length)
 
 
+async def fetch_from_head(
+    manifest: Manifest, cache_dir: Path, head_path: Path, copy: bool
+) -> FetchResult:
+    """The model's main file on this node, verified: from ``head_path`` where this node can
+    read it (unless ``copy``), else in chunks from the head's `BlobSource` (`fetch_blob`)."""
+    digest, size = main_file(manifest)
+    source = ray.get_actor(BLOB_SOURCE_NAME, namespace=NAMESPACE)
+
+    def read(blob: str, offset: int, length: int) -> bytes:
+        data: Any = ray.get(source.read.remote(blob, offset, length))
+        return bytes(data)
+
+    return await asyncio.to_thread(
+        fetch_blob, digest, size, cache_dir, head_path=head_path, read=read, copy=copy
+    )
+
+
 @ray.remote
 class ModelReplica:
     """One replica of one model: our kernel and backend on a cluster node."""
@@ -110,22 +127,7 @@ class ModelReplica:
         """Fetch and verify the weights, load the model; what and where, for the caller."""
         from llmasos.kernel.client import InProcessEngineClient
 
-        digest, size = main_file(self.manifest)
-        source = ray.get_actor(BLOB_SOURCE_NAME, namespace=NAMESPACE)
-
-        def read(blob: str, offset: int, length: int) -> bytes:
-            data: Any = ray.get(source.read.remote(blob, offset, length))
-            return bytes(data)
-
-        result = await asyncio.to_thread(
-            fetch_blob,
-            digest,
-            size,
-            self.cache_dir,
-            head_path=self.head_path,
-            read=read,
-            copy=self.copy,
-        )
+        result = await fetch_from_head(self.manifest, self.cache_dir, self.head_path, self.copy)
         self.fetched, self.path = result.how, str(result.path)
         store = ReplicaStore(self.manifest, result.path)
         self.engine = InProcessEngineClient(self.settings, store)

@@ -48,8 +48,7 @@ import httpx
 import ray
 
 from llmasos.config import Settings, default_home
-from llmasos.distributed.modelfetch import fetch_blob, main_file
-from llmasos.distributed.replica import BLOB_SOURCE_NAME, NAMESPACE, ReplicaDraining, ReplicaError
+from llmasos.distributed.replica import ReplicaDraining, ReplicaError, fetch_from_head
 from llmasos.distributed.vllm_server import (
     START_TIMEOUT_S,
     Parallelism,
@@ -222,22 +221,7 @@ class VllmReplica:
     async def start(self) -> dict[str, Any]:
         """Fetch the weights, convert them once, start vLLM's server; the report."""
         started = time.monotonic()
-        digest, size = main_file(self.manifest)
-        source = ray.get_actor(BLOB_SOURCE_NAME, namespace=NAMESPACE)
-
-        def read(blob: str, offset: int, length: int) -> bytes:
-            data: Any = ray.get(source.read.remote(blob, offset, length))
-            return bytes(data)
-
-        result = await asyncio.to_thread(
-            fetch_blob,
-            digest,
-            size,
-            self.cache_dir,
-            head_path=self.head_path,
-            read=read,
-            copy=self.copy,
-        )
+        result = await fetch_from_head(self.manifest, self.cache_dir, self.head_path, self.copy)
         self.fetched, self.path = result.how, str(result.path)
         model_dir = await asyncio.to_thread(self._hf_directory, result.path)
         python = await asyncio.to_thread(self._vllm_python)
