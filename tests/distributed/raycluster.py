@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,3 +100,29 @@ def connect_when_up(address: str, head: Node, timeout: float = 60) -> None:
             if head.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the head did not start: {head.log.read_text()[-2000:]}")
             time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def head_and_two_workers(prefix: str, worker_memory: str) -> Iterator[Cluster]:
+    """A head with no CPUs (so nothing is placed on it) and two workers of one CPU and
+    ``worker_memory`` each, this process connected; everything ended and removed after."""
+    from llmasos.distributed.cluster import local_ip
+    from llmasos.net import free_port
+
+    root = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: Ray's socket paths
+    port = free_port()
+    address = f"{local_ip()}:{port}"
+    head = start_node(["start", "--head", "--port", str(port), "--num-cpus", "0"], root, "head")
+    nodes = [head]
+    try:
+        connect_when_up(address, head)
+        for index in range(2):
+            join = ["join", address, "--num-cpus", "1", "--memory", worker_memory]
+            nodes.append(start_node(join, root, f"w{index}"))
+        wait_nodes(3, nodes)
+        yield Cluster(address, head, nodes[1:], root)
+    finally:
+        ray.shutdown()
+        for node in reversed(nodes):
+            node.kill()
+        shutil.rmtree(root, ignore_errors=True)

