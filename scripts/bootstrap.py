@@ -489,7 +489,7 @@ def _llama_commands(context: Context) -> list[list[str]]:
 
 
 def _serve_commands(context: Context) -> list[list[str]]:
-    return [context.pip("-e", f"{ROOT}[embeddings,perception]", context.torch)]
+    return [context.pip("-e", f"{ROOT}[embeddings,perception,eval]", context.torch)]
 
 
 def _models_commands(context: Context) -> list[list[str]]:

@@ -24,7 +24,7 @@ from llmasos.toolchain.autotune import (
     tune_when_idle,
 )
 from llmasos.toolchain.jobs import FINAL, Job, JobRegistry
-from llmasos.toolchain.tune import DEFAULT_FORMATS, keep_as_it_is
+from llmasos.toolchain.tune import DEFAULT_FORMATS, SERVICE_GATE, keep_as_it_is
 
 pytestmark = pytest.mark.skipif(
     any(package_path(b) is None for b in BUILTINS), reason="embedded model packages missing"
@@ -73,6 +73,7 @@ def test_the_server_tunes_its_default_model_when_idle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(autotune, "FROM_LOW_BIT", ("Q8_0",))  # one candidate keeps it short
+    monkeypatch.setattr(autotune, "SERVICE_ITEMS", 3)  # and three items of each service set
     monkeypatch.setenv("LLMASOS_MAX_BATCH_SIZE", "2")  # and the job serves batches of two
     settings = _settings(tmp_path)
     store = ModelStore.open(settings)
@@ -87,7 +88,7 @@ def test_the_server_tunes_its_default_model_when_idle(
     assert job is not None and len(calls) >= 3
     assert job.command[:4] == ["tune", reference.name, "--format", "Q8_0"]
     jobs = JobRegistry(settings.home / "jobs")
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 900
     while jobs.get(job.id).state not in FINAL and time.monotonic() < deadline:
         time.sleep(1)
     ended = jobs.get(job.id)
@@ -95,6 +96,9 @@ def test_the_server_tunes_its_default_model_when_idle(
     report = jobs.report(job.id)
     assert report is not None and {r["format"] for r in report["results"]} == {"Q4_1", "Q8_0"}
     assert report["batch"] == 2 and all(r["seconds_in_batch"] > 0 for r in report["results"])
+    # the service gate scored both versions on every service, item by item
+    assert all(set(r["services"]) == set(SERVICE_GATE) for r in report["results"])
+    assert all(len(items) == 3 for r in report["results"] for items in r["service_items"].values())
     choice = store.tuning_choice("smollm2")
     assert choice is not None and choice.format == report["chosen"]
     assert store.resolve("smollm2").manifest.digest == choice.digest

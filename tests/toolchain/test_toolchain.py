@@ -109,6 +109,7 @@ def test_tune_serves_the_chosen_version_and_keeps_the_reference(tmp_path: Path) 
     tune = functools.partial(
         tune_model, store, "smollm2", formats=["Q8_0"], batch=2, rounds=1, threads=2, text=text,
         settings=settings, served_prompt=24, served_output=6,
+        services=["classify", "extract"], service_items=4,
     )  # fmt: skip
     report = tune(tokens=4, work_dir=work)
     formats = [r.format for r in report.results]
@@ -116,6 +117,10 @@ def test_tune_serves_the_chosen_version_and_keeps_the_reference(tmp_path: Path) 
     assert all(r.perplexity > 1 and r.decode_tokens_per_second > 0 for r in report.results)
     # served by the kernel, alone and two at once
     assert all(0 < r.seconds_alone < r.seconds_in_batch < 60 for r in report.results)
+    # the service gate: both versions scored on 4 items of each set, the candidate compared
+    assert all(len(r.service_items["classify"]) == 4 for r in report.results)
+    assert set(report.results[1].services_lower_p) == {"classify", "extract"}
+    assert set(report.results[0].services) == {"classify", "extract"}
     derived = store.manifest(f"smollm2@{report.results[1].digest.removeprefix('sha256:')}")
     assert derived.quantization == "Q8_0"
     assert derived.source is not None and derived.source.startswith(f"derived:{reference.digest}")
@@ -147,7 +152,7 @@ def test_tune_makes_low_bit_candidates_with_an_importance_matrix(tmp_path: Path)
     tune = functools.partial(
         tune_model, store, "smollm2", formats=["Q4_0"], batch=1, rounds=1, tokens=2,
         threads=2, text=text, work_dir=work, record=False, settings=settings,
-        served_prompt=16, served_output=2,
+        served_prompt=16, served_output=2, services=(),
         calibration=[shipped_calibration_texts()[0][:900]], calibration_name="short",
         calibration_chunk=128,
     )  # fmt: skip
@@ -201,3 +206,33 @@ def test_a_format_that_slows_one_user_down_is_not_chosen_for_the_batch_alone() -
     assert report.chosen == "Q8_0"
     f16 = report.results[2]
     assert f16.seconds_in_batch < report.results[1].seconds_in_batch  # F16 wins the batch only
+
+
+def _scored(result: FormatResult, service: str, items: list[float]) -> FormatResult:
+    result.service_items[service] = items
+    result.services[service] = sum(items) / len(items)
+    return result
+
+
+def test_a_candidate_that_loses_a_service_score_beyond_chance_is_not_chosen() -> None:
+    right, wrong = [100.0], [0.0]
+    report = TuneReport("m", "x86_64:avx2", 8, 32, 2)
+    reference = _result("Q4_1", 2.0, 10.0, 10.0, ref=True)
+    # the reference labels 30 items of 40 right; Q8_0 loses 3 of them and wins 2 others
+    # (noise: p = 0.5), F16 loses 9 and wins none (p = 0.002)
+    _scored(reference, "classify", right * 30 + wrong * 10)
+    q8 = _scored(
+        _result("Q8_0", 1.5, 8.0, 10.1), "classify", wrong * 3 + right * 27 + right * 2 + wrong * 8
+    )
+    f16 = _scored(_result("F16", 1.0, 7.0, 10.0), "classify", wrong * 9 + right * 21 + wrong * 10)
+    report.results = [reference, q8, f16]
+    _choose(report)
+    assert report.chosen == "Q8_0"
+    assert q8.eligible and q8.services_lower_p["classify"] == pytest.approx(0.5)
+    assert not f16.eligible and f16.services_lower_p["classify"] < 0.01
+    assert f16.why_not.startswith("classify 52.5 against 75.0 (lower, p = 0.00")
+    # a candidate that scores higher is never turned down, however sure the test
+    better = _scored(_result("F16", 1.0, 7.0, 10.0), "classify", right * 40)
+    report.results = [reference, better]
+    _choose(report)
+    assert report.chosen == "F16" and better.services_lower_p["classify"] == 1.0

@@ -7,6 +7,7 @@ that `llmasos.cli.main.main` prints as one line with exit code 1.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -316,11 +317,23 @@ def run_tune(
     *,
     imatrix: bool = True,
     calibration: str | None = None,
+    services: Sequence[str] | None = None,
+    service_items: int | None = None,
 ) -> dict[str, Any]:
     """Tune ``name`` on this machine with progress on the console; the report as a dict."""
     import tempfile
 
-    from llmasos.toolchain.tune import DEFAULT_FORMATS, tune_model
+    from llmasos.toolchain.evaluate import SERVICE_TASKS
+    from llmasos.toolchain.tune import DEFAULT_FORMATS, SERVICE_GATE, tune_model
+
+    services = SERVICE_GATE if services is None else services
+    unknown = [s for s in services if s not in SERVICE_TASKS]
+    if unknown:
+        raise InvalidRequestError(
+            f"no development set ships for service {unknown[0]!r}: "
+            f"the gate can use {', '.join(sorted(SERVICE_TASKS))}",
+            param="service",
+        )
 
     texts = None
     if calibration is not None:
@@ -349,6 +362,8 @@ def run_tune(
             calibration=texts,
             calibration_name=calibration or "",
             settings=state.settings,
+            services=services,
+            service_items=service_items,
         )
     return report.to_dict()
 
@@ -384,6 +399,20 @@ def print_tune(report: dict[str, Any]) -> None:
             note,
         )
     print_table(listing)
+    services = list(report["results"][0].get("services") or {})
+    if services:
+        scores = table(Column("SERVICE", key=True), *(row["format"] for row in report["results"]))
+        for service in services:
+            cells = []
+            reference = report["results"][0]["services"][service]
+            for row in report["results"]:
+                cell = f"{row['services'][service]:.1f}"
+                p = row.get("services_lower_p", {}).get(service)
+                if p is not None and row["services"][service] < reference:
+                    cell += f" (lower, p {p:.2f})"
+                cells.append(cell)
+            scores.add_row(service, *cells)
+        print_table(scores)
     matrix = report.get("imatrix") or {}
     if matrix:
         console.print(
@@ -427,6 +456,23 @@ def tune(
         bool,
         typer.Option("--no-imatrix", help="Derive low-bit candidates without importance matrix."),
     ] = False,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service",
+            help="A service whose development-set score a candidate must not lose (repeatable;"
+            " default classify, extract, answer, summarize and translate).",
+        ),
+    ] = None,
+    no_services: Annotated[
+        bool, typer.Option("--no-services", help="Skip the service gate (minutes per version).")
+    ] = False,
+    service_items: Annotated[
+        int | None,
+        typer.Option(
+            "--service-items", min=1, help="Items of each service set, spread over it (all)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
     background: Annotated[bool, typer.Option("--background", help=BACKGROUND_HELP)] = False,
 ) -> None:
@@ -438,8 +484,9 @@ def tune(
     --imatrix would), measures batched prefill and decode speed, perplexity on a
     public-domain text and the France question next to the current version, and serves the
     one that answers a typical request (256 prompt tokens, 128 answer tokens) soonest, alone
-    and in a full batch together, among those whose perplexity is within 3%, from now on,
-    on this machine only. The model's
+    and in a full batch together, among those whose perplexity is within 3% and that keep
+    the services' scores on their development sets (a candidate scoring lower fails when a
+    paired permutation test gives p < 0.05), from now on, on this machine only. The model's
     current version stays what it was; NAME@ID loads any version. The server does this by
     itself for its default model, in the background, the first time it runs on a machine
     (the auto_tune setting); --reset keeps the model as it is, also from then on.
@@ -449,7 +496,8 @@ def tune(
     decode_tokens_per_second, prefill_tokens_per_second, single_decode_tokens_per_second,
     single_prefill_tokens_per_second, seconds_alone, seconds_in_batch, seconds_per_request
     (alone + in batch), perplexity,
-    answer, says_paris, eligible, why_not, imatrix).
+    answer, says_paris, eligible, why_not, imatrix, services (service -> main score),
+    service_items (service -> per-item scores), services_lower_p (service -> one-sided p)).
     """
     if reset:
         from llmasos.toolchain.tune import keep_as_it_is
@@ -466,8 +514,17 @@ def tune(
         return
     if imatrix is not None and no_imatrix:
         raise InvalidRequestError("--imatrix and --no-imatrix exclude each other")
+    if service and no_services:
+        raise InvalidRequestError("--service and --no-services exclude each other")
     report = run_tune(
-        name, weight_format, tokens, rounds, imatrix=not no_imatrix, calibration=imatrix
+        name,
+        weight_format,
+        tokens,
+        rounds,
+        imatrix=not no_imatrix,
+        calibration=imatrix,
+        services=[] if no_services else service,
+        service_items=service_items,
     )
     if as_json:
         print_json(report)

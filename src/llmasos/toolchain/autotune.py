@@ -36,6 +36,9 @@ IDLE_SECONDS = 30.0
 """How long the server must have had no request running or waiting before a tune starts."""
 FROM_LOW_BIT = ("Q8_0", "F16")
 """The candidates of a model stored below 8 bits a weight."""
+SERVICE_ITEMS: int | None = None
+"""Items of each service development set the tune's service gate scores (None: all of
+them, a few minutes per version on two cores, in the background)."""
 
 
 def candidate_formats(manifest: Manifest) -> tuple[str, ...]:
@@ -54,6 +57,8 @@ def auto_tune_command(store: ModelStoreInterface, name: str) -> list[str] | None
     command = ["tune", manifest.name]
     for weight_format in candidate_formats(manifest):
         command += ["--format", weight_format]
+    if SERVICE_ITEMS is not None:
+        command += ["--service-items", str(SERVICE_ITEMS)]
     return command
 
 

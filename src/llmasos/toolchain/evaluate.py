@@ -190,6 +190,16 @@ SERVICE_TASKS: dict[str, ServiceTask] = {
 }
 
 
+def item_scores(service: str, predictions: Sequence[Any], items: Sequence[Item]) -> list[float]:
+    """The service's main score of each item on its own, for paired comparisons of two
+    systems on the same items (chrF and BLEU become sentence-level)."""
+    task = SERVICE_TASKS[service]
+    return [
+        float(task.score([prediction], [item])[task.main])
+        for prediction, item in zip(predictions, items, strict=True)
+    ]
+
+
 def dataset_path(service: str, path: Path | None = None) -> Path:
     """The dataset to use: ``path``, else the shipped development set of ``service``."""
     if path is not None:

@@ -12,8 +12,9 @@ alternating rounds (the machine may be shared):
   of them at once; the best of the rounds counts;
 - the backend's raw rates, for the table: a batch of ``batch`` sequences prefilled together,
   then ``tokens`` decode steps, and one sequence alone;
-- quality: perplexity on the public-domain text LLMasOS ships, and a greedy answer to "What
-  is the capital of France?" that must name Paris when the reference's does.
+- quality: perplexity on the public-domain text LLMasOS ships, a greedy answer to "What
+  is the capital of France?" that must name Paris when the reference's does, and the named
+  services' scores on their shipped development sets (the service gate, below).
 
 A candidate below 8 bits a weight (Q4_0, Q4_K_M, IQ4_NL ...) is made with an importance
 matrix (`llmasos.toolchain.imatrix`), as ``llama-quantize --imatrix`` would: the current
@@ -23,9 +24,17 @@ text), and every low-bit candidate is quantized from the F16 with it. So each fo
 judged by its good version; ``imatrix=False`` derives them plainly (both kinds are kept
 apart in the store by their provenance, ``...:<format>:imatrix=<calibration>:...``).
 
+The service gate runs each of ``SERVICE_GATE`` (classify, extract, answer, summarize,
+translate) on its shipped development set through the kernel, with every version, and
+compares each item's score with the reference's on the same item. A candidate fails it when
+its mean is lower and a paired permutation test says the difference is unlikely to be chance
+(one-sided p below ``SIGNIFICANCE``): on sets of 40 to 120 items, a strict "no score lower"
+would turn a format down for one item that two greedy decoders happen to label differently,
+while a real loss of a few points shows. The scores are in the report either way.
+
 Among the versions whose perplexity is within ``QUALITY_TOLERANCE`` of the reference's (and
-that pass the France question), the one that serves the typical request soonest, alone and
-in a full batch together, is recorded in the store for this machine
+that pass the France question and the service gate), the one that serves the typical
+request soonest, alone and in a full batch together, is recorded in the store for this machine
 (`llmasos.models.tuning`), and `resolve` serves it from then on;
 the reference stays the model's current version, and ``name@DIGEST`` still loads any one.
 """
@@ -47,6 +56,7 @@ from llmasos.models import ModelStoreInterface
 from llmasos.models.manifest import Manifest
 from llmasos.models.tuning import TuningChoice, machine_fingerprint
 from llmasos.toolchain.imatrix import SHIPPED_CALIBRATION, shipped_calibration_texts
+from llmasos.toolchain.metrics import paired_lower_p
 from llmasos.toolchain.perplexity import perplexity, public_domain_text
 from llmasos.toolchain.quantize import TOOL, format_name, quantize_gguf
 from llmasos.toolchain.registering import greedy_text
@@ -68,6 +78,11 @@ formats (llama.cpp repacks several of them) the prefill rate weighs. It is timed
 alone and in a full batch: a format that reads more bytes a weight prefills a batch faster
 but decodes a lone sequence slower (memory-bound), and the sum keeps either from paying for
 the other."""
+SERVICE_GATE = ("classify", "extract", "answer", "summarize", "translate")
+"""The services whose development-set scores a candidate must not lose (`evaluate`)."""
+SIGNIFICANCE = 0.05
+"""A candidate scoring lower on a service fails the gate when the paired test's one-sided
+p-value is below this."""
 FRANCE = "What is the capital of France?"
 SPEED_PROMPT = "Write a long, detailed story about a robot who learns to paint, part {n}."
 
@@ -95,6 +110,12 @@ class FormatResult:
     why_not: str = ""
     imatrix: bool = False
     """Quantized with the run's importance matrix."""
+    services: dict[str, float] = field(default_factory=dict)
+    """Service -> its main score on the development set (`evaluate`)."""
+    service_items: dict[str, list[float]] = field(default_factory=dict)
+    """Service -> the main score of each item, in the set's order."""
+    services_lower_p: dict[str, float] = field(default_factory=dict)
+    """Service -> one-sided p-value that this version scores lower than the reference."""
 
     seconds_alone: float = math.inf
     """The kernel serving the typical request when it is the only one."""
@@ -288,6 +309,49 @@ async def _measure_served(
     return best
 
 
+async def _measure_services(
+    settings: Settings,
+    store: ModelStoreInterface,
+    versions: Sequence[str],
+    services: Sequence[str],
+    limit: int | None,
+    progress: Progress,
+) -> list[dict[str, tuple[float, list[float]]]]:
+    """For each of ``versions``: service -> (main score, per-item scores) on the service's
+    shipped development set, run through the kernel one version at a time."""
+    from llmasos.kernel.client import InProcessEngineClient
+    from llmasos.services.runner import runner_for
+    from llmasos.toolchain.evaluate import (
+        dataset_path,
+        evaluate_service,
+        item_scores,
+        load_dataset,
+    )
+
+    sets = {service: load_dataset(dataset_path(service), limit) for service in services}
+    engine = InProcessEngineClient(settings, store)
+    runner = runner_for(engine, settings.home, store, settings.default_model)
+    measured: list[dict[str, tuple[float, list[float]]]] = []
+    try:
+        for version in versions:
+            scores: dict[str, tuple[float, list[float]]] = {}
+            for service, items in sets.items():
+                progress(f"{version}: {service} on {len(items)} development items")
+                report = await evaluate_service(
+                    engine, runner, service, items, model=version, references=False
+                )
+                predictions = [p["service"] for p in report["predictions"]]
+                scores[service] = (
+                    float(report["scores"]["service"][report["main"]]),
+                    item_scores(service, predictions, items),
+                )
+            measured.append(scores)
+            await engine.unload(version)
+    finally:
+        await engine.close()
+    return measured
+
+
 def _answer(backend: BackendInterface, question: str, max_tokens: int = 16) -> str:
     prompt = backend.tokenize(backend.render_chat([{"role": "user", "content": question}]))
     return greedy_text(backend, prompt, max_tokens)
@@ -313,6 +377,8 @@ def tune_model(
     settings: Settings | None = None,
     served_prompt: int = SERVED_PROMPT,
     served_output: int = SERVED_OUTPUT,
+    services: Sequence[str] = SERVICE_GATE,
+    service_items: int | None = None,
 ) -> TuneReport:
     """Measure ``name``'s current version and each of ``formats``; record the best.
 
@@ -320,7 +386,9 @@ def tune_model(
     are made with an importance matrix over ``calibration`` (default: the shipped
     calibration texts, in chunks of ``calibration_chunk`` tokens) unless ``imatrix`` is
     False. ``settings`` are the kernel's for the served timings (``threads`` and ``batch``
-    override theirs); the typical request is ``served_prompt`` + ``served_output`` tokens."""
+    override theirs); the typical request is ``served_prompt`` + ``served_output`` tokens.
+    ``services`` are scored on their shipped development sets (``service_items`` of each,
+    spread over the set; all by default); an empty list skips the service gate."""
     from llmasos.backends.llamacpp.backend import LlamaCppBackend
 
     if batch < 1 or tokens < 1 or rounds < 1:
@@ -420,6 +488,21 @@ def tune_model(
     )
     for result, (alone, together) in zip(report.results, served, strict=True):
         result.seconds_alone, result.seconds_in_batch = alone, together
+    if services:
+        scored = asyncio.run(
+            _measure_services(
+                kernel_settings,
+                store,
+                [f"{name}@{v.digest.removeprefix('sha256:')}" for v in versions],
+                services,
+                service_items,
+                progress,
+            )
+        )
+        for result, by_service in zip(report.results, scored, strict=True):
+            for service, (score, items) in by_service.items():
+                result.services[service] = round(score, 2)
+                result.service_items[service] = items
     _choose(report)
     if record:
         chosen = next(r for r in report.results if r.format == report.chosen)
@@ -444,6 +527,7 @@ def _figures(result: FormatResult) -> dict[str, float]:
         "seconds_in_batch": round(result.seconds_in_batch, 4),
         "seconds_per_request": round(result.seconds_per_request, 4),
         "perplexity": round(result.perplexity, 4),
+        **{f"service:{name}": score for name, score in result.services.items()},
     }
 
 
@@ -462,6 +546,19 @@ def _choose(report: TuneReport) -> None:
         elif reference.says_paris and not result.says_paris:
             result.eligible = False
             result.why_not = "does not answer Paris"
+        for service, items in result.service_items.items():
+            wanted = reference.service_items.get(service)
+            if wanted is None or len(wanted) != len(items):
+                continue
+            p = paired_lower_p(items, wanted)
+            result.services_lower_p[service] = round(p, 4)
+            lower = result.services[service] < reference.services[service]
+            if result.eligible and lower and p < SIGNIFICANCE:
+                result.eligible = False
+                result.why_not = (
+                    f"{service} {result.services[service]:.1f} against "
+                    f"{reference.services[service]:.1f} (lower, p = {p:.3f})"
+                )
     eligible = [r for r in report.results if r.eligible]
     report.chosen = min(eligible, key=lambda r: r.seconds_per_request).format
 
