@@ -36,6 +36,7 @@ from llmasos.kernel.request import (
 from llmasos.kernel.scheduler.interface import KVCacheInterface, SchedulerOutput
 from llmasos.kernel.scheduler.policies import make_policy
 from llmasos.kernel.scheduler.scheduler import Scheduler
+from llmasos.kernel.scheduler.shares import TenantShares
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Engine:
         max_batch_tokens: int,
         max_prefill_while_decoding: int | None = None,
         metrics: KernelMetrics,
+        shares: TenantShares | None = None,
     ) -> None:
         self.model_name = model_name
         self.backend = backend
@@ -114,7 +116,7 @@ class Engine:
         self.kv_cache = BackendKVCache(backend)
         self.scheduler = Scheduler(
             self.kv_cache,
-            make_policy(policy),
+            make_policy(policy, shares),
             max_batch_tokens=max_batch_tokens,
             max_prefill_while_decoding=max_prefill_while_decoding,
         )

@@ -32,6 +32,7 @@ from llmasos.errors import QueueFullError, UnsupportedError
 from llmasos.kernel.engine import Engine
 from llmasos.kernel.ledger import MemoryHolder, MemoryLedger
 from llmasos.kernel.metrics import KernelMetrics
+from llmasos.kernel.scheduler.shares import TenantShares
 from llmasos.models.manifest import ResolvedModel
 from llmasos.plugins import get_registry
 
@@ -82,9 +83,13 @@ def choose_backend(settings: Settings, model_format: str) -> str:
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, metrics: KernelMetrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: KernelMetrics, shares: TenantShares | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.shares = shares or TenantShares()
+        """The kernel's fair-share ledger, handed to every engine's scheduling policy."""
         self.loaded: dict[str, ModelInstance] = {}
         self._loading: dict[str, asyncio.Future[ModelInstance]] = {}
         self._changed = asyncio.Condition()
@@ -277,6 +282,7 @@ class ModelManager:
                 max_batch_tokens=self.settings.max_batch_tokens,
                 max_prefill_while_decoding=self.settings.max_prefill_while_decoding,
                 metrics=self.metrics,
+                shares=self.shares,
             )
         model = ModelInstance(
             name=manifest.name,

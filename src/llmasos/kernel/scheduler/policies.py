@@ -9,7 +9,9 @@
   tenant with the smallest counter goes next. A tenant that becomes backlogged after being
   idle is lifted to the smallest counter among backlogged tenants, so idling banks no credit.
   When all slots are busy and the next tenant holds fewer than its share of slots while
-  another holds more, one request of the over-served tenant is preempted.
+  another holds more, one request of the over-served tenant is preempted. The counters live
+  in a `TenantShares` ledger; the kernel hands every model's policy and its job lanes the
+  same one, so a tenant's service anywhere in the kernel counts against it here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 
 from llmasos.kernel.request import Request
+from llmasos.kernel.scheduler.shares import TenantShares
 
 PROMPT_TOKEN_WEIGHT = 1.0
 OUTPUT_TOKEN_WEIGHT = 2.0
@@ -106,11 +109,14 @@ class PriorityPolicy(FCFSPolicy):
 
 
 class FairPolicy(SchedulingPolicy):
-    """Virtual Token Counter fair share between tenants, weighted by tenant."""
+    """Virtual Token Counter fair share between tenants, weighted by tenant; ``shares`` is
+    the ledger of counters (a private one when None)."""
 
-    def __init__(self, weights: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, weights: dict[str, float] | None = None, shares: TenantShares | None = None
+    ) -> None:
         self._queues: dict[str, list[Request]] = defaultdict(list)
-        self.counters: dict[str, float] = defaultdict(float)
+        self.counters = shares if shares is not None else TenantShares()
         self.weights: dict[str, float] = dict(weights or {})
         self._slots: dict[str, int] = {}
 
@@ -123,9 +129,8 @@ class FairPolicy(SchedulingPolicy):
     def push(self, request: Request) -> None:
         tenant = request.tenant
         backlogged = self._backlogged()
-        if not self._queues[tenant] and backlogged and tenant not in backlogged:
-            floor = min(self.counters[t] for t in backlogged)
-            self.counters[tenant] = max(self.counters[tenant], floor)
+        if not self._queues[tenant] and tenant not in backlogged:
+            self.counters.lift(tenant, backlogged)
         queue = self._queues[tenant]
         queue.append(request)
         queue.sort(key=lambda r: (r.priority, r.arrival_time))
@@ -164,7 +169,7 @@ class FairPolicy(SchedulingPolicy):
 
     def charge(self, request: Request, prompt_tokens: int, output_tokens: int) -> None:
         cost = prompt_tokens * PROMPT_TOKEN_WEIGHT + output_tokens * OUTPUT_TOKEN_WEIGHT
-        self.counters[request.tenant] += cost / self._weight(request.tenant)
+        self.counters.charge(request.tenant, cost / self._weight(request.tenant))
 
     def victim_for_memory(self, running: list[Request]) -> Request:
         return max(running, key=lambda r: (self.counters[r.tenant], r.arrival_time))
@@ -189,10 +194,9 @@ class FairPolicy(SchedulingPolicy):
         )
 
 
-def make_policy(name: str) -> SchedulingPolicy:
-    policies: dict[str, type[SchedulingPolicy]] = {
-        "fcfs": FCFSPolicy,
-        "priority": PriorityPolicy,
-        "fair": FairPolicy,
-    }
+def make_policy(name: str, shares: TenantShares | None = None) -> SchedulingPolicy:
+    """The policy called ``name``; the fair policy keeps its counters in ``shares``."""
+    if name == "fair":
+        return FairPolicy(shares=shares)
+    policies: dict[str, type[SchedulingPolicy]] = {"fcfs": FCFSPolicy, "priority": PriorityPolicy}
     return policies[name]()
