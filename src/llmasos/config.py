@@ -209,7 +209,22 @@ class Settings(BaseSettings):
         "device as FORMAT:NAME (alsa:default, pulse:default), or wav:PATH for a file.",
     )
     perception_workers: int = Field(
-        1, ge=1, description="Speech and OCR jobs run at once; the rest wait, fairly by tenant."
+        1,
+        ge=1,
+        description="Speech and OCR jobs run at once, per kind (the kernel's job lane of "
+        "transcription, OCR, synthesis); the rest wait, fairly by tenant.",
+    )
+    perception_max_waiting: int = Field(
+        64,
+        ge=1,
+        description="Speech or OCR jobs waiting in one job lane before new ones get 503.",
+    )
+    job_tokens_per_second: float = Field(
+        50.0,
+        ge=0,
+        description="Fair-share cost of one second of a speech or OCR job, in tokens: a "
+        "tenant's job time counts against its share of the models (and its tokens against "
+        "its place in the job lanes) at this rate; 0: jobs cost nothing.",
     )
     fetch_image_urls: bool = Field(
         False,

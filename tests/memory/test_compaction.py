@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,9 +20,11 @@ from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
+    JobRequest,
     PromptCount,
     ResidentModel,
 )
+from llmasos.kernel.lanes import JobLanes
 from llmasos.memory import StoredItem, fit_context, input_items
 from llmasos.memory.items import item_text, message_item
 
@@ -31,8 +33,12 @@ def words(messages: Sequence[dict[str, Any]]) -> int:
     return sum(3 + len(str(m.get("content", "")).split()) for m in messages)
 
 
+T = TypeVar("T")
+
+
 class CountingKernel(EngineClientInterface):
     def __init__(self, window: int) -> None:
+        self.lanes = JobLanes(workers=1, max_waiting=64, tokens_per_second=0.0)
         self.window = window
         self.generated: list[GenerateRequest] = []
 
@@ -61,6 +67,9 @@ class CountingKernel(EngineClientInterface):
 
     async def tokenize(self, model: str | None, text: str) -> list[int]:
         return list(range(len(text.split())))
+
+    async def run_job(self, request: JobRequest[T]) -> T:
+        return await self.lanes.run(request)
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         pass

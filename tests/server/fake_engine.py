@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
 
 from llmasos.errors import (
     ContextLengthExceededError,
@@ -21,10 +22,12 @@ from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
+    JobRequest,
     PromptCount,
     ResidentModel,
     TokenInfo,
 )
+from llmasos.kernel.lanes import JobLanes
 
 WEATHER_CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
 
@@ -45,12 +48,16 @@ def default_script(request: GenerateRequest) -> list[str]:
     return ["Hello", " world", "!"]
 
 
+T = TypeVar("T")
+
+
 class FakeEngineClient(EngineClientInterface):
     """Streams ``script(request)`` as deltas. Model names trigger errors:
     ``missing`` -> 404, ``too-long`` -> context length, ``busy`` -> queue full,
     ``midfail`` -> an error after the first delta, ``slow`` -> a long pause per delta."""
 
     def __init__(self) -> None:
+        self.lanes = JobLanes(workers=1, max_waiting=64, tokens_per_second=0.0)
         self.reset()
 
     def reset(self) -> None:
@@ -129,6 +136,9 @@ class FakeEngineClient(EngineClientInterface):
         messages = request.messages or []
         words = sum(3 + len(str(m.get("content") or "").split()) for m in messages)
         return PromptCount(request.model or "smollm2:135m", words, 4096)
+
+    async def run_job(self, request: JobRequest[T]) -> T:
+        return await self.lanes.run(request)
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         if model == "missing":

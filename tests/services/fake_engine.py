@@ -11,6 +11,7 @@ label once favours none).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import TypeVar
 
 from llmasos.errors import ContextLengthExceededError
 from llmasos.kernel.interface import (
@@ -19,12 +20,17 @@ from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
+    JobRequest,
     ResidentModel,
 )
+from llmasos.kernel.lanes import JobLanes
+
+T = TypeVar("T")
 
 
 class WordEngine(EngineClientInterface):
     def __init__(self, context: int = 100, reply_words: int = 3, json_reply: str = '"a"') -> None:
+        self.lanes = JobLanes(workers=1, max_waiting=64, tokens_per_second=0.0)
         self.context = context
         self.reply_words = reply_words
         self.json_reply = json_reply
@@ -73,6 +79,9 @@ class WordEngine(EngineClientInterface):
 
     async def tokenize(self, model: str | None, text: str) -> list[int]:
         return list(range(len(text.split())))
+
+    async def run_job(self, request: JobRequest[T]) -> T:
+        return await self.lanes.run(request)
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         return None

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llmasos.access.principal import ROLE_SCOPES, Principal
 from llmasos.access.users import UserManager
@@ -36,19 +36,25 @@ from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
+    JobRequest,
     PromptCount,
     ResidentModel,
 )
+from llmasos.kernel.lanes import JobLanes
 from llmasos.storage import ContentCipher, open_database
 from llmasos.tools.interface import ToolSystem
+
+T = TypeVar("T")
 
 
 class InstantModel(EngineClientInterface):
     """A kernel client that answers at once: a calculator call on every turn but the
-    ``steps``-th, which answers. No model runs, so only the runtime is timed."""
+    ``steps``-th, which answers. No model runs, so only the runtime is timed. Jobs run in
+    job lanes of its own (one worker per kind)."""
 
     def __init__(self, steps: int) -> None:
         self.steps = steps
+        self.lanes = JobLanes(workers=1, max_waiting=64, tokens_per_second=0.0)
 
     async def _reply(self, request: GenerateRequest) -> AsyncIterator[GenerateOutput]:
         turns = sum(1 for m in request.messages or () if m.get("role") == "assistant")
@@ -81,6 +87,9 @@ class InstantModel(EngineClientInterface):
 
     async def tokenize(self, model: str | None, text: str) -> list[int]:
         return list(range(len(text.split())))
+
+    async def run_job(self, request: JobRequest[T]) -> T:
+        return await self.lanes.run(request)
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         return None

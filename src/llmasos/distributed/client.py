@@ -6,7 +6,8 @@ affinity, the power of two choices, one fair queue per model with one virtual to
 per tenant for the whole cluster) to a `ModelReplica`, and its deltas stream back through a
 Ray streaming generator. Models that are not deployed (the embedding model, anything else
 in the head's store) run in the in-process kernel of this server, exactly as without a
-cluster.
+cluster, and so do jobs (`run_job`: transcription, OCR, synthesis), in this server's job
+lanes.
 
 Fail-over: when a replica dies mid-stream (its node left, its process crashed), the request
 moves to another replica and resumes from the rendered prompt plus the text already sent
@@ -51,6 +52,7 @@ from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
+    JobRequest,
     PromptCount,
     ResidentModel,
     new_request_id,
@@ -531,6 +533,13 @@ class ClusterEngineClient(EngineClientInterface):
             name, "count_prompt", dataclasses.replace(request, model=name)
         )
         return count
+
+    async def run_job(self, request: JobRequest[T]) -> T:
+        """Runs the job here, in the in-process kernel's lane of its kind: perception
+        engines run where the request arrived, never on a replica. Its time is charged on
+        this server's fair-share ledger (its local models and lanes), not on the cluster
+        router's counters of the deployed models."""
+        return await self.local.run_job(request)
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         if await self._deployed(model) is None:

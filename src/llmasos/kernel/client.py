@@ -3,7 +3,9 @@
 It resolves model names through the store, acquires the model from the resource manager,
 renders and tokenizes the prompt, enforces admission control (context window, queue bound,
 timeouts), hands a `Request` to the model's engine loop and turns the engine's deltas into
-`GenerateOutput`s on the caller's event loop. Nothing outside ``kernel/`` sees the scheduler.
+`GenerateOutput`s on the caller's event loop. Jobs (`JobRequest`: transcription, OCR,
+synthesis) run in its job lanes (`llmasos.kernel.lanes`), on the same fair-share ledger as
+every model's scheduler. Nothing outside ``kernel/`` sees the scheduler.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -32,16 +34,21 @@ from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
+    JobRequest,
     PromptCount,
     ResidentModel,
 )
+from llmasos.kernel.lanes import JobLanes
 from llmasos.kernel.media import split_images
 from llmasos.kernel.metrics import KernelMetrics
 from llmasos.kernel.request import Request, RequestDelta
 from llmasos.kernel.residency import ModelInstance, ModelManager
+from llmasos.kernel.scheduler.shares import TenantShares
 from llmasos.models import ModelStoreInterface, open_model_store
 from llmasos.models.manifest import Manifest
 from llmasos.types import OLLAMA_PARAMETER_FIELDS, ChatMessage, SamplingParams
+
+T = TypeVar("T")
 
 
 def apply_model_defaults(
@@ -88,7 +95,16 @@ class InProcessEngineClient(EngineClientInterface):
         self.settings = settings
         self.store: ModelStoreInterface = store or open_model_store(settings)
         self.metrics = metrics or KernelMetrics()
-        self.models = ModelManager(settings, self.metrics)
+        self.shares = TenantShares()
+        """The fair-share ledger of every model's scheduler and every job lane."""
+        self.models = ModelManager(settings, self.metrics, self.shares)
+        self.lanes = JobLanes(
+            workers=settings.perception_workers,
+            max_waiting=settings.perception_max_waiting,
+            tokens_per_second=settings.job_tokens_per_second,
+            shares=self.shares,
+            metrics=self.metrics,
+        )
         self._seq_ids = itertools.count(1)
         self._engines_by_request: dict[str, ModelInstance] = {}
         self._ready = True
@@ -389,6 +405,9 @@ class InProcessEngineClient(EngineClientInterface):
             return ContinuationScores(loaded.name, logprobs, len(prefix))
         finally:
             self.models.release(loaded, request.keep_alive)
+
+    async def run_job(self, request: JobRequest[T]) -> T:
+        return await self.lanes.run(request)
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         resolved = self.store.resolve(model or self.settings.default_model)

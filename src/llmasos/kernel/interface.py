@@ -4,15 +4,20 @@ Faces build a `GenerateRequest`, call `EngineClientInterface.generate`, and iter
 `GenerateOutput` deltas it yields. Closing the iterator early (a client disconnects) aborts
 the request, and its sequence is freed at the next engine step. Errors arrive as
 `LLMasOSError` subclasses raised from the iterator or the call.
+
+Work that is not a token step (transcription, OCR, speech synthesis) is a `JobRequest`
+handed to `EngineClientInterface.run_job`: the kernel runs its callable off the event loop
+in the job lane of its kind, fairly between tenants and on the same fair-share counters as
+the models' token steps. The callable is opaque to the kernel.
 """
 
 from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from llmasos.types import ChatMessage, SamplingParams
 
@@ -20,8 +25,33 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 
+T = TypeVar("T")
+
+JOB_KINDS = ("transcribe", "ocr", "speak")
+"""The kinds of jobs faces submit today; each kind has a lane of its own. A new kind needs
+no change to the kernel (a lane opens for it on first use)."""
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass
+class JobRequest(Generic[T]):
+    """A unit of CPU-bound work that is not a token step, on behalf of a tenant."""
+
+    kind: str
+    """The lane it waits in: ``transcribe``, ``ocr``, ``speak`` (see `JOB_KINDS`)."""
+    work: Callable[[], T]
+    """Run once, in a worker thread; its result (or what it raises) is `run_job`'s."""
+    tenant: str = "anonymous"
+    """Who this is for; its run time counts against the tenant's fair share."""
+    priority: int = 0
+    """Lower runs earlier among the same tenant's waiting jobs (vLLM's convention)."""
+    cost_seconds: float = 0.0
+    """The caller's estimate of the run time: charged to the tenant when the job starts (so a
+    tenant with a long job running does not also win the next worker) and corrected to the
+    measured time when it ends."""
 
 
 @dataclass
@@ -210,6 +240,13 @@ class EngineClientInterface(ABC):
         from llmasos.errors import UnsupportedError
 
         raise UnsupportedError("this kernel cannot score continuations")
+
+    @abstractmethod
+    async def run_job(self, request: JobRequest[T]) -> T:
+        """Run ``request.work`` in the lane of ``request.kind``, fairly between tenants, and
+        return its result (or raise what it raised). Raises `QueueFullError` (503) when the
+        lane's waiting room is full. Cancelling the caller takes a waiting job out of the
+        lane; a running one finishes in its thread and is charged."""
 
     @abstractmethod
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:

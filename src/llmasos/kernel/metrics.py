@@ -10,6 +10,10 @@ gauge labelled by tenant must not grow a series for every tenant ever seen:
 ``llmasos:tenant_requests_running`` keeps a series only while its tenant has running
 requests, for at most `TENANT_SERIES_LIMIT` tenants per model (the busiest), and counts
 the rest under ``tenant="(other)"``.
+
+The job lanes (`llmasos.kernel.lanes`) are labelled by ``kind`` (``transcribe``, ``ocr``,
+``speak``): ``llmasos:job_lane_running``, ``llmasos:job_lane_waiting``,
+``llmasos:job_seconds`` and ``llmasos:job_lane_jobs`` by outcome.
 """
 
 from __future__ import annotations
@@ -155,6 +159,23 @@ class KernelMetrics:
             registry=r,
         )
         self._tenant_series: dict[str, set[str]] = {}
+        kind = ["kind"]
+        self.lane_running = Gauge(
+            "llmasos:job_lane_running", "Jobs running in a job lane.", kind, registry=r
+        )
+        self.lane_waiting = Gauge(
+            "llmasos:job_lane_waiting", "Jobs waiting in a job lane.", kind, registry=r
+        )
+        self.lane_job_seconds = Counter(
+            "llmasos:job_seconds", "Seconds of work run by a job lane.", kind, registry=r
+        )
+        self.lane_jobs = Counter(
+            "llmasos:job_lane_jobs",
+            "Jobs of a job lane by outcome (done, error, cancelled while waiting, rejected "
+            "because the lane was full).",
+            [*kind, "outcome"],
+            registry=r,
+        )
 
     def set_running_per_tenant(self, model_name: str, counts: Mapping[str, int]) -> None:
         """Publish how many running requests each tenant has on ``model_name``: the series

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from llmasos.config import Settings
 from llmasos.distributed.remote.registry import RemoteProvider, RemoteRegistry
@@ -46,6 +46,7 @@ from llmasos.kernel.interface import (
     EngineClientInterface,
     GenerateOutput,
     GenerateRequest,
+    JobRequest,
     PromptCount,
     RemoteModel,
     ResidentModel,
@@ -53,6 +54,8 @@ from llmasos.kernel.interface import (
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +310,10 @@ class RemoteEngineClient(EngineClientInterface):
             "teacher-forced scoring)",
             param="model",
         )
+
+    async def run_job(self, request: JobRequest[T]) -> T:
+        """Jobs run in the wrapped kernel's lanes: a remote provider serves models only."""
+        return await self.inner.run_job(request)
 
     async def load(self, model: str | None, keep_alive: float | str | None = "") -> None:
         if self.remote(model) is None:
