@@ -180,7 +180,8 @@ def test_scanned_pdfs_and_images_are_indexed_through_ocr(
 
     if registered_ocr() is None:
         pytest.skip("no OCR engine (make setup installs tesseract-ocr)")
-    kb = KnowledgeBase.open(settings, database, KnowledgeEngine())
+    engine = KnowledgeEngine()
+    kb = KnowledgeBase.open(settings, database, engine)
 
     async def scenario() -> None:
         store = await kb.create_store(None, name="scans")
@@ -203,3 +204,7 @@ def test_scanned_pdfs_and_images_are_indexed_through_ocr(
         assert any("ferry" in chunk.text.lower() for chunk in chunks)
 
     asyncio.run(scenario())
+    # every image was read as a job in the kernel's OCR lane, for the files' owner
+    done = {"kind": "ocr", "outcome": "done"}
+    assert engine.lanes.metrics.registry.get_sample_value("llmasos:job_lane_jobs_total", done) == 2
+    assert engine.lanes.shares.snapshot().keys() == {"anonymous"}

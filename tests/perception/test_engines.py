@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
+from llmasos.config import Settings
 from llmasos.errors import InvalidRequestError, UnsupportedError
+from llmasos.kernel.client import InProcessEngineClient
 from llmasos.perception.espeak import split_sentences
 from llmasos.perception.interface import VOICE_SAMPLE_RATE
 from llmasos.perception.service import PerceptionService
@@ -20,8 +22,10 @@ from tests.perception.media_fixtures import (
 
 
 @pytest.fixture(scope="module")
-def service() -> PerceptionService:
-    return PerceptionService()
+def service(tmp_path_factory: pytest.TempPathFactory) -> PerceptionService:
+    """The service over a real in-process kernel, whose job lanes run the engines."""
+    settings = Settings(home=tmp_path_factory.mktemp("perception-home"))
+    return PerceptionService(InProcessEngineClient(settings))
 
 
 def test_builtin_engines_are_registered_like_plugins() -> None:

@@ -20,6 +20,7 @@ from llmasos.errors import (
     ModelFormatError,
     UnsupportedError,
 )
+from llmasos.kernel.client import InProcessEngineClient
 from llmasos.models import builtin
 from llmasos.perception.service import PerceptionService
 from llmasos.perception.vits import VitsEngine, pieces
@@ -50,6 +51,11 @@ def run(*args: str) -> str:
     code, out = invoke(*args, stream="output")
     assert code == 0, out
     return out
+
+
+def kernel() -> InProcessEngineClient:
+    """A real in-process kernel on the CLI's settings and store; its lanes run the voices."""
+    return InProcessEngineClient(state.settings, state.store)
 
 
 def speak(service: PerceptionService, text: str, **options: object) -> list[bytes]:
@@ -98,7 +104,7 @@ def test_pull_of_an_mms_tts_repo(voice_dir: Path, monkeypatch: pytest.MonkeyPatc
         assert "pulled 'facebook/mms-tts-tiny:latest'" in run("pull", "facebook/mms-tts-tiny")
     manifest = state.store.manifest("facebook/mms-tts-tiny")
     assert manifest.kind == "speak" and {f.path for f in manifest.files} == set(files)
-    service = PerceptionService(store=state.store)
+    service = PerceptionService(kernel(), store=state.store)
     sentence = "Hello world."
     pcm = b"".join(speak(service, sentence, voice="alloy", model="facebook/mms-tts-tiny"))
     assert len(pcm) == 2 * samples_for([sentence])
@@ -106,7 +112,7 @@ def test_pull_of_an_mms_tts_repo(voice_dir: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_the_service_speaks_sentence_by_sentence_at_the_speed_asked(voice_dir: Path) -> None:
     state.store.import_path(voice_dir, "tiny-voice")
-    service = PerceptionService(store=state.store)
+    service = PerceptionService(kernel(), store=state.store)
     sentences = ["Hello world.", "This is a tiny voice.", "Goodbye!"]
     text = " ".join(sentences)
     chunks = speak(service, text, voice="alloy", model="tiny-voice")
@@ -119,7 +125,7 @@ def test_the_service_speaks_sentence_by_sentence_at_the_speed_asked(voice_dir: P
     # the engine by its name runs the first VITS model in the store
     assert b"".join(speak(service, "Hello world.", voice="alloy", model="vits")) != b""
     # the voice_model setting makes it the default (tts-1)
-    configured = PerceptionService(store=state.store, voice_model="tiny-voice")
+    configured = PerceptionService(kernel(), store=state.store, voice_model="tiny-voice")
     assert len(b"".join(speak(configured, "Hello.", voice="alloy", model="tts-1"))) == (
         2 * samples_for(["Hello."])
     )
@@ -128,7 +134,7 @@ def test_the_service_speaks_sentence_by_sentence_at_the_speed_asked(voice_dir: P
 @needs_espeak  # espeak-ng's voices are listed too
 def test_voices_and_errors(voice_dir: Path) -> None:
     state.store.import_path(voice_dir, "tiny-voice")
-    service = PerceptionService(store=state.store)
+    service = PerceptionService(kernel(), store=state.store)
     (voice,) = service.voices("tiny-voice")
     assert (voice.id, voice.language, voice.engine) == (LANGUAGE, LANGUAGE, "tiny-voice:latest")
     assert voice in service.voices(None)  # beside espeak-ng's, which come first

@@ -11,6 +11,7 @@ import pytest
 from llmasos.bench.speech import edit_distance, words_of
 from llmasos.config import Settings
 from llmasos.errors import InvalidRequestError, UnsupportedError
+from llmasos.kernel.client import InProcessEngineClient
 from llmasos.models.store import ModelStore
 from llmasos.perception.pocketsphinx import PocketSphinxEngine
 from llmasos.perception.service import PerceptionService
@@ -27,8 +28,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 
 
 @pytest.fixture(scope="module")
-def service(store: ModelStore) -> PerceptionService:
-    return PerceptionService(store=store)
+def service(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> PerceptionService:
+    """The service over a real in-process kernel, whose job lanes run the engines."""
+    kernel = InProcessEngineClient(Settings(home=tmp_path_factory.mktemp("kernel")), store)
+    return PerceptionService(kernel, store=store)
 
 
 def test_the_embedded_whisper_is_a_store_model(store: ModelStore) -> None:
@@ -52,7 +55,9 @@ def test_models_pick_the_recognizer(service: PerceptionService) -> None:
     assert service.speech_engine("whisper:tiny.en") is whisper
     assert isinstance(service.speech_engine("pocketsphinx"), PocketSphinxEngine)
     assert isinstance(
-        PerceptionService(store=service.store, speech_model="pocketsphinx").speech_engine(None),
+        PerceptionService(
+            service.kernel, store=service.store, speech_model="pocketsphinx"
+        ).speech_engine(None),
         PocketSphinxEngine,
     )
     with pytest.raises(InvalidRequestError, match="smollm2:135m is a generate model"):

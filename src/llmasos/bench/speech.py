@@ -31,7 +31,7 @@ from typing import Any
 from llmasos.models.interface import ModelStoreInterface
 from llmasos.perception.interface import SAMPLE_RATE, VOICE_SAMPLE_RATE, SpeechToTextInterface
 from llmasos.perception.media import resample
-from llmasos.perception.service import PerceptionService
+from llmasos.perception.service import PerceptionEngines
 from llmasos.plugins import get_registry
 
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/wqy")
@@ -167,7 +167,7 @@ def recognizers(
 ) -> list[SpeechToTextInterface]:
     """The recognizers ``names`` picks (engines or store speech models); None: pocketsphinx
     and, where faster-whisper is installed, every whisper model in ``store``."""
-    service = PerceptionService(store=store)
+    service = PerceptionEngines(store=store)
     if names is None:
         names = ["pocketsphinx"]
         if importlib.util.find_spec("faster_whisper") is not None:

@@ -1,6 +1,7 @@
 """``llmasos listen``, ``say`` and ``ocr``: speech and OCR on this machine, in-process.
 
-They use the same `PerceptionService` and engines as the server (no server needs to run).
+They use the same `PerceptionService` and engines as the server (no server needs to run),
+and their jobs run in the job lanes of an in-process kernel, as the server's do.
 ``llmasos run MODEL --voice FILE`` and ``--mic`` (in `llmasos.cli.run`) use `transcribe_file`,
 `speak_to_file`, `record_turn` and `play_speech` from here for spoken turns; the devices are
 the microphone and speaker settings (`llmasos.perception.microphone`).
@@ -9,10 +10,12 @@ the microphone and speaker settings (`llmasos.perception.microphone`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -26,18 +29,37 @@ from llmasos.perception.service import PerceptionLimits, PerceptionService
 from llmasos.perception.subtitles import srt, vtt
 
 TENANT = "cli"
+T = TypeVar("T")
 
 
-def _service(*, store: bool = False) -> PerceptionService:
-    """The service; ``store``: with the model store (whisper and VITS models), for
-    recognition and speech."""
+@contextlib.asynccontextmanager
+async def _service(*, store: bool = False) -> AsyncIterator[PerceptionService]:
+    """The service over an in-process kernel (closed on exit); ``store``: engines may run
+    models of the store (whisper and VITS), for recognition and speech."""
+    from llmasos.kernel.client import InProcessEngineClient
+
     settings = state.settings
-    return PerceptionService(
-        PerceptionLimits(max_audio_seconds=settings.max_audio_seconds),
-        store=state.store if store else None,
-        speech_model=settings.speech_model,
-        voice_model=settings.voice_model,
-    )
+    kernel = InProcessEngineClient(settings, state.store)
+    try:
+        yield PerceptionService(
+            kernel,
+            PerceptionLimits(max_audio_seconds=settings.max_audio_seconds),
+            store=state.store if store else None,
+            speech_model=settings.speech_model,
+            voice_model=settings.voice_model,
+        )
+    finally:
+        await kernel.close()
+
+
+def _with_service(call: Callable[[PerceptionService], Awaitable[T]], *, store: bool) -> T:
+    """``call(service)`` run to completion on a new event loop."""
+
+    async def main() -> T:
+        async with _service(store=store) as service:
+            return await call(service)
+
+    return asyncio.run(main())
 
 
 def _read(path: Path) -> bytes:
@@ -55,9 +77,11 @@ def transcribe_file(
 def transcribe_audio(
     audio: bytes, *, language: str | None = None, model: str | None = None, task: str = "transcribe"
 ) -> Transcript:
-    service = _service(store=True)
-    return asyncio.run(
-        service.transcribe(audio, tenant=TENANT, model=model, language=language, task=task)
+    return _with_service(
+        lambda service: service.transcribe(
+            audio, tenant=TENANT, model=model, language=language, task=task
+        ),
+        store=True,
     )
 
 
@@ -98,14 +122,13 @@ def synthesize(
     """``text`` spoken by ``model`` (None: the voice_model setting, else espeak-ng), as a
     whole file in ``response_format``."""
 
-    async def collect() -> bytes:
+    async def collect(service: PerceptionService) -> bytes:
         encoder = AudioEncoder(response_format, VOICE_SAMPLE_RATE, streaming=False)
-        service = _service(store=True)
         chunks = await service.speak(text, tenant=TENANT, voice=voice, model=model, speed=speed)
         parts = [encoder.feed(chunk) async for chunk in chunks]
         return b"".join([*parts, encoder.finish()])
 
-    return asyncio.run(collect())
+    return _with_service(collect, store=True)
 
 
 def speak_to_file(text: str, out: Path, *, voice: str = "alloy", speed: float = 1.0) -> None:
@@ -230,7 +253,11 @@ def ocr(
     ] = False,
 ) -> None:
     """Read the printed text of an image (tesseract, offline)."""
-    result = asyncio.run(_service().read_image(_read(image), tenant=TENANT, language=language))
+    picture = _read(image)
+    result = _with_service(
+        lambda service: service.read_image(picture, tenant=TENANT, language=language),
+        store=False,
+    )
     if as_json:
         data = dataclasses.asdict(result)
         data["confidence"] = round(result.confidence, 2)

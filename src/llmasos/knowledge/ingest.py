@@ -5,7 +5,10 @@ one model; jobs queue behind each other). A job, for one ``vector_store_files`` 
 
 1. reads the file's blob and converts it (`llmasos.knowledge.convert`): an unsupported or
    corrupt file fails *that file* with ``last_error`` (``unsupported_file`` /
-   ``invalid_file``) and the store stays usable;
+   ``invalid_file``) and the store stays usable; each image it reads by OCR (an image file,
+   the scanned pages of a PDF) is a job in the kernel's ``ocr`` lane on behalf of the
+   file's owner (the kernel's run_job syscall), so indexing a scan shares the OCR workers
+   fairly with the API's requests and counts against its owner's share;
 2. chunks it (`llmasos.knowledge.chunking`) with the row's size and overlap, counting
    tokens with the embedding model's own tokenizer (the kernel's tokenize syscall), so no
    chunk is longer than the model reads;
@@ -43,9 +46,9 @@ from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
 from llmasos.errors import ContextLengthExceededError, InvalidRequestError, LLMasOSError
-from llmasos.kernel.interface import EngineClientInterface
+from llmasos.kernel.interface import EngineClientInterface, JobRequest
 from llmasos.knowledge.chunking import Chunk, chunk_document
-from llmasos.knowledge.convert import UnsupportedFileError, convert, registered_ocr
+from llmasos.knowledge.convert import OcrReader, UnsupportedFileError, convert, registered_ocr
 from llmasos.models.blobs import BlobStore
 from llmasos.retrieval.hybrid import HybridIndex
 from llmasos.retrieval.interface import IndexEntry
@@ -56,6 +59,7 @@ from llmasos.storage.schema import (
     KB_CHUNK_TEXT_CONTEXT,
     KnowledgeChunk,
     KnowledgeFile,
+    User,
     VectorStoreFile,
 )
 
@@ -274,9 +278,9 @@ class IngestionWorker:
         loaded = await asyncio.to_thread(self._load, job)
         if loaded is None:
             return
-        data, filename, max_tokens, overlap = loaded
+        data, filename, max_tokens, overlap, tenant = loaded
         try:
-            chunks = await self._chunk(data, filename, max_tokens, overlap)
+            chunks = await self._chunk(data, filename, max_tokens, overlap, tenant)
             if not chunks:
                 raise IngestionFailed("the file has no text to index", code="invalid_file")
             chunks, hand = await self._reapply(job, filename, chunks)
@@ -306,7 +310,9 @@ class IngestionWorker:
             return
         await asyncio.to_thread(self._commit, job, chunks, vectors, hand)
 
-    def _load(self, job: Job) -> tuple[bytes, str, int, int] | None:
+    def _load(self, job: Job) -> tuple[bytes, str, int, int, str] | None:
+        """The file's bytes, name, chunking sizes and its owner's tenant name (the machine's
+        owner, without a user: ``anonymous``, as the API names it without a key)."""
         with self.database.session() as session:
             row = session.get(VectorStoreFile, job.store_file_id)
             if row is None or row.status != "in_progress" or row.updated_at != job.queued_at:
@@ -320,20 +326,23 @@ class IngestionWorker:
                 row.max_chunk_tokens,
                 row.chunk_overlap_tokens,
             )
+            owner = session.get(User, row.user_id) if row.user_id is not None else None
+            tenant = owner.name if owner is not None else "anonymous"
         try:
-            return path.read_bytes(), filename, max_tokens, overlap
+            return path.read_bytes(), filename, max_tokens, overlap, tenant
         except OSError as error:
             self._fail(job, "server_error", f"cannot read the file's content: {error.strerror}")
             return None
 
     async def _chunk(
-        self, data: bytes, filename: str, max_tokens: int, overlap: int
+        self, data: bytes, filename: str, max_tokens: int, overlap: int, tenant: str
     ) -> list[Chunk]:
         loop = asyncio.get_running_loop()
         count = self._token_counter(loop)
+        ocr = self._ocr_reader(loop, tenant)
 
         def work() -> list[Chunk]:
-            document = convert(data, filename, ocr=registered_ocr())
+            document = convert(data, filename, ocr=ocr)
             return chunk_document(
                 document, max_tokens=max_tokens, overlap_tokens=overlap, count_tokens=count
             )
@@ -393,6 +402,19 @@ class IngestionWorker:
                     original, HandWork(original, text if chunk.edited else None, chunk.disabled)
                 )
             return found
+
+    def _ocr_reader(self, loop: asyncio.AbstractEventLoop, tenant: str) -> OcrReader | None:
+        """The registered OCR engine as a reader that runs each image as a job in the
+        kernel's ``ocr`` lane for ``tenant``, from a worker thread through ``loop``."""
+        read = registered_ocr()
+        if read is None:
+            return None
+
+        def through_kernel(image: bytes) -> str:
+            job = JobRequest(kind="ocr", work=lambda: read(image), tenant=tenant)
+            return asyncio.run_coroutine_threadsafe(self.engine.run_job(job), loop).result()
+
+        return through_kernel
 
     def _token_counter(self, loop: asyncio.AbstractEventLoop) -> Callable[[str], int]:
         """Tokens of a text by the embedding model (without its two special tokens), from a

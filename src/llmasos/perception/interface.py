@@ -1,8 +1,9 @@
 """What a speech, voice or OCR engine is, and the typed results it returns.
 
 An engine is a class registered under a kind (``speech``, ``voice``, ``ocr``) and a name.
-Engines are synchronous and CPU-bound: callers run them through `llmasos.perception.jobs`
-so they never block the server's event loop and tenants share the CPU fairly. Engines
+Engines are synchronous and CPU-bound: `PerceptionService` runs them as kernel jobs (the
+kernel's job lanes) so they never block the server's event loop and tenants share the CPU
+fairly. Engines
 raise `llmasos.errors` exceptions (`UnsupportedError` for a language or voice they lack,
 naming the ones they have; `BackendUnavailableError` when their program is not installed).
 """

@@ -3,8 +3,11 @@
 It picks the engine a request names through the plugin registry (an OpenAI model name
 such as ``whisper-1`` or ``tts-1`` means the default engine of its kind; an engine's own
 name picks that engine; anything else is refused listing the engines), keeps one
-instance per engine, and runs every CPU-bound step through the `FairJobQueue` on behalf
-of the request's tenant. Faces never touch an engine directly.
+instance per engine, and runs every CPU-bound step as a kernel job (``run_job`` of the
+`EngineClientInterface` it is given) on behalf of the request's tenant: decoding and
+recognition in the ``transcribe`` lane, synthesis in ``speak`` (a job per sentence), OCR in
+``ocr``. The kernel bounds how many run at once, orders them fairly and charges their time
+to the tenant's share of the models too. Faces never touch an engine directly.
 
 Engines that run weights from the model store (whisper, VITS: a ``model_format`` on the
 engine class) are built once per store model. A transcription's ``model`` may then also be a
@@ -23,9 +26,10 @@ import importlib.util
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from llmasos.errors import BackendUnavailableError, InvalidRequestError, ModelNotFoundError
+from llmasos.kernel.interface import EngineClientInterface, JobRequest
 from llmasos.models.interface import ModelStoreInterface
 from llmasos.models.manifest import Manifest
 from llmasos.perception.interface import (
@@ -36,7 +40,6 @@ from llmasos.perception.interface import (
     Transcript,
     Voice,
 )
-from llmasos.perception.jobs import FairJobQueue
 from llmasos.perception.media import decode_audio
 from llmasos.plugins import get_registry
 
@@ -59,26 +62,27 @@ VITS_PULL_HINT = "llmasos pull facebook/mms-tts-eng (or another language's MMS-T
 PULL_HINTS = {"speech": WHISPER_PULL_HINT, "voice": VITS_PULL_HINT}
 MAX_SPEECH_INPUT = 4096
 """Characters of ``input`` /v1/audio/speech takes, as OpenAI's endpoint does."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class PerceptionLimits:
     max_audio_seconds: float = 1800.0
-    workers: int = 1
-    max_waiting: int = 64
+    """Longest audio a transcription decodes. How many jobs run or wait at once is the
+    kernel's (the ``perception_workers`` and ``perception_max_waiting`` settings)."""
 
 
-class PerceptionService:
+class PerceptionEngines:
+    """The engines requests name, one instance each: picking them needs no kernel (the
+    perception bench times them directly)."""
+
     def __init__(
         self,
-        limits: PerceptionLimits | None = None,
         *,
         store: ModelStoreInterface | None = None,
         speech_model: str = "",
         voice_model: str = "",
     ) -> None:
-        self.limits = limits or PerceptionLimits()
-        self.jobs = FairJobQueue(self.limits.workers, self.limits.max_waiting)
         self.store = store
         self.speech_model = speech_model.strip()
         self.voice_model = voice_model.strip()
@@ -260,6 +264,51 @@ class PerceptionService:
             )
         return self._plain(kind, registry.perception_engine(kind, name))
 
+    def voices(self, model: str | None = None) -> list[Voice]:
+        """The voices of the engine ``model`` names; with no model (or an OpenAI name), the
+        default engine's, then those of the other plain engines and of every voice model in
+        the store (each `Voice`'s ``engine`` is what a request names as ``model``). Reads
+        the store: call it from a thread."""
+        wanted = (model or "").strip()
+        if wanted and wanted not in OPENAI_MODELS["voice"]:
+            return self.voice_engine(wanted).voices()
+        engines: list[TextToSpeechInterface] = [self.voice_engine(None)]
+        registry = get_registry()
+        for name in registry.perception_engine_names("voice"):
+            engine_class = registry.perception_engine("voice", name)
+            if not getattr(engine_class, "model_format", ""):
+                engines.append(self._plain("voice", engine_class))
+        engines += [self._model_engine("voice", name) for name, _ in self.voice_models()]
+        voices: list[Voice] = []
+        listed: set[int] = set()
+        for engine in engines:
+            if id(engine) not in listed:
+                listed.add(id(engine))
+                voices += engine.voices()
+        return voices
+
+
+class PerceptionService(PerceptionEngines):
+    """Speech and OCR for faces: `PerceptionEngines` run as jobs of ``kernel`` (its job
+    lanes), on behalf of each request's tenant."""
+
+    def __init__(
+        self,
+        kernel: EngineClientInterface,
+        limits: PerceptionLimits | None = None,
+        *,
+        store: ModelStoreInterface | None = None,
+        speech_model: str = "",
+        voice_model: str = "",
+    ) -> None:
+        super().__init__(store=store, speech_model=speech_model, voice_model=voice_model)
+        self.kernel = kernel
+        self.limits = limits or PerceptionLimits()
+
+    async def _job(self, kind: str, tenant: str, work: Callable[[], T]) -> T:
+        """Run ``work`` as a kernel job of ``kind`` for ``tenant``."""
+        return await self.kernel.run_job(JobRequest(kind=kind, work=work, tenant=tenant))
+
     async def transcribe(
         self,
         audio: bytes,
@@ -283,34 +332,12 @@ class PerceptionService:
             allow(engine.name)
         engine.check_language(language, task=task)  # before decoding: fail fast
         limit = self.limits.max_audio_seconds
-        pcm = await self.jobs.run(tenant, lambda: decode_audio(audio, max_seconds=limit))
-        return await self.jobs.run(
+        pcm = await self._job("transcribe", tenant, lambda: decode_audio(audio, max_seconds=limit))
+        return await self._job(
+            "transcribe",
             tenant,
             lambda: engine.transcribe(pcm, language=language, prompt=prompt, task=task),
         )
-
-    def voices(self, model: str | None = None) -> list[Voice]:
-        """The voices of the engine ``model`` names; with no model (or an OpenAI name), the
-        default engine's, then those of the other plain engines and of every voice model in
-        the store (each `Voice`'s ``engine`` is what a request names as ``model``). Reads
-        the store: call it from a thread."""
-        wanted = (model or "").strip()
-        if wanted and wanted not in OPENAI_MODELS["voice"]:
-            return self.voice_engine(wanted).voices()
-        engines: list[TextToSpeechInterface] = [self.voice_engine(None)]
-        registry = get_registry()
-        for name in registry.perception_engine_names("voice"):
-            engine_class = registry.perception_engine("voice", name)
-            if not getattr(engine_class, "model_format", ""):
-                engines.append(self._plain("voice", engine_class))
-        engines += [self._model_engine("voice", name) for name, _ in self.voice_models()]
-        voices: list[Voice] = []
-        listed: set[int] = set()
-        for engine in engines:
-            if id(engine) not in listed:
-                listed.add(id(engine))
-                voices += engine.voices()
-        return voices
 
     async def speak(
         self,
@@ -341,17 +368,17 @@ class PerceptionService:
         if allow is not None and runs_store_model:
             allow(engine.name)
         chunks = engine.synthesize(text, voice=voice, speed=speed)
-        first = await self.jobs.run(tenant, lambda: next(chunks, None))
+        first = await self._job("speak", tenant, lambda: next(chunks, None))
         return self._rest(tenant, first, chunks)
 
     async def _rest(self, tenant: str, first: bytes | None, chunks: Any) -> AsyncIterator[bytes]:
         chunk = first
         while chunk is not None:
             yield chunk
-            chunk = await self.jobs.run(tenant, lambda: next(chunks, None))
+            chunk = await self._job("speak", tenant, lambda: next(chunks, None))
 
     async def read_image(
         self, image: bytes, *, tenant: str, language: str | None = None, model: str | None = None
     ) -> OcrResult:
         engine: OcrInterface = self.engine("ocr", model)
-        return await self.jobs.run(tenant, lambda: engine.read(image, language=language))
+        return await self._job("ocr", tenant, lambda: engine.read(image, language=language))

@@ -204,9 +204,8 @@ def create_app(
             memory_router(memory_service, lambda: recommendation_candidates(settings))
         )
     perception = PerceptionService(
-        PerceptionLimits(
-            max_audio_seconds=settings.max_audio_seconds, workers=settings.perception_workers
-        ),
+        engine,
+        PerceptionLimits(max_audio_seconds=settings.max_audio_seconds),
         store=store,
         speech_model=settings.speech_model,
         voice_model=settings.voice_model,
