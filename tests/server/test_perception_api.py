@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ollama
@@ -512,3 +513,47 @@ def test_a_keys_model_allow_list_applies_to_voice_models(tmp_path: Path) -> None
         allowed = openai.OpenAI(base_url=f"{url}/v1", api_key=voice_too, max_retries=0)
         assert allowed.audio.speech.create(model="tts-1", voice="alloy", input="Hello.").read()
     database.close()
+
+
+@pytest.fixture(scope="module")
+def kernel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """The API over the real in-process kernel (no model loads: OCR needs none)."""
+    from llmasos.kernel.client import InProcessEngineClient
+
+    config = Settings(home=tmp_path_factory.mktemp("kernel-home"))
+    kernel = InProcessEngineClient(config)
+    app = create_app(config, kernel, ModelStore.open(config))
+    with ServerThread(app) as url:
+        yield url, kernel
+
+
+def test_ocr_runs_in_the_kernels_lane_and_metrics_show_it(
+    kernel_server: tuple[str, Any],
+) -> None:
+    url, kernel = kernel_server
+    png = text_png(["Invoice number 4711"])
+    response = httpx.post(
+        f"{url}/v1/ocr", files={"file": ("page.png", png)}, data={"user": "alice"}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    assert kernel.shares["alice"] > 0  # its job time, on the models' fair-share ledger
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'llmasos:job_lane_jobs_total{kind="ocr",outcome="done"} 1.0' in metrics
+    assert 'llmasos:job_lane_waiting{kind="ocr"} 0.0' in metrics
+    assert 'llmasos:job_seconds_total{kind="ocr"}' in metrics
+
+
+def test_a_full_lane_is_503_with_retry_after(kernel_server: tuple[str, Any]) -> None:
+    url, kernel = kernel_server
+    lane = kernel.lanes.lane("ocr")
+    lane.max_waiting = 0  # every OCR job finds the waiting room full
+    try:
+        response = httpx.post(
+            f"{url}/v1/ocr", files={"file": ("page.png", text_png(["x"]))}, timeout=60
+        )
+    finally:
+        lane.max_waiting = kernel.settings.perception_max_waiting
+    assert response.status_code == 503
+    assert float(response.headers["retry-after"]) > 0
+    error = response.json()["error"]
+    assert error["code"] == "queue_full" and "ocr jobs are waiting" in error["message"]
