@@ -13,8 +13,10 @@ least counter of the tenants already waiting there, so idle time banks no credit
 whose waiting room holds ``max_waiting`` jobs refuses the next with `QueueFullError` (503
 with ``Retry-After``).
 
-A lane knows nothing of what its jobs do: the callable is opaque. Everything here runs on
-the event loop of the callers; only the callables run in threads.
+A lane knows nothing of what its jobs do: the callable is opaque. Its queues are touched
+only from the event loop its callers run on (one at a time: the server's; a thread submits
+through ``asyncio.run_coroutine_threadsafe``, as knowledge-base ingestion does); only the
+callables run in threads, and the ledger they are charged to has a lock of its own.
 """
 
 from __future__ import annotations
