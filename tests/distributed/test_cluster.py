@@ -151,6 +151,37 @@ def test_a_streamed_chat_through_the_openai_api_runs_on_a_replica(
     assert cluster_rows and cluster_rows[0].processor == "2 replica(s)"
 
 
+def test_a_second_api_server_counts_the_tenant_served_through_the_first(
+    settings: Settings, engine: ClusterEngineClient
+) -> None:
+    """One fair-share counter per tenant across API servers: what the first server's router
+    charged reaches the second's through the cluster's ledger actor on the head."""
+    other = ClusterEngineClient(settings, ModelStore.open(settings))
+    request = GenerateRequest(
+        model="smollm2",
+        prompt="One, two, three,",
+        sampling=SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True),
+        tenant="spread-out",
+    )
+
+    async def run() -> tuple[float, float]:
+        await other.refresh(force=True)
+        async for _ in engine.generate(request):
+            pass
+        await engine.exchange_shares()
+        await other.exchange_shares()
+        here = engine.router.queue(MODEL).counters["spread-out"]
+        return here, other.router.queue(MODEL).counters.get("spread-out", 0.0)
+
+    try:
+        here, there = asyncio.run(run())
+    finally:
+        asyncio.run(other.local.close())
+    assert here > 0 and there == pytest.approx(here)
+    status = ray.get(ray.get_actor("llmasos-fair-share", namespace="llmasos").status.remote())
+    assert engine.server_id in status["servers"] and other.server_id in status["servers"]
+
+
 def test_a_worker_killed_mid_stream_fails_over_without_duplicates(
     cluster: Cluster, engine: ClusterEngineClient
 ) -> None:

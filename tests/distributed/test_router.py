@@ -16,6 +16,7 @@ from llmasos.distributed.router import (
     ReplicaState,
     prefix_key,
 )
+from llmasos.distributed.shares import ShareTotals
 from llmasos.errors import QueueFullError
 from llmasos.kernel.interface import GenerateRequest
 
@@ -218,3 +219,55 @@ def test_a_continuation_resumes_after_the_text_sent() -> None:
     )
     with pytest.raises(ClusterError, match="cannot resume"):
         continuation(structured, "x", "{", 1, cap=100)
+
+
+def test_two_api_servers_share_one_counter_per_tenant_through_the_ledger() -> None:
+    """A tenant served through one API server waits behind others on a second server: each
+    router's charges go to the cluster's ledger and come back as everyone's totals."""
+
+    async def scenario(share: bool) -> list[str]:
+        ledger = ShareTotals()
+        first, second = ClusterRouter(), ClusterRouter()
+        first.set_replicas("m", replicas(1, capacity=8))
+        second.set_replicas("m", replicas(1, capacity=1))
+        busy = await second.acquire("m", "someone")  # the second server's one slot is taken
+        assert busy is not None
+        order: list[str] = []
+
+        async def one(tenant: str) -> None:
+            replica = await second.acquire("m", tenant)
+            assert replica is not None
+            order.append(tenant)
+            second.charge("m", tenant, 10, 20)
+            await asyncio.sleep(0)
+            second.release("m", replica)
+
+        waiting = [asyncio.ensure_future(one(t)) for t in ["flood", "small"] * 4]
+        await asyncio.sleep(0)
+        for _ in range(5):  # meanwhile the flooding tenant is served through the first server
+            first.charge("m", "flood", 10, 20)
+        if share:
+            for server, router in (("first", first), ("second", second)):
+                router.merge_shares(ledger.exchange(server, router.take_charges()))
+        second.release("m", busy)
+        await asyncio.gather(*waiting)
+        return order
+
+    assert asyncio.run(scenario(share=False)) == ["flood", "small"] * 4  # each server alone
+    assert asyncio.run(scenario(share=True)) == ["small"] * 4 + ["flood"] * 4
+
+
+def test_charges_that_miss_the_ledger_are_sent_with_the_next_exchange() -> None:
+    ledger = ShareTotals()
+    router = ClusterRouter()
+    router.set_replicas("m", replicas(1))
+    router.charge("m", "t", 10, 0)
+    charges = router.take_charges()
+    router.restore_charges(charges)  # the head was away
+    router.charge("m", "t", 10, 0)
+    totals = ledger.exchange("s", router.take_charges())
+    router.merge_shares(totals)
+    assert totals["m"]["t"] > 0 and totals["m"]["t"] == pytest.approx(
+        router.queue("m").counters["t"]
+    )
+    assert router.take_charges() == {} and ledger.status()["servers"] == ["s"]

@@ -44,6 +44,7 @@ from llmasos.distributed.deploy import (
 )
 from llmasos.distributed.replica import NAMESPACE, ReplicaDraining, ReplicaError
 from llmasos.distributed.router import ClusterRouter, ReplicaState, prefix_key
+from llmasos.distributed.shares import exchange, ledger
 from llmasos.errors import RequestTimeoutError
 from llmasos.kernel.client import InProcessEngineClient
 from llmasos.kernel.interface import (
@@ -172,6 +173,7 @@ class ClusterEngineClient(EngineClientInterface):
         self.server_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._watcher: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._ledger: Any = None
 
     @property
     def metrics_registry(self) -> CollectorRegistry:
@@ -246,6 +248,7 @@ class ClusterEngineClient(EngineClientInterface):
                 self._lost(f"the cluster head at {self.gcs_address} restarted")
             else:
                 await self._report_queues()
+                await self.exchange_shares()
                 return
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
@@ -298,6 +301,23 @@ class ClusterEngineClient(EngineClientInterface):
                 continue
             queue = self.router.queues.get(model)
             controller.report.remote(self.server_id, len(queue) if queue else 0)
+
+    async def exchange_shares(self) -> None:
+        """Send the router's fair-share charges to the cluster's ledger and adopt its totals,
+        so a tenant's service through other API servers counts here too (`shares`)."""
+        charges = self.router.take_charges()
+        try:
+            if self._ledger is None:
+                self._ledger = await self._ray(ledger)
+            totals = await self._ray(
+                exchange, self._ledger, self.server_id, charges, RAY_CALL_TIMEOUT
+            )
+        except Exception as error:  # the head is away: keep the charges for the next look
+            self.router.restore_charges(charges)
+            self._ledger = None
+            logger.warning("cluster: exchanging fair-share counters failed: %s", error)
+            return
+        self.router.merge_shares(totals)
 
     async def refresh(self, *, force: bool = False) -> None:
         """Re-read the cluster's replicas (at most every `REFRESH_SECONDS` unless forced)."""

@@ -13,6 +13,9 @@ and the unit tests plug fake replicas into the same `ReplicaState` objects.
   One counter per tenant of weighted tokens served on any replica; when every replica is
   full, the backlogged tenant with the smallest counter is admitted next, and a tenant that
   returns from idle is lifted to the smallest backlogged counter so idling banks no credit.
+  With several API servers, each router's charges since the last exchange (`take_charges`)
+  go to the cluster's one ledger (`distributed.shares`), and its totals, everyone's charges,
+  come back (`merge_shares`): one counter per tenant across servers as well as replicas.
 - `ClusterRouter`: both, per model, for async callers: `acquire` returns a replica with a free
   slot at once when there is one (work-conserving), else waits in the fair queue.
 """
@@ -150,6 +153,8 @@ class FairQueue(Generic[T]):
 
     def __init__(self, weights: dict[str, float] | None = None) -> None:
         self.counters: dict[str, float] = {}
+        self.pending: dict[str, float] = {}
+        """Weighted charges not yet sent to the cluster's ledger."""
         self.weights = dict(weights or {})
         self._queues: dict[str, deque[T]] = {}
         self._heap: list[tuple[float, int, str]] = []
@@ -226,7 +231,29 @@ class FairQueue(Generic[T]):
     def charge(self, tenant: str, prompt_tokens: int = 0, output_tokens: int = 0) -> None:
         """Count tokens served to ``tenant`` (on any replica)."""
         cost = prompt_tokens * PROMPT_TOKEN_WEIGHT + output_tokens * OUTPUT_TOKEN_WEIGHT
-        self.counters[tenant] = self.counters.get(tenant, 0.0) + cost / self._weight(tenant)
+        weighted = cost / self._weight(tenant)
+        self.counters[tenant] = self.counters.get(tenant, 0.0) + weighted
+        self.pending[tenant] = self.pending.get(tenant, 0.0) + weighted
+
+    def take_pending(self) -> dict[str, float]:
+        """The charges since the last call, for the ledger (put back with `restore`)."""
+        taken, self.pending = self.pending, {}
+        return taken
+
+    def restore(self, charges: dict[str, float]) -> None:
+        """Charges `take_pending` gave that never reached the ledger: send them next time."""
+        for tenant, weighted in charges.items():
+            self.pending[tenant] = self.pending.get(tenant, 0.0) + weighted
+
+    def merge(self, totals: dict[str, float]) -> None:
+        """Adopt the ledger's totals (every server's charges, ours included, up to the
+        exchange). Counters only grow: a tenant's counter becomes the larger of its own and
+        the total plus what was charged here since, so neither a lift nor a charge made
+        during the exchange is lost. The heap catches up lazily (`_floor`)."""
+        for tenant, total in totals.items():
+            combined = total + self.pending.get(tenant, 0.0)
+            if combined > self.counters.get(tenant, 0.0):
+                self.counters[tenant] = combined
 
 
 @dataclass(eq=False)
@@ -332,6 +359,22 @@ class ClusterRouter:
 
     def charge(self, model: str, tenant: str, prompt_tokens: int, output_tokens: int) -> None:
         self.queue(model).charge(tenant, prompt_tokens, output_tokens)
+
+    def take_charges(self) -> dict[str, dict[str, float]]:
+        """Model -> tenant -> weighted charges since the last exchange with the ledger."""
+        taken = {model: queue.take_pending() for model, queue in self.queues.items()}
+        return {model: charges for model, charges in taken.items() if charges}
+
+    def restore_charges(self, charges: dict[str, dict[str, float]]) -> None:
+        """Charges that did not reach the ledger (it was away): sent with the next exchange."""
+        for model, by_tenant in charges.items():
+            self.queue(model).restore(by_tenant)
+
+    def merge_shares(self, totals: dict[str, dict[str, float]]) -> None:
+        """The ledger's totals, model -> tenant -> counter; waiters re-ordered by them."""
+        for model, by_tenant in totals.items():
+            self.queue(model).merge(by_tenant)
+            self._dispatch(model)
 
     def _candidates(
         self, model: str, exclude: frozenset[str], *, healthy_only: bool = False
