@@ -133,8 +133,10 @@ def main() -> None:
         report = diff(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         if len(sys.argv) >= 7 and sys.argv[5] == "--json":
             Path(sys.argv[6]).write_text(json.dumps(report, indent=2))
-        print(f"  machine busy {report['machine_busy_s']} CPU-s = "
-              f"{report['machine_ms_per_token']} ms/token over {report['tokens']} tokens")
+        print(
+            f"  machine busy {report['machine_busy_s']} CPU-s = "
+            f"{report['machine_ms_per_token']} ms/token over {report['tokens']} tokens"
+        )
         for name, seconds in report["groups_s"].items():  # type: ignore[union-attr]
             per = report["ms_per_token"][name]  # type: ignore[index]
             print(f"    {name:22s} {seconds:7.2f} CPU-s  {per:7.3f} ms/token")
