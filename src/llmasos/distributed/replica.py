@@ -3,9 +3,10 @@
 A `ModelReplica` is an async Ray actor holding one `InProcessEngineClient` — the same kernel,
 scheduler and backend ``llmasos serve`` runs — over a `ReplicaStore` with the one model it
 serves. `start` fetches the weights (`modelfetch.fetch_blob`) and loads them for good;
-`generate` is a Ray streaming generator of `GenerateOutput` deltas. Refusals the kernel
-raises (`LLMasOSError`) travel as a `ReplicaError` item, so the caller re-raises the very
-error the in-process kernel would; a Ray failure (the actor or its node died) reaches the
+`generate` is a Ray streaming generator of `GenerateOutput` deltas, merged (`coalesce`) so
+that each item carries everything the request produced since the previous one. Refusals the
+kernel raises (`LLMasOSError`) travel as a `ReplicaError` item, so the caller re-raises the
+very error the in-process kernel would; a Ray failure (the actor or its node died) reaches the
 caller as Ray's own exception, which the cluster client turns into fail-over.
 
 `BlobSource` runs on the head and serves chunks of the head's model files by digest.
@@ -24,6 +25,7 @@ from typing import Any
 import ray
 
 from llmasos.config import Settings
+from llmasos.distributed.coalesce import coalesce
 from llmasos.distributed.modelfetch import FetchResult, ReplicaStore, fetch_blob, main_file
 from llmasos.errors import LLMasOSError, NotFoundError
 from llmasos.kernel.interface import GenerateOutput, GenerateRequest, PromptCount
@@ -170,7 +172,8 @@ class ModelReplica:
             return
         self.active += 1
         try:
-            async for output in self.engine.generate(request):
+            interval = self.settings.cluster_stream_interval
+            async for output in coalesce(self.engine.generate(request), interval):
                 yield output
         except LLMasOSError as error:
             yield ReplicaError(error)

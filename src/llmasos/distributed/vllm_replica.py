@@ -17,10 +17,10 @@ runs next).
 `generate` renders the prompt with the model's chat template, tokenizes it with the model's
 tokenizer and sends the token ids to vLLM's ``/v1/completions`` (so templates, context checks
 and token counts are ours), then turns vLLM's stream into `GenerateOutput` deltas with the
-generated token ids (``return_token_ids``). Sampling maps one to one (temperature, top_p,
-top_k, min_p, penalties, seed, stop strings and ids, max_tokens, logprobs, ignore_eos), and
-structured output (JSON, a JSON schema, a GBNF grammar, a regex) becomes vLLM's
-``structured_outputs``.
+generated token ids (``return_token_ids``), merged like a `ModelReplica`'s (`coalesce`).
+Sampling maps one to one (temperature, top_p, top_k, min_p, penalties, seed, stop strings and
+ids, max_tokens, logprobs, ignore_eos), and structured output (JSON, a JSON schema, a GBNF
+grammar, a regex) becomes vLLM's ``structured_outputs``.
 
 When the server dies (a watcher, or a broken connection, sees it), the actor exits with its
 process group, so in-flight requests fail over as on a dead node; when the actor dies first,
@@ -49,6 +49,7 @@ import httpx
 import ray
 
 from llmasos.config import Settings, default_home
+from llmasos.distributed.coalesce import coalesce
 from llmasos.distributed.replica import ReplicaDraining, ReplicaError, fetch_from_head
 from llmasos.distributed.vllm_server import (
     START_TIMEOUT_S,
@@ -508,7 +509,8 @@ class VllmReplica:
             return
         self.active += 1
         try:
-            async for output in self._generate(request):
+            interval = self.settings.cluster_stream_interval
+            async for output in coalesce(self._generate(request), interval):
                 yield output
         except LLMasOSError as error:
             yield ReplicaError(error)
