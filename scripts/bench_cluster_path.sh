@@ -7,7 +7,10 @@
 # process tree, never `ray stop` (which would end every Ray process of the machine). Next to
 # the throughput it prints the CPU-seconds per output token of each process group in each
 # run (scripts/proc_cpu.py), so the cost can be placed even on a busy machine.
+# INTERVALS="0 0.1 0.25" measures the cluster path once per `cluster_stream_interval` (each
+# a fresh replica deployed with it, and a fresh API server); unset, once with the default.
 #   OUT=/tmp/cluster-bench scripts/bench_cluster_path.sh
+#   OUT=/tmp/cluster-bench INTERVALS="0 0.05 0.1 0.25" scripts/bench_cluster_path.sh
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
@@ -73,18 +76,31 @@ for _ in $(seq 60); do
         "${ADDR%:*}" "$RAY_PORT" 2>/dev/null && break
     sleep 1
 done
-"$PY" -m llmasos deploy smollm2 --cpus-per-replica 2 --address "$ADDR" || exit 1
-"$PY" -m llmasos serve --port 18102 --threads 2 --cluster-address "$ADDR" > "$OUT/cluster.log" 2>&1 &
-server=$!
-health 18102 && warm 18102 && run cluster 18102
+runs=()
+for interval in ${INTERVALS:-default}; do
+    name=cluster
+    if [ "$interval" != default ]; then
+        name="cluster-$interval"
+        export LLMASOS_CLUSTER_STREAM_INTERVAL="$interval"   # sent to the replica by deploy
+    fi
+    "$PY" -m llmasos deploy smollm2 --cpus-per-replica 2 --address "$ADDR" || exit 1
+    "$PY" -m llmasos serve --port 18102 --threads 2 --cluster-address "$ADDR" \
+        > "$OUT/$name.log" 2>&1 &
+    server=$!
+    health 18102 && warm 18102 && run "$name" 18102 && runs+=("$name")
+    kill_tree "$server"
+    server=""
+    "$PY" -m llmasos deploy smollm2 --replicas 0 --address "$ADDR" >/dev/null
+done
 
-"$PY" - "$OUT" <<'PY'
+"$PY" - "$OUT" "${runs[@]}" <<'PY'
 import json, sys
 from pathlib import Path
-out = Path(sys.argv[1])
-rate = {n: json.loads((out / f"{n}.json").read_text())["runs"][0]["output_throughput"] for n in ("embedded", "cluster")}
-cpu = {n: json.loads((out / f"{n}.cpu.json").read_text())["machine_ms_per_token"] for n in ("embedded", "cluster")}
-print(f"embedded {rate['embedded']:.1f} tok/s, cluster {rate['cluster']:.1f} tok/s: "
-      f"{100 * rate['cluster'] / rate['embedded']:.1f} % of embedded "
-      f"(machine CPU per output token: embedded {cpu['embedded']:.1f} ms, cluster {cpu['cluster']:.1f} ms)")
+out, names = Path(sys.argv[1]), sys.argv[2:]
+def rate(n): return json.loads((out / f"{n}.json").read_text())["runs"][0]["output_throughput"]
+def cpu(n): return json.loads((out / f"{n}.cpu.json").read_text())["machine_ms_per_token"]
+print(f"embedded {rate('embedded'):.1f} tok/s (machine CPU per output token {cpu('embedded'):.1f} ms)")
+for n in names:
+    print(f"{n} {rate(n):.1f} tok/s: {100 * rate(n) / rate('embedded'):.1f} % of embedded "
+          f"(machine CPU per output token {cpu(n):.1f} ms)")
 PY
