@@ -56,6 +56,7 @@ def settings(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Sett
         threads=1,
         context_length=1024,
         max_batch_size=2,
+        cluster_stream_interval=0.1,  # replicas hold and merge deltas (coalesce.py)
         cluster_address=cluster.address,
     )
 
@@ -196,10 +197,12 @@ def test_a_worker_killed_mid_stream_fails_over_without_duplicates(
 
     async def run() -> tuple[list[str], int, str | None, str]:
         texts: list[str] = []
+        tokens = 0
         killed_node = ""
         final = None
         async for output in engine.generate(request):
             texts.append(output.text)
+            tokens += len(output.tokens)
             if len(texts) == 8 and not killed_node:
                 replica, _ = engine._attempts[request.request_id]
                 killed_node = replica.node
@@ -212,6 +215,9 @@ def test_a_worker_killed_mid_stream_fails_over_without_duplicates(
             if output.finished:
                 final = output
         assert final is not None
+        # items carry several tokens each; every token the client got counts once, and the
+        # resumed attempt's allowance was cut by exactly the tokens sent before the kill
+        assert tokens == final.completion_tokens
         return texts, final.completion_tokens, final.finish_reason, killed_node
 
     texts, completion_tokens, reason, killed = asyncio.run(run())
