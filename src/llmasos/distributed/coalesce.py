@@ -79,12 +79,15 @@ async def coalesce(
     sent_at: float | None = None
     try:
         while True:
-            await arrived.wait()
+            # the window first, then the wait for a delta: while tokens come faster than the
+            # interval, the loop wakes once per item, not once per delta as well
             if sent_at is not None and interval > 0 and not ended.is_set():
                 delay = sent_at + interval - clock()
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(ended.wait(), delay)
+                        async with asyncio.timeout(delay):
+                            await ended.wait()
+            await arrived.wait()
             if not held:  # the source ended with nothing more to send
                 if failure:
                     raise failure[0]
