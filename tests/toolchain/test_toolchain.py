@@ -190,6 +190,9 @@ def test_the_choice_is_the_fastest_within_the_quality_limit() -> None:
     _choose(report)
     assert report.chosen == "Q8_0"
     assert "perplexity" in report.results[1].why_not and not report.results[3].eligible
+    assert not report.machine_was_busy  # no load recorded
+    report.load = {"before": 0.3, "after": 1.7, "cpus": 2.0}
+    assert report.machine_was_busy and report.to_dict()["machine_was_busy"]
     assert report.to_dict()["results"][2]["seconds_per_request"] == pytest.approx(10.1)
 
 

@@ -425,6 +425,15 @@ def print_tune(report: dict[str, Any]) -> None:
         f"{report['model']} is served as {report['chosen']} on this machine ({report['machine']})",
         highlight=False,
     )
+    if report.get("machine_was_busy"):
+        load = report["load"]
+        console.print(
+            f"note: the machine was busy during the timings (load average "
+            f"{load['before']:.1f} and {load['after']:.1f} on {load['cpus']:.0f} CPUs), so they "
+            "measured contention; run the tune again when it is quiet",
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command("tune")
@@ -492,7 +501,8 @@ def tune(
     (the auto_tune setting); --reset keeps the model as it is, also from then on.
 
     JSON fields: model, machine, batch, tokens, threads, chosen, imatrix (calibration,
-    tokens, chunks, tensors, seconds), results (format, digest, size_bytes, reference,
+    tokens, chunks, tensors, seconds), load (before, after, cpus), machine_was_busy,
+    results (format, digest, size_bytes, reference,
     decode_tokens_per_second, prefill_tokens_per_second, single_decode_tokens_per_second,
     single_prefill_tokens_per_second, seconds_alone, seconds_in_batch, seconds_per_request
     (alone + in batch), perplexity,

@@ -28,7 +28,7 @@ from llmasos.errors import LLMasOSError
 from llmasos.models import ModelStoreInterface
 from llmasos.models.manifest import Manifest
 from llmasos.toolchain.jobs import FINAL, Job, JobRegistry
-from llmasos.toolchain.tune import DEFAULT_FORMATS, WITHOUT_IMATRIX
+from llmasos.toolchain.tune import DEFAULT_FORMATS, WITHOUT_IMATRIX, machine_is_busy
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +113,17 @@ async def tune_when_idle(
     *,
     idle_seconds: float = IDLE_SECONDS,
     poll_seconds: float = 5.0,
+    machine_busy: Callable[[], bool] = machine_is_busy,
 ) -> Job | None:
-    """Wait until ``busy()`` has been False for ``idle_seconds``, then `start_auto_tune`
-    (at once None when the setting is off or nothing is due)."""
+    """Wait until ``busy()`` (the server) and ``machine_busy()`` (anything else on the
+    machine) have been False for ``idle_seconds``, then `start_auto_tune` (at once None when
+    the setting is off or nothing is due)."""
     if not settings.auto_tune or await asyncio.to_thread(due, settings, store) is None:
         return None
     quiet_since = time.monotonic()
     while True:
         await asyncio.sleep(poll_seconds)
-        if busy():
+        if busy() or machine_busy():
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= idle_seconds:
             return await asyncio.to_thread(start_auto_tune, settings, store)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -83,6 +84,11 @@ SERVICE_GATE = ("classify", "extract", "answer", "summarize", "translate")
 SIGNIFICANCE = 0.05
 """A candidate scoring lower on a service fails the gate when the paired test's one-sided
 p-value is below this."""
+QUIET_LOAD_PER_CPU = 0.5
+"""The machine counts as busy while its 1-minute load average exceeds this per CPU: a tune
+timed beside other work measures the contention (on two cores shared with compilers it
+chose F16, which is faster only when the cores are contended), so the server's first-start
+tune waits for quiet, and a report made on a busy machine says so."""
 FRANCE = "What is the capital of France?"
 SPEED_PROMPT = "Write a long, detailed story about a robot who learns to paint, part {n}."
 
@@ -142,9 +148,18 @@ class TuneReport:
     imatrix: dict[str, Any] = field(default_factory=dict)
     """The importance matrix the low-bit candidates were made with (calibration, tokens,
     chunks, seconds), empty when none was computed in this run."""
+    load: dict[str, float] = field(default_factory=dict)
+    """The machine's 1-minute load average when the timings began and ended, and its CPUs."""
+
+    @property
+    def machine_was_busy(self) -> bool:
+        """Other work ran beside the timings (`QUIET_LOAD_PER_CPU`): they measure contention."""
+        limit = QUIET_LOAD_PER_CPU * self.load.get("cpus", 1)
+        return max(self.load.get("before", 0.0), self.load.get("after", 0.0)) > limit
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["machine_was_busy"] = self.machine_was_busy
         for row, result in zip(data["results"], self.results, strict=True):
             row["seconds_per_request"] = round(result.seconds_per_request, 4)
         return data
@@ -424,6 +439,7 @@ def tune_model(
     report = TuneReport(current.name, machine_fingerprint(), batch, tokens, threads)
     report.imatrix = matrix.report if matrix is not None else {}
     text = text or public_domain_text()
+    report.load = {"before": os.getloadavg()[0], "cpus": float(os.cpu_count() or 1)}
     backends: list[BackendInterface] = []
     try:
         for version in versions:
@@ -488,6 +504,7 @@ def tune_model(
     )
     for result, (alone, together) in zip(report.results, served, strict=True):
         result.seconds_alone, result.seconds_in_batch = alone, together
+    report.load["after"] = os.getloadavg()[0]
     if services:
         scored = asyncio.run(
             _measure_services(
@@ -561,6 +578,11 @@ def _choose(report: TuneReport) -> None:
                 )
     eligible = [r for r in report.results if r.eligible]
     report.chosen = min(eligible, key=lambda r: r.seconds_per_request).format
+
+
+def machine_is_busy(load: Callable[[], float] = lambda: os.getloadavg()[0]) -> bool:
+    """Whether other work keeps this machine's CPUs busy now (`QUIET_LOAD_PER_CPU`)."""
+    return load() > QUIET_LOAD_PER_CPU * (os.cpu_count() or 1)
 
 
 def keep_as_it_is(store: ModelStoreInterface, name: str) -> None:
