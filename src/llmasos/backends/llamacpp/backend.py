@@ -12,6 +12,14 @@ slot whose cached tokens share the longest prefix with the new ones, trims the r
 reports the reused count (never all of the tokens: the last one must be fed to get logits).
 Cached tokens of free slots are dropped, least recently used first, when the KV pool needs
 their cells. Sampling lives in `llamacpp_sampler` (one native chain per sequence).
+
+Images: a model loaded with a vision projector (the ``projector`` option, an ``mmproj`` GGUF)
+encodes a prompt's images through libmtmd (`vision.Projector`, off the engine loop). The
+prompt's image positions hold a placeholder id; the slot keeps their embeddings, and a step
+that reaches them decodes them as a batch of embeddings (``llama_batch.embd``) into the slot,
+in their own decode call, since a llama.cpp batch holds either tokens or embeddings. The
+placeholder id is the same for any image, so no slot's cache is reused past its first image
+position.
 """
 
 from __future__ import annotations
@@ -26,15 +34,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import llama_cpp
+import numpy as np
 
 from llmasos.backends.interface import (
     BackendInterface,
+    ImagePrompt,
     LoadSpec,
     SampledToken,
     SequenceWork,
     scored_tokens,
 )
 from llmasos.backends.llamacpp.sampler import SamplerChain, token_logprobs
+from llmasos.backends.llamacpp.vision import EncodedPrompt, Projector
 from llmasos.chat_template import render_chat_template
 from llmasos.errors import (
     BackendError,
@@ -49,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_BATCH_TOKENS = 512
+IMAGE_PLACEHOLDER = 0
+"""The token id standing at each image position of a prompt (its embedding replaces it)."""
 
 
 @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
@@ -92,6 +105,19 @@ class _Slot:
     sampler: SamplerChain | None = None
     params: SamplingParams | None = None
     last_used: int = 0
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)
+    """Image embeddings by position, for image positions not yet decoded."""
+    image_start: int | None = None
+    """The first image position among ``tokens`` (cached cells past it are never reused)."""
+
+    def reusable(self, tokens: Sequence[int]) -> int:
+        """How many leading ``tokens`` this slot's cached cells hold."""
+        shared = _common_prefix(self.tokens, tokens)
+        return shared if self.image_start is None else min(shared, self.image_start)
+
+
+# A step entry: the slot, the position, the token, and whether its logits are wanted.
+_Entry = tuple["_Slot", int, int, bool]
 
 
 class LlamaCppBackend(BackendInterface):
@@ -119,6 +145,8 @@ class LlamaCppBackend(BackendInterface):
         self._context_length = min(limit, int(llama_cpp.llama_n_ctx_seq(ctx)))
         self._closed = False
         self._adapter: Any = None
+        self._projector: Projector | None = None
+        self._embd_batch: Any = None
 
     # --- loading -----------------------------------------------------------------------
 
@@ -161,6 +189,20 @@ class LlamaCppBackend(BackendInterface):
         adapter = spec.options.get("adapter")
         if adapter:
             backend._apply_lora(Path(adapter))
+        projector = spec.options.get("projector")
+        if projector:
+            try:
+                backend._projector = Projector.load(
+                    Path(projector),
+                    model,
+                    int(llama_cpp.llama_model_n_embd(model)),
+                    threads,
+                    IMAGE_PLACEHOLDER,
+                    _forward_log if logger.isEnabledFor(logging.DEBUG) else _discard_log,
+                )
+            except BaseException:
+                backend.close()
+                raise
         return backend
 
     def _apply_lora(self, path: Path) -> None:
@@ -279,6 +321,8 @@ class LlamaCppBackend(BackendInterface):
             raise UnsupportedError(
                 f"{self._spec.path.name} has no chat template; give one in its Modelfile"
             )
+        if self._projector is not None:
+            messages = [_with_marker(m, self._projector.marker) for m in messages]
         return render_chat_template(
             template,
             messages,
@@ -297,6 +341,48 @@ class LlamaCppBackend(BackendInterface):
         tokens: Sequence[int],
         *,
         generated: Sequence[int] = (),
+    ) -> int:
+        return self._add(seq_id, params, tokens, generated, None)
+
+    # --- images ------------------------------------------------------------------------
+
+    @property
+    def accepts_images(self) -> bool:
+        return self._projector is not None
+
+    def encode_images(self, prompt: str, images: Sequence[bytes]) -> ImagePrompt:
+        projector = self._projector
+        if projector is None:
+            raise UnsupportedError("this model has no vision projector; it cannot take images")
+        encoded = projector.encode(prompt, images)
+        return ImagePrompt(encoded.tokens, encoded, encoded.image_tokens)
+
+    def add_image_sequence(
+        self,
+        seq_id: int,
+        params: SamplingParams,
+        tokens: Sequence[int],
+        media: object,
+        *,
+        generated: Sequence[int] = (),
+    ) -> int:
+        if self._projector is None or not isinstance(media, EncodedPrompt):
+            raise UnsupportedError("this model has no vision projector; it cannot take images")
+        embeddings: dict[int, np.ndarray] = {}
+        for image in media.images:
+            for offset, row in enumerate(image.embeddings):
+                embeddings[image.start + offset] = row
+        if not embeddings or max(embeddings) >= len(tokens) - len(generated):
+            raise InvalidRequestError("the image positions do not fit the prompt")
+        return self._add(seq_id, params, tokens, generated, embeddings)
+
+    def _add(
+        self,
+        seq_id: int,
+        params: SamplingParams,
+        tokens: Sequence[int],
+        generated: Sequence[int],
+        embeddings: dict[int, np.ndarray] | None,
     ) -> int:
         self._check_open()
         if seq_id in self._by_seq:
@@ -321,17 +407,21 @@ class LlamaCppBackend(BackendInterface):
             sampler.free()
             raise
         tokens = list(tokens)
-        slot = max(free, key=lambda s: (_common_prefix(s.tokens, tokens), -s.last_used))
-        reused = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        limit = len(tokens) - 1 if not embeddings else min(len(tokens) - 1, min(embeddings))
+        slot = max(free, key=lambda s: (s.reusable(tokens), -s.last_used))
+        reused = min(slot.reusable(tokens), limit)
         self._truncate(slot, reused)
         if self._unified:
-            reused = self._share_prefix(slot, tokens, reused)
+            reused = self._share_prefix(slot, tokens, reused, limit)
+        if embeddings:
+            slot.embeddings = {p: row for p, row in embeddings.items() if p >= reused}
+            slot.image_start = min(embeddings)
         slot.seq_id, slot.sampler, slot.params = seq_id, sampler, params
         self._by_seq[seq_id] = slot
         self._touch(slot)
         return reused
 
-    def _share_prefix(self, slot: _Slot, tokens: list[int], reused: int) -> int:
+    def _share_prefix(self, slot: _Slot, tokens: list[int], reused: int, limit: int) -> int:
         """Extend ``slot``'s cached prefix with cells of another slot (live or free) that
         holds a longer prefix of ``tokens``; return the new reused count.
 
@@ -340,12 +430,11 @@ class LlamaCppBackend(BackendInterface):
         the prompt of ``n`` choices is computed once. Both slots' KV for a position depends
         only on the tokens up to it, which are the same, so the cells are interchangeable.
         """
-        limit = len(tokens) - 1
         best, source = reused, None
         for other in self._slots:
             if other is slot or len(other.tokens) <= best:
                 continue
-            shared = min(_common_prefix(other.tokens, tokens), limit)
+            shared = min(other.reusable(tokens), limit)
             if shared > best:
                 best, source = shared, other
         if source is None:
@@ -372,6 +461,9 @@ class LlamaCppBackend(BackendInterface):
         if keep < len(slot.tokens):
             llama_cpp.llama_memory_seq_rm(self._memory, slot.index, keep, -1)
             del slot.tokens[keep:]
+        if slot.image_start is not None and keep <= slot.image_start:
+            slot.image_start = None
+            slot.embeddings = {}
 
     def _make_room(self, needed: int) -> None:
         """Drop cached prefixes of free slots (oldest first) until ``needed`` cells are free."""
@@ -391,7 +483,7 @@ class LlamaCppBackend(BackendInterface):
 
     def execute(self, work: Sequence[SequenceWork]) -> list[SampledToken]:
         self._check_open()
-        entries: list[tuple[_Slot, int, int, bool]] = []  # slot, position, token, wants logits
+        entries: list[_Entry] = []
         seen: set[int] = set()
         for item in work:
             slot = self._by_seq.get(item.seq_id)
@@ -413,18 +505,42 @@ class LlamaCppBackend(BackendInterface):
                 entries.append((slot, start + i, int(token), item.sample and i == last))
         self._make_room(len(entries))
         results: list[SampledToken] = []
-        for begin in range(0, len(entries), self._n_batch):
-            chunk = entries[begin : begin + self._n_batch]
+        for chunk in self._chunks(entries):
             self._decode(chunk)
             for row, (slot, _, _, wants) in enumerate(chunk):
                 if wants:
                     results.append(self._sample(slot, row))
         return results
 
-    def _decode(self, chunk: list[tuple[_Slot, int, int, bool]]) -> None:
-        batch = self._batch
+    def _chunks(self, entries: list[_Entry]) -> list[list[_Entry]]:
+        """``entries`` cut into decode calls of at most ``n_batch``; image positions go in
+        calls of their own (a llama.cpp batch holds tokens or embeddings, not both)."""
+        chunks: list[list[_Entry]] = []
+        current: list[_Entry] = []
+        current_image = False
+        for entry in entries:
+            image = entry[1] in entry[0].embeddings
+            if current and (image != current_image or len(current) == self._n_batch):
+                chunks.append(current)
+                current = []
+            current.append(entry)
+            current_image = image
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _decode(self, chunk: list[_Entry]) -> None:
+        slot0, position0 = chunk[0][0], chunk[0][1]
+        image = position0 in slot0.embeddings
+        batch = self._image_batch() if image else self._batch
+        n_embd = int(llama_cpp.llama_model_n_embd(self._model))
         for i, (slot, position, token, wants) in enumerate(chunk):
-            batch.token[i] = token
+            if image:
+                row = np.ascontiguousarray(slot.embeddings[position], dtype=np.float32)
+                target = ctypes.addressof(batch.embd.contents) + i * n_embd * 4
+                ctypes.memmove(target, row.ctypes.data, n_embd * 4)
+            else:
+                batch.token[i] = token
             batch.pos[i] = position
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = slot.index
@@ -436,10 +552,18 @@ class LlamaCppBackend(BackendInterface):
             for slot in {id(s): s for s, _, _, _ in chunk}.values():
                 llama_cpp.llama_memory_seq_rm(self._memory, slot.index, len(slot.tokens), -1)
             raise BackendError(f"llama_decode failed with status {status}")
-        for slot, _, token, _ in chunk:
+        for slot, position, token, _ in chunk:
             slot.tokens.append(token)
+            if image:
+                del slot.embeddings[position]
         for slot in {id(s): s for s, _, _, _ in chunk}.values():
             self._touch(slot)
+
+    def _image_batch(self) -> Any:
+        if self._embd_batch is None:
+            n_embd = int(llama_cpp.llama_model_n_embd(self._model))
+            self._embd_batch = llama_cpp.llama_batch_init(self._n_batch, n_embd, 1)
+        return self._embd_batch
 
     def score(self, tokens: Sequence[int]) -> list[float]:
         """Teacher-forced log-probabilities from the model's logits, in one free slot.
@@ -555,6 +679,12 @@ class LlamaCppBackend(BackendInterface):
                 slot.sampler.free()
                 slot.sampler = None
         self._by_seq.clear()
+        if self._projector is not None:
+            self._projector.close()
+            self._projector = None
+        if self._embd_batch is not None:
+            llama_cpp.llama_batch_free(self._embd_batch)
+            self._embd_batch = None
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
         if self._adapter:
@@ -583,6 +713,24 @@ def _unified_kv(spec: LoadSpec) -> bool:
         return bool(option)
     capacity = spec.kv_capacity_tokens or spec.context_length * spec.max_sequences
     return capacity < spec.context_length * spec.max_sequences
+
+
+def _with_marker(message: ChatMessage, marker: str) -> ChatMessage:
+    """``message`` with a content list holding image parts flattened to text, each image
+    replaced by libmtmd's marker: any chat template renders it, and `Projector.encode` finds
+    the images where the markers stand."""
+    content = message.get("content")
+    if not isinstance(content, list) or not any(
+        isinstance(p, dict) and p.get("type") == "image" for p in content
+    ):
+        return message
+    pieces: list[str] = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "image":
+            pieces.append(marker)
+        elif isinstance(part, dict) and part.get("type") == "text":
+            pieces.append(str(part.get("text", "")))
+    return {**message, "content": "".join(pieces)}
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
