@@ -192,6 +192,11 @@ def _print_summary(manifest: Manifest) -> None:
             ("id", manifest.short_id),
             ("format", f"{manifest.format} ({manifest.kind})"),
             ("capabilities", ", ".join(manifest.capabilities) or "text only"),
+            *(
+                [("vision projector", f"{manifest.projector.digest[:19]} (mmproj)")]
+                if manifest.projector
+                else []
+            ),
             ("architecture", manifest.family or "unknown"),
             ("parameters", human_count(manifest.parameter_count)),
             ("quantization", manifest.quantization or "unknown"),
@@ -253,11 +258,19 @@ def import_model(
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Name (default: the file stem).")
     ] = None,
+    mmproj: Annotated[
+        Path | None,
+        typer.Option(
+            "--mmproj",
+            help="The GGUF model's vision projector (an mmproj .gguf): the model then sees "
+            "images in chat (llama.cpp built with LLMASOS_LLAMA_VISION=1).",
+        ),
+    ] = None,
     optimize: Annotated[bool, typer.Option("--optimize", help=OPTIMIZE_HELP)] = False,
 ) -> None:
     """Import a local model file or directory into the store."""
     with console.status(f"importing {path} ..."), audited("model.import", str(path)):
-        manifest = state.store.import_path(path, name)
+        manifest = state.store.import_path(path, name, projector=mmproj)
     console.print(f"imported '{manifest.name}' ({manifest.short_id})", highlight=False)
     if optimize:
         print_tune(run_tune(manifest.name, None, 32, 2))

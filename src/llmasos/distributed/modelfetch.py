@@ -37,6 +37,10 @@ def main_file(manifest: Manifest) -> tuple[str, int]:
         )
     if manifest.adapter is not None:
         raise UnsupportedError(f"{manifest.name} has a LoRA adapter: not served on the cluster yet")
+    if manifest.projector is not None:
+        raise UnsupportedError(
+            f"{manifest.name} has a vision projector: not served on the cluster yet"
+        )
     ref = next((f for f in manifest.files if f.path.endswith(".gguf")), manifest.files[0])
     return ref.digest, ref.size
 
@@ -136,7 +140,9 @@ class ReplicaStore:
     def _read_only(self) -> UnsupportedError:
         return UnsupportedError("a cluster replica's store is read-only: change models on the head")
 
-    def import_path(self, path: Path, /, name: str | None = None) -> Manifest:
+    def import_path(
+        self, path: Path, /, name: str | None = None, projector: Path | None = None
+    ) -> Manifest:
         raise self._read_only()
 
     def copy(self, source: str, destination: str, /) -> Manifest:

@@ -318,6 +318,7 @@ class ModelManager:
             options={
                 "cache_dir": str(cache_dir),
                 "adapter": resolved.adapter_path,
+                "projector": resolved.projector_path,
                 "name": manifest.name,
                 "digest": manifest.digest,
                 "runtime": self.settings.embedding_runtime,

@@ -20,6 +20,8 @@ from llmasos.errors import ModelFormatError
 from llmasos.models.manifest import ModelFormat, ModelKind
 
 GGUF_MAGIC = b"GGUF"
+PROJECTOR_ARCHITECTURE = "clip"
+"""``general.architecture`` of llama.cpp's vision projectors (``mmproj`` GGUFs)."""
 
 #: Files an HF model directory may hold that the store keeps (weights, config, tokenizer).
 HF_WEIGHT_SUFFIXES = (".safetensors",)
@@ -65,17 +67,17 @@ def _field_value(reader: Any, key: str) -> Any:
         return None
 
 
-def read_gguf(path: Path) -> ModelFacts:
-    """Facts from a GGUF file; `ModelFormatError` if it is not a whole, readable GGUF."""
+def _open_gguf(path: Path) -> Any:
+    """A `GGUFReader` over a whole GGUF with tensors and an architecture, or
+    `ModelFormatError`."""
     if not is_gguf(path):
         raise ModelFormatError(f"{path.name} is not a GGUF file (bad magic number)")
     try:
-        from gguf import GGUFReader, LlamaFileType
+        from gguf import GGUFReader
 
         reader = GGUFReader(path, "r")
         size = path.stat().st_size
         end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
-        parameter_count = sum(int(t.n_elements) for t in reader.tensors)
     except ModelFormatError:
         raise
     except Exception as error:
@@ -91,6 +93,21 @@ def read_gguf(path: Path) -> ModelFacts:
     arch = _field_value(reader, "general.architecture")
     if not isinstance(arch, str):
         raise ModelFormatError(f"{path.name} has no general.architecture in its metadata")
+    return reader
+
+
+def read_gguf(path: Path) -> ModelFacts:
+    """Facts from a GGUF file; `ModelFormatError` if it is not a whole, readable GGUF."""
+    from gguf import LlamaFileType
+
+    reader = _open_gguf(path)
+    parameter_count = sum(int(t.n_elements) for t in reader.tensors)
+    arch = _field_value(reader, "general.architecture")
+    if arch == PROJECTOR_ARCHITECTURE:
+        raise ModelFormatError(
+            f"{path.name} is a vision projector (mmproj), not a model: import the language "
+            f"model with --mmproj {path.name}"
+        )
     file_type = _field_value(reader, "general.file_type")
     quantization: str | None = None
     if isinstance(file_type, int):
@@ -115,6 +132,24 @@ def read_gguf(path: Path) -> ModelFacts:
         chat_template=template if isinstance(template, str) else None,
         license=license_ if isinstance(license_, str) else None,
     )
+
+
+def check_projector(path: Path, model: ModelFacts) -> None:
+    """`ModelFormatError` unless ``path`` is a vision projector GGUF (``mmproj``) whose
+    output width fits ``model``'s embeddings."""
+    if not path.is_file():
+        raise ModelFormatError(f"vision projector not found: {path}")
+    reader = _open_gguf(path)
+    if _field_value(reader, "general.architecture") != PROJECTOR_ARCHITECTURE:
+        raise ModelFormatError(f"{path.name} is not a vision projector (mmproj) GGUF")
+    if not _field_value(reader, "clip.has_vision_encoder"):
+        raise ModelFormatError(f"{path.name} is a projector without a vision encoder")
+    width = _int_or_none(_field_value(reader, "clip.vision.projection_dim"))
+    if width and model.embedding_length and width != model.embedding_length:
+        raise ModelFormatError(
+            f"{path.name} projects images to {width} dimensions, but the model's embeddings "
+            f"have {model.embedding_length}: it belongs to another model"
+        )
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -43,8 +43,11 @@ class ModelStoreInterface(Protocol):
         """``"smollm2"`` -> ``"smollm2:latest"``."""
         ...
 
-    def import_path(self, path: Path, /, name: str | None = None) -> Manifest:
-        """Import a .gguf file or a model directory under ``name`` (default: its stem)."""
+    def import_path(
+        self, path: Path, /, name: str | None = None, projector: Path | None = None
+    ) -> Manifest:
+        """Import a .gguf file or a model directory under ``name`` (default: its stem);
+        ``projector``: a GGUF model's vision projector (``mmproj``)."""
         ...
 
     def copy(self, source: str, destination: str, /) -> Manifest:

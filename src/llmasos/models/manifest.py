@@ -68,6 +68,9 @@ class Manifest:
     """Example messages prepended to every chat (Modelfile MESSAGE)."""
     adapter: BlobRef | None = None
     """A LoRA adapter applied on load (Modelfile ADAPTER)."""
+    projector: BlobRef | None = None
+    """A GGUF model's vision projector (an ``mmproj`` GGUF that llama.cpp's libmtmd loads
+    beside it); left out of the canonical JSON when None, so other digests do not change."""
     license: str | None = None
     source: str | None = None
     """Where it came from: a path, ``hf:<repo>``, ``package:<name>``, ``from:<model>``."""
@@ -84,7 +87,8 @@ class Manifest:
 
     @property
     def size(self) -> int:
-        return sum(f.size for f in self.files) + (self.adapter.size if self.adapter else 0)
+        extras = (self.adapter, self.projector)
+        return sum(f.size for f in self.files) + sum(e.size for e in extras if e is not None)
 
     @property
     def short_id(self) -> str:
@@ -101,6 +105,8 @@ class Manifest:
         data["capabilities"] = tuple(data.get("capabilities") or ())
         if data.get("adapter"):
             data["adapter"] = BlobRef(**data["adapter"])
+        if data.get("projector"):
+            data["projector"] = BlobRef(**data["projector"])
         return cls(**data)
 
 
@@ -112,3 +118,5 @@ class ResolvedModel:
     path: Path
     """The .gguf file, or a directory laid out as the model expects (links to blobs)."""
     adapter_path: Path | None = None
+    projector_path: Path | None = None
+    """The vision projector GGUF of a GGUF model that has one."""

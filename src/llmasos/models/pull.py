@@ -25,7 +25,12 @@ import httpx
 
 from llmasos.errors import DownloadError, InvalidRequestError
 from llmasos.models.blobs import CHUNK, storage_error, write_chunk
-from llmasos.models.gguf_info import is_ctranslate2_whisper, read_gguf, read_hf_dir
+from llmasos.models.gguf_info import (
+    check_projector,
+    is_ctranslate2_whisper,
+    read_gguf,
+    read_hf_dir,
+)
 from llmasos.models.manifest import BlobRef, Manifest
 from llmasos.models.names import parse_name
 from llmasos.models.repository import (
@@ -33,12 +38,14 @@ from llmasos.models.repository import (
     SKIPPED_SUFFIXES,
     ModelRepository,
     manifest_from_facts,
+    with_projector,
 )
 
 Progress = Callable[[str, int, int], None]
 
 ATTEMPTS = 4
 GGUF_PREFERENCE = ("q4_k_m", "q4_k_s", "q4_0", "q5_k_m", "q8_0", "q4_1")
+PROJECTOR_PREFERENCE = ("f16", "bf16", "f32", "q8_0")
 SKIPPED_EXTRA = (".md", ".png", ".jpg", ".jpeg", ".gif", ".pdf", ".gguf")
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _QUANT = re.compile(r"(?i)(?:^|[.-])((?:i?q\d+(?:_[a-z0-9]+)*)|bf16|f16|f32)(?:\.gguf)$")
@@ -131,21 +138,25 @@ class HubClient:
 
 
 def choose_files(repo: str, wanted: str | None, files: dict[str, HubFile]) -> list[HubFile]:
-    """The files to download: one GGUF, or a transformers model's weights, config, tokenizer."""
+    """The files to download: one GGUF (and its vision projector, when the repo has one),
+    or a transformers model's weights, config, tokenizer."""
     if wanted is not None:
         if wanted not in files:
             raise DownloadError(f"{repo} has no file {wanted!r}")
-        if not wanted.lower().endswith(".gguf"):
-            raise InvalidRequestError(f"{wanted}: pull a .gguf file, or the whole repo (no :FILE)")
-        return [files[wanted]]
-    ggufs = sorted(p for p in files if p.lower().endswith(".gguf") and "mmproj" not in p.lower())
+        if not wanted.lower().endswith(".gguf") or _is_projector(wanted):
+            raise InvalidRequestError(
+                f"{wanted}: pull a model's .gguf file (its mmproj comes with it), or the whole "
+                "repo (no :FILE)"
+            )
+        return [files[wanted], *_projector(files)]
+    ggufs = sorted(p for p in files if p.lower().endswith(".gguf") and not _is_projector(p))
     if len(ggufs) == 1:
-        return [files[ggufs[0]]]
+        return [files[ggufs[0]], *_projector(files)]
     if ggufs:
         for quant in GGUF_PREFERENCE:
             for path in ggufs:
                 if _quant(path) == quant:
-                    return [files[path]]
+                    return [files[path], *_projector(files)]
         raise DownloadError(
             f"{repo} has several GGUF files; pick one with {repo}:FILE from: {', '.join(ggufs)}"
         )
@@ -164,6 +175,21 @@ def choose_files(repo: str, wanted: str | None, files: dict[str, HubFile]) -> li
             "nor a CTranslate2 whisper (model.bin, config.json, vocabulary)"
         )
     return chosen
+
+
+def _is_projector(path: str) -> bool:
+    return "mmproj" in path.rsplit("/", 1)[-1].lower()
+
+
+def _projector(files: dict[str, HubFile]) -> list[HubFile]:
+    """The repo's vision projector GGUF, if it has one: the least quantized of them (a
+    projector is small, and quantizing it costs more accuracy than it saves)."""
+    projectors = sorted(p for p in files if p.lower().endswith(".gguf") and _is_projector(p))
+    for quant in PROJECTOR_PREFERENCE:
+        for path in projectors:
+            if quant in path.rsplit("/", 1)[-1].lower():
+                return [files[path]]
+    return [files[projectors[0]]] if projectors else []
 
 
 def _quant(path: str) -> str | None:
@@ -202,10 +228,14 @@ def pull_model(
                     if path != store.blobs.path(digest):
                         tx.added(digest, store.blobs.adopt(path, digest))
                     refs.append(BlobRef(item.path, digest, store.blobs.path(digest).stat().st_size))
+                projector = refs.pop() if single and len(refs) == 2 else None
                 blob_paths = {r.path: store.blobs.path(r.digest) for r in refs}
                 facts = read_gguf(blob_paths[single]) if single else read_hf_dir(blob_paths, repo)
                 label = f"hf:{repo}" + (f":{single}" if single else "")
                 manifest = manifest_from_facts(str(model), facts, tuple(refs), label)
+                if projector is not None:
+                    check_projector(store.blobs.path(projector.digest), facts)
+                    manifest = with_projector(manifest, projector)
                 return store.commit(tx, model, manifest)
         finally:
             for _, path, digest in downloads:

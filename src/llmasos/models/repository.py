@@ -46,7 +46,13 @@ from llmasos.models.blobs import (
     storage_error,
     write_text_atomic,
 )
-from llmasos.models.gguf_info import ModelFacts, is_ctranslate2_whisper, read_gguf, read_hf_dir
+from llmasos.models.gguf_info import (
+    ModelFacts,
+    check_projector,
+    is_ctranslate2_whisper,
+    read_gguf,
+    read_hf_dir,
+)
 from llmasos.models.known import known_overrides
 from llmasos.models.manifest import BlobRef, Manifest, ModelName, ResolvedModel
 from llmasos.models.names import not_found_message, parse_name, split_digest
@@ -70,6 +76,8 @@ def seal(manifest: Manifest) -> Manifest:
     data.pop("digest")
     if not data["capabilities"]:
         data.pop("capabilities")  # text-only manifests keep the digests they had
+    if data["projector"] is None:
+        data.pop("projector")
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return replace(manifest, digest=f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}")
 
@@ -96,6 +104,17 @@ def manifest_from_facts(
         capabilities=facts.capabilities,
     )
     return seal(replace(manifest, **known_overrides(facts.chat_template)))
+
+
+def with_projector(manifest: Manifest, projector: BlobRef) -> Manifest:
+    """``manifest`` with a vision projector: it sees images (``vision``)."""
+    capabilities = tuple(dict.fromkeys((*manifest.capabilities, "vision")))
+    return seal(replace(manifest, projector=projector, capabilities=capabilities))
+
+
+def extra_blobs(manifest: Manifest) -> list[BlobRef]:
+    """The blobs of ``manifest`` beside its files: the adapter, the vision projector."""
+    return [ref for ref in (manifest.adapter, manifest.projector) if ref is not None]
 
 
 def default_name(path: Path) -> str:
@@ -184,7 +203,7 @@ class ModelRepository:
         manifest = self.manifest(name)
         if split_digest(name)[1] is None:
             manifest = self._tuned(name, manifest)
-        for ref in (*manifest.files, *([manifest.adapter] if manifest.adapter else [])):
+        for ref in (*manifest.files, *extra_blobs(manifest)):
             if not self.blobs.has(ref.digest):
                 raise StorageError(
                     f"model {manifest.name!r} is damaged: blob {ref.digest} ({ref.path}) is "
@@ -200,7 +219,10 @@ class ModelRepository:
             path = self._materialize(manifest)
             if manifest.adapter is not None:
                 adapter = path / Path(manifest.adapter.path).parent
-        return ResolvedModel(manifest=manifest, path=path, adapter_path=adapter)
+        projector = self.blobs.path(manifest.projector.digest) if manifest.projector else None
+        return ResolvedModel(
+            manifest=manifest, path=path, adapter_path=adapter, projector_path=projector
+        )
 
     def _tuned(self, name: str, current: Manifest) -> Manifest:
         choice = self.tuning.get(current.digest)
@@ -327,14 +349,25 @@ class ModelRepository:
         write_text_atomic(path, manifest.to_json())
         return manifest
 
-    def import_path(self, path: Path, name: str | None = None) -> Manifest:
-        """Import a .gguf file or an HF model directory under ``name`` (default: its stem)."""
+    def import_path(
+        self, path: Path, name: str | None = None, projector: Path | None = None
+    ) -> Manifest:
+        """Import a .gguf file or an HF model directory under ``name`` (default: its stem);
+        ``projector``: a GGUF model's vision projector (``mmproj``), stored beside it."""
         path = Path(path).expanduser()
         model = parse_name(name if name is not None else default_name(path))
         self._ensure_builtins()
+        if projector is not None:
+            projector = Path(projector).expanduser()
+            if not path.is_file():
+                raise InvalidRequestError("a vision projector goes with a .gguf model file")
+            check_projector(projector, read_gguf(path))
         with self.transaction() as tx:
             files, facts = self.add_model_files(tx, path)
             manifest = manifest_from_facts(str(model), facts, files, str(path.resolve()))
+            if projector is not None:
+                ref = replace(self._add_blob(tx, projector, False, None), path="mmproj.gguf")
+                manifest = with_projector(manifest, ref)
             return self.commit(tx, model, manifest)
 
     def add_model_files(
@@ -409,6 +442,7 @@ class ModelRepository:
         manifests = [self._read(p) for p in self._manifest_files()]
         used = {f.digest for m in manifests for f in m.files}
         used |= {m.adapter.digest for m in manifests if m.adapter}
+        used |= {m.projector.digest for m in manifests if m.projector}
         for digest in self.blobs.digests() - used:
             self.blobs.remove(digest)
         live = {m.digest.removeprefix("sha256:") for m in manifests}
@@ -511,7 +545,7 @@ class ModelRepository:
     def _materialize(self, manifest: Manifest) -> Path:
         """``dirs/<hex>/`` with each file linked to its blob under its relative path."""
         target = self.root / "dirs" / manifest.digest.removeprefix("sha256:")
-        refs = [*manifest.files, *([manifest.adapter] if manifest.adapter else [])]
+        refs = [*manifest.files, *extra_blobs(manifest)]
         if target.is_dir() and all((target / r.path).exists() for r in refs):
             return target
         try:

@@ -200,6 +200,8 @@ class LlamaCppBackend(BackendInterface):
                     IMAGE_PLACEHOLDER,
                     _forward_log if logger.isEnabledFor(logging.DEBUG) else _discard_log,
                 )
+            except UnsupportedError as error:  # no libmtmd: the model still serves text
+                logger.warning("%s: images are refused: %s", spec.path.name, error)
             except BaseException:
                 backend.close()
                 raise
