@@ -8,6 +8,9 @@ and that feeding the image positions in chunks or beside a text sequence changes
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -150,3 +153,32 @@ def test_a_text_gguf_without_projector_takes_no_images(tmp_path: Path) -> None:
         assert not plain.accepts_images
     finally:
         plain.close()
+
+
+def test_without_libmtmd_the_pair_serves_text_and_says_how_to_build(tmp_path: Path) -> None:
+    """A build without libmtmd, as llama-cpp-python sees one when its ``MTMD_CPP_LIB``
+    points where the library is not (a fresh interpreter: the bindings load it at import)."""
+    text = smollm_path()
+    assert text is not None
+    projector = write_tiny_mmproj(tmp_path / "mmproj.gguf")
+    script = f"""
+from pathlib import Path
+from llmasos.backends.interface import LoadSpec
+from llmasos.backends.llamacpp.backend import LlamaCppBackend
+from llmasos.errors import UnsupportedError
+spec = LoadSpec(path=Path({str(text)!r}), format="gguf", context_length=64, max_sequences=1,
+                threads=1, options={{"projector": {str(projector)!r}}})
+backend = LlamaCppBackend.load(spec)
+assert backend.accepts_images
+assert backend.execute  # the text model is loaded
+try:
+    backend.encode_images("x <__media__>", [b"png"])
+except UnsupportedError as error:
+    print(error)
+"""
+    env = {**os.environ, "MTMD_CPP_LIB": str(tmp_path / "nowhere")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LLMASOS_LLAMA_VISION=1 make setup" in result.stdout

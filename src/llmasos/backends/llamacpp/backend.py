@@ -146,6 +146,8 @@ class LlamaCppBackend(BackendInterface):
         self._closed = False
         self._adapter: Any = None
         self._projector: Projector | None = None
+        self._projector_error: str | None = None
+        """Why a model stored with a projector cannot take images here (no libmtmd)."""
         self._embd_batch: Any = None
 
     # --- loading -----------------------------------------------------------------------
@@ -202,6 +204,7 @@ class LlamaCppBackend(BackendInterface):
                 )
             except UnsupportedError as error:  # no libmtmd: the model still serves text
                 logger.warning("%s: images are refused: %s", spec.path.name, error)
+                backend._projector_error = str(error)
             except BaseException:
                 backend.close()
                 raise
@@ -350,12 +353,16 @@ class LlamaCppBackend(BackendInterface):
 
     @property
     def accepts_images(self) -> bool:
-        return self._projector is not None
+        """True with a loaded projector, and also when the model has one that this build
+        cannot load: `encode_images` then says how to build it."""
+        return self._projector is not None or self._projector_error is not None
 
     def encode_images(self, prompt: str, images: Sequence[bytes]) -> ImagePrompt:
         projector = self._projector
         if projector is None:
-            raise UnsupportedError("this model has no vision projector; it cannot take images")
+            raise UnsupportedError(
+                self._projector_error or "this model has no vision projector; it cannot take images"
+            )
         encoded = projector.encode(prompt, images)
         return ImagePrompt(encoded.tokens, encoded, encoded.image_tokens)
 
