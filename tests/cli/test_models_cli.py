@@ -172,3 +172,19 @@ def test_pull_offline(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mo
     assert code == 1
     assert err.startswith("Error: cannot reach http://127.0.0.1:9") and "(offline?)" in err
     assert err.count("\n") == 1
+
+
+def test_import_with_a_vision_projector(
+    tiny_gguf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.vision.tiny_mmproj import write_tiny_mmproj
+
+    projector = write_tiny_mmproj(tmp_path / "mmproj-tiny.gguf", text_hidden=8)
+    code, out = run("import", str(tiny_gguf), "--mmproj", str(projector), "-n", "seer")
+    assert code == 0 and "imported 'seer:latest'" in out
+    code, out = run("show", "seer")
+    assert "capabilities        vision" in out and "vision projector    sha256:" in out
+    assert json.loads(run("show", "seer", "--json")[1])["projector"]["path"] == "mmproj.gguf"
+    code, err = run_main(capsys, "import", str(tiny_gguf), "--mmproj", str(tiny_gguf))
+    assert code == 1 and "My-Tiny.gguf is not a vision projector (mmproj) GGUF" in err
+    assert len(err.strip().splitlines()) == 1
