@@ -138,7 +138,7 @@ def test_chunked_and_batched_prefill_give_the_same_output(backend: LlamaCppBacke
 
 def test_bad_images_and_counts_are_refused(backend: LlamaCppBackend) -> None:
     prompt = backend.render_chat(QUESTION)
-    with pytest.raises(InvalidRequestError, match="image 0 could not be decoded"):
+    with pytest.raises(InvalidRequestError, match="image 1 cannot be read"):
         backend.encode_images(prompt, [b"not an image at all"])
     with pytest.raises(InvalidRequestError, match="1 image markers for 2 images"):
         backend.encode_images(prompt, [RED, BLUE])

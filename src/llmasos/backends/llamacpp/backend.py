@@ -134,6 +134,8 @@ class LlamaCppBackend(BackendInterface):
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self._n_batch = int(llama_cpp.llama_n_batch(ctx))
         self._n_ctx = int(llama_cpp.llama_n_ctx(ctx))
+        self._n_embd = int(llama_cpp.llama_model_n_embd_inp(model))
+        """The width of an input embedding (what an image position is fed)."""
         self._unified = _unified_kv(spec)
         self._batch: Any = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self._slots = [_Slot(i) for i in range(int(llama_cpp.llama_n_seq_max(ctx)))]
@@ -197,7 +199,7 @@ class LlamaCppBackend(BackendInterface):
                 backend._projector = Projector.load(
                     Path(projector),
                     model,
-                    int(llama_cpp.llama_model_n_embd(model)),
+                    backend._n_embd,
                     threads,
                     IMAGE_PLACEHOLDER,
                     _forward_log if logger.isEnabledFor(logging.DEBUG) else _discard_log,
@@ -542,7 +544,7 @@ class LlamaCppBackend(BackendInterface):
         slot0, position0 = chunk[0][0], chunk[0][1]
         image = position0 in slot0.embeddings
         batch = self._image_batch() if image else self._batch
-        n_embd = int(llama_cpp.llama_model_n_embd(self._model))
+        n_embd = self._n_embd
         for i, (slot, position, token, wants) in enumerate(chunk):
             if image:
                 row = np.ascontiguousarray(slot.embeddings[position], dtype=np.float32)
@@ -570,8 +572,7 @@ class LlamaCppBackend(BackendInterface):
 
     def _image_batch(self) -> Any:
         if self._embd_batch is None:
-            n_embd = int(llama_cpp.llama_model_n_embd(self._model))
-            self._embd_batch = llama_cpp.llama_batch_init(self._n_batch, n_embd, 1)
+            self._embd_batch = llama_cpp.llama_batch_init(self._n_batch, self._n_embd, 1)
         return self._embd_batch
 
     def score(self, tokens: Sequence[int]) -> list[float]:

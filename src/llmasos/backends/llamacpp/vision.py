@@ -127,7 +127,10 @@ class Projector:
         buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._handle, buffer, len(data), False)
         if not bitmap:
-            raise InvalidRequestError(f"image {index} could not be decoded", param="messages")
+            raise InvalidRequestError(
+                f"image {index + 1} cannot be read: libmtmd could not decode it",
+                param="messages",
+            )
         return bitmap
 
     def _encode_chunks(self, chunks: Any) -> EncodedPrompt:
