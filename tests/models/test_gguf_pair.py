@@ -11,6 +11,7 @@ import pytest
 
 from llmasos.errors import ModelFormatError
 from llmasos.models.manifest import Manifest
+from llmasos.models.modelfile import to_modelfile
 from llmasos.models.store import ModelStore
 from tests.models.test_pull import FakeHub, served
 from tests.vision.tiny_mmproj import write_tiny_mmproj
@@ -34,6 +35,10 @@ def test_import_with_a_projector_sees_images(
     assert resolved.projector_path.read_bytes() == projector.read_bytes()
     assert store.resolve("plain").projector_path is None
     assert Manifest.from_json(manifest.to_json()) == manifest
+    derived = store.create("pair-short", "FROM pair\nPARAMETER num_ctx 32\n", base_dir=tmp_path)
+    assert derived.projector == manifest.projector and derived.sees_images
+    assert store.resolve("pair-short").projector_path == resolved.projector_path
+    assert "# vision projector sha256:" in to_modelfile(manifest, "pair")
     store.remove("pair")
     store.collect_garbage()
     assert store.resolve("plain").path.exists()

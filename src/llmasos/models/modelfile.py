@@ -193,6 +193,8 @@ def to_modelfile(manifest: Manifest, base: str) -> str:
         out.append(f"MESSAGE {message['role']} {_quote(str(message['content']))}")
     if manifest.adapter is not None:
         out.append(f"# ADAPTER {manifest.adapter.digest} (stored in the model)")
+    if manifest.projector is not None:
+        out.append(f"# vision projector {manifest.projector.digest} (stored in the model)")
     if manifest.license:
         out.append(f"LICENSE {_quote(manifest.license)}")
     return "\n".join(out) + "\n"
