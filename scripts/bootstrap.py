@@ -591,12 +591,13 @@ VENV = Step(
 )
 LLAMA_CPP = Step(
     "llama.cpp",
-    "compile llama-cpp-python (libllama and ggml for this CPU; no tools, no vision)",
+    "compile llama-cpp-python (libllama and ggml for this CPU, libmtmd for GGUF vision models "
+    "when the tests or LLMASOS_LLAMA_VISION=1 want it; no tools)",
     _by_installer(
-        "about 3 min on 2 idle cores, the [n/N] counter below shows how far; about 1 s when "
-        "uv's cache already holds the wheel built with these options",
-        "about 3 min on 2 idle cores, the [n/N] counter below shows how far; seconds when "
-        "pip's cache already holds the wheel",
+        "about 3 min on 2 idle cores, 5 with libmtmd, the [n/N] counter below shows how far; "
+        "about 1 s when uv's cache already holds the wheel built with these options",
+        "about 3 min on 2 idle cores, 5 with libmtmd, the [n/N] counter below shows how far; "
+        "seconds when pip's cache already holds the wheel",
     ),
     _llama_commands,
     env=_llama_env,
@@ -992,6 +993,27 @@ def run_profile(
     return 0
 
 
+def wants_vision(profile: str, context: Context, setting: str) -> bool:
+    """Whether llama.cpp is built with libmtmd (GGUF vision models).
+
+    ``LLMASOS_LLAMA_VISION`` decides when set (``1``/``0``). Unset, the ``test`` profile
+    builds it, so that the tests of the GGUF vision path run; the ``serve`` profile keeps a
+    build with it that is already there (it serves all the other does: no second compile
+    after ``make setup``) and otherwise builds without it.
+    """
+    if setting.strip():
+        return setting.strip().lower() not in ("0", "false", "no")
+    if profile == "test":
+        return True
+    stamp = _stamp_path(context, LLAMA_CPP)
+    if not stamp.exists():
+        return False
+    with_vision = dataclasses.replace(context, vision=True)
+    return stamp.read_text().strip() in _accepted(
+        LLAMA_CPP, with_vision, LLAMA_CPP.digest(with_vision)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", choices=sorted(PROFILES))
@@ -1008,7 +1030,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rerun", default=None, help="the command to name in messages (default: this one)"
     )
     args = parser.parse_args(argv)
-    vision = os.environ.get("LLMASOS_LLAMA_VISION", "") not in ("", "0", "false", "no")
     started, cpu_started = time.monotonic(), _children_cpu_seconds()
     installer = find_installer(sys.executable, cache_home())
     print(f"installer: {installer.name} ({installer.how})", flush=True)
@@ -1018,9 +1039,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         python=sys.executable,
         torch=args.torch,
         jobs=max(1, args.jobs),
-        vision=vision,
+        vision=False,
         installer=installer,
     )
+    context.vision = wants_vision(args.profile, context, os.environ.get("LLMASOS_LLAMA_VISION", ""))
     rerun = args.rerun or f"make {'serve' if args.profile == 'serve' else 'test'}"
     code = run_profile(args.profile, context, rerun)
     if context.stamps.is_dir():

@@ -404,3 +404,21 @@ def test_an_environment_set_up_by_pip_is_not_set_up_again_by_uv(
     assert stamp not in bootstrap._accepted(
         bootstrap.LLAMA_CPP, vision, bootstrap.LLAMA_CPP.digest(vision)
     )
+
+
+def test_the_test_profile_builds_libmtmd_and_serve_keeps_it(tmp_path: Path) -> None:
+    """Unset, LLMASOS_LLAMA_VISION means: the tests' set-up builds libmtmd (the GGUF vision
+    tests run), `make serve` keeps a build with it rather than compiling again."""
+    context = _uv_context(tmp_path)
+    assert bootstrap.wants_vision("test", context, "")
+    assert not bootstrap.wants_vision("test", context, "0")
+    assert not bootstrap.wants_vision("serve", context, "")  # nothing built yet
+    assert bootstrap.wants_vision("serve", context, "1")
+    vision = _uv_context(tmp_path, vision=True)
+    vision.stamps.mkdir(parents=True)  # type: ignore[attr-defined]
+    stamp = vision.stamps / "llama.cpp"  # type: ignore[attr-defined]
+    stamp.write_text(bootstrap.LLAMA_CPP.digest(vision) + "\n")
+    assert bootstrap.wants_vision("serve", context, "")
+    assert not bootstrap.wants_vision("serve", context, "no")
+    stamp.write_text(bootstrap.LLAMA_CPP.digest(context) + "\n")
+    assert not bootstrap.wants_vision("serve", context, "")
