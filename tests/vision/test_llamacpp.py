@@ -182,3 +182,18 @@ except UnsupportedError as error:
     )
     assert result.returncode == 0, result.stderr
     assert "LLMASOS_LLAMA_VISION=1 make setup" in result.stdout
+
+
+def test_a_resumed_sequence_feeds_its_images_again(backend: LlamaCppBackend) -> None:
+    """After a preemption the kernel adds the prompt and what was generated; the cache may
+    give back the text before the image, never the image, and the answer goes on."""
+    encoded = backend.encode_images(backend.render_chat(QUESTION), [RED])
+    start = encoded.media.images[0].start  # type: ignore[attr-defined]
+    first_run, _ = first(backend, 1, [RED])
+    generated = [first_run[0][0], IMAGE_PLACEHOLDER]
+    tokens = [*encoded.tokens, *generated]
+    cached = backend.add_image_sequence(9, GREEDY, tokens, encoded.media, generated=generated)
+    assert 0 < cached <= start
+    result = backend.execute([SequenceWork(9, tokens[cached:], True)])
+    assert [r.seq_id for r in result] == [9]
+    backend.remove_sequence(9)
