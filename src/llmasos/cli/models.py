@@ -263,7 +263,7 @@ def import_model(
         typer.Option(
             "--mmproj",
             help="The GGUF model's vision projector (an mmproj .gguf): the model then sees "
-            "images in chat (llama.cpp built with LLMASOS_LLAMA_VISION=1).",
+            "images in chat (needs llama.cpp built with libmtmd, as `make setup` builds it).",
         ),
     ] = None,
     optimize: Annotated[bool, typer.Option("--optimize", help=OPTIMIZE_HELP)] = False,
