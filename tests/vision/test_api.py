@@ -51,12 +51,6 @@ def url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         asyncio.run(engine.close())
 
 
-@pytest.fixture
-def api(url: str) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0) as client:
-        yield client
-
-
 def data_url(image: bytes, media_type: str = "image/png") -> str:
     return f"data:{media_type};base64," + base64.b64encode(image).decode()
 

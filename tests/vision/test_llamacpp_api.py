@@ -59,12 +59,6 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         asyncio.run(engine.close())
 
 
-@pytest.fixture
-def api(url: str) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0) as client:
-        yield client
-
-
 def user_message(*images: bytes) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [{"type": "text", "text": QUESTION}]
     parts += [
