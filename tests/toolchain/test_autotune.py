@@ -74,7 +74,7 @@ def test_the_server_tunes_its_default_model_when_idle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(autotune, "FROM_LOW_BIT", ("Q8_0",))  # one candidate keeps it short
-    monkeypatch.setattr(autotune, "SERVICE_ITEMS", 3)  # and three items of each service set
+    monkeypatch.setattr(autotune, "SERVICE_ITEMS", 1)  # and one item of each service set
     monkeypatch.setenv("LLMASOS_MAX_BATCH_SIZE", "2")  # and the job serves batches of two
     settings = _settings(tmp_path)
     store = ModelStore.open(settings)
@@ -109,7 +109,7 @@ def test_the_server_tunes_its_default_model_when_idle(
     assert report["batch"] == 2 and all(r["seconds_in_batch"] > 0 for r in report["results"])
     # the service gate scored both versions on every service, item by item
     assert all(set(r["services"]) == set(SERVICE_GATE) for r in report["results"])
-    assert all(len(items) == 3 for r in report["results"] for items in r["service_items"].values())
+    assert all(len(items) == 1 for r in report["results"] for items in r["service_items"].values())
     choice = store.tuning_choice("smollm2")
     assert choice is not None and choice.format == report["chosen"]
     assert store.resolve("smollm2").manifest.digest == choice.digest

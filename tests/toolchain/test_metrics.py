@@ -46,3 +46,15 @@ def test_accuracy_and_sentences() -> None:
     assert metrics.split_sentences("One. Two! Three? ") == ["One.", "Two!", "Three?"]
     assert metrics.count_sentences("我头疼。我发烧了。") == 2
     assert metrics.count_sentences("") == 0 and metrics.mean([]) == 0.0
+
+
+def test_paired_lower_p_counts_only_the_items_that_differ() -> None:
+    same = [100.0] * 10
+    assert metrics.paired_lower_p(same, same) == 1.0
+    assert metrics.paired_lower_p([0.0, *same], [100.0, *same]) == 0.5  # one item: a coin
+    assert metrics.paired_lower_p([100.0, *same], [0.0, *same]) == 1.0
+    # McNemar's exact one-sided test: 3 lost and 2 won of 5 differing items, then 9 lost
+    assert metrics.paired_lower_p([0.0] * 3 + [100.0] * 2, [100.0] * 3 + [0.0] * 2) == 0.5
+    assert metrics.paired_lower_p([0.0] * 9, [100.0] * 9) == pytest.approx(1 / 512)
+    with pytest.raises(ValueError):
+        metrics.paired_lower_p([1.0], [1.0, 2.0])

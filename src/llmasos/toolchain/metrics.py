@@ -149,6 +149,8 @@ def paired_lower_p(candidate: Sequence[float], reference: Sequence[float]) -> fl
     differences = [c - r for c, r in zip(candidate, reference, strict=True) if c != r]
     if not differences:
         return 1.0
+    if len(differences) == 1:  # two equally likely signs (SciPy wants two observations)
+        return 0.5 if differences[0] < 0 else 1.0
     result = permutation_test(
         (differences,),
         lambda d, axis=-1: np.mean(d, axis=axis),
