@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-JOB_KINDS = ("transcribe", "ocr", "speak")
-"""The kinds of jobs faces submit today; each kind has a lane of its own. A new kind needs
-no change to the kernel (a lane opens for it on first use)."""
-
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
@@ -41,7 +37,8 @@ class JobRequest(Generic[T]):
     """A unit of CPU-bound work that is not a token step, on behalf of a tenant."""
 
     kind: str
-    """The lane it waits in: ``transcribe``, ``ocr``, ``speak`` (see `JOB_KINDS`)."""
+    """The lane it waits in: ``transcribe``, ``ocr`` or ``speak`` today; a new kind needs no
+    change to the kernel (a lane opens for it on first use)."""
     work: Callable[[], T]
     """Run once, in a worker thread; its result (or what it raises) is `run_job`'s."""
     tenant: str = "anonymous"
