@@ -490,11 +490,12 @@ def tune_model(
     kernel_settings = (settings or load_settings()).model_copy(
         update={"threads": threads, "max_batch_size": batch, "auto_tune": False}
     )
+    pinned = [f"{name}@{v.digest.removeprefix('sha256:')}" for v in versions]
     served = asyncio.run(
         _measure_served(
             kernel_settings,
             store,
-            [f"{name}@{v.digest.removeprefix('sha256:')}" for v in versions],
+            pinned,
             batch,
             rounds,
             served_prompt,
@@ -510,7 +511,7 @@ def tune_model(
             _measure_services(
                 kernel_settings,
                 store,
-                [f"{name}@{v.digest.removeprefix('sha256:')}" for v in versions],
+                pinned,
                 services,
                 service_items,
                 progress,
